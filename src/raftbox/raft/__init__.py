@@ -1,0 +1,1 @@
+"""raftbox.raft: the Raft consensus core (pure) and its runtime."""

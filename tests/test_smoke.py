@@ -1,0 +1,3 @@
+def test_placeholder_import():
+    import raftbox.raft.messages  # noqa: F401
+
