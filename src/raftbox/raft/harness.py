@@ -61,7 +61,13 @@ class Harness:
     def add_member(self, i: int, peers: tuple[int, ...] = ()) -> Member:
         storage = MemoryStorage()
         node = RawNode(
-            Config(id=i, storage=storage, rng=random.Random(self.seed * 1000 + i), peers=peers, **self.cfg_kw)
+            Config(
+                id=i,
+                storage=storage,
+                rng=random.Random(self.seed * 1000 + i),
+                peers=peers,
+                **self.cfg_kw,
+            )
         )
         m = Member(node, storage)
         self.members[i] = m
@@ -102,7 +108,11 @@ class Harness:
         if rd.snapshot is not None:
             m.snapshot_data = rd.snapshot.data
             m.applied = [e for e in m.applied if e.index <= rd.snapshot.meta.index]
-            m.applied.append(Entry(rd.snapshot.meta.term, rd.snapshot.meta.index, EntryType.NORMAL, b"<snapshot>"))
+            m.applied.append(
+                Entry(
+                    rd.snapshot.meta.term, rd.snapshot.meta.index, EntryType.NORMAL, b"<snapshot>"
+                )
+            )
         m.applied.extend(rd.committed_entries)
         m.read_states.extend(rd.read_states)
         m.node.advance(rd)
@@ -209,5 +219,7 @@ def describe(m: Message) -> str:
     if m.context:
         parts.append(f"ctx={m.context.decode(errors='replace')}")
     if m.snapshot is not None:
-        parts.append(f"snap=i{m.snapshot.index}/t{m.snapshot.term} off={m.offset}{' done' if m.done else ''}")
+        parts.append(
+            f"snap=i{m.snapshot.index}/t{m.snapshot.term} off={m.offset}{' done' if m.done else ''}"
+        )
     return " ".join(parts)
