@@ -10,7 +10,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="raftbox", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="print the version")
+    from raftbox.raft import kvcli
+
+    kvcli.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "raft-kv":
+        return kvcli.run(args)
     if args.command == "version":
         from raftbox import __version__
 

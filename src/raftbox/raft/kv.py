@@ -1,0 +1,221 @@
+"""raft-kv: a small replicated key-value store that exists to exercise the Raft runtime.
+
+`raftbox raft-kv serve` runs one member: a `RaftNode` whose state machine is `KVStateMachine`,
+plus a client port speaking a tiny protocol. It is what the runtime is benchmarked and tortured
+with before the metadata service sits on it.
+
+Client protocol: the same framing as the peer transport (u32 big-endian length + msgpack), one
+`KVRequest` per frame, answered by one `KVResponse` with the same `id`; requests are pipelined,
+answers may come out of order. Operations:
+
+| op     | arguments                 | result                                             |
+| ------ | ------------------------- | -------------------------------------------------- |
+| put    | key, value                | revision (the raft index that wrote it)           |
+| get    | key, stale                | value or null; linearizable unless `stale`         |
+| delete | key                       | true if it existed                                 |
+| cas    | key, expected, value      | [ok, current value]                                |
+| status | —                         | the member's Raft status                           |
+| member | action, node_id, address  | add / remove / transfer                            |
+
+Writes carry `(client_id, seq, ack_below)` so a retried write is applied once (`sessions.py`).
+Any member accepts any request; writes are forwarded to the leader by the runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from typing import Any
+
+import msgspec
+
+from .messages import ConfChangeType
+from .node import NodeError, RaftNode
+from .sessions import Command, SessionExpired, SessionTable
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct(">I")
+MAX_FRAME_BYTES = 8 << 20
+
+
+class Put(msgspec.Struct, tag="put", array_like=True):
+    key: bytes
+    value: bytes
+
+
+class Delete(msgspec.Struct, tag="del", array_like=True):
+    key: bytes
+
+
+class Cas(msgspec.Struct, tag="cas", array_like=True):
+    key: bytes
+    expected: bytes | None
+    value: bytes
+
+
+KVOp = Put | Delete | Cas
+
+
+class KVRequest(msgspec.Struct, array_like=True, omit_defaults=True):
+    id: int
+    op: str  # put | get | del | cas | status | member
+    key: bytes = b""
+    value: bytes = b""
+    expected: bytes | None = None
+    stale: bool = False
+    client_id: int = 0
+    seq: int = 0
+    ack_below: int = 0
+    action: str = ""
+    node_id: int = 0
+    address: str = ""
+
+
+class KVResponse(msgspec.Struct, array_like=True, omit_defaults=True):
+    id: int
+    ok: bool = True
+    result: Any = None
+    error: str = ""
+
+
+class KVStateMachine:
+    """A dict of bytes → bytes with exactly-once sessions. Lives in memory: after a restart it
+    is rebuilt from the newest snapshot plus the log, so `applied_index()` starts at 0."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.sessions = SessionTable()
+        self.applied = 0
+        self._decoder = msgspec.msgpack.Decoder(KVOp)
+
+    def applied_index(self) -> int:
+        return self.applied
+
+    def apply_noop(self, index: int) -> None:
+        self.applied = index
+
+    def apply(self, index: int, command: Command) -> Any:
+        self.applied = index
+        result = self.sessions.apply(command, lambda p: self._run(index, p))
+        if isinstance(result, SessionExpired):
+            return {"error": str(result)}
+        return result
+
+    def _run(self, index: int, payload: bytes) -> Any:
+        op = self._decoder.decode(payload)
+        if isinstance(op, Put):
+            self.data[op.key] = op.value
+            return index
+        if isinstance(op, Delete):
+            return self.data.pop(op.key, None) is not None
+        cur = self.data.get(op.key)
+        if cur == op.expected:
+            self.data[op.key] = op.value
+            return [True, op.value]
+        return [False, cur]
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode([self.applied, self.data, self.sessions.dump()])
+
+    def restore(self, data: bytes) -> None:
+        self.applied, self.data, sessions = msgspec.msgpack.decode(
+            data, type=tuple[int, dict[bytes, bytes], bytes]
+        )
+        self.sessions.load(sessions)
+
+
+class KVServer:
+    """The client port of one raft-kv member."""
+
+    def __init__(self, node: RaftNode, sm: KVStateMachine, listen: tuple[str, int]) -> None:
+        self.node = node
+        self.sm = sm
+        self.listen = listen
+        self._server: asyncio.base_events.Server | None = None
+        self._enc = msgspec.msgpack.Encoder()
+        self._dec = msgspec.msgpack.Decoder(KVRequest)
+        self._conns: set[asyncio.Task] = set()
+
+    async def start(self) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._serve, *self.listen)
+        return self._server.sockets[0].getsockname()[:2]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for t in list(self._conns):
+                t.cancel()
+            await asyncio.gather(*self._conns, return_exceptions=True)
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._conns.add(task)
+        inflight: set[asyncio.Task] = set()
+        try:
+            while True:
+                head = await reader.readexactly(4)
+                (n,) = _LEN.unpack(head)
+                if n > MAX_FRAME_BYTES:
+                    log.warning("client frame of %d bytes refused", n)
+                    return
+                req = self._dec.decode(await reader.readexactly(n))
+                t = asyncio.create_task(self._answer(req, writer))
+                inflight.add(t)
+                t.add_done_callback(inflight.discard)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client went away, or the server is closing
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            log.warning("bad client frame, closing the connection: %s", e)
+        finally:
+            for t in inflight:
+                t.cancel()
+            writer.close()
+            self._conns.discard(task)
+
+    async def _answer(self, req: KVRequest, writer: asyncio.StreamWriter) -> None:
+        try:
+            resp = KVResponse(req.id, result=await self._execute(req))
+        except (NodeError, TimeoutError, ValueError) as e:
+            resp = KVResponse(req.id, ok=False, error=f"{type(e).__name__}: {e}")
+        payload = self._enc.encode(resp)
+        writer.write(_LEN.pack(len(payload)) + payload)
+
+    async def _execute(self, req: KVRequest) -> Any:
+        node = self.node
+        if req.op == "get":
+            if not req.stale:
+                await node.read_index()
+            return self.sm.data.get(req.key)
+        if req.op in ("put", "del", "cas"):
+            if req.op == "put":
+                op: KVOp = Put(req.key, req.value)
+            elif req.op == "del":
+                op = Delete(req.key)
+            else:
+                op = Cas(req.key, req.expected, req.value)
+            payload = msgspec.msgpack.encode(op)
+            if req.client_id:
+                cmd = Command(req.client_id, req.seq, req.ack_below, 0, payload)
+            else:
+                cmd = node.new_command(payload)
+            return await node.propose(cmd)
+        if req.op == "status":
+            return node.status()
+        if req.op == "member":
+            if req.action == "add":
+                host, _, port = req.address.rpartition(":")
+                await node.add_member(req.node_id, (host, int(port)))
+            elif req.action == "remove":
+                await node.remove_member(req.node_id)
+            elif req.action == "transfer":
+                await node.transfer_leadership(req.node_id)
+            elif req.action == "learner":
+                host, _, port = req.address.rpartition(":")
+                await node.change_member(ConfChangeType.ADD_LEARNER, req.node_id, (host, int(port)))
+            else:
+                raise ValueError(f"unknown member action {req.action!r}")
+            return node.status()
+        raise ValueError(f"unknown op {req.op!r}")

@@ -1,0 +1,520 @@
+"""The asyncio Raft member: the pure core driven by a clock, a durable log and a transport.
+
+Theory of operation
+-------------------
+`RaftNode` owns one `RawNode` and runs three tasks in one TaskGroup:
+
+- the **ticker** calls `tick()` every `tick_s` seconds;
+- the **Ready loop** does, for each `Ready`, exactly what its docstring says, in that order:
+  1. as leader, send APP/HEARTBEAT/SNAP at once (thesis §10.2.1: the leader's own write may
+     run in parallel, the core counts the leader only after advance);
+  2. persist snapshot, entries and hard state in a worker thread — one fsync covers every entry
+     that arrived since the last one (group commit: while a sync runs, new proposals pile up in
+     the core and go out together in the next Ready);
+  3. send the other messages (votes and acknowledgements promise durable state);
+  4. restore the state machine from the snapshot, apply committed entries, resolve the
+     proposal futures and ReadIndex waiters;
+  5. `advance()`, then take a snapshot and compact the log if thresholds are passed;
+- the **transport** delivers peer messages into `step()` and serves internal RPCs.
+
+Messages arriving while a Ready is being persisted are stepped at once (the core allows steps
+between `ready()` and `advance()`), so a slow disk never stops the node from hearing its peers.
+
+Commands and results
+--------------------
+A command is a `sessions.Command` `(client_id, seq, ack_below, stamp_ms, payload)`. `propose()`
+sends it to the leader (locally or by the `propose` RPC); the leader stamps it with its clock and
+proposes it; the future resolves when the entry is applied with the state machine's result. The
+state machine applies each (client_id, seq) once (`SessionTable`), so a client that retries after
+a timeout or a leader change gets the first result. If this node loses leadership while
+proposals wait, they fail with `Retry`: the client retries with the same seq.
+
+Linearizable reads use ReadIndex: `read_index()` returns an index such that a read served after
+the local state machine applied it is linearizable. `stale` reads skip it.
+
+The state machine interface (`StateMachine`): `apply(index, command) -> result`, `snapshot() ->
+bytes`, `restore(data)`, `applied_index()`. Restart restores from the newest snapshot only if the
+state machine's own applied index is older, then the core replays what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+
+from .core import Config, RawNode, Ready
+from .errors import NotLeader, ProposalDropped
+from .messages import (
+    NONE,
+    ConfChange,
+    ConfChangeType,
+    EntryType,
+    Message,
+    MessageType,
+    StateRole,
+)
+from .sessions import Command
+from .transport import PeerTransport, RemoteRpcError, RpcError
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+
+
+class StateMachine(Protocol):
+    def apply(self, index: int, command: Command) -> Any: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+    def applied_index(self) -> int: ...
+
+
+class NodeError(Exception):
+    """Base of the runtime's errors."""
+
+
+class Retry(NodeError):
+    """The request may not have been applied; retry it with the same (client_id, seq)."""
+
+
+class Unavailable(NodeError):
+    """No leader could be reached within the deadline (no majority, or an election running)."""
+
+
+_LEADER_SEND = (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP)
+
+
+@dataclass
+class NodeConfig:
+    node_id: int
+    data_dir: str
+    peer_listen: Address
+    peers: dict[int, Address]  # advertised peer addresses, including this node's own
+    join: bool = False  # joining an existing cluster: start with no membership
+    tick_s: float = 0.05
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    snapshot_entries: int = 20_000  # snapshot after this many applied entries
+    snapshot_keep_entries: int = 5_000  # entries kept behind a snapshot for slow followers
+    max_inflight_msgs: int = 512
+    max_size_per_msg_bytes: int = 1 << 20
+    seed: int | None = None
+
+
+class _Envelope(msgspec.Struct, array_like=True):
+    """The node's snapshot: peer addresses and the state machine's own snapshot."""
+
+    addresses: dict[int, tuple[str, int]]
+    sm: bytes
+
+
+class RaftNode:
+    def __init__(self, cfg: NodeConfig, sm: StateMachine, **transport_kw) -> None:
+        from .disklog import DiskLog
+
+        self.cfg = cfg
+        self.sm = sm
+        self.id = cfg.node_id
+        self.rng = random.Random(cfg.seed if cfg.seed is not None else os.urandom(8))
+        os.makedirs(cfg.data_dir, exist_ok=True)
+        self.disk = DiskLog.open(os.path.join(cfg.data_dir, "raft"))
+        self.addresses: dict[int, Address] = dict(cfg.peers)
+        snap = self.disk.snapshot()
+        if not snap.is_empty() and snap.data:
+            env = msgspec.msgpack.decode(snap.data, type=_Envelope)
+            self.addresses.update({k: tuple(v) for k, v in env.addresses.items()})
+            if sm.applied_index() < snap.meta.index:
+                sm.restore(env.sm)
+        self._replay_addresses()
+        self.core = RawNode(
+            Config(
+                id=self.id,
+                storage=self.disk,
+                rng=self.rng,
+                peers=() if cfg.join else tuple(sorted(cfg.peers)),
+                election_ticks=cfg.election_ticks,
+                heartbeat_ticks=cfg.heartbeat_ticks,
+                applied=max(sm.applied_index(), 0),
+                max_inflight_msgs=cfg.max_inflight_msgs,
+                max_size_per_msg_bytes=cfg.max_size_per_msg_bytes,
+            )
+        )
+        self.transport = PeerTransport(
+            self.id,
+            cfg.peer_listen,
+            {p: a for p, a in self.addresses.items() if p != self.id},
+            on_messages=self._on_messages,
+            on_unreachable=self._on_unreachable,
+            rpc_handler=self._on_rpc,
+            rng=self.rng,
+            **transport_kw,
+        )
+        self.client_id = self.rng.getrandbits(63) | 1
+        self._seq = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._applied_cond = asyncio.Condition()
+        self._waiters: dict[tuple[int, int], asyncio.Future] = {}
+        self._reads: dict[bytes, asyncio.Future] = {}
+        self._read_ids = itertools.count(1)
+        self._tg: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task | None = None
+        self._stopping = False
+        self.leader = NONE
+        self.role = StateRole.FOLLOWER
+        self._last_snapshot_index = snap.meta.index
+        self._leader_changed = asyncio.Event()
+
+    def _replay_addresses(self) -> None:
+        """Addresses of members added after the snapshot are in the conf-change entries."""
+        first, last = self.disk.first_index(), self.disk.last_index()
+        if last < first:
+            return
+        for e in self.disk.entries(first, last + 1):
+            if e.type == EntryType.CONF_CHANGE:
+                self._note_conf_change(ConfChange.decode(e.data))
+
+    def _note_conf_change(self, cc: ConfChange) -> None:
+        if cc.type == ConfChangeType.REMOVE:
+            return  # keep the address: a removed member may still need to hear it was removed
+        if cc.context:
+            host, port = msgspec.msgpack.decode(cc.context, type=tuple[str, int])
+            self.addresses[cc.node_id] = (host, port)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.transport.start()
+        started = asyncio.get_running_loop().create_future()
+        self._runner = asyncio.create_task(self._main(started))
+        await started
+
+    @property
+    def peer_addr(self) -> Address:
+        return self.transport.listen_addr
+
+    async def _main(self, started: asyncio.Future) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._ticker())
+                tg.create_task(self._ready_loop())
+                started.set_result(None)
+        finally:
+            if not started.done():
+                started.set_result(None)
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop the loops, fail waiters, close the transport and the log."""
+        self._stopping = True
+        self._wake.set()
+        if self._runner is not None:
+            self._runner.cancel()
+            try:
+                await self._runner
+            except asyncio.CancelledError:
+                pass
+        self._fail_all(Retry("node stopped"))
+        await self.transport.close()
+        self.disk.close()
+
+    # -- tasks ---------------------------------------------------------------------------------
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.tick_s)
+            self.core.tick()
+            self._wake.set()
+
+    async def _ready_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.core.has_ready():
+                await self._handle_ready(self.core.ready())
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
+        leader = self.core.role == StateRole.LEADER
+        later: list[Message] = []
+        for m in rd.messages:
+            if leader and m.type in _LEADER_SEND:
+                self.transport.send(m)
+            else:
+                later.append(m)
+        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
+            if rd.must_sync:
+                persisted = await asyncio.to_thread(self._persist, rd)
+            else:
+                persisted = self._persist(rd)  # a commit-only change: no fsync, no thread
+            self.disk.mark_stable(persisted)
+        for m in later:
+            self.transport.send(m)
+        if rd.snapshot is not None and rd.snapshot.data:
+            env = msgspec.msgpack.decode(rd.snapshot.data, type=_Envelope)
+            self.addresses.update({k: tuple(v) for k, v in env.addresses.items()})
+            self.sm.restore(env.sm)
+            self._sync_transport_peers()
+        for e in rd.committed_entries:
+            self._apply(e)
+        for rs in rd.read_states:
+            fut = self._reads.pop(rs.context, None)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
+        self.core.advance(rd)
+        if rd.committed_entries or rd.snapshot is not None:
+            async with self._applied_cond:
+                self._applied_cond.notify_all()
+            await self._maybe_snapshot()
+
+    def _persist(self, rd: Ready):
+        """Runs in the worker thread (the DiskLog's writer side); see disklog.py."""
+        if rd.snapshot is not None:
+            self.disk.save_snapshot(rd.snapshot)
+        self.disk.write(list(rd.entries), rd.hard_state)
+        return self.disk.sync()
+
+    def _apply(self, e) -> None:
+        if e.type == EntryType.CONF_CHANGE:
+            self._note_conf_change(ConfChange.decode(e.data))
+            self._sync_transport_peers()
+            self.sm_apply_noop(e.index)
+            return
+        if not e.data:
+            self.sm_apply_noop(e.index)
+            return
+        cmd = msgspec.msgpack.decode(e.data, type=Command)
+        result = self.sm.apply(e.index, cmd)
+        fut = self._waiters.pop((cmd.client_id, cmd.seq), None)
+        if fut is not None and not fut.done():
+            fut.set_result(result)
+
+    def sm_apply_noop(self, index: int) -> None:
+        apply_noop = getattr(self.sm, "apply_noop", None)
+        if apply_noop is not None:
+            apply_noop(index)
+
+    def _sync_transport_peers(self) -> None:
+        cs = self.core.conf_state
+        members = set(cs.voters) | set(cs.learners)
+        for pid, addr in self.addresses.items():
+            if pid != self.id and (pid in members or not members):
+                self.transport.set_peer(pid, addr)
+
+    async def _maybe_snapshot(self) -> None:
+        applied = self.core.log.applied
+        if applied - self._last_snapshot_index < self.cfg.snapshot_entries:
+            return
+        data = msgspec.msgpack.encode(_Envelope(self.addresses, self.sm.snapshot()))
+        conf_state = self.core.conf_state
+        keep = applied - self.cfg.snapshot_keep_entries
+
+        def write_snapshot():
+            self.disk.create_snapshot(applied, conf_state, data)
+            if keep > 0:
+                self.disk.compact(keep)
+            return self.disk.sync()
+
+        self.disk.mark_stable(await asyncio.to_thread(write_snapshot))
+        self._last_snapshot_index = applied
+
+    def _on_soft_state(self, leader: int, role: StateRole) -> None:
+        was_leader = self.role == StateRole.LEADER
+        self.leader, self.role = leader, role
+        self._leader_changed.set()
+        self._leader_changed = asyncio.Event()
+        if was_leader and role != StateRole.LEADER:
+            self._fail_all(Retry("leadership lost"))
+
+    def _fail_all(self, exc: Exception) -> None:
+        for fut in list(self._waiters.values()) + list(self._reads.values()):
+            if not fut.done():
+                fut.set_exception(exc)
+        self._waiters.clear()
+        self._reads.clear()
+
+    # -- transport callbacks -------------------------------------------------------------------
+    def _on_messages(self, msgs: list[Message]) -> None:
+        for m in msgs:
+            self.core.step(m)
+        self._wake.set()
+
+    def _on_unreachable(self, peer_id: int) -> None:
+        self.core.report_unreachable(peer_id)
+
+    async def _on_rpc(self, method: str, payload: bytes) -> bytes:
+        if method == "propose":
+            cmd = msgspec.msgpack.decode(payload, type=Command)
+            result = await self._propose_here(cmd, timeout_s=5.0)
+            return msgspec.msgpack.encode(result)
+        if method == "conf":
+            kind, node_id, addr = msgspec.msgpack.decode(payload, type=tuple[int, int, Any])
+            await self.change_member(ConfChangeType(kind), node_id, tuple(addr) if addr else None)
+            return b""
+        if method == "transfer":
+            await self.transfer_leadership(msgspec.msgpack.decode(payload, type=int))
+            return b""
+        if method == "read_index":
+            return msgspec.msgpack.encode(await self.read_index())
+        raise NodeError(f"unknown method {method!r}")
+
+    # -- requests ------------------------------------------------------------------------------
+    def new_command(self, payload: bytes) -> Command:
+        seq = next(self._seq)
+        return Command(self.client_id, seq, self._ack_below(seq), 0, payload)
+
+    def _ack_below(self, seq: int) -> int:
+        pending = [s for (c, s) in self._waiters if c == self.client_id]
+        return min(pending + [seq])
+
+    async def propose(self, cmd: Command, timeout_s: float = 5.0) -> Any:
+        """Replicate `cmd` and return the state machine's result (forwarded to the leader)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Unavailable("no leader accepted the proposal in time")
+            try:
+                if self.role == StateRole.LEADER:
+                    return await self._propose_here(cmd, remaining)
+                leader = await self._wait_leader(remaining)
+                raw = await self.transport.call(
+                    leader, "propose", msgspec.msgpack.encode(cmd), remaining
+                )
+                return msgspec.msgpack.decode(raw)
+            except (Retry, NotLeader, ProposalDropped, RpcError, RemoteRpcError) as e:
+                log.debug("propose retry: %s", e)
+                await asyncio.sleep(min(self.cfg.tick_s, max(0.0, deadline - time.monotonic())))
+
+    async def _propose_here(self, cmd: Command, timeout_s: float) -> Any:
+        if self.role != StateRole.LEADER:
+            raise NotLeader(self.leader)
+        key = (cmd.client_id, cmd.seq)
+        fut = self._waiters.get(key)
+        if fut is None:
+            stamped = msgspec.structs.replace(cmd, stamp_ms=int(time.time() * 1000))
+            self.core.propose(msgspec.msgpack.encode(stamped))
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters[key] = fut
+            self._wake.set()
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(fut)
+        except TimeoutError:
+            raise Retry("proposal not applied in time") from None
+
+    async def _wait_leader(self, timeout_s: float) -> int:
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self.leader == NONE:
+                    await self._leader_changed.wait()
+        except TimeoutError:
+            raise Unavailable("no leader") from None
+        return self.leader
+
+    async def read_index(self, timeout_s: float = 5.0) -> int:
+        """An index after which a local read is linearizable (waits until it is applied)."""
+        ctx = b"%d:%d" % (self.client_id, next(self._read_ids))
+        fut = asyncio.get_running_loop().create_future()
+        self._reads[ctx] = fut
+        try:
+            async with asyncio.timeout(timeout_s):
+                if self.leader == NONE:
+                    await self._wait_leader(timeout_s)
+                self.core.read_index(ctx)
+                self._wake.set()
+                index = await fut
+                await self.wait_applied(index)
+                return index
+        except TimeoutError:
+            raise Unavailable("read index not confirmed in time") from None
+        finally:
+            self._reads.pop(ctx, None)
+
+    async def wait_applied(self, index: int) -> None:
+        async with self._applied_cond:
+            await self._applied_cond.wait_for(lambda: self.core.log.applied >= index)
+
+    async def wait_for(self, pred: Callable[[], bool], timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            async with self._applied_cond:
+                await self._applied_cond.wait_for(pred)
+
+    # -- membership and leadership -------------------------------------------------------------
+    async def change_member(
+        self, kind: ConfChangeType, node_id: int, addr: Address | None, timeout_s: float = 10.0
+    ) -> None:
+        """Add a learner, promote to voter, or remove a member (forwarded to the leader)."""
+        if self.role != StateRole.LEADER:
+            leader = await self._wait_leader(timeout_s)
+            payload = msgspec.msgpack.encode((int(kind), node_id, addr))
+            await self.transport.call(leader, "conf", payload, timeout_s)
+            return
+        ctx = msgspec.msgpack.encode(addr) if addr else b""
+        if addr:
+            self.addresses[node_id] = addr
+        self.core.propose_conf_change(ConfChange(kind, node_id, ctx))
+        self._wake.set()
+
+        def applied() -> bool:
+            cs = self.core.conf_state
+            if kind == ConfChangeType.ADD_VOTER:
+                return node_id in cs.voters
+            if kind == ConfChangeType.ADD_LEARNER:
+                return node_id in cs.learners
+            return node_id not in cs.voters and node_id not in cs.learners
+
+        await self.wait_for(applied, timeout_s)
+
+    async def add_member(self, node_id: int, addr: Address, timeout_s: float = 30.0) -> None:
+        """Add a member as a learner, wait until it caught up, then promote it to voter."""
+        deadline = time.monotonic() + timeout_s
+        await self.change_member(ConfChangeType.ADD_LEARNER, node_id, addr, timeout_s)
+        while True:
+            if self.role == StateRole.LEADER:
+                pr = self.core.status().progress.get(node_id)
+                if pr is not None and pr.match + 100 >= self.core.log.last_index():
+                    break
+            if time.monotonic() > deadline:
+                raise Unavailable(f"member {node_id} did not catch up in time")
+            await asyncio.sleep(self.cfg.tick_s)
+        await self.change_member(
+            ConfChangeType.ADD_VOTER, node_id, addr, max(1.0, deadline - time.monotonic())
+        )
+
+    async def remove_member(self, node_id: int, timeout_s: float = 10.0) -> None:
+        await self.change_member(ConfChangeType.REMOVE, node_id, None, timeout_s)
+
+    async def transfer_leadership(self, to: int, timeout_s: float = 5.0) -> None:
+        if self.role != StateRole.LEADER:
+            leader = await self._wait_leader(timeout_s)
+            await self.transport.call(leader, "transfer", msgspec.msgpack.encode(to), timeout_s)
+            return
+        self.core.transfer_leadership(to)
+        self._wake.set()
+        async with asyncio.timeout(timeout_s):
+            while self.leader != to:
+                await self._leader_changed.wait()
+
+    def status(self) -> dict:
+        st = self.core.status()
+        return {
+            "id": st.id,
+            "term": st.term,
+            "role": st.role.name.lower(),
+            "leader": st.leader,
+            "commit": st.commit,
+            "applied": st.applied,
+            "last_index": st.last_index,
+            "voters": list(st.conf_state.voters),
+            "learners": list(st.conf_state.learners),
+        }
