@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint sim sim-long run bench clean
+.PHONY: test lint sim run bench-raft clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,8 @@ sim: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis
+
+# Benchmarks (not part of `make test`): each runs its peer in the same run and prints ratios.
+bench-raft: $(STAMP)
+	bash benchmarks/peers/setup.sh bench-out/peers
+	$(PY) -m benchmarks.raft_vs_peers -v --json bench-out/raft_vs_peers.json

@@ -212,8 +212,15 @@ class RawNode:
         if cfg.applied > self.log.applied:
             # The state machine applied these, so they were committed (even if the hard state
             # recorded an older commit index, which is allowed: commit needs no fsync).
+            replay_from = self.log.applied + 1
             self.log.commit_to(max(self.log.committed, cfg.applied))
             self.log.applied_to(cfg.applied)
+            # The core applied the membership changes among them itself (in advance()), and
+            # the storage's conf state is only the snapshot's: replay them, or a restarted
+            # member would forget every change made since its last snapshot.
+            for e in self.log.slice(replay_from, cfg.applied + 1):
+                if e.type == EntryType.CONF_CHANGE:
+                    self._apply_conf_change(ConfChange.decode(e.data))
         self._become_follower(self.term, NONE)
         self._prev_soft = SoftState(self.lead, self.role)
         self._prev_hard = HardState() if self.log.unstable.snapshot else self._hard_state()
@@ -324,11 +331,12 @@ class RawNode:
             me.become_replicate()
             me.match = self._stable_last_index()
             me.recent_active = True
-        # No membership change until everything in the log so far (the previous leader's
-        # possibly pending change included) is applied: see the module docstring.
-        self.pending_conf_index = self.log.last_index()
         # The no-op of the new term: committing it commits every earlier entry (Figure 8).
         self._append_entries([Entry(term=0, index=0)])
+        # No membership change until everything in the log so far (the previous leader's
+        # possibly pending change included) and our own no-op are applied: see the module
+        # docstring. (Set after the no-op, so a change waits for an entry of our term.)
+        self.pending_conf_index = self.log.last_index()
         self._bcast_pending = True
 
     # -- inputs --------------------------------------------------------------------------------
@@ -692,7 +700,9 @@ class RawNode:
                 self._snap_in_meta = None
                 self._snap_in_buf = bytearray()
                 self._install_snapshot(snap)
-                self._send(Message(type=MT.APP_RESP, to=m.frm, index=self.log.last_index()))
+                # Only up to the snapshot is known to match the leader (committed == its
+                # index now): entries we kept after it may be a deposed leader's (etcd too).
+                self._send(Message(type=MT.APP_RESP, to=m.frm, index=self.log.committed))
                 return
         self._send(
             Message(type=MT.SNAP_RESP, to=m.frm, snapshot=meta, index=len(self._snap_in_buf))

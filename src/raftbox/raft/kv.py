@@ -30,7 +30,8 @@ from typing import Any
 
 import msgspec
 
-from .messages import ConfChangeType
+from .errors import RaftError
+from .messages import ConfChangeType, StateRole
 from .node import NodeError, RaftNode
 from .sessions import Command, SessionExpired, SessionTable
 
@@ -154,6 +155,7 @@ class KVServer:
         task = asyncio.current_task()
         self._conns.add(task)
         inflight: set[asyncio.Task] = set()
+        out = _Output(writer)
         try:
             while True:
                 head = await reader.readexactly(4)
@@ -162,7 +164,9 @@ class KVServer:
                     log.warning("client frame of %d bytes refused", n)
                     return
                 req = self._dec.decode(await reader.readexactly(n))
-                t = asyncio.create_task(self._answer(req, writer))
+                if self._fast_write(req, out):
+                    continue
+                t = asyncio.create_task(self._answer(req, out))
                 inflight.add(t)
                 t.add_done_callback(inflight.discard)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
@@ -175,13 +179,37 @@ class KVServer:
             writer.close()
             self._conns.discard(task)
 
-    async def _answer(self, req: KVRequest, writer: asyncio.StreamWriter) -> None:
+    def _fast_write(self, req: KVRequest, out: _Output) -> bool:
+        """On the leader, a write needs no task: propose now, answer from the future's callback."""
+        if req.op != "put" or not req.client_id or self.node.role != StateRole.LEADER:
+            return False
+        cmd = Command(
+            req.client_id, req.seq, req.ack_below, 0, self._enc.encode(Put(req.key, req.value))
+        )
+        try:
+            fut = self.node.submit(cmd)
+        except (NodeError, RaftError):
+            return False
+
+        def done(f: asyncio.Future) -> None:
+            if f.cancelled():
+                return
+            e = f.exception()
+            if e is None:
+                resp = KVResponse(req.id, result=f.result())
+            else:
+                resp = KVResponse(req.id, ok=False, error=f"{type(e).__name__}: {e}")
+            out.send(self._enc.encode(resp))
+
+        fut.add_done_callback(done)
+        return True
+
+    async def _answer(self, req: KVRequest, out: _Output) -> None:
         try:
             resp = KVResponse(req.id, result=await self._execute(req))
-        except (NodeError, TimeoutError, ValueError) as e:
+        except (NodeError, RaftError, TimeoutError, ValueError) as e:
             resp = KVResponse(req.id, ok=False, error=f"{type(e).__name__}: {e}")
-        payload = self._enc.encode(resp)
-        writer.write(_LEN.pack(len(payload)) + payload)
+        out.send(self._enc.encode(resp))
 
     async def _execute(self, req: KVRequest) -> Any:
         node = self.node
@@ -219,3 +247,22 @@ class KVServer:
                 raise ValueError(f"unknown member action {req.action!r}")
             return node.status()
         raise ValueError(f"unknown op {req.op!r}")
+
+
+class _Output:
+    """Answers for one connection, coalesced into one socket write per loop iteration."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.buf: list[bytes] = []
+
+    def send(self, payload: bytes) -> None:
+        if not self.buf:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.buf.append(_LEN.pack(len(payload)))
+        self.buf.append(payload)
+
+    def _flush(self) -> None:
+        data, self.buf = b"".join(self.buf), []
+        if not self.writer.is_closing():
+            self.writer.write(data)

@@ -40,6 +40,7 @@ state machine's own applied index is older, then the core replays what is missin
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import os
@@ -165,6 +166,10 @@ class RaftNode:
         self._wake = asyncio.Event()
         self._applied_cond = asyncio.Condition()
         self._waiters: dict[tuple[int, int], asyncio.Future] = {}
+        self._deadlines: collections.deque[tuple[float, tuple[int, int]]] = collections.deque()
+        self._encoder = msgspec.msgpack.Encoder()
+        self._cmd_decoder = msgspec.msgpack.Decoder(Command)
+        self._loop = asyncio.get_event_loop()
         self._reads: dict[bytes, asyncio.Future] = {}
         self._read_ids = itertools.count(1)
         self._tg: asyncio.TaskGroup | None = None
@@ -193,6 +198,7 @@ class RaftNode:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self.transport.start()
         started = asyncio.get_running_loop().create_future()
         self._runner = asyncio.create_task(self._main(started))
@@ -232,6 +238,7 @@ class RaftNode:
         while True:
             await asyncio.sleep(self.cfg.tick_s)
             self.core.tick()
+            self._sweep_deadlines()
             self._wake.set()
 
     async def _ready_loop(self) -> None:
@@ -292,7 +299,7 @@ class RaftNode:
         if not e.data:
             self.sm_apply_noop(e.index)
             return
-        cmd = msgspec.msgpack.decode(e.data, type=Command)
+        cmd = self._cmd_decoder.decode(e.data)
         result = self.sm.apply(e.index, cmd)
         fut = self._waiters.pop((cmd.client_id, cmd.seq), None)
         if fut is not None and not fut.done():
@@ -396,21 +403,36 @@ class RaftNode:
                 await asyncio.sleep(min(self.cfg.tick_s, max(0.0, deadline - time.monotonic())))
 
     async def _propose_here(self, cmd: Command, timeout_s: float) -> Any:
+        return await self.submit(cmd, timeout_s)
+
+    def submit(self, cmd: Command, timeout_s: float = 5.0) -> asyncio.Future:
+        """Leader only: propose `cmd` now and return the future of its result.
+
+        The future fails with `Retry` if the entry is not applied within `timeout_s` (the
+        ticker sweeps deadlines: no timer per proposal) or if this node loses leadership.
+        A second submit of the same (client_id, seq) while the first waits shares its future.
+        """
         if self.role != StateRole.LEADER:
             raise NotLeader(self.leader)
         key = (cmd.client_id, cmd.seq)
         fut = self._waiters.get(key)
         if fut is None:
             stamped = msgspec.structs.replace(cmd, stamp_ms=int(time.time() * 1000))
-            self.core.propose(msgspec.msgpack.encode(stamped))
-            fut = asyncio.get_running_loop().create_future()
+            self.core.propose(self._encoder.encode(stamped))
+            fut = self._loop.create_future()
             self._waiters[key] = fut
+            self._deadlines.append((time.monotonic() + timeout_s, key))
             self._wake.set()
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await asyncio.shield(fut)
-        except TimeoutError:
-            raise Retry("proposal not applied in time") from None
+        return fut
+
+    def _sweep_deadlines(self) -> None:
+        now = time.monotonic()
+        dl = self._deadlines
+        while dl and dl[0][0] <= now:
+            _, key = dl.popleft()
+            fut = self._waiters.pop(key, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(Retry("proposal not applied in time"))
 
     async def _wait_leader(self, timeout_s: float) -> int:
         try:

@@ -50,6 +50,8 @@ class SessionTable:
         self.max_sessions = max_sessions
         self.sessions: dict[int, _Session] = {}
         self.newest_ms = 0
+        self.sweep_ms = 1000
+        self._next_sweep_ms = 0
 
     def apply(self, cmd: Command, run) -> Any:
         """Apply `cmd` exactly once: `run(payload)` is called only for a new (client, seq)."""
@@ -68,8 +70,9 @@ class SessionTable:
                 self._evict_oldest()
         s.last_ms = max(s.last_ms, cmd.stamp_ms)
         if cmd.ack_below > s.floor:
-            for seq in [q for q in s.results if q < cmd.ack_below]:
-                del s.results[seq]
+            if s.results:
+                for seq in [q for q in s.results if q < cmd.ack_below]:
+                    del s.results[seq]
             s.floor = cmd.ack_below
         if cmd.seq in s.results:
             return s.results[cmd.seq]
@@ -80,6 +83,11 @@ class SessionTable:
         return result
 
     def _expire(self) -> None:
+        # Sweep at most once per `sweep_ms` of stamped time: O(sessions) per sweep, not per
+        # command. Deterministic all the same: every replica sweeps at the same command.
+        if self.newest_ms < self._next_sweep_ms:
+            return
+        self._next_sweep_ms = self.newest_ms + self.sweep_ms
         cutoff = self.newest_ms - self.session_ttl_ms
         if not self.sessions or cutoff <= 0:
             return
@@ -92,12 +100,12 @@ class SessionTable:
         del self.sessions[oldest]
 
     def dump(self) -> bytes:
-        return msgspec.msgpack.encode([self.newest_ms, self.sessions])
+        return msgspec.msgpack.encode([self.newest_ms, self._next_sweep_ms, self.sessions])
 
     def load(self, data: bytes) -> None:
         if not data:
-            self.sessions, self.newest_ms = {}, 0
+            self.sessions, self.newest_ms, self._next_sweep_ms = {}, 0, 0
             return
-        self.newest_ms, self.sessions = msgspec.msgpack.decode(
-            data, type=tuple[int, dict[int, _Session]]
+        self.newest_ms, self._next_sweep_ms, self.sessions = msgspec.msgpack.decode(
+            data, type=tuple[int, int, dict[int, _Session]]
         )

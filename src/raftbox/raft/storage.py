@@ -152,4 +152,8 @@ class MemoryStorage:
             raise Unavailable(
                 f"missing log entry [last: {self.last_index()}, append at: {ents[0].index}]"
             )
-        self.ents = self.ents[:offset] + list(ents)
+        if offset == len(self.ents):
+            self.ents.extend(ents)  # the common case: a plain append, no copy
+        else:
+            del self.ents[offset:]
+            self.ents.extend(ents)

@@ -1,0 +1,174 @@
+"""The raftbox side of the Raft benchmark: a 3-member raft-kv cluster of real processes.
+
+Same figures, same shapes and same load model as `peers/etcd.py` (so `raft_vs_peers.py` can put
+them side by side): the load generator (`kvload.py`) runs in its own process, N workers each with
+one request in flight, over min(N, 16) pipelined connections, sent to the leader. Durability:
+every entry is fsynced (fdatasync) on a majority before it is acknowledged; group commit makes
+one fsync cover every entry that arrived meanwhile. Default settings: tick 50 ms, election
+timeout 10–20 ticks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.peers.etcd import (
+    check_ports,
+    conns_for,
+    kill_group,
+    measure_failover,
+    run_json,
+    spawn,
+    stop_all,
+    summarize_failover,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+KVLOAD = str(ROOT / "benchmarks" / "kvload.py")
+
+
+class RaftKVCluster:
+    def __init__(self, base_port: int, data_root: str | None = None) -> None:
+        self.base = base_port
+        self.dir = tempfile.mkdtemp(prefix="raftkv-bench-", dir=data_root)
+        self.procs: list = [None, None, None]
+        self.endpoints = [f"127.0.0.1:{base_port + i}" for i in (1, 2, 3)]
+        self.peers = ",".join(f"{i}=127.0.0.1:{base_port + 10 + i}" for i in (1, 2, 3))
+
+    def start(self) -> None:
+        check_ports([self.base + i for i in (1, 2, 3, 11, 12, 13)])
+        for i in range(3):
+            self._start_one(i)
+
+    def _start_one(self, i: int) -> None:
+        n = i + 1
+        argv = [PY, "-m", "raftbox.cli", "raft-kv", "serve", "--id", str(n),
+                "--data", os.path.join(self.dir, f"m{n}"),
+                "--listen", self.endpoints[i],
+                "--peer-listen", f"127.0.0.1:{self.base + 10 + n}",
+                "--peers", self.peers]  # fmt: skip
+        self.procs[i] = spawn(argv, log_path=Path(self.dir) / f"m{n}.log", cwd=ROOT)
+
+    def status(self, i: int) -> dict | None:
+        try:
+            return run_json(
+                [PY, "-m", "raftbox.cli", "raft-kv", "status", "--endpoints", self.endpoints[i],
+                 "--timeout", "1"], timeout_s=5, cwd=ROOT)  # fmt: skip
+        except Exception:
+            return None
+
+    def wait_ready(self, timeout_s: float = 30.0) -> int:
+        """Index (0-based) of the leader once one is known and has committed."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for i in range(3):
+                if self.procs[i] is None or self.procs[i].poll() is not None:
+                    continue
+                st = self.status(i)
+                if st and st["leader"] and st["commit"] >= 2:
+                    return st["leader"] - 1
+            time.sleep(0.1)
+        raise RuntimeError("raft-kv cluster has no leader")
+
+    def kill(self, i: int) -> None:
+        kill_group(self.procs[i])
+
+    def alive(self) -> list[bool]:
+        return [p is not None and p.poll() is None for p in self.procs]
+
+    def stop(self) -> None:
+        stop_all([p for p in self.procs if p is not None])
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> RaftKVCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def kvload(endpoint: str, op: str, clients: int, val: int, dur_s: float) -> dict:
+    r = run_json(
+        [PY, KVLOAD, "--endpoints", endpoint, "--op", op, "--clients", str(clients),
+         "--conns", str(conns_for(clients)), "--val", str(val), "--run-s", str(dur_s)],
+        timeout_s=dur_s + 60, cwd=ROOT)  # fmt: skip
+    return {
+        "clients": clients,
+        "val": val,
+        "rps": r["rate"],
+        "p50_ms": r["p50_ms"],
+        "p99_ms": r["p99_ms"],
+        "errs": r["errors"],
+    }
+
+
+def run_raftbox(
+    quick: bool = False,
+    base_port: int = 25790,
+    data_root: str | None = None,
+    failover_runs: int | None = None,
+    clients=(16, 64, 256),
+    values=(100, 1024),
+    log: Callable[[str], None] = lambda s: None,
+) -> dict:
+    dur = 1.0 if quick else 3.0
+    runs = failover_runs if failover_runs is not None else (3 if quick else 5)
+    res: dict = {
+        "system": "raftbox raft-kv (Python 3.11, uvloop)",
+        "durability": "fdatasync on a majority before every ack (group commit)",
+        "client": "kvload.py (asyncio, pipelined msgpack/TCP), requests sent to the leader",
+        "duration_per_run_s": dur,
+        "put": [],
+    }
+    with RaftKVCluster(base_port, data_root) as cl:
+        cl.wait_ready()
+
+        def bench(op: str, c: int, v: int) -> dict:
+            lead = cl.wait_ready(timeout_s=15)
+            r = kvload(cl.endpoints[lead], op, c, v, dur)
+            log(f"raftbox {op} clients={c} val={v}: {r['rps']:.0f}/s p50={r['p50_ms']:.2f}ms "
+                f"p99={r['p99_ms']:.2f}ms errs={r['errs']}")  # fmt: skip
+            return r
+
+        res["seq_put"] = bench("put", 1, 100)
+        for v in values:
+            for c in clients:
+                res["put"].append(bench("put", c, v))
+        res["get_linearizable"] = bench("get", 64, 100)
+        res["get_serializable"] = bench("getstale", 64, 100)
+        res["member_exits"] = [i for i, a in enumerate(cl.alive()) if not a]
+
+    fo, errs = [], []
+    for k in range(runs):
+        try:
+            with RaftKVCluster(base_port, data_root) as cl:
+                lead = cl.wait_ready()
+                survivors = [e for i, e in enumerate(cl.endpoints) if i != lead]
+                probe = [PY, KVLOAD, "--op", "loop", "--endpoints", ",".join(survivors),
+                         "--dur", "30", "--val", "100"]  # fmt: skip
+                s = measure_failover(probe, lambda lead=lead, cl=cl: cl.kill(lead), cwd=ROOT)
+                fo.append(s)
+                log(f"raftbox failover run {k + 1}/{runs}: {s:.3f}s")
+        except Exception as e:
+            errs.append(repr(e))
+            log(f"raftbox failover run {k + 1}/{runs} failed: {e!r}")
+    res["failover"] = summarize_failover(fo, errs)
+    res["failover"]["probe"] = "sequential puts via the 2 survivors, 100 ms timeout (kvload loop)"
+    return res
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_raftbox(quick="--quick" in sys.argv, log=print), indent=1))
