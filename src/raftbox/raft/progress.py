@@ -130,7 +130,10 @@ class Progress:
             return True
         if self.next - 1 != rejected:
             return False
-        self.next = max(min(rejected, match_hint + 1), 1)
+        # Never below match + 1: a duplicated or reordered old refusal can pass the staleness
+        # check above after `match` moved on; going below it would stream a snapshot the
+        # follower already has, forever (the simulator's seed 535).
+        self.next = max(min(rejected, match_hint + 1), self.match + 1)
         self.probe_sent = False
         return True
 
