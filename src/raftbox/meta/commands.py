@@ -1,0 +1,381 @@
+"""The metadata state machine's vocabulary: write commands, results, errors. Pure.
+
+A write is a `MetaCommand` (a tagged union of frozen msgspec Structs), msgpack-encoded into the
+`payload` of a `raft.sessions.Command`. `MetaStore.apply` answers with a result value, never an
+exception:
+
+| command         | result                                            |
+| --------------- | ------------------------------------------------- |
+| InitCluster     | bool (True if it took effect: the first one only) |
+| CreateAccount   | AccountInfo                                       |
+| AddToken        | None                                              |
+| RevokeToken     | bool (True if the token existed)                  |
+| CommitFile      | FileMeta                                          |
+| CommitBatch     | list[FileMeta | MetaError], in order              |
+| CreateFolder    | FolderMeta                                        |
+| Delete          | FileMeta | FolderMeta (as before the deletion)    |
+| Move, Copy      | FileMeta | FolderMeta (at the destination)        |
+| Restore         | FileMeta (a new rev)                              |
+| SessionStart    | None                                              |
+| SessionAppend   | None                                              |
+| SessionFinish   | FileMeta                                          |
+| FinishBatch     | list[FileMeta | MetaError], in order              |
+
+and any of them may answer `MetaError` instead: `tags` is the Dropbox error path, outer tag first
+(`["path", "conflict", "file"]` → `error_summary` "path/conflict/file/"), `extra` holds the fields
+of a struct member (`{"correct_offset": 3}`). Tags that are not Dropbox's, for the API layer to
+map: `need_blocks` (`extra["missing"]`: block ids this namespace has not uploaded — the Dropship
+guard), `invalid_command` (a malformed command: a bug in the caller, `extra["reason"]`),
+`internal_error`, `not_initialized` (no InitCluster yet), `email_taken`, `token_exists`,
+`account_not_found`, `session_exists`, `client_session_expired` (the Raft client session of the
+request was forgotten: it may or may not have been applied).
+
+Results cross the `propose` RPC as msgpack, so a follower sees plain dicts and lists: call
+`decode_result(obj)` to get the typed value back (it is a no-op on typed values). Result Structs
+are tagged by `kind` with Dropbox's own `.tag` names (`file`, `folder`, `deleted`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+BLOCK_WINDOW_BYTES = 4 * 1024 * 1024  # Dropbox's content_hash window, and the concurrent unit
+MAX_FILE_BYTES = 2**41 - 2**22  # Dropbox's upload session limit
+SESSION_TTL_MS = 7 * 24 * 3600 * 1000
+
+
+class BlockRef(msgspec.Struct, frozen=True, array_like=True):
+    """One block of a file: lowercase hex SHA-256 of its raw bytes, and its size."""
+
+    id: str
+    size: int
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+class _Cmd(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=False):
+    pass
+
+
+class InitCluster(_Cmd, tag="init"):
+    """The cluster secret (cursor HMAC, id derivation). The first one wins; later are ignored."""
+
+    secret: bytes
+
+
+class CreateAccount(_Cmd, tag="account"):
+    email: str
+    display_name: str
+    token_hash: bytes = b""  # b"": no token yet
+
+
+class AddToken(_Cmd, tag="token_add"):
+    account_id: str
+    token_hash: bytes
+
+
+class RevokeToken(_Cmd, tag="token_revoke"):
+    token_hash: bytes
+
+
+WriteModeName = Literal["add", "overwrite", "update"]
+
+
+class CommitFile(_Cmd, tag="commit"):
+    """Write a file (DROPBOX_API.md §5 write modes). `path` is "/…" or "id:…".
+
+    `uploaded=True`: the blockserver received and verified these bytes from this namespace, so
+    the namespace now references them. `uploaded=False`: every block must already be referenced
+    by this namespace (knowing a hash is not enough), else `need_blocks`.
+    """
+
+    ns: int
+    path: str
+    blocks: list[BlockRef]
+    size: int
+    content_hash: str
+    mode: WriteModeName = "add"
+    update_rev: str | None = None
+    autorename: bool = False
+    strict_conflict: bool = False
+    client_modified: str | None = None
+    uploaded: bool = False
+
+
+class CommitBatch(_Cmd, tag="commit_batch"):
+    """Many commits in one raft entry; each entry succeeds or fails on its own."""
+
+    entries: list[CommitFile]
+
+
+class CreateFolder(_Cmd, tag="mkdir"):
+    ns: int
+    path: str
+    autorename: bool = False
+
+
+class Delete(_Cmd, tag="delete"):
+    ns: int
+    path: str
+    parent_rev: str | None = None
+
+
+class Move(_Cmd, tag="move"):
+    ns: int
+    from_path: str
+    to_path: str
+    autorename: bool = False
+
+
+class Copy(_Cmd, tag="copy"):
+    ns: int
+    from_path: str
+    to_path: str
+    autorename: bool = False
+
+
+class Restore(_Cmd, tag="restore"):
+    ns: int
+    path: str
+    rev: str
+
+
+class SessionStart(_Cmd, tag="us_start"):
+    """Open an upload session; may carry the first piece (sequential only) and close it."""
+
+    session_id: str
+    ns: int
+    concurrent: bool = False
+    blocks: list[BlockRef] = []
+    length: int = 0
+    close: bool = False
+    window_digests: list[bytes] | None = None
+
+
+class SessionAppend(_Cmd, tag="us_append"):
+    """One piece: `length` bytes at `offset`, stored as `blocks`.
+
+    `window_digests`: the raw SHA-256 of each 4 MiB window of this piece, counted from the
+    piece's offset (the last one may be short), if the blockserver computed them; None if not.
+    """
+
+    session_id: str
+    ns: int
+    offset: int
+    blocks: list[BlockRef]
+    length: int
+    close: bool = False
+    window_digests: list[bytes] | None = None
+
+
+class SessionFinish(_Cmd, tag="us_finish"):
+    """Commit the session's pieces (plus an optional final piece) as one file.
+
+    `commit` gives the destination and write mode, and the whole file's `size` and
+    `content_hash`; its `blocks` and `uploaded` are ignored (the blocklist is the session's
+    pieces in offset order, uploaded by this namespace). The session is consumed on success.
+    """
+
+    session_id: str
+    ns: int
+    offset: int
+    commit: CommitFile
+    blocks: list[BlockRef] = []
+    length: int = 0
+    window_digests: list[bytes] | None = None
+
+
+class FinishBatch(_Cmd, tag="us_finish_batch"):
+    """`upload_session/finish_batch_v2`: many finishes in one raft entry."""
+
+    entries: list[SessionFinish]
+
+
+MetaCommand = (
+    InitCluster
+    | CreateAccount
+    | AddToken
+    | RevokeToken
+    | CommitFile
+    | CommitBatch
+    | CreateFolder
+    | Delete
+    | Move
+    | Copy
+    | Restore
+    | SessionStart
+    | SessionAppend
+    | SessionFinish
+    | FinishBatch
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_cmd_decoder = msgspec.msgpack.Decoder(MetaCommand)
+
+
+def encode_command(cmd: MetaCommand) -> bytes:
+    """The `payload` of a `raft.sessions.Command`."""
+    return _encoder.encode(cmd)
+
+
+def decode_command(payload: bytes) -> MetaCommand:
+    return _cmd_decoder.decode(payload)
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+class _Res(msgspec.Struct, frozen=True, tag_field="kind"):
+    @property
+    def kind(self) -> str:
+        """The tag: "file", "folder", "deleted", "error" or "account"."""
+        return self.__struct_config__.tag
+
+
+class FileMeta(_Res, tag="file"):
+    id: str
+    name: str
+    path_lower: str
+    path_display: str
+    rev: str
+    size: int
+    client_modified: str
+    server_modified: str
+    content_hash: str
+    is_deleted: bool = False  # set on a revision whose file has no live entry any more
+
+
+class FolderMeta(_Res, tag="folder"):
+    id: str
+    name: str
+    path_lower: str
+    path_display: str
+
+
+class DeletedMeta(_Res, tag="deleted"):
+    name: str
+    path_lower: str
+    path_display: str
+
+
+Meta = FileMeta | FolderMeta | DeletedMeta
+
+
+class MetaError(_Res, tag="error"):
+    """A failed command or query: `tags` is the Dropbox error path, outer tag first."""
+
+    tags: list[str]
+    extra: dict[str, Any] = {}
+
+    @property
+    def summary(self) -> str:
+        """`error_summary` without the trailing dots: "path/conflict/file/"."""
+        return "/".join(self.tags) + "/"
+
+
+class AccountInfo(_Res, tag="account"):
+    account_id: str
+    email: str
+    display_name: str
+    home_ns: int
+    created: str = ""  # "%Y-%m-%dT%H:%M:%SZ"
+
+    @property
+    def namespace_id(self) -> int:
+        """The home (= root) namespace: what every route of this account works in."""
+        return self.home_ns
+
+
+Result = (
+    FileMeta
+    | FolderMeta
+    | DeletedMeta
+    | MetaError
+    | AccountInfo
+    | list[FileMeta | MetaError]
+    | bool
+    | None
+)
+
+
+def decode_result(obj: Any) -> Result:
+    """Typed result from either a typed value (leader) or its msgpack-decoded form (follower)."""
+    return msgspec.convert(obj, Result)
+
+
+def is_error(x: Any) -> bool:
+    return isinstance(x, MetaError)
+
+
+# -- query results -----------------------------------------------------------------------------
+
+
+class CursorState(msgspec.Struct, frozen=True, array_like=True):
+    """What a list_folder cursor carries (msgpack: a 5-element array; the service signs it).
+
+    `resume` None: journal phase, "the changes after journal position `position`". `resume` a
+    key: listing phase, "the first listing, started at `position`, has sent every entry up to
+    key `resume`"."""
+
+    path_key: str
+    recursive: bool
+    include_deleted: bool
+    position: int
+    resume: str | None = None
+
+
+# -- upload session state (a query result) -----------------------------------------------------
+
+
+class SessionPiece(msgspec.Struct, frozen=True, array_like=True):
+    offset: int
+    length: int
+    blocks: list[BlockRef]
+    window_digests: list[bytes] | None = None
+
+
+class SessionState(msgspec.Struct, frozen=True):
+    """What the blockserver needs to finish a session: the pieces in offset order."""
+
+    session_id: str
+    ns: int
+    concurrent: bool
+    started_ms: int
+    expires_ms: int
+    closed: bool
+    length: int  # bytes received so far (the sum of the pieces)
+    total: int | None  # the file size once known (closed), else None
+    pieces: list[SessionPiece]
+
+    @property
+    def blocks(self) -> list[BlockRef]:
+        """The blocklist so far: every piece's blocks, in offset order."""
+        return [b for p in self.pieces for b in p.blocks]
+
+    def contiguous(self) -> bool:
+        """The pieces cover [0, length) with no gap."""
+        at = 0
+        for p in self.pieces:
+            if p.offset != at:
+                return False
+            at += p.length
+        return True
+
+    def window_digests(self) -> list[bytes] | None:
+        """The 4 MiB window digests of the whole data so far, or None if they do not cover it
+        (a piece without digests, or a piece that ends off a window boundary and is not last).
+        `content_hash = sha256(b"".join(digests))` when the data so far is the whole file."""
+        if not self.contiguous():
+            return None
+        out: list[bytes] = []
+        for i, p in enumerate(self.pieces):
+            if p.window_digests is None:
+                return None
+            last = i == len(self.pieces) - 1
+            if not last and p.length % BLOCK_WINDOW_BYTES:
+                return None
+            out.extend(p.window_digests)
+        return out

@@ -1,0 +1,78 @@
+"""A tiny driver: feed MetaCommands to a MetaStore as a Raft node would."""
+
+from __future__ import annotations
+
+import hashlib
+
+from raftbox.meta.commands import (
+    BlockRef,
+    CommitFile,
+    CreateAccount,
+    InitCluster,
+    MetaCommand,
+    encode_command,
+)
+from raftbox.meta.fsm import MetaStore
+from raftbox.raft.sessions import Command
+
+T0_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+def block(data: bytes) -> BlockRef:
+    return BlockRef(hashlib.sha256(data).hexdigest(), len(data))
+
+
+def content_hash(data: bytes) -> str:
+    w = 4 * 1024 * 1024
+    digests = b"".join(hashlib.sha256(data[i : i + w]).digest() for i in range(0, len(data), w))
+    return hashlib.sha256(digests).hexdigest()
+
+
+class Driver:
+    """Applies commands with increasing raft indexes and stamps; client 7 (exactly-once)."""
+
+    def __init__(self, store: MetaStore | None = None, *, client_id: int = 7) -> None:
+        self.store = store if store is not None else MetaStore()
+        self.index = self.store.applied_index()
+        self.now_ms = T0_MS
+        self.client_id = client_id
+        self.seq = 0
+        self.log: list[tuple[int, Command]] = []
+
+    def apply(self, cmd: MetaCommand, *, advance_ms: int = 1000):
+        self.seq += 1
+        self.now_ms += advance_ms
+        return self.apply_raw(
+            Command(self.client_id, self.seq, self.seq, self.now_ms, encode_command(cmd))
+        )
+
+    def advance(self, ms: int) -> None:
+        """Jump stamped time; a fresh client session (the old one would expire)."""
+        self.now_ms += ms
+        self.client_id += 1
+        self.seq = 0
+
+    def apply_raw(self, c: Command):
+        self.index += 1
+        self.log.append((self.index, c))
+        return self.store.apply(self.index, c)
+
+    def setup(self) -> int:
+        """Init the cluster and create one account; return its home namespace."""
+        assert self.apply(InitCluster(SECRET)) is True
+        acct = self.apply(CreateAccount("a@example.com", "Alice", b"tok-a"))
+        return acct.home_ns
+
+    def put(self, ns: int, path: str, data: bytes = b"x", **kw):
+        blocks = [block(data)] if data else []
+        kw.setdefault("uploaded", True)
+        return self.apply(CommitFile(ns, path, blocks, len(data), content_hash(data), **kw))
+
+
+def content_dump(store: MetaStore) -> dict:
+    """Everything but the bookkeeping that any applied command changes."""
+    d = store.dump()
+    for t in ("kv", "client_sessions", "client_results"):
+        d.pop(t)
+    return d
