@@ -654,7 +654,10 @@ class RawNode:
         if m.index < self.log.committed:
             self._send(Message(type=MT.APP_RESP, to=m.frm, index=self.log.committed))
             return
+        self.log.truncated_at = 0
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if self.log.truncated_at:
+            self._withdraw_acks_from(self.log.truncated_at)
         if last_new is not None:
             self._send(Message(type=MT.APP_RESP, to=m.frm, index=last_new))
             return
@@ -671,6 +674,17 @@ class RawNode:
                 log_term=hint_term,
             )
         )
+
+    def _withdraw_acks_from(self, index: int) -> None:
+        """Entries from `index` on were just replaced before ever being made durable, so an
+        unsent acknowledgement of them would be a lie (an ack promises the entry is on disk):
+        drop it. Raft's quorum-overlap argument makes such an ack harmless to a stale leader in
+        most histories; not sending it makes the promise hold in all of them."""
+        self.msgs = [
+            x
+            for x in self.msgs
+            if not (x.type == MT.APP_RESP and not x.reject and x.index >= index)
+        ]
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(m.commit)
@@ -717,6 +731,7 @@ class RawNode:
             self.log.commit_to(meta.index)
             return
         self.log.restore(snap)
+        self._withdraw_acks_from(meta.index + 1)
         self.trk.set_conf(meta.conf_state, self.log.last_index() + 1)
 
     # -- leader side of replication ------------------------------------------------------------

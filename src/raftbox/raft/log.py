@@ -91,6 +91,7 @@ class RaftLog:
         self.committed = first - 1
         self.applied = first - 1
         self.max_applying_bytes = max_applying_bytes
+        self.truncated_at = 0  # lowest index replaced by a conflicting append (0: none)
 
     def __repr__(self) -> str:
         return (
@@ -213,6 +214,10 @@ class RaftLog:
         after = ents[0].index - 1
         if after < self.committed:
             raise RaftInvariantError(f"after {after} is out of range [committed {self.committed}]")
+        if ents[0].index <= self.last_index():
+            # A conflicting suffix is replaced: remember where, so the core can withdraw
+            # acknowledgements of the replaced entries that have not been sent yet.
+            self.truncated_at = min(self.truncated_at or ents[0].index, ents[0].index)
         self.unstable.truncate_and_append(ents)
         return self.last_index()
 

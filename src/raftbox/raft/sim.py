@@ -957,16 +957,16 @@ class Sim:
     def _check_durable_before_send(self, m: Member, msgs: list[Message]) -> None:
         """A granted vote or an acknowledged append promises that it is on disk (Figure 2).
 
-        Once the member's durable term is past the message's, the promise is moot: it can never
-        vote in that term again, and a later leader may have truncated what it acknowledged to
-        the old one (which then can no longer form a quorum with it: Raft's usual argument).
+        A vote for a term the member's durable term has already passed is moot (it can never
+        vote in that term again). An append acknowledgement must hold whatever the term: the
+        core withdraws unsent acks of entries replaced before they were persisted.
         """
         d = m.disk.durable
         term = d.hard_state.term
         for x in msgs:
-            if x.reject or x.term < term:
+            if x.reject:
                 continue
-            if x.type == MT.VOTE_RESP:
+            if x.type == MT.VOTE_RESP and x.term >= term:
                 hs = d.hard_state
                 if hs.term < x.term or hs.vote != x.to:
                     raise SimFailure(
