@@ -19,6 +19,12 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
+# The embedded default: every role in one process, TLS, a first account; prints how to use it.
+DATA ?= raftbox-data
+LISTEN ?= 127.0.0.1:8443
+run: $(STAMP)
+	$(VENV)/bin/raftbox up --data $(DATA) --listen $(LISTEN)
+
 # The deterministic simulator over many seeds (the default suite runs a few hundred).
 SEEDS ?= 10000
 sim: $(STAMP)

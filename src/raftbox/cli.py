@@ -3,13 +3,59 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 
+def _addr(s: str) -> tuple[str, int]:
+    from raftbox.raft.kvcli import parse_addr
+
+    return parse_addr(s)
+
+
+def _peers(s: str) -> dict[int, tuple[str, int]]:
+    from raftbox.raft.kvcli import parse_peers
+
+    return parse_peers(s)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="raftbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="raftbox", description="a self-hosted Dropbox")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="print the version")
+
+    up = sub.add_parser("up", help="start everything in one process (the embedded default)")
+    up.add_argument(
+        "--data", default="raftbox-data", help="data directory (default ./raftbox-data)"
+    )
+    up.add_argument("--listen", type=_addr, default=("127.0.0.1", 8443), help="public HOST:PORT")
+
+    sv = sub.add_parser("serve", help="run one member of a raftbox cluster")
+    sv.add_argument("--node-id", type=int, required=True)
+    sv.add_argument("--data", required=True)
+    sv.add_argument("--listen", type=_addr, required=True, help="public HTTPS HOST:PORT")
+    sv.add_argument("--peer-listen", type=_addr, required=True, help="Raft/RPC HOST:PORT")
+    sv.add_argument("--peers", type=_peers, required=True, help="1=HOST:PORT,2=... (advertised)")
+    sv.add_argument("--roles", default="meta,block", help="comma list of meta,block")
+    sv.add_argument("--blocks", default="", help="block store URL (default file://DATA/blocks)")
+    sv.add_argument("--tls-cert")
+    sv.add_argument("--tls-key")
+    sv.add_argument("--admin-token", help="default: $RAFTBOX_ADMIN_TOKEN, else DATA/admin.token")
+    sv.add_argument("--tick-ms", type=int, default=50)
+    sv.add_argument("--election-ticks", type=int, default=10)
+    sv.add_argument("--join", action="store_true", help="join an existing cluster")
+
+    us = sub.add_parser("user", help="manage accounts")
+    usub = us.add_subparsers(dest="user_command", required=True)
+    ua = usub.add_parser("add", help="create an account; prints its token on the last line")
+    ua.add_argument("email")
+    ua.add_argument("--name", default="", help="display name")
+    ua.add_argument("--data", help="a local data dir (uses the admin token found there)")
+    ua.add_argument("--server", help="URL of a running server")
+    ua.add_argument("--admin-token", default=os.environ.get("RAFTBOX_ADMIN_TOKEN"))
+    ua.add_argument("--ca", help="CA file to trust for --server")
+
     from raftbox.raft import kvcli
 
     kvcli.add_parser(sub)
@@ -20,7 +66,40 @@ def main(argv: list[str] | None = None) -> int:
         from raftbox import __version__
 
         print(__version__)
-    return 0
+        return 0
+    if args.command in ("up", "serve"):
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
+        from raftbox import server
+
+        if args.command == "up":
+            server.run(server.up(args.data, args.listen))
+            return 0
+        cfg = server.ServeConfig(
+            node_id=args.node_id,
+            data=args.data,
+            listen=args.listen,
+            peer_listen=args.peer_listen,
+            peers=args.peers,
+            roles=tuple(r.strip() for r in args.roles.split(",") if r.strip()),
+            blocks=args.blocks,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            admin_token=args.admin_token,
+            tick_ms=args.tick_ms,
+            election_ticks=args.election_ticks,
+            join=args.join,
+        )
+        server.run(server.serve(cfg))
+        return 0
+    if args.command == "user":
+        from raftbox import server
+
+        return server.user_add(
+            args.email, args.data, args.server, args.admin_token, args.ca, args.name
+        )
+    return 2
 
 
 if __name__ == "__main__":

@@ -411,9 +411,9 @@ class MetaStore:
     ) -> None:
         st = self.sessions
         db = self._db
-        # `_next_sweep_ms` decides at which command the next expiry sweep runs: it must survive
+        # `next_sweep_ms` decides at which command the next expiry sweep runs: it must survive
         # a restart, or a restarted replica would expire sessions at a different index.
-        self._set_kv("sessions", msgspec.msgpack.encode([st.newest_ms, st._next_sweep_ms]))
+        self._set_kv("sessions", msgspec.msgpack.encode([st.newest_ms, st.next_sweep_ms]))
         expected = n_before + (1 if cid and not had and cid in st.sessions else 0)
         if len(st.sessions) != expected:  # a sweep or an eviction dropped sessions
             live = set(st.sessions)

@@ -53,6 +53,12 @@ class SessionTable:
         self.sweep_ms = 1000
         self._next_sweep_ms = 0
 
+    @property
+    def next_sweep_ms(self) -> int:
+        """The stamped time at which the next expiry sweep runs: replicated state, so a state
+        machine that persists the table itself must persist this too."""
+        return self._next_sweep_ms
+
     def apply(self, cmd: Command, run) -> Any:
         """Apply `cmd` exactly once: `run(payload)` is called only for a new (client, seq)."""
         self.newest_ms = max(self.newest_ms, cmd.stamp_ms)

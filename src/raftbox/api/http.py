@@ -1,0 +1,638 @@
+"""The public HTTPS API: the Dropbox v2 subset (DROPBOX_API.md §6), routed by path on any host.
+
+`ApiServer` builds one aiohttp application whose single route `POST /2/{route}` dispatches on
+the route name, whatever the Host header, so one address serves the "api", "content" and
+"notify" hosts of the SDK alike. Each handler:
+
+1. authenticates (Bearer token → account; long-poll has none: its cursor is the credential),
+2. parses its argument (JSON body for rpc routes, the `Dropbox-API-Arg` header for content
+   routes) with stone defaults, answering 400 with a plain-text message when it cannot,
+3. calls the meta role (`MetaService`: proposals and ReadIndex reads) and the block role
+   (`BlockService`: streaming bytes in and out of content-addressed blocks),
+4. answers with exact Dropbox JSON (`wire.py`), or a route error (409 + error union).
+
+Error → HTTP: `BadInput` 400 text; `AuthFailed` 401 JSON; `ApiError` 409 (or its status) JSON;
+`RateLimited` 429 JSON with `retry_after`; `Unavailable` (no majority) 503; anything else 500,
+logged, and no state changed (every write is one state machine command).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from raftbox.blocks.service import BlockService, Ingested, PayloadTooLarge
+from raftbox.meta import commands as C
+from raftbox.meta.service import AccountError, CursorInvalid, MetaService
+from raftbox.raft.node import NodeError
+
+from . import wire
+from .wire import ApiError, Args, AuthFailed, BadInput, RateLimited
+
+log = logging.getLogger(__name__)
+
+UPLOAD_MAX_BYTES = 150 * 1024 * 1024
+WINDOW = 4 * 1024 * 1024
+WRITE_PATH = re.compile(r"^((/(.|[\r\n])*)|(ns:[0-9]+(/(.|[\r\n])*)?)|(id:.*))$", re.S)
+READ_PATH = re.compile(
+    r"^((/(.|[\r\n])*|id:.*)|(rev:[0-9a-f]{9,})|(ns:[0-9]+(/(.|[\r\n])*)?))$", re.S
+)
+LIST_PATH = re.compile(r"^((/(.|[\r\n])*)?|id:.*|(ns:[0-9]+(/(.|[\r\n])*)?))$", re.S)
+ARG_HEADER_MAX_BYTES = 64 * 1024
+RPC_BODY_MAX_BYTES = 4 * 1024 * 1024
+
+Handler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
+
+
+def json_response(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=wire.dumps(obj), status=status, content_type="application/json")
+
+
+class TokenBucket:
+    """Per-token request rate limit (requests per second, with a burst)."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate = rate_per_s
+        self.burst = burst
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> float:
+        """0 if allowed, else seconds to wait."""
+        now = time.monotonic()
+        tokens, last = self.buckets.get(key, (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self.buckets[key] = (tokens - 1, now)
+            if len(self.buckets) > 100_000:
+                self.buckets.clear()
+            return 0.0
+        self.buckets[key] = (tokens, now)
+        return (1 - tokens) / self.rate
+
+
+class ApiServer:
+    def __init__(
+        self,
+        meta: MetaService,
+        blocks: BlockService,
+        admin_token: str,
+        rate_per_s: float = 2000.0,
+        rate_burst: int = 4000,
+        notify: Any = None,
+    ) -> None:
+        self.meta = meta
+        self.blocks = blocks
+        self.admin_token = admin_token
+        self.limiter = TokenBucket(rate_per_s, rate_burst)
+        self.notify = notify
+        self.routes: dict[str, tuple[str, Handler]] = {
+            "users/get_current_account": ("user", self.get_current_account),
+            "files/get_metadata": ("user", self.get_metadata),
+            "files/list_folder": ("user", self.list_folder),
+            "files/list_folder/continue": ("user", self.list_folder_continue),
+            "files/list_folder/get_latest_cursor": ("user", self.get_latest_cursor),
+            "files/upload": ("user", self.upload),
+            "files/download": ("user", self.download),
+            "files/delete_v2": ("user", self.delete),
+            "files/move_v2": ("user", self.move),
+            "files/copy_v2": ("user", self.copy),
+            "files/create_folder_v2": ("user", self.create_folder),
+            "files/upload_session/start": ("user", self.session_start),
+            "files/upload_session/append_v2": ("user", self.session_append),
+            "files/upload_session/finish": ("user", self.session_finish),
+            "files/upload_session/finish_batch_v2": ("user", self.session_finish_batch),
+            "files/list_revisions": ("user", self.list_revisions),
+            "files/restore": ("user", self.restore),
+            "raftbox/admin/create_account": ("admin", self.admin_create_account),
+        }
+
+    def add_route(self, name: str, auth: str, handler: Handler) -> None:
+        self.routes[name] = (auth, handler)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=RPC_BODY_MAX_BYTES)
+        app.router.add_post("/2/{route:.+}", self.dispatch)
+        return app
+
+    # -- dispatch ------------------------------------------------------------------------------
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        route = request.match_info["route"]
+        entry = self.routes.get(route)
+        if entry is None:
+            return web.Response(status=404, text=f"Unknown API function: {route!r}")
+        auth, handler = entry
+        try:
+            who: Any = None
+            if auth == "user":
+                who = await self._authenticate(request)
+                wait = self.limiter.take(who.account_id)
+                if wait:
+                    raise RateLimited(max(1, int(wait + 0.999)))
+            elif auth == "admin":
+                self._authenticate_admin(request)
+            return await handler(request, who)
+        except BadInput as e:
+            return web.Response(status=400, text=str(e), content_type="text/plain")
+        except AuthFailed as e:
+            body = {"error_summary": f"{e.tag}/..", "error": {".tag": e.tag}}
+            return json_response(body, status=401)
+        except ApiError as e:
+            return json_response(e.body(), status=e.status)
+        except RateLimited as e:
+            body = {
+                "error_summary": f"{e.reason}/..",
+                "error": {"reason": {".tag": e.reason}, "retry_after": e.retry_after_s},
+            }
+            resp = json_response(body, status=429)
+            resp.headers["Retry-After"] = str(e.retry_after_s)
+            return resp
+        except (NodeError, TimeoutError) as e:
+            log.warning("%s: unavailable: %s", route, e)
+            return web.Response(status=503, text=f"service unavailable: {e}")
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("internal error in %s", route)
+            return web.Response(status=500, text="internal server error")
+
+    async def _authenticate(self, request: web.Request) -> Any:
+        h = request.headers.get("Authorization", "")
+        if not h.startswith("Bearer ") or not h[7:].strip():
+            raise AuthFailed("invalid_access_token")
+        acct = await self.meta.auth(h[7:].strip())
+        if acct is None:
+            raise AuthFailed("invalid_access_token")
+        return acct
+
+    def _authenticate_admin(self, request: web.Request) -> None:
+        h = request.headers.get("Authorization", "")
+        token = h[7:].strip() if h.startswith("Bearer ") else ""
+        if not token or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
+            raise AuthFailed("invalid_access_token")
+
+    # -- argument parsing ----------------------------------------------------------------------
+    async def rpc_args(self, request: web.Request, route: str) -> Args:
+        raw = await request.read()
+        if not raw.strip():
+            return Args(route, None)
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
+        if ctype and ctype not in ("application/json", "text/plain"):
+            raise BadInput(route, f'Bad HTTP "Content-Type" header: "{ctype}".')
+        try:
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise BadInput(route, "request body: could not decode input as JSON") from None
+        return Args(route, obj)
+
+    def header_args(self, request: web.Request, route: str) -> Args:
+        raw = request.headers.get("Dropbox-API-Arg")
+        if raw is None:
+            raw = request.query.get("arg")
+        if raw is None:
+            raise BadInput(
+                route, 'Must provide HTTP header "Dropbox-API-Arg" or URL parameter "arg".'
+            )
+        if len(raw) > ARG_HEADER_MAX_BYTES:
+            raise BadInput(route, "Dropbox-API-Arg is too large")
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            raise BadInput(
+                route, 'HTTP header "Dropbox-API-Arg": could not decode input as JSON'
+            ) from None
+        return Args(route, obj)
+
+    @staticmethod
+    def _path(a: Args, name: str, pattern: re.Pattern, required: bool = True, default=None) -> str:
+        p = a.str(name, default=default, required=required)
+        if p is None:
+            return p
+        if not pattern.match(p):
+            raise BadInput(a.route, f"{name}: '{p}' did not match pattern")
+        return p
+
+    def _ns_path(self, who: Any, path: str, tags_prefix: list[str]) -> str:
+        """Map 'ns:N/...' onto the account's own namespace; anything else passes through."""
+        if path.startswith("ns:"):
+            head, _, rest = path[3:].partition("/")
+            if not head.isdigit() or int(head) != who.namespace_id:
+                raise ApiError(tags_prefix + ["not_found"])
+            return "/" + rest if rest else ""
+        return path
+
+    async def _resolve_write_path(self, who: Any, path: str, tags_prefix: list[str]) -> str:
+        """id:… on a write route → the item's current path."""
+        path = self._ns_path(who, path, tags_prefix)
+        if path.startswith("id:"):
+            m = await self.meta.read(lambda s: s.resolve(who.namespace_id, path))
+            if isinstance(m, C.MetaError):
+                raise ApiError(tags_prefix + ["not_found"])
+            return m.path_display
+        return path
+
+    @staticmethod
+    def _raise_meta(result: Any, flat_upload: bool = False) -> Any:
+        if isinstance(result, C.MetaError):
+            if flat_upload and result.tags and result.tags[0] == "path":
+                err = ApiError(result.tags, result.extra)
+                body = {
+                    "error_summary": "/".join(result.tags) + "/..",
+                    "error": wire.upload_write_failed(result.tags[1:], result.extra),
+                }
+                err.body = lambda body=body: body  # type: ignore[method-assign]
+                raise err
+            raise ApiError(result.tags, result.extra)
+        if isinstance(result, dict) and "error" in result:
+            raise NodeError(result["error"])
+        return result
+
+    # -- users ---------------------------------------------------------------------------------
+    async def get_current_account(self, request: web.Request, who: Any) -> web.Response:
+        await self.rpc_args(request, "users/get_current_account")
+        name = who.display_name or who.email.split("@")[0]
+        given, _, surname = name.partition(" ")
+        ns = str(who.namespace_id)
+        return json_response(
+            {
+                "account_id": who.account_id,
+                "name": {
+                    "given_name": given,
+                    "surname": surname,
+                    "familiar_name": given,
+                    "display_name": name,
+                    "abbreviated_name": "".join(p[0] for p in name.split() if p)[:2].upper()
+                    or "RB",
+                },
+                "email": who.email,
+                "email_verified": True,
+                "disabled": False,
+                "locale": "en",
+                "referral_link": "https://raftbox.invalid/referrals",
+                "is_paired": False,
+                "account_type": {".tag": "basic"},
+                "root_info": {".tag": "user", "root_namespace_id": ns, "home_namespace_id": ns},
+                "country": "US",
+            }
+        )
+
+    async def admin_create_account(self, request: web.Request, who: Any) -> web.Response:
+        a = await self.rpc_args(request, "raftbox/admin/create_account")
+        email = a.str("email", required=True)
+        if "@" not in email or len(email) > 254:
+            raise BadInput(a.route, "email: not an email address")
+        try:
+            acct, token = await self.meta.create_account(
+                email, a.str("display_name", default="") or ""
+            )
+        except AccountError:
+            raise ApiError(["email_taken"]) from None
+        return json_response({"account_id": acct.account_id, "email": acct.email, "token": token})
+
+    # -- metadata reads ------------------------------------------------------------------------
+    async def get_metadata(self, request: web.Request, who: Any) -> web.Response:
+        a = await self.rpc_args(request, "files/get_metadata")
+        path = self._ns_path(who, self._path(a, "path", READ_PATH), ["path"])
+        include_deleted = a.bool("include_deleted")
+        ns = who.namespace_id
+        m = await self.meta.read(lambda s: s.get_metadata(ns, path, include_deleted))
+        return json_response(wire.metadata_json(self._raise_meta(m), tagged=True))
+
+    async def list_folder(self, request: web.Request, who: Any) -> web.Response:
+        a = await self.rpc_args(request, "files/list_folder")
+        path = self._ns_path(who, self._path(a, "path", LIST_PATH, default=""), ["path"])
+        if path == "/":
+            raise BadInput(a.route, "path: root folder is the empty string, not '/'")
+        recursive = a.bool("recursive")
+        include_deleted = a.bool("include_deleted")
+        limit = a.int("limit", default=None, lo=1, hi=2000) or 2000
+        ns = who.namespace_id
+        page = await self.meta.read(
+            lambda s: s.list_folder(ns, path, recursive, include_deleted, limit)
+        )
+        return self._page(who, self._raise_meta(page))
+
+    def _page(self, who: Any, page: Any) -> web.Response:
+        cursor = self.meta.sign_cursor([who.account_id, who.namespace_id, page.cursor_state])
+        return json_response(
+            {
+                "entries": [wire.metadata_json(m, tagged=True) for m in page.entries],
+                "cursor": cursor,
+                "has_more": page.has_more,
+            }
+        )
+
+    def open_cursor(self, who: Any, cursor: str) -> Any:
+        try:
+            account_id, ns, state = self.meta.open_cursor(cursor)
+        except (CursorInvalid, ValueError, TypeError):
+            raise ApiError(["reset"]) from None
+        if who is not None and (account_id != who.account_id or ns != who.namespace_id):
+            raise ApiError(["reset"])
+        return ns, state
+
+    async def list_folder_continue(self, request: web.Request, who: Any) -> web.Response:
+        a = await self.rpc_args(request, "files/list_folder/continue")
+        cursor = a.str("cursor", required=True)
+        ns, state = self.open_cursor(who, cursor)
+        page = await self.meta.read(lambda s: s.list_folder_continue(ns, state, 2000))
+        return self._page(who, self._raise_meta(page))
+
+    async def get_latest_cursor(self, request: web.Request, who: Any) -> web.Response:
+        a = await self.rpc_args(request, "files/list_folder/get_latest_cursor")
+        path = self._ns_path(who, self._path(a, "path", LIST_PATH, default=""), ["path"])
+        recursive = a.bool("recursive")
+        include_deleted = a.bool("include_deleted")
+        ns = who.namespace_id
+        state = await self.meta.read(
+            lambda s: s.get_latest_cursor(ns, path, recursive, include_deleted)
+        )
+        state = self._raise_meta(state)
+        cursor = self.meta.sign_cursor([who.account_id, who.namespace_id, state])
+        return json_response({"cursor": cursor})
+
+    async def list_revisions(self, request: web.Request, who: Any) -> web.Response:
+        a = await self.rpc_args(request, "files/list_revisions")
+        path = self._ns_path(who, self._path(a, "path", WRITE_PATH), ["path"])
+        mode, _ = a.tag("mode", "path")
+        if mode not in ("path", "id"):
+            raise BadInput(a.route, f"mode: unknown tag '{mode}'")
+        limit = a.int("limit", default=10, lo=1, hi=100)
+        before_rev = a.rev("before_rev")
+        ns = who.namespace_id
+        r = await self.meta.read(lambda s: s.list_revisions(ns, path, mode, limit, before_rev))
+        r = self._raise_meta(r)
+        body: dict = {
+            "is_deleted": r.is_deleted,
+            "entries": [wire.metadata_json(m, tagged=False) for m in r.entries],
+            "has_more": r.has_more,
+        }
+        if r.server_deleted:
+            body["server_deleted"] = r.server_deleted
+        return json_response(body)
+
+    # -- metadata writes -----------------------------------------------------------------------
+    async def create_folder(self, request: web.Request, who: Any) -> web.Response:
+        a = await self.rpc_args(request, "files/create_folder_v2")
+        path = self._ns_path(who, self._path(a, "path", WRITE_PATH), ["path"])
+        if path.startswith("id:"):
+            raise ApiError(["path", "malformed_path"])
+        m = await self.meta.write(C.CreateFolder(who.namespace_id, path, a.bool("autorename")))
+        return json_response({"metadata": wire.metadata_json(self._raise_meta(m), tagged=False)})
+
+    async def delete(self, request: web.Request, who: Any) -> web.Response:
+        a = await self.rpc_args(request, "files/delete_v2")
+        path = await self._resolve_write_path(
+            who, self._path(a, "path", WRITE_PATH), ["path_lookup"]
+        )
+        m = await self.meta.write(C.Delete(who.namespace_id, path, a.rev("parent_rev")))
+        return json_response({"metadata": wire.metadata_json(self._raise_meta(m), tagged=True)})
+
+    async def _relocate(self, request: web.Request, who: Any, route: str, copy: bool) -> Any:
+        a = await self.rpc_args(request, route)
+        src = await self._resolve_write_path(
+            who, self._path(a, "from_path", WRITE_PATH), ["from_lookup"]
+        )
+        dst = self._ns_path(who, self._path(a, "to_path", WRITE_PATH), ["to"])
+        if dst.startswith("id:"):
+            raise ApiError(["to", "malformed_path"])
+        cls = C.Copy if copy else C.Move
+        m = await self.meta.write(cls(who.namespace_id, src, dst, a.bool("autorename")))
+        return json_response({"metadata": wire.metadata_json(self._raise_meta(m), tagged=True)})
+
+    async def move(self, request: web.Request, who: Any) -> web.Response:
+        return await self._relocate(request, who, "files/move_v2", copy=False)
+
+    async def copy(self, request: web.Request, who: Any) -> web.Response:
+        return await self._relocate(request, who, "files/copy_v2", copy=True)
+
+    async def restore(self, request: web.Request, who: Any) -> web.Response:
+        a = await self.rpc_args(request, "files/restore")
+        path = await self._resolve_write_path(
+            who, self._path(a, "path", WRITE_PATH), ["path_lookup"]
+        )
+        rev = a.rev("rev", required=True)
+        m = await self.meta.write(C.Restore(who.namespace_id, path, rev))
+        return json_response(wire.metadata_json(self._raise_meta(m), tagged=False))
+
+    # -- content -------------------------------------------------------------------------------
+    def _commit_info(self, who: Any, a: Args, ing: Ingested, path: str) -> C.CommitFile:
+        mode, rev = wire.write_mode(a)
+        cm = a.obj.get("client_modified")
+        if cm is not None:
+            cm = wire.parse_ts(a.route, "client_modified", cm)
+        if a.obj.get("property_groups"):
+            raise ApiError(["properties_error", "does_not_fit_template"])
+        return C.CommitFile(
+            ns=who.namespace_id,
+            path=path,
+            blocks=[C.BlockRef(b, s) for b, s in ing.blocks],
+            size=ing.size,
+            content_hash=ing.content_hash,
+            mode=mode,
+            update_rev=rev,
+            autorename=a.bool("autorename"),
+            strict_conflict=a.bool("strict_conflict"),
+            client_modified=cm,
+            uploaded=True,
+        )
+
+    async def _ingest(
+        self, request: web.Request, a: Args, limit: int = UPLOAD_MAX_BYTES
+    ) -> Ingested:
+        want = a.str("content_hash")
+        if want is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", want):
+            raise BadInput(a.route, "content_hash: expected 64 hex characters")
+        try:
+            ing = await self.blocks.ingest(request.content, limit)
+        except PayloadTooLarge:
+            raise ApiError(["payload_too_large"]) from None
+        if want is not None and want.lower() != ing.content_hash:
+            raise ApiError(["content_hash_mismatch"])
+        return ing
+
+    async def upload(self, request: web.Request, who: Any) -> web.Response:
+        a = self.header_args(request, "files/upload")
+        path = self._ns_path(who, self._path(a, "path", WRITE_PATH), ["path"])
+        wire.write_mode(a)  # validate before reading the body
+        if path.startswith("id:"):
+            path = await self._resolve_write_path(who, path, ["path"])
+        ing = await self._ingest(request, a)
+        m = await self.meta.write(self._commit_info(who, a, ing, path))
+        return json_response(
+            wire.metadata_json(self._raise_meta(m, flat_upload=True), tagged=False)
+        )
+
+    async def download(self, request: web.Request, who: Any) -> web.StreamResponse:
+        a = self.header_args(request, "files/download")
+        path = self._ns_path(who, self._path(a, "path", READ_PATH), ["path"])
+        rev = a.rev("rev")
+        if rev is not None:
+            path = "rev:" + rev
+        ns = who.namespace_id
+        r = await self.meta.read(lambda s: s.file_blocks(ns, path))
+        meta, blocks = self._raise_meta(r)
+        size = meta.size
+        start, end = 0, size - 1
+        status = 200
+        rng = request.headers.get("Range")
+        if rng:
+            parsed = parse_range(rng, size)
+            if parsed is None:
+                raise ApiError(["range", "not_satisfiable"], status=416)
+            start, end = parsed
+            status = 206
+        resp = web.StreamResponse(status=status)
+        resp.content_type = "application/octet-stream"
+        resp.headers["Dropbox-API-Result"] = wire.dumps(
+            wire.metadata_json(meta, tagged=False)
+        ).decode()
+        resp.headers["Accept-Ranges"] = "bytes"
+        length = max(0, end - start + 1)
+        resp.content_length = length
+        if status == 206:
+            resp.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        await resp.prepare(request)
+        if length:
+            async for chunk in self.blocks.read_range(blocks, start, end + 1):
+                await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
+    # -- upload sessions -----------------------------------------------------------------------
+    async def session_start(self, request: web.Request, who: Any) -> web.Response:
+        a = self.header_args(request, "files/upload_session/start")
+        close = a.bool("close")
+        stype, _ = a.tag("session_type", "sequential")
+        if stype not in ("sequential", "concurrent"):
+            raise BadInput(a.route, f"session_type: unknown tag '{stype}'")
+        concurrent = stype == "concurrent"
+        ing = await self._ingest(request, a)
+        if concurrent and ing.size:
+            raise ApiError(["concurrent_session_data_not_allowed"])
+        if concurrent and close:
+            raise ApiError(["concurrent_session_close_not_allowed"])
+        session_id = "pid_upload_session:" + secrets.token_urlsafe(24)
+        ns = who.namespace_id
+        self._raise_meta(await self.meta.write(C.SessionStart(session_id, ns, concurrent)))
+        if ing.size or close:
+            r = await self.meta.write(
+                C.SessionAppend(session_id, ns, 0, _refs(ing), ing.size, close, None)
+            )
+            self._raise_meta(r)
+        return json_response({"session_id": session_id})
+
+    def _session_cursor(self, a: Args, prefix: list[str]) -> tuple[str, int]:
+        c = a.obj_("cursor", required=True)
+        assert c is not None
+        return c.str("session_id", required=True), c.int("offset", required=True)
+
+    async def session_append(self, request: web.Request, who: Any) -> web.Response:
+        a = self.header_args(request, "files/upload_session/append_v2")
+        session_id, offset = self._session_cursor(a, [])
+        close = a.bool("close")
+        ns = who.namespace_id
+        st = await self.meta.read(lambda s: s.session(session_id))
+        if st is None or st.ns != ns:
+            raise ApiError(["not_found"])
+        if st.concurrent and offset % WINDOW:
+            raise ApiError(["concurrent_session_invalid_offset"])
+        ing = await self._ingest(request, a)
+        if st.concurrent and not close and ing.size % WINDOW:
+            raise ApiError(["concurrent_session_invalid_data_size"])
+        r = await self.meta.write(
+            C.SessionAppend(session_id, ns, offset, _refs(ing), ing.size, close, None)
+        )
+        self._raise_meta(r)
+        return json_response(None)
+
+    async def _finish_one(self, who: Any, session_id: str, offset: int, commit: Args) -> Any:
+        ns = who.namespace_id
+        path = self._ns_path(who, self._path(commit, "path", WRITE_PATH), ["path"])
+        if path.startswith("id:"):
+            path = await self._resolve_write_path(who, path, ["path"])
+        st = await self.meta.read(lambda s: s.session(session_id))
+        if st is None or st.ns != ns:
+            return C.MetaError(["lookup_failed", "not_found"])
+        content_hash = await self.blocks.content_hash_of([(b.id, b.size) for b in st.blocks])
+        size = sum(b.size for b in st.blocks)
+        ing = Ingested([(b.id, b.size) for b in st.blocks], size, content_hash)
+        info = self._commit_info(who, commit, ing, path)
+        return await self.meta.write(C.SessionFinish(session_id, ns, offset, info))
+
+    async def session_finish(self, request: web.Request, who: Any) -> web.Response:
+        a = self.header_args(request, "files/upload_session/finish")
+        session_id, offset = self._session_cursor(a, ["lookup_failed"])
+        commit = a.obj_("commit", required=True)
+        assert commit is not None
+        wire.write_mode(commit)
+        ns = who.namespace_id
+        ing = await self._ingest(request, a)
+        if ing.size:
+            st = await self.meta.read(lambda s: s.session(session_id))
+            if st is None or st.ns != ns:
+                raise ApiError(["lookup_failed", "not_found"])
+            if st.concurrent:
+                raise ApiError(["concurrent_session_data_not_allowed"])
+            r = await self.meta.write(
+                C.SessionAppend(session_id, ns, offset, _refs(ing), ing.size, False, None)
+            )
+            if isinstance(r, C.MetaError):
+                raise ApiError(
+                    ["lookup_failed"] + r.tags[1:] if r.tags[0] != "lookup_failed" else r.tags,
+                    r.extra,
+                )
+            offset += ing.size
+        m = await self._finish_one(who, session_id, offset, commit)
+        return json_response(wire.metadata_json(self._raise_meta(m), tagged=False))
+
+    async def session_finish_batch(self, request: web.Request, who: Any) -> web.Response:
+        a = await self.rpc_args(request, "files/upload_session/finish_batch_v2")
+        entries = a.obj.get("entries")
+        if not isinstance(entries, list):
+            raise BadInput(a.route, "entries: expected a list")
+        if len(entries) > 1000:
+            raise BadInput(a.route, "entries: at most 1000")
+        out = []
+        for e in entries:
+            ea = Args(a.route, e)
+            session_id, offset = self._session_cursor(ea, ["lookup_failed"])
+            commit = ea.obj_("commit", required=True)
+            assert commit is not None
+            wire.write_mode(commit)
+            r = await self._finish_one(who, session_id, offset, commit)
+            if isinstance(r, C.MetaError):
+                out.append({".tag": "failure", "failure": wire.union(r.tags, r.extra)})
+            else:
+                out.append({".tag": "success", **wire.metadata_json(r, tagged=False)})
+        return json_response({"entries": out})
+
+
+def _refs(ing: Ingested) -> list:
+    return [C.BlockRef(b, s) for b, s in ing.blocks]
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """`bytes=a-b`, `bytes=a-`, `bytes=-n` → inclusive (start, end); None if unsatisfiable."""
+    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    if not m or (not m.group(1) and not m.group(2)):
+        return None
+    a, b = m.group(1), m.group(2)
+    if a == "":
+        n = int(b)
+        if n == 0 or size == 0:
+            return None
+        return max(0, size - n), size - 1
+    start = int(a)
+    end = int(b) if b else size - 1
+    if start >= size or end < start:
+        return None
+    return start, min(end, size - 1)

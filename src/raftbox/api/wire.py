@@ -1,0 +1,214 @@
+"""Dropbox API v2 wire rules: JSON in, JSON out, exactly as the official SDKs expect.
+
+Every rule here was verified against the real Python SDK (see DROPBOX_API.md §4); each one
+breaks it if missed:
+
+- JSON responses are bytes with Content-Type exactly `application/json` (no charset).
+- A Void result is the body `null`.
+- `Dropbox-API-Result` is ASCII JSON (`\\uXXXX` escapes).
+- Unions: a Void member is `{".tag": "x"}` (clients may send the shorthand `"x"`); a member whose
+  value is a union or primitive nests (`{".tag": "path", "path": {...}}`); a member whose value
+  is a struct is flattened next to its tag.
+- `.tag` is present where the declared type is the polymorphic `Metadata`, absent where it is a
+  concrete `FileMetadata` (and must be absent inside a flattened union member).
+- Timestamps `%Y-%m-%dT%H:%M:%SZ`; revs `[0-9a-f]{9,}`; account ids 40 characters.
+
+Errors: `ApiError(status, tags, extra)` renders `{"error_summary": "a/b/..", "error": <nested
+union>}`; the first tag is the route error's member. `BadInput` is a 400 with a plain-text body,
+as Dropbox answers a request it cannot parse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+REV_RE = re.compile(r"^[0-9a-f]{9,}$")
+TS_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def dumps(obj: Any) -> bytes:
+    """JSON bytes, ASCII only (safe for headers too)."""
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+class BadInput(Exception):
+    """HTTP 400: the request could not be understood (the caller's fault; don't retry)."""
+
+    def __init__(self, route: str, message: str) -> None:
+        super().__init__(f'Error in call to API function "{route}": {message}')
+
+
+class AuthFailed(Exception):
+    """HTTP 401 with a JSON body naming the AuthError tag."""
+
+    def __init__(self, tag: str = "invalid_access_token") -> None:
+        super().__init__(tag)
+        self.tag = tag
+
+
+class ApiError(Exception):
+    """A route error (409 by default): `tags` walk down the nested error union."""
+
+    def __init__(
+        self, tags: list[str], extra: dict | None = None, status: int = 409, flat: bool = False
+    ) -> None:
+        super().__init__("/".join(tags))
+        self.tags = list(tags)
+        self.extra = extra or {}
+        self.status = status
+        self.flat = flat  # upload's UploadWriteFailed: `reason` struct instead of nesting
+
+    def body(self) -> dict:
+        return {"error_summary": "/".join(self.tags) + "/..", "error": union(self.tags, self.extra)}
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after_s: int, reason: str = "too_many_requests") -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+        self.reason = reason
+
+
+def union(tags: list[str], extra: dict | None = None) -> dict:
+    """Nest tags as stone unions: ["path","conflict","file"] →
+    {".tag":"path","path":{".tag":"conflict","conflict":{".tag":"file"}}}; `extra` fields are
+    flattened into the innermost member (a struct-valued member)."""
+    inner: dict = {".tag": tags[-1], **(extra or {})}
+    for tag in reversed(tags[:-1]):
+        inner = {".tag": tag, tag: inner}
+    return inner
+
+
+def upload_write_failed(reason_tags: list[str], extra: dict | None = None) -> dict:
+    """UploadError.path is the struct UploadWriteFailed{reason: WriteError, session id}."""
+    return {
+        ".tag": "path",
+        "reason": union(reason_tags, extra),
+        "upload_session_id": "",
+    }
+
+
+# -- timestamps ------------------------------------------------------------------------------
+def ts_from_ms(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime(TS_FORMAT)
+
+
+def parse_ts(route: str, field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise BadInput(route, f"{field}: expected a timestamp string")
+    try:
+        dt.datetime.strptime(value, TS_FORMAT)
+    except ValueError:
+        raise BadInput(route, f"{field}: timestamp does not match format {TS_FORMAT!r}") from None
+    return value
+
+
+# -- argument helpers ------------------------------------------------------------------------
+class Args:
+    """Typed access to a JSON argument object, with stone defaults and clear 400s."""
+
+    def __init__(self, route: str, obj: Any) -> None:
+        if obj is None:
+            obj = {}
+        if not isinstance(obj, dict):
+            raise BadInput(route, "request body: expected an object")
+        self.route = route
+        self.obj = obj
+
+    def _get(self, name: str, default: Any, required: bool) -> Any:
+        if name not in self.obj or self.obj[name] is None:
+            if required:
+                raise BadInput(self.route, f"request body: missing required field '{name}'")
+            return default
+        return self.obj[name]
+
+    def str(self, name: str, default: str | None = None, required: bool = False) -> Any:
+        v = self._get(name, default, required)
+        if v is not None and not isinstance(v, str):
+            raise BadInput(self.route, f"{name}: expected a string")
+        return v
+
+    def bool(self, name: str, default: bool = False) -> bool:
+        v = self._get(name, default, False)
+        if not isinstance(v, bool):
+            raise BadInput(self.route, f"{name}: expected a boolean")
+        return v
+
+    def int(
+        self, name: str, default: int | None = None, required: bool = False, lo: int = 0, hi=None
+    ) -> Any:
+        v = self._get(name, default, required)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise BadInput(self.route, f"{name}: expected an integer")
+        if v < lo or (hi is not None and v > hi):
+            raise BadInput(self.route, f"{name}: {v} is out of range [{lo}, {hi}]")
+        return v
+
+    def obj_(self, name: str, required: bool = False) -> Args | None:
+        v = self._get(name, None, required)
+        if v is None:
+            return None
+        return Args(self.route, v)
+
+    def rev(self, name: str, required: bool = False) -> str | None:
+        v = self.str(name, required=required)
+        if v is not None and not REV_RE.match(v):
+            raise BadInput(self.route, f"{name}: '{v}' did not match pattern '[0-9a-f]+' (min 9)")
+        return v
+
+    def tag(self, name: str, default: str) -> tuple[str, Any]:
+        """A union member: "x" or {".tag": "x", "x": value}."""
+        v = self._get(name, default, False)
+        if isinstance(v, str):
+            return v, None
+        if isinstance(v, dict) and isinstance(v.get(".tag"), str):
+            t = v[".tag"]
+            return t, v.get(t)
+        raise BadInput(self.route, f"{name}: expected a union value")
+
+
+def write_mode(a: Args) -> tuple[str, str | None]:
+    tag, value = a.tag("mode", "add")
+    if tag in ("add", "overwrite"):
+        return tag, None
+    if tag == "update":
+        if not isinstance(value, str) or not REV_RE.match(value):
+            raise BadInput(a.route, "mode.update: expected a rev")
+        return tag, value
+    raise BadInput(a.route, f"mode: unknown tag '{tag}'")
+
+
+# -- metadata --------------------------------------------------------------------------------
+def metadata_json(m: Any, tagged: bool) -> dict:
+    """FileMeta / FolderMeta / DeletedMeta (from raftbox.meta.commands) → Dropbox JSON."""
+    kind = m.kind
+    if kind == "file":
+        d = {
+            "name": m.name,
+            "id": m.id,
+            "path_lower": m.path_lower,
+            "path_display": m.path_display,
+            "client_modified": m.client_modified,
+            "server_modified": m.server_modified,
+            "rev": m.rev,
+            "size": m.size,
+            "is_downloadable": True,
+            "content_hash": m.content_hash,
+        }
+    elif kind == "folder":
+        d = {
+            "name": m.name,
+            "id": m.id,
+            "path_lower": m.path_lower,
+            "path_display": m.path_display,
+        }
+    else:
+        d = {"name": m.name, "path_lower": m.path_lower, "path_display": m.path_display}
+    if tagged:
+        return {".tag": kind, **d}
+    return d

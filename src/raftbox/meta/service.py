@@ -1,0 +1,150 @@
+"""The meta role: API calls become Raft proposals (writes) and ReadIndex reads (queries).
+
+`MetaService` sits on one member's `RaftNode` and `MetaStore`:
+
+- `write(cmd)` wraps a `MetaCommand` in the node's exactly-once envelope and proposes it; the
+  node forwards it to the leader if needed and returns the state machine's result (a metadata
+  value or a `MetaError`). While no majority is reachable it fails with `Unavailable` after a
+  bounded wait — never hangs, never acknowledges what is not committed.
+- `read(fn)` confirms with ReadIndex that the local replica has applied everything committed
+  when the read arrived, then runs `fn(store)`: a read after a successful write on any member
+  sees it (linearizable). `stale=True` skips the round trip.
+- Cursors: opaque strings, HMAC-SHA256-signed with the cluster secret held in the replicated
+  state, so they cannot be forged (long-poll takes them without any other credential).
+- Tokens: bearer tokens are 256-bit random strings; only their SHA-256 is replicated. Token →
+  account answers are cached (a revoked token is re-checked on a cache miss).
+
+The block role calls `commit()` — one round trip carrying the whole directive (path, blocks,
+mode, parent rev), as the seed's blockservers call the metaservers by RPC instead of talking to
+the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from raftbox.raft.node import RaftNode, Unavailable
+
+from . import commands as C
+from .fsm import MetaStore
+
+log = logging.getLogger(__name__)
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class CursorInvalid(Exception):
+    pass
+
+
+class AccountError(Exception):
+    """An account could not be created (e.g. the email is taken)."""
+
+
+def _typed(r: Any) -> Any:
+    if isinstance(r, list):
+        return [_typed(x) for x in r]
+    if isinstance(r, dict):
+        try:
+            return C.decode_result(r)
+        except msgspec.ValidationError:
+            return r
+    return r
+
+
+class MetaService:
+    def __init__(self, node: RaftNode, store: MetaStore, write_timeout_s: float = 10.0) -> None:
+        self.node = node
+        self.store = store
+        self.write_timeout_s = write_timeout_s
+        self._auth_cache: dict[bytes, Any] = {}
+        self._enc = msgspec.msgpack.Encoder()
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        """Wait until the cluster has its secret (the first leader creates it)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            await self.node.read_index(
+                timeout_s=max(0.1, deadline - asyncio.get_running_loop().time())
+            )
+            if self.store.secret():
+                return
+            if self.node.role.name == "LEADER":
+                await self.write(C.InitCluster(secret=os.urandom(32)))
+                continue
+            if asyncio.get_running_loop().time() > deadline:
+                raise Unavailable("the cluster secret was not created in time")
+            await asyncio.sleep(0.05)
+
+    # -- writes and reads ----------------------------------------------------------------------
+    async def write(self, cmd: Any) -> Any:
+        """Propose `cmd`; returns its typed result (a metadata value, a list of them for a
+        batch, or a `MetaError`) — on a follower the result crossed the propose RPC as msgpack."""
+        payload = self._enc.encode(cmd)
+        r = await self.node.propose(self.node.new_command(payload), self.write_timeout_s)
+        return _typed(r)
+
+    async def read(self, fn: Callable[[MetaStore], Any], stale: bool = False) -> Any:
+        if not stale:
+            await self.node.read_index(timeout_s=self.write_timeout_s)
+        return fn(self.store)
+
+    # -- accounts ------------------------------------------------------------------------------
+    async def auth(self, token: str) -> Any | None:
+        h = token_hash(token)
+        acct = self._auth_cache.get(h)
+        if acct is not None:
+            return acct
+        acct = self.store.auth_token(h)
+        if acct is None:
+            acct = await self.read(lambda s: s.auth_token(h))
+        if acct is not None:
+            if len(self._auth_cache) > 10_000:
+                self._auth_cache.clear()
+            self._auth_cache[h] = acct
+        return acct
+
+    async def create_account(self, email: str, display_name: str) -> tuple[Any, str]:
+        token = new_token()
+        acct = await self.write(C.CreateAccount(email, display_name, token_hash(token)))
+        if isinstance(acct, C.MetaError):
+            raise AccountError(acct.summary)
+        return acct, token
+
+    # -- cursors -------------------------------------------------------------------------------
+    def sign_cursor(self, state: Any) -> str:
+        body = msgspec.msgpack.encode(state)
+        mac = hmac.new(self.store.secret(), body, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
+
+    def open_cursor(self, cursor: str) -> Any:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        except (ValueError, TypeError):
+            raise CursorInvalid("undecodable") from None
+        if len(raw) < 17:
+            raise CursorInvalid("too short")
+        mac, body = raw[:16], raw[16:]
+        want = hmac.new(self.store.secret(), body, hashlib.sha256).digest()[:16]
+        if not hmac.compare_digest(mac, want):
+            raise CursorInvalid("bad signature")
+        try:
+            return msgspec.msgpack.decode(body)
+        except msgspec.DecodeError:
+            raise CursorInvalid("bad body") from None

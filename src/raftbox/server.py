@@ -1,0 +1,265 @@
+"""Assemble roles into one process: `raftbox serve`, `raftbox up`, `raftbox user add`.
+
+A process hosts any of the roles `meta` (a Raft member with the metadata state machine and the
+api routes), `block` (content routes; blocks in a `BlockStore`) and — later — `notify`. Every
+role is served on one public HTTPS address, routed by path whatever the Host header. `meta` also
+listens on a peer address for Raft and internal RPC.
+
+`raftbox up` is `serve` with every role, a single-member Raft group, a local block directory,
+TLS from a CA it makes on first start, and a first account; it prints how to point the official
+SDK at it and writes `DIR/token` and `DIR/ca.pem` for scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import ssl
+import sys
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from raftbox.api.http import ApiServer
+from raftbox.blocks.service import BlockService
+from raftbox.blocks.store import open_store
+from raftbox.meta.fsm import MetaStore
+from raftbox.meta.service import MetaService
+from raftbox.raft.node import NodeConfig, RaftNode
+from raftbox.tls import ensure_local_ca, server_context
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+
+
+@dataclass
+class ServeConfig:
+    node_id: int
+    data: str
+    listen: Address
+    peer_listen: Address
+    peers: dict[int, Address]
+    roles: tuple[str, ...] = ("meta", "block")
+    blocks: str = ""  # block store URL; default file://DATA/blocks
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    admin_token: str | None = None
+    tick_ms: int = 50
+    election_ticks: int = 10
+    join: bool = False
+    hosts: tuple[str, ...] = field(default_factory=tuple)
+
+
+def load_admin_token(cfg: ServeConfig) -> str:
+    """--admin-token, else $RAFTBOX_ADMIN_TOKEN, else DATA/admin.token (made on first start)."""
+    token = cfg.admin_token or os.environ.get("RAFTBOX_ADMIN_TOKEN")
+    if token:
+        return token
+    path = os.path.join(cfg.data, "admin.token")
+    if os.path.exists(path):
+        with open(path) as f:
+            return f.read().strip()
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def tls_context(cfg: ServeConfig) -> tuple[ssl.SSLContext, str | None]:
+    """Context for the public address, and the CA file clients should trust (if ours)."""
+    if cfg.tls_cert and cfg.tls_key:
+        return server_context(cfg.tls_cert, cfg.tls_key), None
+    hosts = tuple(dict.fromkeys(("localhost", "127.0.0.1", cfg.listen[0], *cfg.hosts)))
+    ca, cert, key = ensure_local_ca(cfg.data, hosts)
+    return server_context(cert, key), ca
+
+
+class Server:
+    """One raftbox process. `start()` brings every role up; `stop()` takes them down."""
+
+    def __init__(self, cfg: ServeConfig) -> None:
+        self.cfg = cfg
+        os.makedirs(cfg.data, exist_ok=True)
+        self.admin_token = load_admin_token(cfg)
+        self.store = MetaStore(os.path.join(cfg.data, "meta.sqlite3"))
+        self.node: RaftNode | None = None
+        self.meta: MetaService | None = None
+        self.runner: web.AppRunner | None = None
+        self.ca_file: str | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.node = RaftNode(
+            NodeConfig(
+                node_id=cfg.node_id,
+                data_dir=cfg.data,
+                peer_listen=cfg.peer_listen,
+                peers=cfg.peers,
+                join=cfg.join,
+                tick_s=cfg.tick_ms / 1000,
+                election_ticks=cfg.election_ticks,
+            ),
+            self.store,
+        )
+        await self.node.start()
+        self.meta = MetaService(self.node, self.store)
+        await self.meta.start()
+        blocks_url = cfg.blocks or "file://" + os.path.join(cfg.data, "blocks")
+        blocks = BlockService(open_store(blocks_url))
+        api = ApiServer(self.meta, blocks, self.admin_token)
+        ctx, self.ca_file = tls_context(cfg)
+        self.runner = web.AppRunner(api.app(), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, cfg.listen[0], cfg.listen[1], ssl_context=ctx)
+        await site.start()
+        host, port = self.runner.addresses[0][:2]
+        self.url = f"https://{host}:{port}"
+        with open(os.path.join(cfg.data, "url"), "w") as f:
+            f.write(self.url + "\n")
+
+    @property
+    def hostport(self) -> str:
+        return self.url.removeprefix("https://")
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.node is not None:
+            await self.node.stop()
+        self.store.close()
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def run(coro) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
+
+
+async def serve(cfg: ServeConfig) -> None:
+    srv = Server(cfg)
+    await srv.start()
+    print(f"raftbox member {cfg.node_id} serving {','.join(cfg.roles)} on {srv.url}", flush=True)
+    try:
+        await _wait_for_signal()
+    finally:
+        await srv.stop()
+
+
+def _free_peer_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def up(data: str, listen: Address) -> None:
+    data = os.path.abspath(data)
+    os.makedirs(data, exist_ok=True)
+    peer_file = os.path.join(data, "peer.port")
+    if os.path.exists(peer_file):
+        with open(peer_file) as f:
+            peer_port = int(f.read())
+    else:
+        peer_port = _free_peer_port()
+        with open(peer_file, "w") as f:
+            f.write(str(peer_port))
+    peer = ("127.0.0.1", peer_port)
+    cfg = ServeConfig(node_id=1, data=data, listen=listen, peer_listen=peer, peers={1: peer})
+    srv = Server(cfg)
+    await srv.start()
+    assert srv.meta is not None
+    token_file = os.path.join(data, "token")
+    if not os.path.exists(token_file):
+        _acct, token = await srv.meta.create_account("you@localhost", "raftbox user")
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    with open(token_file) as f:
+        token = f.read().strip()
+    print(banner(srv.url, token, srv.ca_file or "", data), flush=True)
+    try:
+        await _wait_for_signal()
+    finally:
+        await srv.stop()
+
+
+def banner(url: str, token: str, ca: str, data: str) -> str:
+    hp = url.removeprefix("https://")
+    return f"""raftbox is up at {url}  (data in {data})
+
+  access token : {token}
+  CA file      : {ca}
+  (also in {os.path.join(data, "token")} and {os.path.join(data, "ca.pem")})
+
+Point the official Dropbox SDK (pip install dropbox==12.2.4) at it:
+
+  export DROPBOX_API_HOST={hp} DROPBOX_API_CONTENT_HOST={hp} DROPBOX_API_NOTIFY_HOST={hp}
+
+  import dropbox; s = dropbox.create_session(ca_certs="{ca}"); s.trust_env = False
+  dbx = dropbox.Dropbox("{token}", session=s); print(dbx.users_get_current_account())
+
+More accounts: raftbox user add EMAIL --data {data}
+Stop with Ctrl-C."""
+
+
+def user_add(email: str, data: str | None, server: str | None, admin_token: str | None,
+             ca: str | None, display_name: str = "") -> int:  # fmt: skip
+    """Create an account on a running server; print its token on the last line."""
+    import json
+    import urllib.request
+
+    if data:
+        url = _url_from_data(data)
+        admin_token = admin_token or open(os.path.join(data, "admin.token")).read().strip()
+        ca = ca or os.path.join(data, "ca.pem")
+    else:
+        url = server
+    if not url or not admin_token:
+        print("error: give --data DIR, or --server URL and --admin-token", file=sys.stderr)
+        return 2
+    ctx = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    req = urllib.request.Request(
+        url.rstrip("/") + "/2/raftbox/admin/create_account",
+        data=json.dumps({"email": email, "display_name": display_name}).encode(),
+        headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+            out = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        print(f"error: {e.code} {e.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: cannot reach {url}: {e}", file=sys.stderr)
+        return 1
+    print(f"account {out['account_id']} ({out['email']})")
+    print(out["token"])
+    return 0
+
+
+def _url_from_data(data: str) -> str:
+    path = os.path.join(data, "url")
+    if not os.path.exists(path):
+        raise SystemExit(f"error: no running server recorded in {data} (is `raftbox up` running?)")
+    with open(path) as f:
+        return f.read().strip()
