@@ -113,6 +113,7 @@ class ApiServer:
             "files/list_revisions": ("user", self.list_revisions),
             "files/restore": ("user", self.restore),
             "raftbox/admin/create_account": ("admin", self.admin_create_account),
+            "raftbox/admin/status": ("admin", self.admin_status),
         }
 
     def add_route(self, name: str, auth: str, handler: Handler) -> None:
@@ -296,6 +297,10 @@ class ApiServer:
         except AccountError:
             raise ApiError(["email_taken"]) from None
         return json_response({"account_id": acct.account_id, "email": acct.email, "token": token})
+
+    async def admin_status(self, request: web.Request, who: Any) -> web.Response:
+        await self.rpc_args(request, "raftbox/admin/status")
+        return json_response(self.meta.node.status())
 
     # -- metadata reads ------------------------------------------------------------------------
     async def get_metadata(self, request: web.Request, who: Any) -> web.Response:
