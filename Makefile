@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint sim run bench-raft clean
+.PHONY: test lint sim run e2e-long bench-raft bench-meta clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,15 @@ sim: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis
 
+# Long randomized fault runs ("nemesis": kills, pauses, partitions, slow links) on raft-kv.
+NEMESIS_S ?= 120
+e2e-long: $(STAMP)
+	RAFTBOX_NEMESIS_S=$(NEMESIS_S) $(PY) -m pytest tests/e2e -k nemesis -s
+
 # Benchmarks (not part of `make test`): each runs its peer in the same run and prints ratios.
 bench-raft: $(STAMP)
 	bash benchmarks/peers/setup.sh bench-out/peers
 	$(PY) -m benchmarks.raft_vs_peers -v --json bench-out/raft_vs_peers.json
+
+bench-meta: $(STAMP)
+	$(PY) -m benchmarks.meta_bench --files 10000

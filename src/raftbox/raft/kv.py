@@ -34,6 +34,7 @@ from .errors import RaftError
 from .messages import ConfChangeType, StateRole
 from .node import NodeError, RaftNode
 from .sessions import Command, SessionExpired, SessionTable
+from .transport import RpcError
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class KVServer:
                 return
             e = f.exception()
             if e is None:
-                resp = KVResponse(req.id, result=f.result())
+                resp = _result_response(req.id, f.result())
             else:
                 resp = KVResponse(req.id, ok=False, error=f"{type(e).__name__}: {e}")
             out.send(self._enc.encode(resp))
@@ -206,8 +207,8 @@ class KVServer:
 
     async def _answer(self, req: KVRequest, out: _Output) -> None:
         try:
-            resp = KVResponse(req.id, result=await self._execute(req))
-        except (NodeError, RaftError, TimeoutError, ValueError) as e:
+            resp = _result_response(req.id, await self._execute(req))
+        except (NodeError, RaftError, RpcError, TimeoutError, ValueError) as e:
             resp = KVResponse(req.id, ok=False, error=f"{type(e).__name__}: {e}")
         out.send(self._enc.encode(resp))
 
@@ -247,6 +248,14 @@ class KVServer:
                 raise ValueError(f"unknown member action {req.action!r}")
             return node.status()
         raise ValueError(f"unknown op {req.op!r}")
+
+
+def _result_response(req_id: int, result: Any) -> KVResponse:
+    """A write the session table refused (`KVStateMachine.apply` returns `{"error": ...}`) was
+    not applied: answer it as an error, never as a successful write."""
+    if isinstance(result, dict) and "error" in result:
+        return KVResponse(req_id, ok=False, error=f"SessionExpired: {result['error']}")
+    return KVResponse(req_id, result=result)
 
 
 class _Output:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import struct
 from typing import Any
 
 import msgspec
@@ -24,6 +23,15 @@ _RETRYABLE = ("Retry", "Unavailable", "NotLeader", "ProposalDropped", "RpcError"
 
 class KVError(Exception):
     pass
+
+
+class _Conn:
+    """One connection to one member, and the requests waiting for an answer on it."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.retired = False  # new requests go elsewhere; close once nothing waits
 
 
 class KVClient:
@@ -38,24 +46,25 @@ class KVClient:
         self._seq = itertools.count(1)
         self._ids = itertools.count(1)
         self._pending_seqs: set[int] = set()
-        self._waiting: dict[int, asyncio.Future] = {}
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task | None = None
+        # Until a write succeeded, the state machine may not know this client: a failed write
+        # stays in _pending_seqs, so ack_below stays 1 and the first write that gets through
+        # opens the session (sessions.py refuses an unknown client whose ack_below > 1).
+        self._session_open = False
+        self._failed_before_open: set[int] = set()
+        self._conn: _Conn | None = None
+        self._readers: set[asyncio.Task] = set()
         self._ep = 0
         self._connect_lock = asyncio.Lock()
         self._enc = msgspec.msgpack.Encoder()
         self._dec = msgspec.msgpack.Decoder(KVResponse)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            try:
-                await self._reader_task
-            except (asyncio.CancelledError, Exception):
-                pass
-        self._writer = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.writer.close()
+        for task in list(self._readers):
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
 
     async def __aenter__(self) -> KVClient:
         return self
@@ -63,10 +72,10 @@ class KVClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _connect(self) -> asyncio.StreamWriter:
+    async def _connect(self) -> _Conn:
         async with self._connect_lock:
-            if self._writer is not None and not self._writer.is_closing():
-                return self._writer
+            if self._conn is not None and not self._conn.writer.is_closing():
+                return self._conn
             last: Exception | None = None
             for _ in range(len(self.endpoints)):
                 host, port = self.endpoints[self._ep % len(self.endpoints)]
@@ -78,41 +87,66 @@ class KVClient:
                     last = e
                     self._ep += 1
                     continue
-                self._writer = writer
-                self._reader_task = asyncio.create_task(self._read(reader))
-                return writer
+                conn = self._conn = _Conn(writer)
+                task = asyncio.create_task(self._read(reader, conn))
+                self._readers.add(task)
+                task.add_done_callback(self._readers.discard)
+                return conn
             raise KVError(f"no endpoint reachable: {last}")
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
+    async def _read(self, reader: asyncio.StreamReader, conn: _Conn) -> None:
+        """Answer the requests of one connection; when it ends, fail only *its* requests (a
+        newer connection may already carry others)."""
         try:
             while True:
                 (n,) = _LEN.unpack(await reader.readexactly(4))
                 if n > MAX_FRAME_BYTES:
                     raise KVError("oversized answer")
                 resp = self._dec.decode(await reader.readexactly(n))
-                fut = self._waiting.pop(resp.id, None)
+                fut = conn.waiting.pop(resp.id, None)
                 if fut is not None and not fut.done():
                     fut.set_result(resp)
-        except (asyncio.IncompleteReadError, ConnectionError, KVError, struct.error):
+        except (asyncio.IncompleteReadError, ConnectionError, KVError, msgspec.DecodeError):
             pass
         finally:
-            self._writer = None
-            for fut in self._waiting.values():
+            if self._conn is conn:
+                self._conn = None
+            conn.writer.close()
+            for fut in conn.waiting.values():
                 if not fut.done():
                     fut.set_exception(ConnectionError("connection lost"))
-            self._waiting.clear()
+            conn.waiting.clear()
 
-    async def _call_once(self, req: KVRequest, timeout_s: float) -> KVResponse:
-        writer = await self._connect()
+    async def _call_once(self, conn: _Conn, req: KVRequest, timeout_s: float) -> KVResponse:
         fut = asyncio.get_running_loop().create_future()
-        self._waiting[req.id] = fut
+        conn.waiting[req.id] = fut
         payload = self._enc.encode(req)
-        writer.write(_LEN.pack(len(payload)) + payload)
+        conn.writer.write(_LEN.pack(len(payload)) + payload)
         try:
             async with asyncio.timeout(timeout_s):
                 return await fut
         finally:
-            self._waiting.pop(req.id, None)
+            conn.waiting.pop(req.id, None)
+            if conn.retired and not conn.waiting:
+                conn.writer.close()
+
+    def _move_on(self, conn: _Conn) -> None:
+        """`conn`'s member failed a request: send new requests to the next member (once, however
+        many requests failed there), and close `conn` when its last request is answered."""
+        if self._conn is conn:
+            self._conn = None
+            self._ep += 1
+        conn.retired = True
+        if not conn.waiting:
+            conn.writer.close()
+
+    async def _drop_connection(self) -> None:
+        """Forget the current connection: the next request dials again (benchmarks use it)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.retired = True
+            if not conn.waiting:
+                conn.writer.close()
 
     async def _call(self, **kw) -> Any:
         deadline = asyncio.get_running_loop().time() + self.timeout_s
@@ -129,26 +163,31 @@ class KVClient:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     raise KVError(f"{kw.get('op')} timed out")
+                conn = await self._connect()
                 try:
-                    resp = await self._call_once(req, remaining)
+                    resp = await self._call_once(conn, req, remaining)
                 except (ConnectionError, OSError, TimeoutError):
-                    self._ep += 1
-                    await self._drop_connection()
+                    self._move_on(conn)
                     continue
                 if resp.ok:
+                    if is_write and not self._session_open:
+                        self._session_open = True
+                        self._pending_seqs -= self._failed_before_open
+                        self._failed_before_open.clear()
                     return resp.result
                 if resp.error.split(":")[0] in _RETRYABLE:
+                    # That member cannot serve it now (cut off from the leader, or it lost the
+                    # leadership): retry on another one, as the module docstring promises.
+                    self._move_on(conn)
                     await asyncio.sleep(0.05)
                     continue
                 raise KVError(resp.error)
         finally:
             if is_write:
-                self._pending_seqs.discard(kw["seq"])
-
-    async def _drop_connection(self) -> None:
-        w, self._writer = self._writer, None
-        if w is not None:
-            w.close()
+                if self._session_open:
+                    self._pending_seqs.discard(kw["seq"])
+                else:
+                    self._failed_before_open.add(kw["seq"])
 
     async def put(self, key: bytes, value: bytes) -> int:
         return await self._call(op="put", key=key, value=value)

@@ -179,6 +179,7 @@ class RaftNode:
         self.role = StateRole.FOLLOWER
         self._last_snapshot_index = snap.meta.index
         self._leader_changed = asyncio.Event()
+        self._conf_applied = False  # a membership change was applied in this Ready
 
     def _replay_addresses(self) -> None:
         """Addresses of members added after the snapshot are in the conf-change entries."""
@@ -270,6 +271,10 @@ class RaftNode:
             env = msgspec.msgpack.decode(rd.snapshot.data, type=_Envelope)
             self.addresses.update({k: tuple(v) for k, v in env.addresses.items()})
             self.sm.restore(env.sm)
+            meta = rd.snapshot.meta
+            log.info(
+                "installed snapshot at index %d (term %d) from the leader", meta.index, meta.term
+            )
             self._sync_transport_peers()
         for e in rd.committed_entries:
             self._apply(e)
@@ -278,6 +283,11 @@ class RaftNode:
             if fut is not None and not fut.done():
                 fut.set_result(rs.index)
         self.core.advance(rd)
+        if self._conf_applied:
+            # The core applies a membership change in advance(): only now does its conf
+            # state name a new member, so only now can the transport learn where it lives.
+            self._conf_applied = False
+            self._sync_transport_peers()
         if rd.committed_entries or rd.snapshot is not None:
             async with self._applied_cond:
                 self._applied_cond.notify_all()
@@ -293,7 +303,7 @@ class RaftNode:
     def _apply(self, e) -> None:
         if e.type == EntryType.CONF_CHANGE:
             self._note_conf_change(ConfChange.decode(e.data))
-            self._sync_transport_peers()
+            self._conf_applied = True  # sync the transport once the core applied it too
             self.sm_apply_noop(e.index)
             return
         if not e.data:
@@ -366,6 +376,12 @@ class RaftNode:
         if method == "conf":
             kind, node_id, addr = msgspec.msgpack.decode(payload, type=tuple[int, int, Any])
             await self.change_member(ConfChangeType(kind), node_id, tuple(addr) if addr else None)
+            return b""
+        if method == "add_member":
+            node_id, addr, timeout_s = msgspec.msgpack.decode(
+                payload, type=tuple[int, tuple[str, int], float]
+            )
+            await self.add_member(node_id, addr, timeout_s)
             return b""
         if method == "transfer":
             await self.transfer_leadership(msgspec.msgpack.decode(payload, type=int))
@@ -499,6 +515,12 @@ class RaftNode:
 
     async def add_member(self, node_id: int, addr: Address, timeout_s: float = 30.0) -> None:
         """Add a member as a learner, wait until it caught up, then promote it to voter."""
+        if self.role != StateRole.LEADER:
+            # Only the leader knows how far the learner got: it runs both steps.
+            leader = await self._wait_leader(timeout_s)
+            payload = msgspec.msgpack.encode((node_id, addr, timeout_s))
+            await self.transport.call(leader, "add_member", payload, timeout_s + 1.0)
+            return
         deadline = time.monotonic() + timeout_s
         await self.change_member(ConfChangeType.ADD_LEARNER, node_id, addr, timeout_s)
         while True:
