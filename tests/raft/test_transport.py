@@ -330,6 +330,22 @@ async def test_bad_inbound_bytes_close_only_that_connection(bad, caplog):
 
 
 @async_test
+async def test_a_peer_that_stops_in_the_middle_of_a_frame_is_dropped():
+    b = Node(2, frame_body_timeout_s=0.1)
+    await b.t.start()
+    try:
+        reader, writer = await asyncio.open_connection(*b.addr)
+        writer.write(HELLO + struct.pack(">I", 100) + b"x" * 10)  # and then nothing, no EOF
+        answer = await reader.read()  # returns at EOF: the transport gave up on the frame
+        assert answer in (b"", HELLO_FROM_2)
+        writer.close()
+        await writer.wait_closed()
+        await wait_until(lambda: b.t.stats().inbound_rejected == 1)
+    finally:
+        await b.t.close()
+
+
+@async_test
 async def test_a_dialer_that_never_says_hello_is_dropped():
     b = Node(2, hello_timeout_s=0.1)
     await b.t.start()

@@ -300,6 +300,7 @@ class PeerTransport:
         close_timeout_s: float = 1.0,
         backoff_min_s: float = 0.05,
         backoff_max_s: float = 2.0,
+        frame_body_timeout_s: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
         if not 0 < backoff_min_s <= backoff_max_s:
@@ -324,6 +325,7 @@ class PeerTransport:
         self._close_timeout_s = close_timeout_s
         self._backoff_min_s = backoff_min_s
         self._backoff_max_s = backoff_max_s
+        self._frame_body_timeout_s = frame_body_timeout_s
         self._rng = rng or random.Random()
 
         self._encoder = msgspec.msgpack.Encoder()
@@ -592,7 +594,15 @@ class PeerTransport:
         (length,) = _LEN.unpack(await reader.readexactly(4))
         if length > self._max_frame_bytes:
             raise _FrameError(f"frame length {length} > max_frame_bytes={self._max_frame_bytes}")
-        body = await reader.readexactly(length)
+        try:
+            # Once a frame has started, its body must follow promptly: a peer that sends half
+            # a frame and stops must not hold a connection slot forever.
+            async with asyncio.timeout(self._frame_body_timeout_s):
+                body = await reader.readexactly(length)
+        except TimeoutError:
+            raise _FrameError(
+                f"frame body of {length} bytes not received within {self._frame_body_timeout_s}s"
+            ) from None
         try:
             return self._decoder.decode(body)
         except msgspec.DecodeError as e:
