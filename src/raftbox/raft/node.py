@@ -134,7 +134,7 @@ class RaftNode:
         snap = self.disk.snapshot()
         if not snap.is_empty() and snap.data:
             env = msgspec.msgpack.decode(snap.data, type=_Envelope)
-            self.addresses.update({k: tuple(v) for k, v in env.addresses.items()})
+            self._learn_addresses(env.addresses)
             if sm.applied_index() < snap.meta.index:
                 sm.restore(env.sm)
         self._replay_addresses()
@@ -180,6 +180,13 @@ class RaftNode:
         self._last_snapshot_index = snap.meta.index
         self._leader_changed = asyncio.Event()
         self._conf_applied = False  # a membership change was applied in this Ready
+
+    def _learn_addresses(self, learned: dict) -> None:
+        """Addresses from a snapshot, except where `--peers` says otherwise: an operator who
+        moved a member tells every node its new address, and that must win."""
+        for k, v in learned.items():
+            if k not in self.cfg.peers:
+                self.addresses[k] = tuple(v)
 
     def _replay_addresses(self) -> None:
         """Addresses of members added after the snapshot are in the conf-change entries."""
@@ -269,7 +276,7 @@ class RaftNode:
             self.transport.send(m)
         if rd.snapshot is not None and rd.snapshot.data:
             env = msgspec.msgpack.decode(rd.snapshot.data, type=_Envelope)
-            self.addresses.update({k: tuple(v) for k, v in env.addresses.items()})
+            self._learn_addresses(env.addresses)
             self.sm.restore(env.sm)
             meta = rd.snapshot.meta
             log.info(
