@@ -20,6 +20,22 @@ def _peers(s: str) -> dict[int, tuple[str, int]]:
     return parse_peers(s)
 
 
+def _longpoll_test_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--longpoll-min-timeout-s",
+        type=float,
+        default=30.0,
+        help="TESTS ONLY: accept long-poll timeouts down to this (the API minimum is 30)",
+    )
+    p.add_argument(
+        "--longpoll-wait-cap-s",
+        type=float,
+        default=None,
+        help="TESTS ONLY: end every long-poll wait after this many seconds (the SDK cannot "
+        "ask for less than 30)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="raftbox", description="a self-hosted Dropbox")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -30,14 +46,25 @@ def main(argv: list[str] | None = None) -> int:
         "--data", default="raftbox-data", help="data directory (default ./raftbox-data)"
     )
     up.add_argument("--listen", type=_addr, default=("127.0.0.1", 8443), help="public HOST:PORT")
+    _longpoll_test_flags(up)
 
     sv = sub.add_parser("serve", help="run one member of a raftbox cluster")
-    sv.add_argument("--node-id", type=int, required=True)
+    sv.add_argument("--node-id", type=int, help="Raft member id (meta role)")
     sv.add_argument("--data", required=True)
     sv.add_argument("--listen", type=_addr, required=True, help="public HTTPS HOST:PORT")
-    sv.add_argument("--peer-listen", type=_addr, required=True, help="Raft/RPC HOST:PORT")
-    sv.add_argument("--peers", type=_peers, required=True, help="1=HOST:PORT,2=... (advertised)")
-    sv.add_argument("--roles", default="meta,block", help="comma list of meta,block")
+    sv.add_argument("--peer-listen", type=_addr, help="Raft/RPC HOST:PORT (meta role)")
+    sv.add_argument("--peers", type=_peers, help="1=HOST:PORT,2=... advertised (meta role)")
+    sv.add_argument("--roles", default="meta,block,notify", help="comma list of meta,block,notify")
+    sv.add_argument("--meta", default="", help="notify root without meta: URL[,URL] of members")
+    sv.add_argument("--notify-root", default="", help="notify leaf: URL[,URL] of notify roots")
+    sv.add_argument("--ca", help="CA file to trust when calling --meta / --notify-root URLs")
+    sv.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="notify-only: serve plain HTTP (only behind a TLS-terminating load balancer)",
+    )
+    sv.add_argument("--max-connections", type=int, default=1_000_000, help="notify-only cap")
+    _longpoll_test_flags(sv)
     sv.add_argument("--blocks", default="", help="block store URL (default file://DATA/blocks)")
     sv.add_argument("--tls-cert")
     sv.add_argument("--tls-key")
@@ -73,16 +100,35 @@ def main(argv: list[str] | None = None) -> int:
         )
         from raftbox import server
 
+        longpoll = dict(
+            longpoll_min_timeout_s=args.longpoll_min_timeout_s,
+            longpoll_wait_cap_s=args.longpoll_wait_cap_s,
+        )
         if args.command == "up":
-            server.run(server.up(args.data, args.listen))
+            server.run(server.up(args.data, args.listen, **longpoll))
             return 0
+        roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+        if unknown := set(roles) - {"meta", "block", "notify"}:
+            parser.error(f"--roles: unknown role(s) {', '.join(sorted(unknown))}")
+        if "meta" in roles and (args.node_id is None or not args.peer_listen or not args.peers):
+            parser.error("the meta role needs --node-id, --peer-listen and --peers")
+        if "meta" not in roles and set(roles) != {"notify"}:
+            parser.error("without meta, a process can only have the notify role")
+        if "meta" not in roles and bool(args.meta) == bool(args.notify_root):
+            parser.error("a notify-only process needs --meta (a root) or --notify-root (a leaf)")
         cfg = server.ServeConfig(
-            node_id=args.node_id,
+            node_id=args.node_id or 0,
             data=args.data,
             listen=args.listen,
-            peer_listen=args.peer_listen,
-            peers=args.peers,
-            roles=tuple(r.strip() for r in args.roles.split(",") if r.strip()),
+            peer_listen=args.peer_listen or ("127.0.0.1", 0),
+            peers=args.peers or {},
+            roles=roles,
+            meta_urls=tuple(u for u in args.meta.split(",") if u),
+            notify_roots=tuple(u for u in args.notify_root.split(",") if u),
+            ca=args.ca,
+            plain_http=args.plain_http,
+            max_connections=args.max_connections,
+            **longpoll,
             blocks=args.blocks,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,

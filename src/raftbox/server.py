@@ -1,9 +1,12 @@
 """Assemble roles into one process: `raftbox serve`, `raftbox up`, `raftbox user add`.
 
 A process hosts any of the roles `meta` (a Raft member with the metadata state machine and the
-api routes), `block` (content routes; blocks in a `BlockStore`) and — later — `notify`. Every
-role is served on one public HTTPS address, routed by path whatever the Host header. `meta` also
-listens on a peer address for Raft and internal RPC.
+api routes), `block` (content routes; blocks in a `BlockStore`) and `notify` (long-poll and the
+push stream, `raftbox.notify`). Every role is served on one public HTTPS address, routed by path
+whatever the Host header. `meta` also listens on a peer address for Raft and internal RPC, and
+serves the change feed notify roots follow. `notify` inside a meta process is a root fed by the
+local member; a process with `notify` alone is a root (`--meta URL,...`) or a leaf
+(`--notify-root URL,...`), see `raftbox.notify.process`.
 
 `raftbox up` is `serve` with every role, a single-member Raft group, a local block directory,
 TLS from a CA it makes on first start, and a first account; it prints how to point the official
@@ -29,6 +32,9 @@ from raftbox.blocks.service import BlockService
 from raftbox.blocks.store import open_store
 from raftbox.meta.fsm import MetaStore
 from raftbox.meta.service import MetaService
+from raftbox.notify import LocalFeed, MetaFeedServer, NotifyConfig, NotifyService
+from raftbox.notify.process import NotifyProcess, NotifyProcessConfig, raise_fd_limit
+from raftbox.notify.service import ROUTE as LONGPOLL_ROUTE
 from raftbox.raft.node import NodeConfig, RaftNode
 from raftbox.tls import ensure_local_ca, server_context
 
@@ -44,7 +50,7 @@ class ServeConfig:
     listen: Address
     peer_listen: Address
     peers: dict[int, Address]
-    roles: tuple[str, ...] = ("meta", "block")
+    roles: tuple[str, ...] = ("meta", "block", "notify")
     blocks: str = ""  # block store URL; default file://DATA/blocks
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -53,6 +59,21 @@ class ServeConfig:
     election_ticks: int = 10
     join: bool = False
     hosts: tuple[str, ...] = field(default_factory=tuple)
+    # notify role (see raftbox.notify): a notify-only process follows meta members (a root) or
+    # roots (a leaf); `ca` verifies them; `plain_http` only behind a TLS-terminating balancer
+    meta_urls: tuple[str, ...] = ()
+    notify_roots: tuple[str, ...] = ()
+    ca: str | None = None
+    plain_http: bool = False
+    max_connections: int = 1_000_000
+    longpoll_min_timeout_s: float = 30.0  # test-only below 30 (the API minimum)
+    longpoll_wait_cap_s: float | None = None  # test-only: end every wait after this
+
+    def notify_config(self) -> NotifyConfig:
+        return NotifyConfig(
+            longpoll_min_timeout_s=self.longpoll_min_timeout_s,
+            longpoll_wait_cap_s=self.longpoll_wait_cap_s,
+        )
 
 
 def load_admin_token(cfg: ServeConfig) -> str:
@@ -86,16 +107,32 @@ class Server:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         os.makedirs(cfg.data, exist_ok=True)
+        if "meta" not in cfg.roles and not (
+            cfg.admin_token
+            or os.environ.get("RAFTBOX_ADMIN_TOKEN")
+            or os.path.exists(os.path.join(cfg.data, "admin.token"))
+        ):
+            raise ValueError("a process without the meta role needs the cluster's --admin-token")
         self.admin_token = load_admin_token(cfg)
-        self.store = MetaStore(os.path.join(cfg.data, "meta.sqlite3"))
+        self.store = (
+            MetaStore(os.path.join(cfg.data, "meta.sqlite3")) if "meta" in cfg.roles else None
+        )
         self.node: RaftNode | None = None
         self.meta: MetaService | None = None
+        self.notify: NotifyService | None = None
+        self.notify_process: NotifyProcess | None = None
+        self.feed: MetaFeedServer | None = None
         self.runner: web.AppRunner | None = None
         self.ca_file: str | None = None
         self.url = ""
 
     async def start(self) -> None:
         cfg = self.cfg
+        if "notify" in cfg.roles:
+            raise_fd_limit()
+        if self.store is None:
+            await self._start_notify_only()
+            return
         self.node = RaftNode(
             NodeConfig(
                 node_id=cfg.node_id,
@@ -114,8 +151,18 @@ class Server:
         blocks_url = cfg.blocks or "file://" + os.path.join(cfg.data, "blocks")
         blocks = BlockService(open_store(blocks_url))
         api = ApiServer(self.meta, blocks, self.admin_token)
+        app = api.app()
+        self.feed = MetaFeedServer(self.node, self.store, self.admin_token)
+        self.feed.add_routes(app)
+        if "notify" in cfg.roles:
+            feed = LocalFeed(self.node, self.store)
+            self.notify = NotifyService(feed, cfg.notify_config(), self.admin_token)
+            api.add_route(LONGPOLL_ROUTE, "none", self.notify.api_longpoll)
+            api.add_route("raftbox/notify/status", "admin", self.notify.api_status)
+            self.notify.add_routes(app)
+            await self.notify.start()
         ctx, self.ca_file = tls_context(cfg)
-        self.runner = web.AppRunner(api.app(), access_log=None)
+        self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, cfg.listen[0], cfg.listen[1], ssl_context=ctx)
         await site.start()
@@ -124,16 +171,46 @@ class Server:
         with open(os.path.join(cfg.data, "url"), "w") as f:
             f.write(self.url + "\n")
 
+    async def _start_notify_only(self) -> None:
+        cfg = self.cfg
+        ctx = None
+        if not cfg.plain_http:
+            ctx, self.ca_file = tls_context(cfg)
+        self.notify_process = NotifyProcess(
+            NotifyProcessConfig(
+                listen=cfg.listen,
+                admin_token=self.admin_token,
+                meta_urls=cfg.meta_urls,
+                root_urls=cfg.notify_roots,
+                ssl_context=ctx,
+                client_ssl=ssl.create_default_context(cafile=cfg.ca),
+                max_connections=cfg.max_connections,
+            ),
+            cfg.notify_config(),
+        )
+        await self.notify_process.start()
+        self.notify = self.notify_process.service
+        self.url = self.notify_process.url
+        with open(os.path.join(cfg.data, "url"), "w") as f:
+            f.write(self.url + "\n")
+
     @property
     def hostport(self) -> str:
-        return self.url.removeprefix("https://")
+        return self.url.removeprefix("https://").removeprefix("http://")
 
     async def stop(self) -> None:
+        if self.notify_process is not None:
+            await self.notify_process.stop()
+        elif self.notify is not None:
+            await self.notify.stop()  # answers waiting long-polls before the runner closes
+        if self.feed is not None:
+            await self.feed.close()
         if self.runner is not None:
             await self.runner.cleanup()
         if self.node is not None:
             await self.node.stop()
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
 
 
 async def _wait_for_signal() -> None:
@@ -171,7 +248,7 @@ def _free_peer_port() -> int:
     return port
 
 
-async def up(data: str, listen: Address) -> None:
+async def up(data: str, listen: Address, **notify_kw) -> None:
     data = os.path.abspath(data)
     os.makedirs(data, exist_ok=True)
     peer_file = os.path.join(data, "peer.port")
@@ -183,7 +260,9 @@ async def up(data: str, listen: Address) -> None:
         with open(peer_file, "w") as f:
             f.write(str(peer_port))
     peer = ("127.0.0.1", peer_port)
-    cfg = ServeConfig(node_id=1, data=data, listen=listen, peer_listen=peer, peers={1: peer})
+    cfg = ServeConfig(
+        node_id=1, data=data, listen=listen, peer_listen=peer, peers={1: peer}, **notify_kw
+    )
     srv = Server(cfg)
     await srv.start()
     assert srv.meta is not None

@@ -182,7 +182,10 @@ class ApiServer:
 
     # -- argument parsing ----------------------------------------------------------------------
     async def rpc_args(self, request: web.Request, route: str) -> Args:
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:  # the caller's fault: 400, not a 500 to retry
+            raise BadInput(route, f"request body: over {RPC_BODY_MAX_BYTES} bytes") from None
         if not raw.strip():
             return Args(route, None)
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
@@ -466,10 +469,12 @@ class ApiServer:
 
     async def upload(self, request: web.Request, who: Any) -> web.Response:
         a = self.header_args(request, "files/upload")
-        path = self._ns_path(who, self._path(a, "path", WRITE_PATH), ["path"])
+        path = self._path(a, "path", WRITE_PATH)
         wire.write_mode(a)  # validate before reading the body
-        if path.startswith("id:"):
+        try:
             path = await self._resolve_write_path(who, path, ["path"])
+        except ApiError as e:  # UploadError.path is the struct UploadWriteFailed: flatten it
+            self._raise_meta(C.MetaError(e.tags, e.extra), flat_upload=True)
         ing = await self._ingest(request, a)
         m = await self.meta.write(self._commit_info(who, a, ing, path))
         return json_response(
@@ -489,7 +494,9 @@ class ApiServer:
         start, end = 0, size - 1
         status = 200
         rng = request.headers.get("Range")
-        if rng:
+        # An empty file has no byte to range over: ignore Range (RFC 9110 allows it) and send
+        # 200 with the empty body; the SDK's parallel Downloader asks for bytes=0-0 of every file.
+        if rng and size:
             parsed = parse_range(rng, size)
             if parsed is None:
                 raise ApiError(["range", "not_satisfiable"], status=416)
@@ -506,9 +513,18 @@ class ApiServer:
         if status == 206:
             resp.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         await resp.prepare(request)
-        if length:
-            async for chunk in self.blocks.read_range(blocks, start, end + 1):
-                await resp.write(chunk)
+        try:
+            if length:
+                async for chunk in self.blocks.read_range(blocks, start, end + 1):
+                    await resp.write(chunk)
+        except ConnectionResetError:
+            raise
+        except ZeroDivisionError as e:
+            # Too late for an error answer: the status and length are sent. Break the
+            # connection (the client sees a short body) instead of letting `dispatch` append
+            # a second, 500 response to this one's body.
+            log.exception("files/download: failed after the headers were sent")
+            raise ConnectionResetError(f"download failed mid-stream: {e!r}") from e
         await resp.write_eof()
         return resp
 
@@ -592,7 +608,7 @@ class ApiServer:
             )
             if isinstance(r, C.MetaError):
                 raise ApiError(
-                    ["lookup_failed"] + r.tags[1:] if r.tags[0] != "lookup_failed" else r.tags,
+                    ["lookup_failed"] + r.tags if r.tags[0] != "lookup_failed" else r.tags,
                     r.extra,
                 )
             offset += ing.size

@@ -1347,6 +1347,14 @@ class MetaStore:
         row = self._db.execute("SELECT journal_end FROM namespaces WHERE ns = ?", (ns,)).fetchone()
         return 0 if row is None else row[0]
 
+    def namespace_info(self, ns: int) -> tuple[str, int] | None:
+        """(owner account id, journal position) of namespace `ns`; None if it does not exist.
+        A notify server checks a long-poll cursor's account against the owner."""
+        row = self._db.execute(
+            "SELECT owner, journal_end FROM namespaces WHERE ns = ?", (ns,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
     def changed_since(self, index: int) -> list[tuple[int, int]]:
         """(ns, journal position) of every namespace changed by an entry after `index` — the
         change feed a notify root follows."""

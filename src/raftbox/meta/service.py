@@ -134,17 +134,26 @@ class MetaService:
         return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
 
     def open_cursor(self, cursor: str) -> Any:
-        try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        except (ValueError, TypeError):
-            raise CursorInvalid("undecodable") from None
-        if len(raw) < 17:
-            raise CursorInvalid("too short")
-        mac, body = raw[:16], raw[16:]
-        want = hmac.new(self.store.secret(), body, hashlib.sha256).digest()[:16]
-        if not hmac.compare_digest(mac, want):
-            raise CursorInvalid("bad signature")
-        try:
-            return msgspec.msgpack.decode(body)
-        except msgspec.DecodeError:
-            raise CursorInvalid("bad body") from None
+        return open_signed_cursor(self.store.secret(), cursor)
+
+
+def open_signed_cursor(secret: bytes, cursor: str) -> Any:
+    """The state a cursor signed with `secret` carries; `CursorInvalid` if it was not signed so.
+    (A function, so that a notify process, which holds the secret but no MetaStore, can check
+    the long-poll cursors it is given.)"""
+    if not secret:
+        raise CursorInvalid("no cluster secret")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (ValueError, TypeError):
+        raise CursorInvalid("undecodable") from None
+    if len(raw) < 17:
+        raise CursorInvalid("too short")
+    mac, body = raw[:16], raw[16:]
+    want = hmac.new(secret, body, hashlib.sha256).digest()[:16]
+    if not hmac.compare_digest(mac, want):
+        raise CursorInvalid("bad signature")
+    try:
+        return msgspec.msgpack.decode(body)
+    except msgspec.DecodeError:
+        raise CursorInvalid("bad body") from None

@@ -200,7 +200,7 @@ class RaftNode:
     def _note_conf_change(self, cc: ConfChange) -> None:
         if cc.type == ConfChangeType.REMOVE:
             return  # keep the address: a removed member may still need to hear it was removed
-        if cc.context:
+        if cc.context and cc.node_id not in self.cfg.peers:
             host, port = msgspec.msgpack.decode(cc.context, type=tuple[str, int])
             self.addresses[cc.node_id] = (host, port)
 
