@@ -7,17 +7,14 @@ Not for production: the CA key lives in memory, unprotected.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import ssl
 import tempfile
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+
+from raftbox.tls import issue, make_ca
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -38,81 +35,18 @@ class IssuedCert:
 
 
 class ThrowawayCA:
-    """A self-signed CA that issues certificates good for both server and client auth."""
+    """A self-signed CA that issues certificates good for both server and client auth
+    (the certificates are made by `raftbox.tls`, as the product's own local CA makes them)."""
 
     def __init__(self, common_name: str = "raftbox throwaway CA", valid_days: int = 2) -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        self.cert, self._key = make_ca(common_name, valid_days)
         self._valid_days = valid_days
-        now = _now()
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(self._name)
-            .issuer_name(self._name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=valid_days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
-            )
-            .sign(self._key, hashes.SHA256())
-        )
         self.cert_pem = self.cert.public_bytes(serialization.Encoding.PEM)
 
     def issue(self, common_name: str, hosts: tuple[str, ...] = DEFAULT_HOSTS) -> IssuedCert:
         """A certificate for `common_name`, valid for `hosts` (DNS names or IP addresses)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        sans: list[x509.GeneralName] = []
-        for h in hosts:
-            try:
-                sans.append(x509.IPAddress(ipaddress.ip_address(h)))
-            except ValueError:
-                sans.append(x509.DNSName(h))
-        now = _now()
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(self._name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=self._valid_days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
-                critical=False,
-            )
-            .sign(self._key, hashes.SHA256())
-        )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return IssuedCert(cert.public_bytes(serialization.Encoding.PEM), key_pem)
+        cert_pem, key_pem = issue(self.cert, self._key, common_name, hosts, self._valid_days)
+        return IssuedCert(cert_pem, key_pem)
 
     def server_context(
         self, cert: IssuedCert, *, require_client_cert: bool = True
@@ -141,7 +75,3 @@ def _load_chain(ctx: ssl.SSLContext, cert: IssuedCert) -> None:
         cert_path, key_path = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
         cert.write(cert_path, key_path)
         ctx.load_cert_chain(cert_path, key_path)
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
