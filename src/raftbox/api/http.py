@@ -519,7 +519,7 @@ class ApiServer:
                     await resp.write(chunk)
         except ConnectionResetError:
             raise
-        except ZeroDivisionError as e:
+        except Exception as e:
             # Too late for an error answer: the status and length are sent. Break the
             # connection (the client sees a short body) instead of letting `dispatch` append
             # a second, 500 response to this one's body.

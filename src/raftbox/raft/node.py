@@ -163,6 +163,9 @@ class RaftNode:
         )
         self.client_id = self.rng.getrandbits(63) | 1
         self._seq = itertools.count(1)
+        # Seqs of this node's own commands from new_command() until propose() returns for
+        # them: a retry may still carry them, so no later command may ack past them.
+        self._inflight_seqs: set[int] = set()
         self._wake = asyncio.Event()
         self._applied_cond = asyncio.Condition()
         self._waiters: dict[tuple[int, int], asyncio.Future] = {}
@@ -399,15 +402,27 @@ class RaftNode:
 
     # -- requests ------------------------------------------------------------------------------
     def new_command(self, payload: bytes) -> Command:
+        """A command in this node's own client session; hand it to `propose()`."""
         seq = next(self._seq)
-        return Command(self.client_id, seq, self._ack_below(seq), 0, payload)
+        cmd = Command(self.client_id, seq, self._ack_below(seq), 0, payload)
+        self._inflight_seqs.add(seq)
+        return cmd
 
     def _ack_below(self, seq: int) -> int:
-        pending = [s for (c, s) in self._waiters if c == self.client_id]
-        return min(pending + [seq])
+        # Not only the proposals waiting here as leader (`_waiters`): one forwarded to the
+        # leader, or being retried after a leadership change, is in flight too, and acking
+        # past it would make the state machine refuse its retry as "already answered".
+        return min(self._inflight_seqs, default=seq)
 
     async def propose(self, cmd: Command, timeout_s: float = 5.0) -> Any:
         """Replicate `cmd` and return the state machine's result (forwarded to the leader)."""
+        try:
+            return await self._propose(cmd, timeout_s)
+        finally:
+            if cmd.client_id == self.client_id:
+                self._inflight_seqs.discard(cmd.seq)
+
+    async def _propose(self, cmd: Command, timeout_s: float) -> Any:
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -467,17 +482,25 @@ class RaftNode:
         return self.leader
 
     async def read_index(self, timeout_s: float = 5.0) -> int:
-        """An index after which a local read is linearizable (waits until it is applied)."""
+        """An index after which a local read is linearizable (waits until it is applied).
+
+        The request or its answer can be lost (a follower that knows no leader drops it, a
+        transport backing off from a restarted peer drops it, a new leader never saw it), so
+        it is asked again every election timeout until answered; the leader dedups a context
+        it still holds, and an answer for a context already released is ignored."""
         ctx = b"%d:%d" % (self.client_id, next(self._read_ids))
         fut = asyncio.get_running_loop().create_future()
         self._reads[ctx] = fut
+        retry_s = max(0.05, self.cfg.tick_s * self.cfg.election_ticks)
         try:
             async with asyncio.timeout(timeout_s):
-                if self.leader == NONE:
-                    await self._wait_leader(timeout_s)
-                self.core.read_index(ctx)
-                self._wake.set()
-                index = await fut
+                while not fut.done():
+                    if self.leader == NONE:
+                        await self._wait_leader(timeout_s)
+                    self.core.read_index(ctx)
+                    self._wake.set()
+                    await asyncio.wait({fut}, timeout=retry_s)
+                index = fut.result()
                 await self.wait_applied(index)
                 return index
         except TimeoutError:

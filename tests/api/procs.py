@@ -1,0 +1,322 @@
+"""Real raftbox processes for the API tests: `raftbox up`, and a cluster of `raftbox serve`.
+
+Every process writes stdout + stderr to its own log file (appended across restarts), is killed by
+whoever started it (the fixtures), and — should the test process die first — by an `atexit`
+hook. Waiting is always for a condition with a deadline (`wait_for`), never a fixed sleep.
+
+The cluster shares one CA and one server certificate (made here with `raftbox.tls`), passed to
+every member with --tls-cert/--tls-key, so a single `ca.pem` is trusted for all of them, one
+--admin-token, and one block store (--blocks file://DIR: blocks are not replicated between
+members, so a download through member B of what member A took needs a shared store).
+`leader()` asks the members (admin route `raftbox/admin/status`) which of them leads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from raftbox.tls import issue, make_ca
+
+HOST = "127.0.0.1"
+RAFTBOX = str(Path(sys.executable).with_name("raftbox"))
+_LIVE: set[subprocess.Popen] = set()
+
+
+def _kill_leftovers() -> None:
+    for proc in list(_LIVE):
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+atexit.register(_kill_leftovers)
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the kernel's pick for an ephemeral bind)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def quiet_port() -> int:
+    """A free port below the kernel's ephemeral range, so no outgoing connection takes it
+    between now and the moment a server binds it (used where the port must be fixed early)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(20001, low - 1))
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
+def wait_for(pred: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.02) -> Any:
+    """Call `pred()` until it returns something truthy, and return that; TimeoutError after
+    `timeout_s`. Exceptions from `pred` count as "not yet"; the last one is in the error."""
+    deadline = time.monotonic() + timeout_s
+    last: BaseException | None = None
+    while True:
+        try:
+            if result := pred():
+                return result
+        except Exception as e:  # noqa: BLE001 - "not yet"
+            last = e
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"not within {timeout_s}s: {what} (last error: {last!r})")
+        time.sleep(poll_s)
+
+
+def proc_status_kb(pid: int, field: str) -> int:
+    """A `kB` field of /proc/PID/status, e.g. VmRSS or VmHWM (the peak resident set)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+class Proc:
+    """One child process with a log file; `start()` may be called again after it stopped."""
+
+    def __init__(self, name: str, args: list[str], log_path: Path) -> None:
+        self.name = name
+        self.args = args
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self._log_offset = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        assert not self.alive, f"{self.name} is already running"
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        _LIVE.add(self.proc)
+
+    def output(self) -> str:
+        """What this run (since the last start) printed so far."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_output(self, needle: str, timeout_s: float) -> None:
+        def seen() -> bool:
+            if needle in self.output():
+                return True
+            if not self.alive:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}")  # type: ignore[union-attr]
+            return False
+
+        try:
+            wait_for(seen, timeout_s, f"{self.name} printed {needle!r}", poll_s=0.05)
+        except (TimeoutError, RuntimeError) as e:
+            raise RuntimeError(f"{e}\n--- tail of {self.log_path} ---\n{self.tail()}") from None
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            _LIVE.discard(self.proc)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (a clean shutdown), then SIGKILL if it does not exit in time."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        _LIVE.discard(self.proc)
+
+
+def _http(ca: str) -> requests.Session:
+    s = requests.Session()
+    s.verify = ca
+    s.trust_env = False  # REQUESTS_CA_BUNDLE would override `verify`
+    return s
+
+
+def create_account_http(
+    hostport: str, ca: str, admin_token: str, email: str, timeout_s: float = 30.0
+) -> tuple[str, str]:
+    """(account_id, token) of a new account, through the admin route."""
+    with _http(ca) as s:
+        r = s.post(
+            f"https://{hostport}/2/raftbox/admin/create_account",
+            json={"email": email, "display_name": email.split("@")[0]},
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=timeout_s,
+        )
+    r.raise_for_status()
+    body = r.json()
+    return body["account_id"], body["token"]
+
+
+class UpServer:
+    """`raftbox up --data DIR --listen 127.0.0.1:PORT` as a process."""
+
+    def __init__(self, base: Path, port: int) -> None:
+        self.data = base / "up-data"
+        self.hostport = f"{HOST}:{port}"
+        self.proc = Proc("raftbox up", [RAFTBOX, "up", "--data", str(self.data),
+                                        "--listen", self.hostport], base / "up.log")  # fmt: skip
+        self.token = self.ca = self.admin_token = ""
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.proc.start()
+        self.proc.wait_output("Stop with Ctrl-C", timeout_s)
+        self.token = (self.data / "token").read_text().strip()
+        self.admin_token = (self.data / "admin.token").read_text().strip()
+        self.ca = str(self.data / "ca.pem")
+        url = (self.data / "url").read_text().strip()
+        assert url == f"https://{self.hostport}", url
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class Member:
+    def __init__(self, i: int, base: Path) -> None:
+        self.id = i
+        self.data = base / f"m{i}"
+        self.port = free_port()
+        self.peer_port = free_port()
+        self.proc: Proc | None = None
+
+    @property
+    def hostport(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def peer_addr(self) -> tuple[str, int]:
+        return (HOST, self.peer_port)
+
+
+class ApiCluster:
+    """`n` members of `raftbox serve` (every role) with one CA, one admin token."""
+
+    def __init__(self, base: Path, n: int = 3, tick_ms: int = 20) -> None:
+        self.base = base
+        self.tick_ms = tick_ms
+        self.admin_token = secrets.token_urlsafe(24)
+        self.members = {i: Member(i, base) for i in range(1, n + 1)}
+        ca_cert, ca_key = make_ca("raftbox test cluster CA", valid_days=2)
+        cert_pem, key_pem = issue(ca_cert, ca_key, "raftbox", (HOST, "localhost"), valid_days=2)
+        from cryptography.hazmat.primitives import serialization
+
+        self.ca = str(base / "ca.pem")
+        Path(self.ca).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        self.cert, self.key = str(base / "server.pem"), str(base / "server.key")
+        Path(self.cert).write_bytes(cert_pem)
+        fd = os.open(self.key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key_pem)
+        # One block store for all: any member serves a download of blocks another one took.
+        self.blocks = "file://" + str(base / "blocks")
+        peers = ",".join(f"{m.id}={HOST}:{m.peer_port}" for m in self.members.values())
+        for m in self.members.values():
+            args = [RAFTBOX, "serve", "--node-id", str(m.id), "--data", str(m.data),
+                    "--listen", m.hostport, "--peer-listen", f"{HOST}:{m.peer_port}",
+                    "--peers", peers, "--admin-token", self.admin_token,
+                    "--tls-cert", self.cert, "--tls-key", self.key, "--blocks", self.blocks,
+                    "--tick-ms", str(tick_ms)]  # fmt: skip
+            m.proc = Proc(f"member {m.id}", args, base / f"m{m.id}.log")
+
+    def proc(self, i: int) -> Proc:
+        p = self.members[i].proc
+        assert p is not None
+        return p
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        for i in self.members:
+            self.proc(i).start()
+        for i in self.members:
+            self.proc(i).wait_output(f"raftbox member {i} serving", timeout_s)
+
+    def restart(self, *ids: int, timeout_s: float = 60.0) -> None:
+        """Start the members `ids` again (all at once: each waits for a leader to serve)."""
+        for i in ids:
+            self.proc(i).start()
+        for i in ids:
+            self.proc(i).wait_output(f"raftbox member {i} serving", timeout_s)
+
+    def kill9(self, i: int) -> None:
+        self.proc(i).kill9()
+
+    def stop(self) -> None:
+        for i in self.members:
+            self.proc(i).stop()
+
+    def tails(self, lines: int = 30) -> str:
+        return "\n".join(
+            f"--- member {i} ({self.proc(i).log_path}) ---\n{self.proc(i).tail(lines)}"
+            for i in self.members
+        )
+
+    def status(self, i: int, timeout_s: float = 5.0) -> dict:
+        """Member i's Raft status (id, role, leader, term, commit, applied, ...), from the
+        admin route `raftbox/admin/status`."""
+        with _http(self.ca) as s:
+            r = s.post(
+                f"https://{self.members[i].hostport}/2/raftbox/admin/status",
+                headers={"Authorization": f"Bearer {self.admin_token}"},
+                timeout=timeout_s,
+            )
+        r.raise_for_status()
+        return r.json()
+
+    def leader(self, timeout_s: float = 30.0) -> int:
+        """The leader every live member agrees on (waits for one)."""
+
+        def agreed() -> int:
+            live = [i for i in self.members if self.proc(i).alive]
+            leaders = {self.status(i)["leader"] for i in live}
+            (leader,) = leaders  # ValueError (not yet) unless they agree
+            return leader if leader in live else 0
+
+        return wait_for(agreed, timeout_s, "the live members agree on a leader", poll_s=0.05)
