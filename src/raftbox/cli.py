@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("without meta, a process can only have the notify role")
         if "meta" not in roles and bool(args.meta) == bool(args.notify_root):
             parser.error("a notify-only process needs --meta (a root) or --notify-root (a leaf)")
+        if "meta" not in roles and not (args.admin_token or os.environ.get("RAFTBOX_ADMIN_TOKEN")):
+            parser.error("a notify-only process needs the cluster's --admin-token")
         cfg = server.ServeConfig(
             node_id=args.node_id or 0,
             data=args.data,

@@ -1,0 +1,412 @@
+"""Links of the notification tree: meta members → roots → leaves. Events are `(namespace,
+position)`; every link resumes from a position, so a reconnect or a failover loses nothing.
+
+Theory of operation
+-------------------
+- `MetaFeedServer` runs on every meta member: `GET /2/raftbox/internal/changes?after=INDEX`, a
+  WebSocket for admin-token holders (notify roots). It sends `hello` (the cluster secret and the
+  raft index it starts after), then, each time entries apply, `{"op": "ev", "ev": [[ns,
+  position], ...], "index": I}` — `MetaStore.changed_since(previous index)`: one event per
+  namespace however many entries touched it, so a slow root gets coalesced positions, not a
+  backlog. Only the last frame of a batch carries `index`: a root that resumes from the last
+  index it saw gets everything after it again. Between batches, `{"op": "hb", "index": I,
+  "leader": bool}` every second. `{"op": "sub", "ns": [[ns, seen], ...]}` is a lookup: the
+  member answers `info` (owner, position; `null, -2` if the namespace does not exist — checked
+  again after a ReadIndex, so a lagging member never calls a new namespace gone).
+
+  A root resuming `after` an index this member has not applied yet waits until it has (a lagging
+  follower); if the member is the leader and has never committed that index, the root followed
+  another history (a restored cluster): the member sends `resync` and starts from its own index.
+  The namespaces table keeps every namespace's last index forever, so any older index is served
+  exactly: a resync is never needed for age alone.
+- `LocalFeed` is the same feed in-process, for a root that runs inside a meta member (`raftbox
+  up`, `serve --roles meta,...,notify`): it waits on the node's apply condition and reads the
+  local store, so it fails over with nothing — if its member is down, so is the root.
+- `StreamLink` is the client side, used by a root for the meta feed (`follows_all`: it tracks the
+  raft index and resumes after it) and by a leaf for a root's push stream (it subscribes the
+  namespaces its service asks for, with the positions seen; on reconnect the service subscribes
+  everything again). It cycles through its URLs: a dead, unreachable or leaderless member, or a
+  dead root, costs one reconnect to the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import random
+import ssl
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import msgspec
+from aiohttp import WSMsgType, web
+
+from .hub import GONE
+
+if TYPE_CHECKING:
+    from raftbox.meta.fsm import MetaStore
+    from raftbox.raft.node import RaftNode
+
+    from .service import NotifyService
+
+log = logging.getLogger(__name__)
+
+CHANGES_PATH = "/2/raftbox/internal/changes"
+_json = msgspec.json.Encoder()
+
+
+class LinkError(Exception):
+    """The other end misbehaved or cannot serve us: move on to the next URL."""
+
+
+def _frame(obj: Any) -> str:
+    return _json.encode(obj).decode()
+
+
+def _chunks(items: list, n: int):
+    for k in range(0, len(items), n):
+        yield items[k : k + n]
+
+
+async def _lookup(node: RaftNode, store: MetaStore, namespaces: list[int]) -> list[list]:
+    """[[ns, owner, position] | [ns, None, GONE]]: a namespace missing here is checked again
+    after a ReadIndex (this member may lag behind the one that created it)."""
+    out, missing = [], []
+    for ns in namespaces:
+        info = store.namespace_info(ns)
+        if info is None:
+            missing.append(ns)
+        else:
+            out.append([ns, info[0], info[1]])
+    if missing:
+        await node.read_index(timeout_s=5.0)
+        for ns in missing:
+            info = store.namespace_info(ns)
+            out.append([ns, None, GONE] if info is None else [ns, info[0], info[1]])
+    return out
+
+
+class LocalFeed:
+    """The change feed of the meta member this process hosts (see the module docstring)."""
+
+    follows_all = True
+
+    def __init__(self, node: RaftNode, store: MetaStore, idle_s: float = 1.0) -> None:
+        self.node = node
+        self.store = store
+        self.idle_s = idle_s
+        self._asks: set[int] = set()
+        self._asked = asyncio.Event()
+
+    def request(self, ns_seen: dict[int, int]) -> None:
+        self._asks.update(ns_seen)
+        self._asked.set()
+
+    def release(self, namespaces: list[int]) -> None:
+        pass
+
+    async def run(self, sink: NotifyService) -> None:
+        store = self.store
+        while not store.secret():  # MetaService.start() waited for it: normally already there
+            with contextlib.suppress(TimeoutError):
+                await self.node.wait_for(lambda: bool(store.secret()), self.idle_s)
+        sink.on_secret(store.secret())
+        last = store.applied_index()
+        sink.on_connected()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._lookups(sink))
+            while True:
+                try:
+                    await self.node.wait_for(
+                        lambda last=last: store.applied_index() > last, self.idle_s
+                    )
+                except TimeoutError:
+                    continue
+                now = store.applied_index()
+                events = store.changed_since(last)
+                last = now
+                if events:
+                    sink.on_events(events)
+
+    async def _lookups(self, sink: NotifyService) -> None:
+        from raftbox.raft.node import NodeError
+
+        while True:
+            await self._asked.wait()
+            self._asked.clear()
+            asks, self._asks = list(self._asks), set()
+            try:
+                infos = await _lookup(self.node, self.store, asks)
+            except (NodeError, TimeoutError) as e:
+                log.info("namespace lookup failed (%s); retrying", e)
+                self._asks.update(asks)
+                await asyncio.sleep(self.idle_s)  # retry back-off: no majority right now
+                self._asked.set()
+                continue
+            sink.on_info([(ns, owner, pos) for ns, owner, pos in infos])
+
+
+class MetaFeedServer:
+    """`GET /2/raftbox/internal/changes` on a meta member (see the module docstring)."""
+
+    def __init__(
+        self,
+        node: RaftNode,
+        store: MetaStore,
+        admin_token: str,
+        heartbeat_s: float = 1.0,
+        catch_up_s: float = 10.0,
+        frame_max_events: int = 10_000,
+    ) -> None:
+        self.node = node
+        self.store = store
+        self.admin_token = admin_token
+        self.heartbeat_s = heartbeat_s
+        self.catch_up_s = catch_up_s
+        self.frame_max_events = frame_max_events
+        self._conns: set[web.WebSocketResponse] = set()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get(CHANGES_PATH, self.handle)
+
+    async def close(self) -> None:
+        for ws in list(self._conns):
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        import hmac
+
+        h = request.headers.get("Authorization", "")
+        token = h[7:].strip() if h.startswith("Bearer ") else ""
+        if not token or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
+            return web.Response(status=401, text="admin token required")
+        try:
+            after = int(request.query["after"]) if "after" in request.query else None
+        except ValueError:
+            return web.Response(status=400, text="after: expected an integer")
+        ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=64 << 20)
+        await ws.prepare(request)
+        self._conns.add(ws)
+        try:
+            await self._serve(ws, after)
+        except (ConnectionError, RuntimeError, TimeoutError) as e:
+            log.debug("change feed connection ended: %s", e)
+        finally:
+            self._conns.discard(ws)
+            with contextlib.suppress(Exception):
+                await ws.close()
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, after: int | None) -> None:
+        node, store = self.node, self.store
+        if after is not None and after > store.applied_index():
+            if node.role.name == "LEADER" and after > node.core.log.committed:
+                log.warning("a root resumes after index %d, never committed here: resync", after)
+                await ws.send_str(_frame({"op": "resync"}))
+                after = None
+            else:
+                await node.wait_for(lambda: store.applied_index() >= after, self.catch_up_s)
+        last = store.applied_index() if after is None else after
+        secret = base64.b64encode(store.secret()).decode()
+        await ws.send_str(_frame({"op": "hello", "secret": secret, "index": last}))
+        async with asyncio.TaskGroup() as tg:
+            reader = tg.create_task(self._reader(ws))
+            try:
+                while not reader.done():
+                    try:
+                        await node.wait_for(
+                            lambda last=last: store.applied_index() > last, self.heartbeat_s
+                        )
+                    except TimeoutError:
+                        leader = node.leader != 0
+                        await ws.send_str(_frame({"op": "hb", "index": last, "leader": leader}))
+                        continue
+                    now = store.applied_index()
+                    events = store.changed_since(last)
+                    last = now
+                    chunks = list(_chunks(events, self.frame_max_events)) or [[]]
+                    for k, chunk in enumerate(chunks):
+                        frame: dict = {"op": "ev", "ev": chunk}
+                        if k == len(chunks) - 1:
+                            frame["index"] = now
+                        await ws.send_str(_frame(frame))
+            finally:
+                reader.cancel()
+
+    async def _reader(self, ws: web.WebSocketResponse) -> None:
+        from raftbox.raft.node import NodeError
+
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                return
+            try:
+                frame = json.loads(msg.data)
+                if frame["op"] != "sub":
+                    continue  # unsub: a root follows everything anyway
+                asks = [int(item[0]) for item in frame["ns"]]
+            except (ValueError, KeyError, TypeError, IndexError):
+                await ws.close(code=1008, message=b"bad frame")
+                return
+            try:
+                infos = await _lookup(self.node, self.store, asks)
+            except (NodeError, TimeoutError):
+                continue  # the root's lookup times out; it asks again after a reconnect
+            for chunk in _chunks(infos, self.frame_max_events):
+                await ws.send_str(_frame({"op": "info", "ns": chunk}))
+
+
+class StreamLink:
+    """A notify process's link to its upstream: meta members (a root) or roots (a leaf)."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        admin_token: str,
+        *,
+        follows_all: bool,
+        ssl_context: ssl.SSLContext | None = None,
+        rng: random.Random | None = None,
+        heartbeat_s: float = 5.0,
+        connect_timeout_s: float = 5.0,
+        retry_max_s: float = 2.0,
+        leaderless_s: float = 3.0,
+        frame_max_items: int = 10_000,
+    ) -> None:
+        from .service import STREAM_PATH
+
+        if not urls:
+            raise ValueError("a stream link needs at least one URL")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.admin_token = admin_token
+        self.follows_all = follows_all
+        self.path = CHANGES_PATH if follows_all else STREAM_PATH
+        self.ssl_context = ssl_context
+        self.rng = rng or random.Random()
+        self.heartbeat_s = heartbeat_s
+        self.connect_timeout_s = connect_timeout_s
+        self.retry_max_s = retry_max_s
+        self.leaderless_s = leaderless_s
+        self.frame_max_items = frame_max_items
+        self.index: int | None = None  # follows_all: the raft index received up to
+        self.connected_url: str | None = None
+        self.sessions = 0  # how many times it connected (tests watch failovers)
+        self._want: dict[int, int] = {}
+        self._release: set[int] = set()
+        self._wake = asyncio.Event()
+
+    def request(self, ns_seen: dict[int, int]) -> None:
+        if self.connected_url is None:
+            return  # on_connected asks for everything again
+        for ns, seen in ns_seen.items():
+            self._release.discard(ns)
+            self._want[ns] = seen
+        self._wake.set()
+
+    def release(self, namespaces: list[int]) -> None:
+        if self.connected_url is None:
+            return
+        for ns in namespaces:
+            self._want.pop(ns, None)
+            self._release.add(ns)
+        self._wake.set()
+
+    async def run(self, sink: NotifyService) -> None:
+        i = self.rng.randrange(len(self.urls))
+        delay = 0.05
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                url = self.urls[i]
+                good = False
+                try:
+                    good = await self._session(session, url, sink)
+                except (aiohttp.ClientError, OSError, TimeoutError, LinkError, ValueError) as e:
+                    log.info("notify link to %s: %s", url, e or type(e).__name__)
+                finally:
+                    if self.connected_url is not None:
+                        self.connected_url = None
+                        sink.on_disconnected()
+                i = (i + 1) % len(self.urls)
+                delay = 0.05 if good else min(self.retry_max_s, delay * 2)
+                await asyncio.sleep(delay * (0.5 + self.rng.random()))  # retry back-off
+
+    async def _session(self, session: aiohttp.ClientSession, url: str, sink: NotifyService) -> bool:
+        params = {}
+        if self.follows_all and self.index is not None:
+            params["after"] = str(self.index)
+        ssl_arg: Any = self.ssl_context if url.startswith("https:") else None
+        async with session.ws_connect(
+            url + self.path,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            params=params,
+            heartbeat=self.heartbeat_s,
+            ssl=ssl_arg,
+            max_msg_size=64 << 20,
+            autoping=True,
+        ) as ws:
+            self._want, self._release = {}, set()
+            async with asyncio.TaskGroup() as tg:
+                writer = tg.create_task(self._writer(ws))
+                try:
+                    return await self._reader(ws, url, sink)  # True: it was up for a while
+                finally:
+                    writer.cancel()
+
+    async def _reader(self, ws: aiohttp.ClientWebSocketResponse, url: str, sink) -> bool:
+        loop = asyncio.get_running_loop()
+        leaderless_since: float | None = None
+        while True:
+            msg = await ws.receive()
+            if msg.type != WSMsgType.TEXT:
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+                    return self.connected_url is not None
+                if msg.type == WSMsgType.ERROR:
+                    raise LinkError(f"websocket error: {ws.exception()}")
+                raise LinkError(f"unexpected message type {msg.type}")
+            frame = json.loads(msg.data)
+            op = frame.get("op")
+            if op == "ev":
+                sink.on_events([(int(ns), int(pos)) for ns, pos in frame["ev"]])
+                if self.follows_all and "index" in frame:
+                    self.index = max(self.index or 0, int(frame["index"]))
+            elif op == "info":
+                sink.on_info([(int(ns), owner, int(pos)) for ns, owner, pos in frame["ns"]])
+            elif op == "hello":
+                if "secret" not in frame:
+                    raise LinkError("no secret in hello: is the admin token right?")
+                sink.on_secret(base64.b64decode(frame["secret"]))
+                if self.follows_all and self.index is None:
+                    self.index = int(frame["index"])
+                if self.connected_url is None:
+                    self.connected_url = url
+                    self.sessions += 1
+                    log.info("notify link up: %s", url)
+                    sink.on_connected()
+            elif op == "hb":
+                if frame.get("leader", True):
+                    leaderless_since = None
+                elif leaderless_since is None:
+                    leaderless_since = loop.time()
+                elif loop.time() - leaderless_since > self.leaderless_s:
+                    raise LinkError("member has had no leader for too long")
+            elif op == "resync":
+                self.index = None
+                sink.on_resync()
+
+    async def _writer(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._release:
+                rel, self._release = sorted(self._release), set()
+                for chunk in _chunks(rel, self.frame_max_items):
+                    await ws.send_str(_frame({"op": "unsub", "ns": chunk}))
+            if self._want:
+                want, self._want = self._want, {}
+                items = [[ns, seen] for ns, seen in want.items()]
+                for chunk in _chunks(items, self.frame_max_items):
+                    await ws.send_str(_frame({"op": "sub", "ns": chunk}))

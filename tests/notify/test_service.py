@@ -1,0 +1,241 @@
+"""`NotifyService` with a scripted upstream: the long-poll rules of DROPBOX_API.md §4-§6 and the
+service's bounds, without sockets. Time is moved by calling `tick(now)` — nothing sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+
+from raftbox.notify.hub import GONE
+from raftbox.notify.service import FALSE, RESET, TRUE, NotifyConfig, NotifyService
+
+from .helpers import ALICE, BOB, Answers, FakeUpstream, run, sign
+
+BACKOFF = (200, b'{"changes": false, "backoff": 60}')
+
+
+async def started(up: FakeUpstream, **cfg) -> NotifyService:
+    svc = NotifyService(up, NotifyConfig(**cfg))
+    await svc.start()
+    await asyncio.sleep(0)  # let the upstream deliver its secret
+    return svc
+
+
+def test_cursors_that_are_forged_foreign_or_for_a_missing_namespace_all_get_the_same_reset():
+    async def body():
+        up = FakeUpstream()
+        svc = await started(up)
+        try:
+            svc.on_info([(7, ALICE, 3), (8, None, GONE)])
+            good = sign(ALICE, 7, 3)
+            cases = {
+                "garbage": "not-a-cursor",
+                "tampered": good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"),
+                "other cluster": sign(ALICE, 7, 3, secret=b"x" * 32),
+                "another account's namespace": sign(BOB, 7, 3),
+                "deleted namespace": sign(ALICE, 8, 3),
+            }
+            answers = {}
+            for name, cursor in cases.items():
+                a = Answers()
+                svc.longpoll(cursor, 30, a)
+                answers[name] = a.one
+            assert set(answers.values()) == {RESET}, answers
+            assert svc.hub.waiting == 0
+        finally:
+            await svc.stop()
+
+    run(body)
+
+
+def test_an_unknown_namespace_is_looked_up_once_and_a_missing_one_answers_reset():
+    async def body():
+        up = FakeUpstream()
+        svc = await started(up)
+        try:
+            a, b = Answers(), Answers()
+            svc.longpoll(sign(ALICE, 9, 0), 30, a)
+            svc.longpoll(sign(ALICE, 9, 0), 30, b)
+            assert a.one is None and b.one is None
+            assert up.requests == [{9: -1}]  # one lookup for both
+            svc.on_info([(9, None, GONE)])
+            assert a.one == RESET and b.one == RESET
+        finally:
+            await svc.stop()
+
+    run(body)
+
+
+def test_changes_true_at_once_when_the_namespace_is_past_the_cursor_or_the_listing_is_unfinished():
+    async def body():
+        svc = await started(FakeUpstream())
+        try:
+            svc.on_info([(7, ALICE, 5)])
+            behind, listing = Answers(), Answers()
+            svc.longpoll(sign(ALICE, 7, 4), 30, behind)
+            svc.longpoll(sign(ALICE, 7, 5, resume="/some/key"), 30, listing)
+            assert behind.one == TRUE and listing.one == TRUE
+        finally:
+            await svc.stop()
+
+    run(body)
+
+
+def test_a_waiting_longpoll_wakes_on_the_first_change_past_its_cursor():
+    async def body():
+        svc = await started(FakeUpstream())
+        try:
+            svc.on_info([(7, ALICE, 5), (8, BOB, 1)])
+            a = Answers()
+            svc.longpoll(sign(ALICE, 7, 5), 30, a)
+            assert a.one is None and svc.hub.waiting == 1
+            svc.on_events([(8, 2), (7, 5)])  # another namespace; a position already seen
+            assert a.one is None
+            svc.on_events([(7, 6)])
+            assert a.one == TRUE and svc.hub.waiting == 0
+        finally:
+            await svc.stop()
+
+    run(body)
+
+
+def test_changes_false_at_the_timeout_with_a_little_jitter_and_not_before():
+    async def body():
+        svc = await started(FakeUpstream(), jitter_fraction=0.1)
+        try:
+            svc.on_info([(7, ALICE, 5)])
+            loop = asyncio.get_running_loop()
+            a = Answers()
+            t0 = loop.time()
+            svc.longpoll(sign(ALICE, 7, 5), 30, a)
+            svc.tick(t0 + 29.9)
+            assert a.one is None
+            svc.tick(t0 + 30 * 1.1 + 0.2)  # timeout + 10 % jitter + one tick
+            assert a.one == FALSE
+        finally:
+            await svc.stop()
+
+    run(body)
+
+
+def test_the_test_only_wait_cap_ends_a_wait_early():
+    async def body():
+        svc = await started(FakeUpstream(), longpoll_wait_cap_s=1.0, jitter_fraction=0.0)
+        try:
+            svc.on_info([(7, ALICE, 5)])
+            a = Answers()
+            t0 = asyncio.get_running_loop().time()
+            svc.longpoll(sign(ALICE, 7, 5), 480, a)
+            svc.tick(t0 + 1.2)
+            assert a.one == FALSE
+        finally:
+            await svc.stop()
+
+    run(body)
+
+
+def test_load_is_shed_with_backoff_past_the_watcher_bound_without_a_secret_and_without_upstream():
+    async def body():
+        svc = await started(FakeUpstream(), max_watchers=1, lookup_timeout_s=5.0)
+        try:
+            svc.on_info([(7, ALICE, 5)])
+            a, b = Answers(), Answers()
+            svc.longpoll(sign(ALICE, 7, 5), 30, a)
+            svc.longpoll(sign(ALICE, 7, 5), 30, b)
+            assert a.one is None and b.one == BACKOFF
+            # upstream never answers a lookup: backoff after lookup_timeout_s
+            c = Answers()
+            t0 = asyncio.get_running_loop().time()
+            svc.longpoll(sign(ALICE, 99, 0), 30, c)
+            svc.tick(t0 + 4)
+            assert c.one is None
+            svc.tick(t0 + 5.5)
+            assert c.one == BACKOFF
+        finally:
+            await svc.stop()
+        nosecret = await started(FakeUpstream(secret=None))
+        try:
+            d = Answers()
+            nosecret.longpoll(sign(ALICE, 7, 5), 30, d)
+            assert d.one == BACKOFF
+        finally:
+            await nosecret.stop()
+
+    run(body)
+
+
+def test_a_client_that_goes_away_frees_its_slot():
+    async def body():
+        svc = await started(FakeUpstream())
+        try:
+            svc.on_info([(7, ALICE, 5)])
+            a, parked = Answers(), Answers()
+            svc.longpoll(sign(ALICE, 7, 5), 30, a)
+            svc.longpoll(sign(ALICE, 8, 0), 30, parked)  # waiting for its lookup
+            svc.cancel(a)
+            svc.cancel(parked)
+            assert svc.hub.waiting == 0 and svc.status()["parked"] == 0
+            svc.on_events([(7, 6)])
+            svc.on_info([(8, ALICE, 1)])
+            assert a.one is None and parked.one is None
+        finally:
+            await svc.stop()
+
+    run(body)
+
+
+def test_a_leaf_subscribes_what_it_watches_resubscribes_after_a_reconnect_and_ignores_the_rest():
+    async def body():
+        up = FakeUpstream(follows_all=False)
+        svc = await started(up, max_cached_namespaces=1)
+        try:
+            a = Answers()
+            svc.longpoll(sign(ALICE, 7, 5), 30, a)
+            assert up.requests[-1] == {7: -1}
+            svc.on_info([(7, ALICE, 5)])
+            assert a.one is None
+            svc.on_events([(12, 3)])  # not subscribed: ignored
+            assert svc.hub.info(12) is None
+            svc.on_disconnected()
+            svc.on_connected()  # the same root or another: subscribe again, from what we know
+            assert up.requests[-1] == {7: 5}
+            svc.on_info([(7, ALICE, 6)])  # the new root knows a newer position
+            assert a.one == TRUE
+            # 7 is unwatched now; two more namespaces push it out of a cache of one
+            for ns in (20, 21):
+                b = Answers()
+                svc.longpoll(sign(ALICE, ns, 1), 30, b)
+                svc.on_info([(ns, ALICE, 1)])
+                svc.cancel(b)
+            assert 7 in up.released
+        finally:
+            await svc.stop()
+
+    run(body)
+
+
+def test_stop_answers_every_waiting_longpoll():
+    async def body():
+        svc = await started(FakeUpstream())
+        svc.on_info([(7, ALICE, 5)])
+        a, parked = Answers(), Answers()
+        svc.longpoll(sign(ALICE, 7, 5), 30, a)
+        svc.longpoll(sign(ALICE, 8, 5), 30, parked)
+        await svc.stop()
+        assert a.one == FALSE and parked.one == BACKOFF
+
+    run(body)
+
+
+def test_a_slow_stream_reader_gets_the_newest_position_per_namespace_not_a_backlog():
+    from raftbox.notify.service import _Peer
+
+    async def body():
+        peer = _Peer(ws=None, cluster=False, max_ns=10)  # type: ignore[arg-type]
+        for pos in range(1, 10_001):
+            peer.push(7, pos)
+            peer.push(8, pos // 2)
+        assert peer.events == {7: 10_000, 8: 5_000}
+        peer.push(7, 3)  # an old position changes nothing
+        assert peer.events[7] == 10_000
+
+    run(body)
