@@ -1,3 +1,0 @@
-def test_placeholder_import():
-    import raftbox.raft.messages  # noqa: F401
-
