@@ -28,7 +28,7 @@ run: $(STAMP)
 # The deterministic simulator over many seeds (the default suite runs a few hundred).
 SEEDS ?= 10000
 sim: $(STAMP)
-	$(PY) -m raftbox.raft.sim --seeds $(SEEDS)
+	$(PY) -m raftbox.raft.sim --seeds $(SEEDS) -j 2
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis
