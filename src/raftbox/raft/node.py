@@ -269,6 +269,8 @@ class RaftNode:
                 self.transport.send(m)
             else:
                 later.append(m)
+        if len(later) < len(rd.messages):
+            self.transport.flush()
         if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
             if rd.must_sync:
                 persisted = await asyncio.to_thread(self._persist, rd)
@@ -277,6 +279,8 @@ class RaftNode:
             self.disk.mark_stable(persisted)
         for m in later:
             self.transport.send(m)
+        if later:
+            self.transport.flush()
         if rd.snapshot is not None and rd.snapshot.data:
             env = msgspec.msgpack.decode(rd.snapshot.data, type=_Envelope)
             self._learn_addresses(env.addresses)

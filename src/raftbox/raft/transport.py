@@ -240,6 +240,8 @@ class _Peer:
         "dropped_msgs",
         "connects",
         "dial_failures",
+        "writer",
+        "draining",
     )
 
     def __init__(self, peer_id: int, addr: Address) -> None:
@@ -252,6 +254,8 @@ class _Peer:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.hello_ok = False  # the current connection has seen the peer's Hello
+        self.writer: asyncio.StreamWriter | None = None  # set while CONNECTED
+        self.draining = False  # the writer task is waiting for the socket buffer to drain
         self.sent_msgs = 0
         self.sent_frames = 0
         self.dropped_msgs = 0
@@ -482,6 +486,28 @@ class PeerTransport:
         peer.wake.set()
         return True
 
+    def flush(self) -> None:
+        """Write what is queued now, on this turn of the loop, to every connected peer whose
+        socket is not backed up (the writer task handles the rest). A caller that has just
+        sent a Ready's messages saves a loop iteration per peer: latency, not throughput."""
+        for peer in self._peers.values():
+            w = peer.writer
+            if not peer.queue or w is None or peer.draining or w.is_closing():
+                continue
+            msgs = list(peer.queue)
+            peer.queue.clear()
+            frames: list[bytearray] = []
+            self._batch_frames(peer, msgs, frames)
+            try:
+                for frame in frames:
+                    _write(w, frame)
+            except ConnectionError:
+                peer.wake.set()  # the writer task sees the broken connection and backs off
+                continue
+            peer.sent_frames += len(frames)
+            if w.transport.get_write_buffer_size() > 0:
+                peer.wake.set()  # let the writer task drain it
+
     async def call(self, peer_id: int, method: str, payload: bytes, timeout_s: float) -> bytes:
         """Run `method` on the peer's rpc_handler and return its answer.
 
@@ -691,6 +717,14 @@ class PeerTransport:
     async def _write_outbound(self, peer: _Peer, writer: asyncio.StreamWriter) -> None:
         queue, rpc_out, wake = peer.queue, peer.rpc_out, peer.wake
         frames: list[bytearray] = []
+        peer.writer = writer
+        try:
+            await self._write_loop(peer, writer, queue, rpc_out, wake, frames)
+        finally:
+            peer.writer = None
+            peer.draining = False
+
+    async def _write_loop(self, peer, writer, queue, rpc_out, wake, frames) -> None:
         while True:
             if not queue and not rpc_out:
                 wake.clear()
@@ -706,7 +740,9 @@ class PeerTransport:
                     _write(writer, frame)
                 peer.sent_frames += len(frames)
                 frames.clear()
+            peer.draining = True
             await writer.drain()
+            peer.draining = False
 
     async def _read_outbound(self, peer: _Peer, reader: asyncio.StreamReader) -> None:
         self._check_hello(await self._read_envelope(reader), peer.id)
