@@ -1,0 +1,56 @@
+"""The sync client (DESIGN.md §8): three trees, a pure planner, ignore rules.
+
+The scanner (disk), the server API and the executor drive `plan`; see `planner` for the theory
+of operation and what the executor must do for each operation.
+"""
+
+from .ignore import DEFAULT_PATTERNS, IGNORE_FILE, IgnoreRules
+from .planner import (
+    ConflictCopy,
+    DeleteLocal,
+    DeleteRemote,
+    Download,
+    MkdirLocal,
+    MkdirRemote,
+    MoveLocal,
+    MoveRemote,
+    Op,
+    OpKind,
+    Plan,
+    RenameTwin,
+    UpdateSynced,
+    Upload,
+    conflicted_copy_name,
+    plan,
+    twin_name,
+)
+from .trees import Kind, Node, Tree, agreed, path_key, same_content
+
+__all__ = [
+    "DEFAULT_PATTERNS",
+    "IGNORE_FILE",
+    "ConflictCopy",
+    "DeleteLocal",
+    "DeleteRemote",
+    "Download",
+    "IgnoreRules",
+    "Kind",
+    "MkdirLocal",
+    "MkdirRemote",
+    "MoveLocal",
+    "MoveRemote",
+    "Node",
+    "Op",
+    "OpKind",
+    "Plan",
+    "RenameTwin",
+    "Tree",
+    "UpdateSynced",
+    "Upload",
+    "agreed",
+    "conflicted_copy_name",
+    "path_key",
+    "plan",
+    "same_content",
+    "twin_name",
+]
