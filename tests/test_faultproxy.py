@@ -3,50 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import sys
 
 import pytest
 
 from raftbox.testing import Direction, FaultProxy, wait_until
+from raftbox.testing.aio import async_test, event_loop_kind  # noqa: F401
 
 LOCAL = ("127.0.0.1", 0)
-
-
-try:
-    import uvloop
-except ImportError:  # not on every platform
-    uvloop = None
-
-_loop_factory = None  # set per test by `event_loop_kind`
-
-
-@pytest.fixture(params=["asyncio", "uvloop"], autouse=True)
-def event_loop_kind(request):
-    """Every test runs on both loops: they differ (uvloop raises on a write to a closed socket)."""
-    global _loop_factory
-    if request.param == "uvloop" and uvloop is None:
-        pytest.skip("uvloop is not installed")
-    _loop_factory = uvloop.new_event_loop if request.param == "uvloop" else None
-    yield
-    _loop_factory = None
-
-
-def async_test(fn):
-    """Run an async test with a deadline, and check that it left no task behind."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        async def main():
-            async with asyncio.timeout(10):
-                await fn(*args, **kwargs)
-            leaked = asyncio.all_tasks() - {asyncio.current_task()}
-            assert not leaked, f"tasks left running: {leaked}"
-
-        with asyncio.Runner(loop_factory=_loop_factory) as runner:
-            runner.run(main())
-
-    return wrapper
 
 
 class Echo:
