@@ -16,19 +16,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import requests
 
+from raftbox.testing.procs import free_port, proc_status_kb, quiet_port, wait_for  # noqa: F401
 from raftbox.tls import issue, make_ca
 
 HOST = "127.0.0.1"
@@ -44,56 +40,6 @@ def _kill_leftovers() -> None:
 
 
 atexit.register(_kill_leftovers)
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (the kernel's pick for an ephemeral bind)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def quiet_port() -> int:
-    """A free port below the kernel's ephemeral range, so no outgoing connection takes it
-    between now and the moment a server binds it (used where the port must be fixed early)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, max(20001, low - 1))
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    return free_port()
-
-
-def wait_for(pred: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.02) -> Any:
-    """Call `pred()` until it returns something truthy, and return that; TimeoutError after
-    `timeout_s`. Exceptions from `pred` count as "not yet"; the last one is in the error."""
-    deadline = time.monotonic() + timeout_s
-    last: BaseException | None = None
-    while True:
-        try:
-            if result := pred():
-                return result
-        except Exception as e:  # noqa: BLE001 - "not yet"
-            last = e
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"not within {timeout_s}s: {what} (last error: {last!r})")
-        time.sleep(poll_s)
-
-
-def proc_status_kb(pid: int, field: str) -> int:
-    """A `kB` field of /proc/PID/status, e.g. VmRSS or VmHWM (the peak resident set)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 class Proc:

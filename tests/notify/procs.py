@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import random
 import secrets
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from raftbox.testing.procs import quiet_port, wait_for  # noqa: F401
 from raftbox.tls import issue, make_ca
 
 HOST = "127.0.0.1"
@@ -39,42 +37,6 @@ def _kill_leftovers() -> None:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             p.kill()
             p.wait(timeout=5)
-
-
-def quiet_port() -> int:
-    """A free port below the ephemeral range (so no outgoing connection takes it meanwhile)."""
-    import socket
-
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, max(20001, low - 1))
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
-
-
-def wait_for(pred: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.02) -> Any:
-    """`pred()` until truthy (returned); TimeoutError after `timeout_s`. Exceptions count as
-    "not yet" (the last one is in the error)."""
-    deadline = time.monotonic() + timeout_s
-    last: BaseException | None = None
-    while True:
-        try:
-            if r := pred():
-                return r
-        except Exception as e:  # noqa: BLE001 - anything is "not yet" until the deadline
-            last = e
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"not within {timeout_s}s: {what} (last error: {last!r})")
-        time.sleep(poll_s)
 
 
 class Proc:
