@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint sim run e2e-long bench-raft bench-meta clean
+.PHONY: test lint sim run e2e-long bench-raft bench-meta bench-blocks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,9 @@ bench-raft: $(STAMP)
 
 bench-meta: $(STAMP)
 	$(PY) -m benchmarks.meta_bench --files 10000
+
+# Block transfers (1 GiB up/down through the SDK and the native protocol, beside this machine's
+# limits), the bytes of an edit against rsync (apt-get install rsync), and dedup across accounts.
+SIZE_MIB ?= 1024
+bench-blocks: $(STAMP)
+	$(PY) -m benchmarks.blocks_bench --size-mib $(SIZE_MIB) --json bench-out/blocks.json

@@ -36,6 +36,50 @@ def _longpoll_test_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _block_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--chunking",
+        choices=("cdc", "fixed"),
+        default="cdc",
+        help="the cluster's chunking: content-defined (FastCDC, ~1 MiB blocks, 256 KiB..4 MiB; "
+        "the default) or fixed 4 MiB. Blocks made under one setting stay valid under the other "
+        "(a block is its bytes and its id); only dedup across the change suffers.",
+    )
+    p.add_argument(
+        "--blocks", default="", help="block store URL: file://DIR (default DATA/blocks), "
+        "s3://BUCKET[/PREFIX]?endpoint=URL&region=NAME&addressing=path (credentials from the "
+        "AWS environment/profile, never the URL)",
+    )  # fmt: skip
+    p.add_argument(
+        "--compress-level", type=int, default=3, help="zstd level per block, 1..22; 0 disables"
+    )
+    p.add_argument(
+        "--cache",
+        default="lru://",
+        help="cache of immutable block facts: lru://[?entries=N] (in-process, the default) or "
+        "memcached://HOST:PORT (shared by a fleet); none disables it",
+    )
+
+
+def _gc_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gc-interval-s", type=float, default=3600.0, help="the meta leader's GC runs (0: never)"
+    )
+    p.add_argument(
+        "--gc-grace-s",
+        type=float,
+        default=6 * 3600.0,
+        help="delete a block only after it was unreferenced this long (> the cache TTL)",
+    )
+    p.add_argument(
+        "--gc-upload-keep-s",
+        type=float,
+        default=7 * 24 * 3600.0,
+        help="keep uploaded, uncommitted blocks this long (blocks/put; sessions live 7 days)",
+    )
+    p.add_argument("--cache-present-ttl-s", type=int, default=3600, help=argparse.SUPPRESS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="raftbox", description="a self-hosted Dropbox")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.add_argument("--listen", type=_addr, default=("127.0.0.1", 8443), help="public HOST:PORT")
     _longpoll_test_flags(up)
+    _block_flags(up)
+    _gc_flags(up)
 
     sv = sub.add_parser("serve", help="run one member of a raftbox cluster")
     sv.add_argument("--node-id", type=int, help="Raft member id (meta role)")
@@ -55,23 +101,34 @@ def main(argv: list[str] | None = None) -> int:
     sv.add_argument("--peer-listen", type=_addr, help="Raft/RPC HOST:PORT (meta role)")
     sv.add_argument("--peers", type=_peers, help="1=HOST:PORT,2=... advertised (meta role)")
     sv.add_argument("--roles", default="meta,block,notify", help="comma list of meta,block,notify")
-    sv.add_argument("--meta", default="", help="notify root without meta: URL[,URL] of members")
+    sv.add_argument(
+        "--meta", default="", help="block or notify root without meta: URL[,URL] of members"
+    )
     sv.add_argument("--notify-root", default="", help="notify leaf: URL[,URL] of notify roots")
     sv.add_argument("--ca", help="CA file to trust when calling --meta / --notify-root URLs")
     sv.add_argument(
         "--plain-http",
         action="store_true",
-        help="notify-only: serve plain HTTP (only behind a TLS-terminating load balancer)",
+        help="block- or notify-only: serve plain HTTP (only behind a TLS-terminating balancer)",
     )
     sv.add_argument("--max-connections", type=int, default=1_000_000, help="notify-only cap")
     _longpoll_test_flags(sv)
-    sv.add_argument("--blocks", default="", help="block store URL (default file://DATA/blocks)")
+    _block_flags(sv)
+    _gc_flags(sv)
     sv.add_argument("--tls-cert")
     sv.add_argument("--tls-key")
     sv.add_argument("--admin-token", help="default: $RAFTBOX_ADMIN_TOKEN, else DATA/admin.token")
     sv.add_argument("--tick-ms", type=int, default=50)
     sv.add_argument("--election-ticks", type=int, default=10)
     sv.add_argument("--join", action="store_true", help="join an existing cluster")
+
+    ad = sub.add_parser("admin", help="cluster administration")
+    asub = ad.add_subparsers(dest="admin_command", required=True)
+    gc = asub.add_parser("gc", help="collect garbage blocks now (on the member asked)")
+    gc.add_argument("--data", help="the data dir of a running `raftbox up` / member")
+    gc.add_argument("--server", help="URL of a running meta member")
+    gc.add_argument("--admin-token", default=os.environ.get("RAFTBOX_ADMIN_TOKEN"))
+    gc.add_argument("--ca", help="CA file to trust for --server")
 
     us = sub.add_parser("user", help="manage accounts")
     usub = us.add_subparsers(dest="user_command", required=True)
@@ -103,7 +160,19 @@ def main(argv: list[str] | None = None) -> int:
         longpoll = dict(
             longpoll_min_timeout_s=args.longpoll_min_timeout_s,
             longpoll_wait_cap_s=args.longpoll_wait_cap_s,
+            chunking=args.chunking,
+            blocks=args.blocks,
+            compress_level=args.compress_level,
+            cache=args.cache,
+            cache_present_ttl_s=args.cache_present_ttl_s,
+            gc_interval_s=args.gc_interval_s,
+            gc_grace_s=args.gc_grace_s,
+            gc_upload_keep_s=args.gc_upload_keep_s,
         )
+        if not 0 <= args.compress_level <= 22:
+            parser.error("--compress-level: 0 (off) or a zstd level 1..22")
+        if args.gc_grace_s <= args.cache_present_ttl_s:
+            parser.error("--gc-grace-s must be longer than the cache's presence TTL")
         if args.command == "up":
             server.run(server.up(args.data, args.listen, **longpoll))
             return 0
@@ -112,12 +181,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--roles: unknown role(s) {', '.join(sorted(unknown))}")
         if "meta" in roles and (args.node_id is None or not args.peer_listen or not args.peers):
             parser.error("the meta role needs --node-id, --peer-listen and --peers")
-        if "meta" not in roles and set(roles) != {"notify"}:
-            parser.error("without meta, a process can only have the notify role")
-        if "meta" not in roles and bool(args.meta) == bool(args.notify_root):
+        if "meta" not in roles and set(roles) not in ({"notify"}, {"block"}):
+            parser.error("without meta, a process has the block role or the notify role")
+        if roles == ("block",) and not args.meta:
+            parser.error("a block-only process (a blockserver) needs --meta URL[,URL]")
+        if "meta" not in roles and "notify" in roles and bool(args.meta) == bool(args.notify_root):
             parser.error("a notify-only process needs --meta (a root) or --notify-root (a leaf)")
         if "meta" not in roles and not (args.admin_token or os.environ.get("RAFTBOX_ADMIN_TOKEN")):
-            parser.error("a notify-only process needs the cluster's --admin-token")
+            parser.error("a process without meta needs the cluster's --admin-token")
         cfg = server.ServeConfig(
             node_id=args.node_id or 0,
             data=args.data,
@@ -131,7 +202,6 @@ def main(argv: list[str] | None = None) -> int:
             plain_http=args.plain_http,
             max_connections=args.max_connections,
             **longpoll,
-            blocks=args.blocks,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             admin_token=args.admin_token,
@@ -141,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         server.run(server.serve(cfg))
         return 0
+    if args.command == "admin":
+        from raftbox import server
+
+        return server.admin_gc(args.data, args.server, args.admin_token, args.ca)
     if args.command == "user":
         from raftbox import server
 

@@ -1,8 +1,19 @@
-"""Assemble roles into one process: `raftbox serve`, `raftbox up`, `raftbox user add`.
+"""Assemble roles into one process: `raftbox serve`, `raftbox up`, `raftbox user add`,
+`raftbox admin gc`.
 
 A process hosts any of the roles `meta` (a Raft member with the metadata state machine and the
 api routes), `block` (content routes; blocks in a `BlockStore`) and `notify` (long-poll and the
-push stream, `raftbox.notify`). Every role is served on one public HTTPS address, routed by path
+push stream, `raftbox.notify`). A meta process serves the content routes too. A block-only
+process (`--roles block --meta URL,...`), a blockserver, holds no state: it serves the content
+routes and the native block protocol and reaches meta through `RemoteMetaClient` (the internal
+routes every meta member serves to admin-token holders), failing over between the URLs given.
+
+The block store is `--blocks URL` (file://DIR, s3://BUCKET/PREFIX?..., default DATA/blocks),
+built by `raftbox.blocks.build_store`: zstd at `--compress-level` (0: off), retries, a bound on
+concurrent backend calls, and a fact cache (`--cache lru://` in-process, or
+`memcached://HOST:PORT` shared by a fleet) whose presence facts are keyed by the GC generation.
+`--chunking cdc|fixed` is the cluster's chunking setting. The meta leader collects garbage every
+`--gc-interval-s` (`raftbox.blocks.gc`). Every role is served on one public HTTPS address, routed by path
 whatever the Host header. `meta` also listens on a peer address for Raft and internal RPC, and
 serves the change feed notify roots follow. `notify` inside a meta process is a root fed by the
 local member; a process with `notify` alone is a root (`--meta URL,...`) or a leaf
@@ -16,6 +27,7 @@ SDK at it and writes `DIR/token` and `DIR/ca.pem` for scripts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -23,13 +35,18 @@ import signal
 import socket
 import ssl
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from raftbox.api.http import ApiServer
+from raftbox.api.metaclient import InternalRoutes, LocalMetaClient, RemoteMetaClient
+from raftbox.blocks.cache import open_cache
+from raftbox.blocks.chunker import Chunking
+from raftbox.blocks.gc import GarbageCollector, GcConfig, GenerationKeyedCache
 from raftbox.blocks.service import BlockService
-from raftbox.blocks.store import open_store
+from raftbox.blocks.stack import build_store
 from raftbox.meta.fsm import MetaStore
 from raftbox.meta.service import MetaService
 from raftbox.notify import LocalFeed, MetaFeedServer, NotifyConfig, NotifyService
@@ -68,6 +85,38 @@ class ServeConfig:
     max_connections: int = 1_000_000
     longpoll_min_timeout_s: float = 30.0  # test-only below 30 (the API minimum)
     longpoll_wait_cap_s: float | None = None  # test-only: end every wait after this
+    worker_threads: int = 32
+    # blocks: the cluster's chunking; store compression (0 = off); the fact cache
+    chunking: str = "cdc"
+    compress_level: int = 3
+    cache: str = "lru://"
+    cache_present_ttl_s: int = 3600
+    # garbage collection (meta members; the leader runs it every gc_interval_s, 0 = never)
+    gc_interval_s: float = 3600.0
+    gc_grace_s: float = 6 * 3600.0
+    gc_upload_keep_s: float = 7 * 24 * 3600.0
+
+    def gc_config(self) -> GcConfig:
+        return GcConfig(
+            grace_s=self.gc_grace_s,
+            upload_keep_s=self.gc_upload_keep_s,
+            interval_s=self.gc_interval_s,
+            present_ttl_s=self.cache_present_ttl_s,
+        )
+
+    def block_service(self, generation) -> BlockService:
+        """The block store stack from the flags; `generation()` keys the presence facts."""
+        url = self.blocks or "file://" + os.path.join(self.data, "blocks")
+        cache = None
+        if self.cache and self.cache != "none":
+            cache = GenerationKeyedCache(open_cache(self.cache), generation)
+        store = build_store(
+            url,
+            compress_level=self.compress_level or None,
+            cache=cache,
+            present_ttl_s=self.cache_present_ttl_s,
+        )
+        return BlockService(store, Chunking.parse(self.chunking))
 
     def notify_config(self) -> NotifyConfig:
         return NotifyConfig(
@@ -125,13 +174,25 @@ class Server:
         self.runner: web.AppRunner | None = None
         self.ca_file: str | None = None
         self.url = ""
+        self.blocks: BlockService | None = None
+        self.metaclient: RemoteMetaClient | None = None
+        self.gc: GarbageCollector | None = None
+        self._gc_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         cfg = self.cfg
+        # Block work runs in worker threads (hashing, zstd, and file writes that wait on fsync):
+        # the default pool (CPUs + 4) would let a few fsyncs stall every upload's hashing.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=cfg.worker_threads, thread_name_prefix="raftbox")
+        )
         if "notify" in cfg.roles:
             raise_fd_limit()
         if self.store is None:
-            await self._start_notify_only()
+            if "block" in cfg.roles:
+                await self._start_block_only()
+            else:
+                await self._start_notify_only()
             return
         self.node = RaftNode(
             NodeConfig(
@@ -148,9 +209,19 @@ class Server:
         await self.node.start()
         self.meta = MetaService(self.node, self.store)
         await self.meta.start()
-        blocks_url = cfg.blocks or "file://" + os.path.join(cfg.data, "blocks")
-        blocks = BlockService(open_store(blocks_url))
-        api = ApiServer(self.meta, blocks, self.admin_token)
+        mc = LocalMetaClient(self.meta)
+        self.blocks = blocks = cfg.block_service(lambda: mc.believed_gc_generation)
+        api = ApiServer(self.meta, blocks, self.admin_token, metaclient=mc)
+        internal = InternalRoutes(self.meta)
+        api.add_route("raftbox/internal/query", "admin", internal.query)
+        api.add_route("raftbox/internal/write", "admin", internal.write)
+        self.gc = GarbageCollector(
+            self.meta,
+            blocks.store,
+            cfg.gc_config(),
+            state_path=os.path.join(cfg.data, "gc-state.msgpack"),
+        )
+        api.add_route("raftbox/admin/gc", "admin", self._admin_gc)
         app = api.app()
         self.feed = MetaFeedServer(self.node, self.store, self.admin_token)
         self.feed.add_routes(app)
@@ -168,6 +239,34 @@ class Server:
         await site.start()
         host, port = self.runner.addresses[0][:2]
         self.url = f"https://{host}:{port}"
+        with open(os.path.join(cfg.data, "url"), "w") as f:
+            f.write(self.url + "\n")
+        self._gc_task = asyncio.create_task(self.gc.run_periodically())
+
+    async def _admin_gc(self, request: web.Request, who) -> web.Response:
+        assert self.gc is not None
+        report = await self.gc.run()
+        return web.json_response(report.as_json())
+
+    async def _start_block_only(self) -> None:
+        """A blockserver: content routes and the native protocol; meta over HTTP."""
+        cfg = self.cfg
+        client_ssl = ssl.create_default_context(cafile=cfg.ca)
+        self.metaclient = mc = RemoteMetaClient(
+            list(cfg.meta_urls), self.admin_token, ssl_context=client_ssl
+        )
+        self.blocks = blocks = cfg.block_service(lambda: mc.believed_gc_generation)
+        api = ApiServer(None, blocks, self.admin_token, metaclient=mc)
+        app = api.app()
+        ctx = None
+        if not cfg.plain_http:
+            ctx, self.ca_file = tls_context(cfg)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, cfg.listen[0], cfg.listen[1], ssl_context=ctx)
+        await site.start()
+        host, port = self.runner.addresses[0][:2]
+        self.url = f"{'http' if ctx is None else 'https'}://{host}:{port}"
         with open(os.path.join(cfg.data, "url"), "w") as f:
             f.write(self.url + "\n")
 
@@ -199,6 +298,10 @@ class Server:
         return self.url.removeprefix("https://").removeprefix("http://")
 
     async def stop(self) -> None:
+        if self._gc_task is not None:
+            self._gc_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gc_task
         if self.notify_process is not None:
             await self.notify_process.stop()
         elif self.notify is not None:
@@ -209,6 +312,10 @@ class Server:
             await self.runner.cleanup()
         if self.node is not None:
             await self.node.stop()
+        if self.blocks is not None:
+            await self.blocks.store.aclose()
+        if self.metaclient is not None:
+            await self.metaclient.aclose()
         if self.store is not None:
             self.store.close()
 
@@ -334,6 +441,40 @@ def user_add(email: str, data: str | None, server: str | None, admin_token: str 
     print(f"account {out['account_id']} ({out['email']})")
     print(out["token"])
     return 0
+
+
+def admin_gc(data: str | None, server: str | None, admin_token: str | None, ca: str | None) -> int:
+    """Run garbage collection now on a running meta member; print its report (JSON)."""
+    import json
+    import urllib.request
+
+    if data:
+        url = _url_from_data(data)
+        admin_token = admin_token or open(os.path.join(data, "admin.token")).read().strip()
+        ca = ca or os.path.join(data, "ca.pem")
+    else:
+        url = server
+    if not url or not admin_token:
+        print("error: give --data DIR, or --server URL and --admin-token", file=sys.stderr)
+        return 2
+    ctx = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    req = urllib.request.Request(
+        url.rstrip("/") + "/2/raftbox/admin/gc",
+        data=b"null",
+        headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=3600) as resp:
+            out = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        print(f"error: {e.code} {e.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: cannot reach {url}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(out, indent=2))
+    return 1 if out.get("busy") else 0
 
 
 def _url_from_data(data: str) -> str:

@@ -7,8 +7,13 @@ the route name, whatever the Host header, so one address serves the "api", "cont
 1. authenticates (Bearer token → account; long-poll has none: its cursor is the credential),
 2. parses its argument (JSON body for rpc routes, the `Dropbox-API-Arg` header for content
    routes) with stone defaults, answering 400 with a plain-text message when it cannot,
-3. calls the meta role (`MetaService`: proposals and ReadIndex reads) and the block role
-   (`BlockService`: streaming bytes in and out of content-addressed blocks),
+3. calls the meta role and the block role (`BlockService`: streaming bytes in and out of
+   content-addressed blocks). The metadata routes use `MetaService` (proposals and ReadIndex
+   reads); the content routes — upload, download, upload sessions, and the native block
+   protocol (`native.py`) — reach meta only through a `MetaClient` (`metaclient.py`): the
+   `MetaService` of this process, or, in a block-only process (a blockserver, `meta=None`),
+   the meta members over HTTP. Blocks stored for a write carry the GC generation read before
+   storing them (`raftbox.blocks.gc`); a `gc_retry` answer becomes a 503 the SDKs retry,
 4. answers with exact Dropbox JSON (`wire.py`), or a route error (409 + error union).
 
 Error → HTTP: `BadInput` 400 text; `AuthFailed` 401 JSON; `ApiError` 409 (or its status) JSON;
@@ -19,6 +24,7 @@ logged, and no state changed (every write is one state machine command).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
@@ -36,6 +42,7 @@ from raftbox.meta.service import AccountError, CursorInvalid, MetaService
 from raftbox.raft.node import NodeError
 
 from . import wire
+from .metaclient import LocalMetaClient, MetaClient
 from .wire import ApiError, Args, AuthFailed, BadInput, RateLimited
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,20 @@ ARG_HEADER_MAX_BYTES = 64 * 1024
 RPC_BODY_MAX_BYTES = 4 * 1024 * 1024
 
 Handler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
+
+# Served by a blockserver (no meta role): every other route needs the meta role.
+CONTENT_ROUTES = (
+    "files/upload",
+    "files/download",
+    "files/upload_session/start",
+    "files/upload_session/append_v2",
+    "files/upload_session/finish",
+    "files/upload_session/finish_batch_v2",
+)
+
+
+class RetryLater(NodeError):
+    """A transient refusal (blocks caught by garbage collection): 503, the client retries."""
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
@@ -82,14 +103,18 @@ class TokenBucket:
 class ApiServer:
     def __init__(
         self,
-        meta: MetaService,
+        meta: MetaService | None,
         blocks: BlockService,
         admin_token: str,
         rate_per_s: float = 2000.0,
         rate_burst: int = 4000,
         notify: Any = None,
+        metaclient: MetaClient | None = None,
     ) -> None:
+        if meta is None and metaclient is None:
+            raise ValueError("an ApiServer needs the meta role or a MetaClient")
         self.meta = meta
+        self.mc: MetaClient = metaclient or LocalMetaClient(meta)  # type: ignore[arg-type]
         self.blocks = blocks
         self.admin_token = admin_token
         self.limiter = TokenBucket(rate_per_s, rate_burst)
@@ -115,6 +140,12 @@ class ApiServer:
             "raftbox/admin/create_account": ("admin", self.admin_create_account),
             "raftbox/admin/status": ("admin", self.admin_status),
         }
+        if meta is None:  # a blockserver: content routes only
+            self.routes = {k: v for k, v in self.routes.items() if k in CONTENT_ROUTES}
+        from .native import NativeRoutes
+
+        self.native = NativeRoutes(self)
+        self.native.register()
 
     def add_route(self, name: str, auth: str, handler: Handler) -> None:
         self.routes[name] = (auth, handler)
@@ -169,7 +200,7 @@ class ApiServer:
         h = request.headers.get("Authorization", "")
         if not h.startswith("Bearer ") or not h[7:].strip():
             raise AuthFailed("invalid_access_token")
-        acct = await self.meta.auth(h[7:].strip())
+        acct = await self.mc.auth(h[7:].strip())
         if acct is None:
             raise AuthFailed("invalid_access_token")
         return acct
@@ -237,11 +268,20 @@ class ApiServer:
         """id:… on a write route → the item's current path."""
         path = self._ns_path(who, path, tags_prefix)
         if path.startswith("id:"):
-            m = await self.meta.read(lambda s: s.resolve(who.namespace_id, path))
+            m = await self.mc.query("resolve", who.namespace_id, path)
             if isinstance(m, C.MetaError):
                 raise ApiError(tags_prefix + ["not_found"])
             return m.path_display
         return path
+
+    async def _mwrite(self, cmd: Any) -> Any:
+        """A write through the MetaClient; `gc_retry` (a block this request stored was caught
+        by garbage collection) refreshes the GC generation and answers 503: retry."""
+        r = await self.mc.write(cmd)
+        if isinstance(r, C.MetaError) and r.tags[:1] == ["gc_retry"]:
+            await self.mc.gc_generation(fresh=True)
+            raise RetryLater(f"blocks being garbage-collected: {r.extra.get('ids', [])[:4]}")
+        return r
 
     @staticmethod
     def _raise_meta(result: Any, flat_upload: bool = False) -> Any:
@@ -432,7 +472,9 @@ class ApiServer:
         return json_response(wire.metadata_json(self._raise_meta(m), tagged=False))
 
     # -- content -------------------------------------------------------------------------------
-    def _commit_info(self, who: Any, a: Args, ing: Ingested, path: str) -> C.CommitFile:
+    def _commit_info(
+        self, who: Any, a: Args, ing: Ingested, path: str, gc_gen: int | None = None
+    ) -> C.CommitFile:
         mode, rev = wire.write_mode(a)
         cm = a.obj.get("client_modified")
         if cm is not None:
@@ -451,21 +493,24 @@ class ApiServer:
             strict_conflict=a.bool("strict_conflict"),
             client_modified=cm,
             uploaded=True,
+            gc_gen=gc_gen,
         )
 
     async def _ingest(
         self, request: web.Request, a: Args, limit: int = UPLOAD_MAX_BYTES
-    ) -> Ingested:
+    ) -> tuple[Ingested, int]:
+        """Store the body as blocks: (what was stored, the GC generation read before)."""
         want = a.str("content_hash")
         if want is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", want):
             raise BadInput(a.route, "content_hash: expected 64 hex characters")
+        gen = await self.mc.gc_generation()
         try:
             ing = await self.blocks.ingest(request.content, limit)
         except PayloadTooLarge:
             raise ApiError(["payload_too_large"]) from None
         if want is not None and want.lower() != ing.content_hash:
             raise ApiError(["content_hash_mismatch"])
-        return ing
+        return ing, gen
 
     async def upload(self, request: web.Request, who: Any) -> web.Response:
         a = self.header_args(request, "files/upload")
@@ -475,8 +520,8 @@ class ApiServer:
             path = await self._resolve_write_path(who, path, ["path"])
         except ApiError as e:  # UploadError.path is the struct UploadWriteFailed: flatten it
             self._raise_meta(C.MetaError(e.tags, e.extra), flat_upload=True)
-        ing = await self._ingest(request, a)
-        m = await self.meta.write(self._commit_info(who, a, ing, path))
+        ing, gen = await self._ingest(request, a)
+        m = await self._mwrite(self._commit_info(who, a, ing, path, gen))
         return json_response(
             wire.metadata_json(self._raise_meta(m, flat_upload=True), tagged=False)
         )
@@ -488,7 +533,7 @@ class ApiServer:
         if rev is not None:
             path = "rev:" + rev
         ns = who.namespace_id
-        r = await self.meta.read(lambda s: s.file_blocks(ns, path))
+        r = await self.mc.query("file_blocks", ns, path)
         meta, blocks = self._raise_meta(r)
         size = meta.size
         start, end = 0, size - 1
@@ -536,17 +581,19 @@ class ApiServer:
         if stype not in ("sequential", "concurrent"):
             raise BadInput(a.route, f"session_type: unknown tag '{stype}'")
         concurrent = stype == "concurrent"
-        ing = await self._ingest(request, a)
+        ing, gen = await self._ingest(request, a)
         if concurrent and ing.size:
             raise ApiError(["concurrent_session_data_not_allowed"])
         if concurrent and close:
             raise ApiError(["concurrent_session_close_not_allowed"])
         session_id = "pid_upload_session:" + secrets.token_urlsafe(24)
         ns = who.namespace_id
-        self._raise_meta(await self.meta.write(C.SessionStart(session_id, ns, concurrent)))
+        self._raise_meta(await self._mwrite(C.SessionStart(session_id, ns, concurrent)))
         if ing.size or close:
-            r = await self.meta.write(
-                C.SessionAppend(session_id, ns, 0, _refs(ing), ing.size, close, None)
+            r = await self._mwrite(
+                C.SessionAppend(
+                    session_id, ns, 0, _refs(ing), ing.size, close, ing.window_digests, gen
+                )
             )
             self._raise_meta(r)
         return json_response({"session_id": session_id})
@@ -561,16 +608,19 @@ class ApiServer:
         session_id, offset = self._session_cursor(a, [])
         close = a.bool("close")
         ns = who.namespace_id
-        st = await self.meta.read(lambda s: s.session(session_id))
-        if st is None or st.ns != ns:
+        head = await self.mc.query("session_head", session_id)
+        if head is None or head[0] != ns:
             raise ApiError(["not_found"])
-        if st.concurrent and offset % WINDOW:
+        concurrent = head[1]
+        if concurrent and offset % WINDOW:
             raise ApiError(["concurrent_session_invalid_offset"])
-        ing = await self._ingest(request, a)
-        if st.concurrent and not close and ing.size % WINDOW:
+        ing, gen = await self._ingest(request, a)
+        if concurrent and not close and ing.size % WINDOW:
             raise ApiError(["concurrent_session_invalid_data_size"])
-        r = await self.meta.write(
-            C.SessionAppend(session_id, ns, offset, _refs(ing), ing.size, close, None)
+        r = await self._mwrite(
+            C.SessionAppend(
+                session_id, ns, offset, _refs(ing), ing.size, close, ing.window_digests, gen
+            )
         )
         self._raise_meta(r)
         return json_response(None)
@@ -580,14 +630,19 @@ class ApiServer:
         path = self._ns_path(who, self._path(commit, "path", WRITE_PATH), ["path"])
         if path.startswith("id:"):
             path = await self._resolve_write_path(who, path, ["path"])
-        st = await self.meta.read(lambda s: s.session(session_id))
+        st = await self.mc.query("session", session_id)
         if st is None or st.ns != ns:
             return C.MetaError(["lookup_failed", "not_found"])
-        content_hash = await self.blocks.content_hash_of([(b.id, b.size) for b in st.blocks])
-        size = sum(b.size for b in st.blocks)
-        ing = Ingested([(b.id, b.size) for b in st.blocks], size, content_hash)
+        blocks = [(b.id, b.size) for b in st.blocks]
+        digests = st.window_digests()
+        if digests is not None and sum(p.length for p in st.pieces) == st.length:
+            content_hash = hashlib.sha256(b"".join(digests)).hexdigest()
+        else:  # a piece without window digests, or one that ends off a 4 MiB boundary
+            content_hash = await self.blocks.content_hash_of(blocks)
+        size = sum(s for _, s in blocks)
+        ing = Ingested(blocks, size, content_hash)
         info = self._commit_info(who, commit, ing, path)
-        return await self.meta.write(C.SessionFinish(session_id, ns, offset, info))
+        return await self._mwrite(C.SessionFinish(session_id, ns, offset, info))
 
     async def session_finish(self, request: web.Request, who: Any) -> web.Response:
         a = self.header_args(request, "files/upload_session/finish")
@@ -596,15 +651,17 @@ class ApiServer:
         assert commit is not None
         wire.write_mode(commit)
         ns = who.namespace_id
-        ing = await self._ingest(request, a)
+        ing, gen = await self._ingest(request, a)
         if ing.size:
-            st = await self.meta.read(lambda s: s.session(session_id))
-            if st is None or st.ns != ns:
+            head = await self.mc.query("session_head", session_id)
+            if head is None or head[0] != ns:
                 raise ApiError(["lookup_failed", "not_found"])
-            if st.concurrent:
+            if head[1]:
                 raise ApiError(["concurrent_session_data_not_allowed"])
-            r = await self.meta.write(
-                C.SessionAppend(session_id, ns, offset, _refs(ing), ing.size, False, None)
+            r = await self._mwrite(
+                C.SessionAppend(
+                    session_id, ns, offset, _refs(ing), ing.size, False, ing.window_digests, gen
+                )
             )
             if isinstance(r, C.MetaError):
                 raise ApiError(

@@ -20,12 +20,17 @@ exception:
 | SessionAppend   | None                                              |
 | SessionFinish   | FileMeta                                          |
 | FinishBatch     | list[FileMeta | MetaError], in order              |
+| RecordUpload    | None                                              |
+| GcCondemn       | GcResult (the ids condemned, adopted)             |
+| GcRelease       | GcResult (the new GC generation)                  |
 
 and any of them may answer `MetaError` instead: `tags` is the Dropbox error path, outer tag first
 (`["path", "conflict", "file"]` → `error_summary` "path/conflict/file/"), `extra` holds the fields
 of a struct member (`{"correct_offset": 3}`). Tags that are not Dropbox's, for the API layer to
 map: `need_blocks` (`extra["missing"]`: block ids this namespace has not uploaded — the Dropship
 guard), `invalid_command` (a malformed command: a bug in the caller, `extra["reason"]`),
+`gc_retry` (`extra["ids"]`: blocks being or just garbage-collected — store them again and
+retry; `raftbox.blocks.gc`), `gc_busy` (another GC run holds the lease),
 `internal_error`, `not_initialized` (no InitCluster yet), `email_taken`, `token_exists`,
 `account_not_found`, `session_exists`, `client_session_expired` (the Raft client session of the
 request was forgotten: it may or may not have been applied).
@@ -90,6 +95,12 @@ class CommitFile(_Cmd, tag="commit"):
     `uploaded=True`: the blockserver received and verified these bytes from this namespace, so
     the namespace now references them. `uploaded=False`: every block must already be referenced
     by this namespace (knowing a hash is not enough), else `need_blocks`.
+
+    `gc_gen` (on every command that carries uploaded blocks: this, the session commands and
+    `RecordUpload`): the GC generation the blockserver had read before it stored the blocks.
+    A block condemned now, or deleted by a GC generation after `gc_gen`, fails the command with
+    `gc_retry` — the blockserver may have found it present just before it was deleted
+    (`raftbox.blocks.gc`). None: no check (callers that stored nothing).
     """
 
     ns: int
@@ -103,6 +114,7 @@ class CommitFile(_Cmd, tag="commit"):
     strict_conflict: bool = False
     client_modified: str | None = None
     uploaded: bool = False
+    gc_gen: int | None = None
 
 
 class CommitBatch(_Cmd, tag="commit_batch"):
@@ -153,6 +165,7 @@ class SessionStart(_Cmd, tag="us_start"):
     length: int = 0
     close: bool = False
     window_digests: list[bytes] | None = None
+    gc_gen: int | None = None
 
 
 class SessionAppend(_Cmd, tag="us_append"):
@@ -169,6 +182,7 @@ class SessionAppend(_Cmd, tag="us_append"):
     length: int
     close: bool = False
     window_digests: list[bytes] | None = None
+    gc_gen: int | None = None
 
 
 class SessionFinish(_Cmd, tag="us_finish"):
@@ -186,12 +200,45 @@ class SessionFinish(_Cmd, tag="us_finish"):
     blocks: list[BlockRef] = []
     length: int = 0
     window_digests: list[bytes] | None = None
+    gc_gen: int | None = None
 
 
 class FinishBatch(_Cmd, tag="us_finish_batch"):
     """`upload_session/finish_batch_v2`: many finishes in one raft entry."""
 
     entries: list[SessionFinish]
+
+
+class RecordUpload(_Cmd, tag="blocks_put"):
+    """Namespace `ns` sent these blocks to a blockserver, which verified and stored them
+    (native `blocks/put`): `ns` may now reference them in a commit, and their upload time is
+    recorded so that garbage collection keeps them while that commit may still come."""
+
+    ns: int
+    blocks: list[BlockRef]
+    gc_gen: int | None = None
+
+
+class GcCondemn(_Cmd, tag="gc_condemn"):
+    """A GC run (`raftbox.blocks.gc`) condemns blocks it found unreferenced in a metadata
+    snapshot taken at raft index `mark_index`. Takes (or renews) the cluster's GC lease for
+    `lease_ms`; a block touched (uploaded or committed) after `mark_index` is not condemned.
+    A condemned block loses every namespace's right to reference it, and any command that
+    would record it as uploaded fails with `gc_retry` until it is released."""
+
+    run_id: str
+    mark_index: int
+    ids: list[str]
+    lease_ms: int
+
+
+class GcRelease(_Cmd, tag="gc_release"):
+    """The run deleted these condemned blocks from the store: release them (the GC
+    generation moves on). `done`: the run ends and gives up the lease."""
+
+    run_id: str
+    ids: list[str]
+    done: bool = False
 
 
 MetaCommand = (
@@ -210,6 +257,9 @@ MetaCommand = (
     | SessionAppend
     | SessionFinish
     | FinishBatch
+    | RecordUpload
+    | GcCondemn
+    | GcRelease
 )
 
 _encoder = msgspec.msgpack.Encoder()
@@ -289,12 +339,23 @@ class AccountInfo(_Res, tag="account"):
         return self.home_ns
 
 
+class GcResult(_Res, tag="gc"):
+    """GcCondemn: `condemned` (newly condemned by this command) and `adopted` (condemned
+    earlier, by this run before an interruption or by a run whose lease expired: now this run's
+    to delete too). GcRelease: `gen`, the GC generation."""
+
+    condemned: list[str] = []
+    adopted: list[str] = []
+    gen: int = 0
+
+
 Result = (
     FileMeta
     | FolderMeta
     | DeletedMeta
     | MetaError
     | AccountInfo
+    | GcResult
     | list[FileMeta | MetaError]
     | bool
     | None

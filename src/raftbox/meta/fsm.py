@@ -30,7 +30,11 @@ Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
   keeps its newest `revisions_keep` versions and every version younger than `revisions_keep_ms`.
 - journal(ns, pos, key, parent_key, display, idx, kind): every change to a namespace, numbered
   1, 2, … per namespace; a cursor is a position in it.
-- ns_blocks(ns, block_id, size): blocks a namespace has uploaded (the Dropship guard).
+- ns_blocks(ns, block_id, size, last_ms, last_idx): blocks a namespace has uploaded or
+  references — its right to reference them (the Dropship guard) — with the stamp and raft index
+  of the last command that uploaded or referenced them (garbage collection reads both).
+- gc_condemned(block_id, run_id), gc_deleted(block_id, gen, ms), kv "gc_gen", "gc_floor",
+  "gc_lease": the garbage collector's replicated half (`raftbox.blocks.gc`, and `GcCondemn`).
 - upload_sessions, upload_pieces: replicated upload sessions, so any blockserver continues one.
 - client_sessions, client_results: `raft.sessions.SessionTable`, persisted incrementally.
 
@@ -83,10 +87,14 @@ from .commands import (
     FileMeta,
     FinishBatch,
     FolderMeta,
+    GcCondemn,
+    GcRelease,
+    GcResult,
     InitCluster,
     Meta,
     MetaError,
     Move,
+    RecordUpload,
     Restore,
     RevokeToken,
     SessionAppend,
@@ -108,6 +116,7 @@ LIST_LIMIT_MAX = 2000
 AUTORENAME_MAX_TRIES = 10_000
 DAY_MS = 24 * 3600 * 1000
 SCHEMA_VERSION = 1
+GC_DELETED_KEEP_MS = 3600 * 1000
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -154,8 +163,17 @@ CREATE TABLE IF NOT EXISTS journal (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ns_blocks (
   ns INTEGER NOT NULL, block_id TEXT NOT NULL, size INTEGER NOT NULL,
+  last_ms INTEGER NOT NULL DEFAULT 0, last_idx INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (ns, block_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gc_condemned (
+  block_id TEXT PRIMARY KEY, run_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS gc_condemned_run ON gc_condemned (run_id, block_id);
+CREATE TABLE IF NOT EXISTS gc_deleted (
+  block_id TEXT PRIMARY KEY, gen INTEGER NOT NULL, ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS gc_deleted_ms ON gc_deleted (ms, block_id);
 CREATE TABLE IF NOT EXISTS upload_sessions (
   session_id TEXT PRIMARY KEY, ns INTEGER NOT NULL, concurrent INTEGER NOT NULL,
   started_ms INTEGER NOT NULL, closed INTEGER NOT NULL, length INTEGER NOT NULL, total INTEGER
@@ -300,6 +318,7 @@ class MetaStore:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._index = 0
         self._pos = 0
         self._now_ms = 0
@@ -375,7 +394,16 @@ class MetaStore:
         finally:
             src.close()
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._load()
+
+    def _migrate(self) -> None:
+        """Bring a store made by an older version up to this schema (same on every replica)."""
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(ns_blocks)")}
+        if "last_idx" not in cols:
+            self._db.execute("ALTER TABLE ns_blocks ADD COLUMN last_ms INTEGER NOT NULL DEFAULT 0")
+            self._db.execute("ALTER TABLE ns_blocks ADD COLUMN last_idx INTEGER NOT NULL DEFAULT 0")
+        self._db.execute("CREATE INDEX IF NOT EXISTS ns_blocks_block ON ns_blocks (block_id, ns)")
 
     # -- loading / persisting the small state ----------------------------------------------
     def _get_kv(self, k: str, default: Any = None) -> Any:
@@ -820,17 +848,14 @@ class MetaStore:
         path = self._write_path(ns, c.path, "path")
         if path.is_root:
             raise _Fail("path", "malformed_path")
-        db = self._db
         if c.uploaded:
-            db.executemany(
-                "INSERT OR IGNORE INTO ns_blocks (ns, block_id, size) VALUES (?, ?, ?)",
-                [(ns, b.id, b.size) for b in c.blocks],
-            )
+            self._gc_check(c.blocks, c.gc_gen)
         elif c.blocks:
             have = self.ns_has_blocks(ns, [b.id for b in c.blocks])
             missing = sorted({b.id for b in c.blocks} - have)
             if missing:
                 raise _Fail("need_blocks", missing=missing)
+        self._grant(ns, c.blocks)
         parent_display = self._ensure_parents(ns, path, "path")
         parent = Path(parent_display, path.parent.key)
         target = self._entry(ns, path.key)
@@ -877,6 +902,120 @@ class MetaStore:
             c.content_hash,
             c.client_modified or self._now(),
         )
+
+    # -- block rights and garbage collection ----------------------------------------------------
+    def _grant(self, ns: int, blocks: list[BlockRef]) -> None:
+        """`ns` uploaded (or references) `blocks`: record its right and touch them."""
+        if blocks:
+            self._db.executemany(
+                "INSERT INTO ns_blocks (ns, block_id, size, last_ms, last_idx) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (ns, block_id) DO UPDATE SET "
+                "last_ms = excluded.last_ms, last_idx = excluded.last_idx",
+                [(ns, b.id, b.size, self._now_ms, self._index) for b in blocks],
+            )
+
+    def _gc_check(self, blocks: list[BlockRef], gen: int | None) -> None:
+        """Fail with `gc_retry` if a block just stored may have been deleted under the caller's
+        feet: it is condemned now, or a GC generation after `gen` deleted it."""
+        if gen is None or not blocks:
+            return
+        db = self._db
+        if gen < int(self._get_kv("gc_floor", 0)):
+            raise _Fail("gc_retry", ids=[], reason="stale GC generation")
+        any_condemned = db.execute("SELECT 1 FROM gc_condemned LIMIT 1").fetchone()
+        any_deleted = db.execute("SELECT 1 FROM gc_deleted WHERE gen > ? LIMIT 1", (gen,))
+        if any_condemned is None and any_deleted.fetchone() is None:
+            return
+        uniq = sorted({b.id for b in blocks})
+        bad: set[str] = set()
+        for i in range(0, len(uniq), 500):
+            chunk = uniq[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            bad.update(
+                b
+                for (b,) in db.execute(
+                    f"SELECT block_id FROM gc_condemned WHERE block_id IN ({marks}) UNION "
+                    f"SELECT block_id FROM gc_deleted WHERE gen > ? AND block_id IN ({marks})",
+                    (*chunk, gen, *chunk),
+                )
+            )
+        if bad:
+            raise _Fail("gc_retry", ids=sorted(bad))
+
+    def _record_upload(self, c: RecordUpload) -> None:
+        self._check_ns(c.ns)
+        if len(c.blocks) > MAX_BATCH_ENTRIES:
+            raise _Fail("invalid_command", reason="too many blocks")
+        _validate_blocks(c.blocks, sum(b.size for b in c.blocks))
+        self._gc_check(c.blocks, c.gc_gen)
+        self._grant(c.ns, c.blocks)
+        return None
+
+    def _gc_lease(self) -> tuple[str, int] | None:
+        raw = self._get_kv("gc_lease")
+        return None if not raw else tuple(msgspec.msgpack.decode(raw))  # type: ignore[return-value]
+
+    def _gc_condemn(self, c: GcCondemn) -> GcResult:
+        if len(c.ids) > MAX_BATCH_ENTRIES or not c.run_id or c.lease_ms <= 0:
+            raise _Fail("invalid_command", reason="bad GcCondemn")
+        lease = self._gc_lease()
+        if lease is not None and lease[0] != c.run_id and lease[1] > self._now_ms:
+            raise _Fail("gc_busy", run_id=lease[0], until_ms=lease[1])
+        db = self._db
+        self._set_kv("gc_lease", msgspec.msgpack.encode([c.run_id, self._now_ms + c.lease_ms]))
+        # Blocks condemned earlier — by this run before it was interrupted, or by a run whose
+        # lease expired — are this run's to delete now.
+        adopted = [b for (b,) in db.execute("SELECT block_id FROM gc_condemned ORDER BY block_id")]
+        db.execute("UPDATE gc_condemned SET run_id = ? WHERE run_id != ?", (c.run_id, c.run_id))
+        condemned: list[str] = []
+        for bid in sorted(set(c.ids)):
+            if _HEX64.fullmatch(bid) is None:
+                raise _Fail("invalid_command", reason="block ids are 64 lowercase hex")
+            if db.execute("SELECT 1 FROM gc_condemned WHERE block_id = ?", (bid,)).fetchone():
+                continue
+            touched = db.execute(
+                "SELECT 1 FROM ns_blocks WHERE block_id = ? AND last_idx > ? LIMIT 1",
+                (bid, c.mark_index),
+            ).fetchone()
+            if touched:
+                continue  # uploaded or referenced since the snapshot the run marked from
+            db.execute("INSERT INTO gc_condemned (block_id, run_id) VALUES (?, ?)", (bid, c.run_id))
+            db.execute("DELETE FROM ns_blocks WHERE block_id = ?", (bid,))
+            condemned.append(bid)
+        return GcResult(condemned, adopted, int(self._get_kv("gc_gen", 0)))
+
+    def _gc_release(self, c: GcRelease) -> GcResult:
+        if len(c.ids) > MAX_BATCH_ENTRIES:
+            raise _Fail("invalid_command", reason="too many ids")
+        db = self._db
+        gen = int(self._get_kv("gc_gen", 0))
+        mine = []
+        for bid in sorted(set(c.ids)):
+            row = db.execute(
+                "SELECT run_id FROM gc_condemned WHERE block_id = ?", (bid,)
+            ).fetchone()
+            if row is not None and row[0] == c.run_id:
+                mine.append(bid)
+        if mine:
+            gen += 1
+            self._set_kv("gc_gen", gen)
+            for bid in mine:
+                db.execute("DELETE FROM gc_condemned WHERE block_id = ?", (bid,))
+                db.execute(
+                    "INSERT OR REPLACE INTO gc_deleted (block_id, gen, ms) VALUES (?, ?, ?)",
+                    (bid, gen, self._now_ms),
+                )
+        # Forget deletions older than an hour: a command that read its generation before the
+        # oldest one forgotten is refused as stale (`gc_floor`) instead of being checked.
+        cutoff = self._now_ms - GC_DELETED_KEEP_MS
+        row = db.execute("SELECT MAX(gen) FROM gc_deleted WHERE ms < ?", (cutoff,)).fetchone()
+        if row is not None and row[0] is not None:
+            self._set_kv("gc_floor", max(int(self._get_kv("gc_floor", 0)), row[0]))
+            db.execute("DELETE FROM gc_deleted WHERE ms < ?", (cutoff,))
+        lease = self._gc_lease()
+        if c.done and lease is not None and lease[0] == c.run_id:
+            db.execute("DELETE FROM kv WHERE k = 'gc_lease'")
+        return GcResult([], [], gen)
 
     def _commit_batch(self, c: CommitBatch) -> list:
         if len(c.entries) > MAX_BATCH_ENTRIES:
@@ -1075,6 +1214,10 @@ class MetaStore:
             "VALUES (?, ?, ?, ?, ?)",
             (session_id, offset, length, _blocks_enc.encode(blocks), _blocks_enc.encode(digests)),
         )
+        ns = self._db.execute(
+            "SELECT ns FROM upload_sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()[0]
+        self._grant(ns, blocks)
 
     def _sweep_sessions(self) -> None:
         cutoff = self._now_ms - self.upload_session_ttl_ms
@@ -1101,6 +1244,7 @@ class MetaStore:
         if c.concurrent and c.close:
             raise _Fail("concurrent_session_close_not_allowed")
         self._sweep_sessions()
+        self._gc_check(c.blocks, c.gc_gen)
         db = self._db
         if db.execute(
             "SELECT 1 FROM upload_sessions WHERE session_id = ?", (c.session_id,)
@@ -1125,6 +1269,7 @@ class MetaStore:
 
     def _session_append(self, c: SessionAppend) -> None:
         _validate_piece(c.blocks, c.length, c.window_digests)
+        self._gc_check(c.blocks, c.gc_gen)
         s = self._session_row(c.session_id, c.ns)
         if s is None:
             raise _Fail("not_found")
@@ -1190,6 +1335,7 @@ class MetaStore:
 
     def _session_finish(self, c: SessionFinish) -> FileMeta:
         _validate_piece(c.blocks, c.length, c.window_digests)
+        self._gc_check(c.blocks, c.gc_gen)
         s = self._session_row(c.session_id, c.ns)
         if s is None:
             raise _Fail("lookup_failed", "not_found")
@@ -1216,7 +1362,10 @@ class MetaStore:
             raise _Fail("concurrent_session_missing_data")
         if c.commit.size != total:
             raise _Fail("invalid_command", reason=f"commit size is not the session's {total}")
-        commit = msgspec.structs.replace(c.commit, ns=c.ns, blocks=state.blocks, uploaded=True)
+        # Pieces were checked against GC when they were added; live sessions are never collected.
+        commit = msgspec.structs.replace(
+            c.commit, ns=c.ns, blocks=state.blocks, uploaded=True, gc_gen=None
+        )
         meta = self._commit(commit)
         self._db.execute("DELETE FROM upload_sessions WHERE session_id = ?", (c.session_id,))
         self._db.execute("DELETE FROM upload_pieces WHERE session_id = ?", (c.session_id,))
@@ -1243,6 +1392,9 @@ class MetaStore:
         SessionAppend: _session_append,
         SessionFinish: _session_finish,
         FinishBatch: _finish_batch,
+        RecordUpload: _record_upload,
+        GcCondemn: _gc_condemn,
+        GcRelease: _gc_release,
     }
 
     # == queries (read-only; the service calls them after ReadIndex) ==========================
@@ -1343,6 +1495,20 @@ class MetaStore:
             )
         return have
 
+    def gc_generation(self) -> int:
+        """The GC generation: how many GcRelease commands released blocks (commands carry the
+        value their blockserver read before storing blocks, see `CommitFile.gc_gen`)."""
+        return int(self._get_kv("gc_gen", 0))
+
+    def gc_state(self) -> tuple[tuple[str, int] | None, dict[str, str]]:
+        """(lease (run_id, until_ms) or None, {condemned block id: run_id})."""
+        rows = self._db.execute("SELECT block_id, run_id FROM gc_condemned ORDER BY block_id")
+        return self._gc_lease(), dict(rows.fetchall())
+
+    def gc_mark(self, now_ms: int, upload_keep_ms: int) -> tuple[int, set[str]]:
+        """The mark phase on this store's own connection (see `gc_mark_db`)."""
+        return gc_mark_db(self._db, now_ms, upload_keep_ms, self.upload_session_ttl_ms)
+
     def journal_position(self, ns: int) -> int:
         row = self._db.execute("SELECT journal_end FROM namespaces WHERE ns = ?", (ns,)).fetchone()
         return 0 if row is None else row[0]
@@ -1366,6 +1532,14 @@ class MetaStore:
                 (index,),
             )
         ]
+
+    def session_head(self, session_id: str) -> tuple[int, bool] | None:
+        """(namespace, concurrent) of an upload session, without its pieces (an append needs
+        no more); None if there is no such session."""
+        row = self._db.execute(
+            "SELECT ns, concurrent FROM upload_sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        return None if row is None else (row[0], bool(row[1]))
 
     def session(self, session_id: str) -> SessionState | None:
         """An upload session (even an expired one: compare `expires_ms` with your clock)."""
@@ -1671,6 +1845,43 @@ class MetaStore:
             )
         ]
         return {n: self._db.execute(f"SELECT * FROM {n} ORDER BY 1, 2").fetchall() for n in names}
+
+
+def gc_mark_db(
+    db: sqlite3.Connection, now_ms: int, upload_keep_ms: int, session_ttl_ms: int = SESSION_TTL_MS
+) -> tuple[int, set[str]]:
+    """Garbage collection's mark phase, in one read transaction of `db` (a snapshot: another
+    connection to the same WAL database may keep applying meanwhile).
+
+    Returns (the applied raft index the snapshot is at, the live block ids): every block of
+    every kept revision, every block of a live upload session's pieces, every block some
+    namespace uploaded or referenced after `now_ms - upload_keep_ms`, and every block condemned
+    but not yet released (a run in progress owns those).
+    """
+    live: set[str] = set()
+    db.execute("BEGIN")
+    try:
+        row = db.execute("SELECT v FROM kv WHERE k = 'applied'").fetchone()
+        index = 0 if row is None else int(row[0])
+        for (blob,) in db.execute("SELECT blocks FROM revisions"):
+            live.update(b.id for b in _blocks_dec.decode(blob))
+        for (blob,) in db.execute(
+            "SELECT p.blocks FROM upload_pieces p JOIN upload_sessions s "
+            "ON s.session_id = p.session_id WHERE s.started_ms > ?",
+            (now_ms - session_ttl_ms,),
+        ):
+            live.update(b.id for b in _blocks_dec.decode(blob))
+        live.update(
+            b
+            for (b,) in db.execute(
+                "SELECT DISTINCT block_id FROM ns_blocks WHERE last_ms > ?",
+                (now_ms - upload_keep_ms,),
+            )
+        )
+        live.update(b for (b,) in db.execute("SELECT block_id FROM gc_condemned"))
+    finally:
+        db.execute("COMMIT")
+    return index, live
 
 
 def _with_name(m: Meta) -> Meta:

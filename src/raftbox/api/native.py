@@ -1,0 +1,280 @@
+"""The native block protocol's routes on a blockserver (the protocol: `raftbox.blocks.native`,
+and docs/native-protocol.md).
+
+Every answer is about the caller's namespace only: `blocks/has` and `blocks/get` consult the
+namespace's own block rights (`MetaStore.ns_has_blocks`), never the store, and `blocks/put`
+answers with a count, not with which blocks were new to the store. So no answer tells an
+account whether another account stored a block (timing aside).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from raftbox.blocks.errors import BlockMismatch
+from raftbox.blocks.hashing import BLOCK_WINDOW_BYTES, content_hash_from_digests
+from raftbox.blocks.native import (
+    MAX_COMMIT_ENTRIES,
+    MAX_FRAME_BLOCK_BYTES,
+    MAX_GET_BLOCKS,
+    MAX_HAS_IDS,
+    MAX_PUT_BLOCKS,
+    FrameError,
+    frame_header,
+    read_frames,
+)
+from raftbox.meta import commands as C
+
+from . import wire
+from .wire import ApiError, Args, BadInput
+
+if TYPE_CHECKING:
+    from .http import ApiServer
+
+log = logging.getLogger(__name__)
+
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def _first_error(eg: BaseExceptionGroup) -> BaseException:
+    e: BaseException = eg
+    while isinstance(e, BaseExceptionGroup):
+        e = e.exceptions[0]
+    return e
+
+
+class NativeRoutes:
+    def __init__(self, api: ApiServer, puts_in_flight: int = 4) -> None:
+        self.api = api
+        self.puts_in_flight = puts_in_flight
+
+    def register(self) -> None:
+        for name, handler in (
+            ("raftbox/blocks/config", self.config),
+            ("raftbox/blocks/has", self.has),
+            ("raftbox/blocks/put", self.put),
+            ("raftbox/blocks/get", self.get),
+            ("raftbox/blocks/list", self.list_blocks),
+            ("raftbox/commit_batch", self.commit_batch),
+        ):
+            self.api.add_route(name, "user", handler)
+
+    @staticmethod
+    def _ids(a: Args, limit: int) -> list[str]:
+        ids = a.obj.get("ids") if isinstance(a.obj, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise BadInput(a.route, "ids: expected a list of block ids")
+        if len(ids) > limit:
+            raise BadInput(a.route, f"ids: at most {limit}")
+        for i in ids:
+            if _ID.fullmatch(i) is None:
+                raise BadInput(a.route, f"ids: {i[:80]!r} is not a block id (64 lowercase hex)")
+        return ids
+
+    async def config(self, request: web.Request, who: Any) -> web.Response:
+        await self.api.rpc_args(request, "raftbox/blocks/config")
+        ch = self.api.blocks.chunking
+        return wire_json(
+            {
+                "chunking": {
+                    "mode": ch.mode,
+                    "min_bytes": ch.min_bytes,
+                    "avg_bytes": ch.avg_bytes,
+                    "max_bytes": ch.max_bytes,
+                },
+                "max_block_bytes": MAX_FRAME_BLOCK_BYTES,
+                "max_put_blocks": MAX_PUT_BLOCKS,
+                "max_has_ids": MAX_HAS_IDS,
+                "max_get_blocks": MAX_GET_BLOCKS,
+                "max_commit_entries": MAX_COMMIT_ENTRIES,
+            }
+        )
+
+    async def has(self, request: web.Request, who: Any) -> web.Response:
+        a = await self.api.rpc_args(request, "raftbox/blocks/has")
+        ids = self._ids(a, MAX_HAS_IDS)
+        have = await self.api.mc.query("ns_has_blocks", who.namespace_id, ids) if ids else []
+        return wire_json({"have": sorted(have)})
+
+    async def put(self, request: web.Request, who: Any) -> web.Response:
+        route = "raftbox/blocks/put"
+        gen = await self.api.mc.gc_generation()
+        store = self.api.blocks
+        refs: list[C.BlockRef] = []
+        slots = asyncio.Semaphore(self.puts_in_flight)
+
+        async def put_one(bid: str, data: bytes) -> None:
+            try:
+                await store.put_verified(bid, data)
+            finally:
+                slots.release()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                async for bid, data in read_frames(request.content, MAX_PUT_BLOCKS):
+                    refs.append(C.BlockRef(bid, len(data)))
+                    await slots.acquire()
+                    tg.create_task(put_one(bid, data))
+        except BaseExceptionGroup as eg:  # the first failure, unwrapped
+            e = _first_error(eg)
+            if isinstance(e, BlockMismatch):
+                raise BadInput(route, f"a block does not hash to its id: {e}") from None
+            if isinstance(e, FrameError):
+                raise BadInput(route, f"body: {e}") from None
+            raise e from None
+        if refs:
+            uniq = list({r.id: r for r in refs}.values())
+            r = await self.api._mwrite(C.RecordUpload(who.namespace_id, uniq, gen))
+            self.api._raise_meta(r)
+        return wire_json({"received": len(refs)})
+
+    async def get(self, request: web.Request, who: Any) -> web.StreamResponse:
+        a = await self.api.rpc_args(request, "raftbox/blocks/get")
+        ids = self._ids(a, MAX_GET_BLOCKS)
+        have = (
+            set(await self.api.mc.query("ns_has_blocks", who.namespace_id, ids)) if ids else set()
+        )
+        missing = sorted(set(ids) - have)
+        if missing:
+            raise ApiError(["not_found"], {"ids": missing})
+        resp = web.StreamResponse(status=200)
+        resp.content_type = "application/octet-stream"
+        await resp.prepare(request)
+        try:
+            blocks = [(bid, 0) for bid in ids]  # read_range needs sizes only to cut ranges
+            k = 0
+            async for data in self.api.blocks.read_blocks(blocks):
+                await resp.write(frame_header(ids[k], len(data)))
+                await resp.write(data)
+                k += 1
+        except ConnectionResetError:
+            raise
+        except Exception as e:
+            log.exception("raftbox/blocks/get: failed after the headers were sent")
+            raise ConnectionResetError(f"blocks/get failed mid-stream: {e!r}") from e
+        await resp.write_eof()
+        return resp
+
+    async def list_blocks(self, request: web.Request, who: Any) -> web.Response:
+        from .http import READ_PATH
+
+        a = await self.api.rpc_args(request, "raftbox/blocks/list")
+        path = self.api._ns_path(who, self.api._path(a, "path", READ_PATH), ["path"])
+        r = await self.api.mc.query("file_blocks", who.namespace_id, path)
+        meta, blocks = self.api._raise_meta(r)
+        return wire_json(
+            {
+                "metadata": wire.metadata_json(meta, tagged=False),
+                "blocks": [[b.id, b.size] for b in blocks],
+            }
+        )
+
+    async def commit_batch(self, request: web.Request, who: Any) -> web.Response:
+        from .http import WRITE_PATH
+
+        api = self.api
+        a = await api.rpc_args(request, "raftbox/commit_batch")
+        entries = a.obj.get("entries") if isinstance(a.obj, dict) else None
+        if not isinstance(entries, list):
+            raise BadInput(a.route, "entries: expected a list")
+        if len(entries) > MAX_COMMIT_ENTRIES:
+            raise BadInput(a.route, f"entries: at most {MAX_COMMIT_ENTRIES}")
+        ns = who.namespace_id
+        parsed: list[tuple[Args, str, list[C.BlockRef], int, str | None]] = []
+        for e in entries:
+            ea = Args(a.route, e)
+            if not isinstance(e, dict):
+                raise BadInput(a.route, "entries: each entry is an object")
+            path = api._ns_path(who, api._path(ea, "path", WRITE_PATH), ["path"])
+            wire.write_mode(ea)
+            raw = e.get("blocks")
+            if not isinstance(raw, list):
+                raise BadInput(a.route, "blocks: expected [[id, size], ...]")
+            refs = []
+            for b in raw:
+                if (
+                    not isinstance(b, list | tuple)
+                    or len(b) != 2
+                    or not isinstance(b[0], str)
+                    or _ID.fullmatch(b[0]) is None
+                    or not isinstance(b[1], int)
+                    or not 0 < b[1] <= MAX_FRAME_BLOCK_BYTES
+                ):
+                    raise BadInput(a.route, "blocks: each is [64 lowercase hex, size > 0]")
+                refs.append(C.BlockRef(b[0], b[1]))
+            size = sum(r.size for r in refs)
+            if ea.int("size", default=size) != size:
+                raise BadInput(a.route, "size: not the sum of the block sizes")
+            ch = ea.str("content_hash")
+            if ch is not None:
+                if re.fullmatch(r"[0-9a-fA-F]{64}", ch) is None:
+                    raise BadInput(a.route, "content_hash: expected 64 hex characters")
+                ch = ch.lower()
+            parsed.append((ea, path, refs, size, ch))
+        # Which entries use only blocks this namespace has: the others fail with need_blocks
+        # here, so nothing is read for them (reading would tell what the store holds).
+        all_ids = list({r.id for _, _, refs, _, _ in parsed for r in refs})
+        have: set[str] = set()
+        for i in range(0, len(all_ids), MAX_HAS_IDS):
+            have.update(await api.mc.query("ns_has_blocks", ns, all_ids[i : i + MAX_HAS_IDS]))
+        results: list[Any] = [None] * len(parsed)
+        cmds: list[C.CommitFile] = []
+        where: list[int] = []
+        for k, (ea, path, refs, size, ch) in enumerate(parsed):
+            missing = sorted({r.id for r in refs} - have)
+            if missing:
+                results[k] = C.MetaError(["need_blocks"], {"missing": missing})
+                continue
+            aligned = all(r.size == BLOCK_WINDOW_BYTES for r in refs[:-1])
+            if aligned:  # the blocks are the content_hash windows: check or derive for free
+                derived = content_hash_from_digests([bytes.fromhex(r.id) for r in refs])
+                if ch is not None and ch != derived:
+                    results[k] = C.MetaError(["content_hash_mismatch"])
+                    continue
+                ch = derived
+            elif ch is None:
+                ch = await api.blocks.content_hash_of([(r.id, r.size) for r in refs])
+            info = api._commit_info(
+                who,
+                ea,
+                _Ing(refs, size, ch),
+                path,  # type: ignore[arg-type]
+            )
+            cmds.append(C.CommitFile(**{**_fields(info), "uploaded": False}))
+            where.append(k)
+        if cmds:
+            out = api._raise_meta(await api._mwrite(C.CommitBatch(cmds)))
+            for k, r in zip(where, out, strict=True):
+                results[k] = r
+        body = []
+        for r in results:
+            if isinstance(r, C.MetaError):
+                if r.tags[:1] == ["need_blocks"]:
+                    body.append({".tag": "need_blocks", "missing": r.extra.get("missing", [])})
+                else:
+                    body.append({".tag": "failure", "failure": wire.union(r.tags, r.extra)})
+            else:
+                body.append({".tag": "success", **wire.metadata_json(r, tagged=False)})
+        return wire_json({"entries": body})
+
+
+class _Ing:
+    """What `ApiServer._commit_info` reads of an `Ingested`."""
+
+    def __init__(self, refs: list[C.BlockRef], size: int, content_hash: str) -> None:
+        self.blocks = [(r.id, r.size) for r in refs]
+        self.size = size
+        self.content_hash = content_hash
+
+
+def _fields(s: Any) -> dict:
+    return {f: getattr(s, f) for f in s.__struct_fields__}
+
+
+def wire_json(obj: Any) -> web.Response:
+    return web.Response(body=wire.dumps(obj), content_type="application/json")

@@ -1,0 +1,338 @@
+"""The native block protocol: what raftbox's own client speaks instead of the Dropbox SDK's routes.
+
+The Dropbox API sends whole files (or session pieces) and lets the server cut them; the native
+protocol lets the client cut them itself, ask which blocks the server already holds for it,
+send only the missing ones, and commit many files in one Raft entry — so an edit of a big file
+costs the bytes of the blocks it changed, and a folder of small files costs one commit. Every
+route is `POST https://HOST/2/raftbox/...` with `Authorization: Bearer TOKEN`, answered by any
+blockserver (nginx routes `/2/raftbox/blocks/` and `/2/raftbox/commit_batch` there).
+
+Routes
+------
+- `blocks/config` (JSON `null` → JSON): the cluster's chunking setting
+  (`{"chunking": {"mode": "cdc", "min_bytes": .., "avg_bytes": .., "max_bytes": ..}, ...}`) and
+  this protocol's limits. A client that chunks the same way as the server dedups best, but any
+  block of at most `max_block_bytes` is accepted: a block is its bytes and its id, whatever cut it.
+- `blocks/has` (JSON `{"ids": [hex, ...]}`, at most 10,000 → `{"have": [hex, ...]}`): which of
+  these blocks THIS namespace may reference — blocks it uploaded itself or already references.
+  A block another account stored is "not had": the answer never tells whether the store holds
+  it (the 2011 "Dropship" lesson), so knowing a hash is never enough to read or link content.
+- `blocks/put` (body: frames, see below, at most 10,000 blocks of at most 4 MiB each →
+  `{"received": N}`): every block is hashed and stored (one copy in the store whoever uploads:
+  a block the store already holds costs no second write, and the answer does not say which),
+  then recorded as uploaded by this namespace with the time (`RecordUpload`, one Raft entry):
+  from then on this namespace may commit files that use it, and garbage collection keeps it
+  while such a commit may still come. A block whose bytes do not hash to its id fails the
+  request with 400 and nothing is recorded.
+- `blocks/get` (JSON `{"ids": [hex, ...]}`, at most 1,000 → body: frames, in the order asked):
+  blocks this namespace may reference; any other id fails the whole request with 409
+  `{"error": {".tag": "not_found", "ids": [...]}}` before a byte is sent. The body streams; a
+  block the store cannot produce (damaged) breaks the connection mid-body, never sends wrong
+  bytes. Clients re-hash every block they receive.
+- `blocks/list` (JSON `{"path": "/a" | "id:..." | "rev:..."}` → `{"metadata": <file metadata>,
+  "blocks": [[hex, size], ...]}`): a file's blocklist, for a download that fetches only the
+  blocks it lacks.
+- `commit_batch` (JSON `{"entries": [...]}`, at most 1,000 → `{"entries": [...]}`): many files in
+  one Raft entry. An entry is `{"path": "/a/b", "blocks": [[hex, size], ...], "size": N,
+  "content_hash": hex (optional), "mode": "add" | "overwrite" | {".tag": "update", "update": rev},
+  "autorename": bool, "strict_conflict": bool, "client_modified": "%Y-%m-%dT%H:%M:%SZ"}`. Every
+  block must be one this namespace has (`blocks/has`), else the entry fails with
+  `{".tag": "need_blocks", "missing": [...]}`. Each result is `{".tag": "success", <file
+  metadata>}` or `{".tag": "failure", "failure": <Dropbox UploadWriteFailed-style union>}`; the
+  entries succeed or fail on their own. `content_hash` is the client's (the Dropbox one: SHA-256
+  over the SHA-256 of each 4 MiB window); when it is left out the server computes it by reading
+  the blocks. With fixed 4 MiB blocks the server checks a given one against the blocklist.
+
+Frames
+------
+`blocks/put` bodies and `blocks/get` answers are a sequence of frames, nothing else:
+
+    [u32 big-endian length][32 bytes: raw SHA-256 of the block][length bytes: the block]
+
+A body ends after a whole frame; anything else (a short frame, a length over the limit) is a
+400 for `put` and a broken stream for `get`. The framing is this module's `frame_header` and
+`read_frames`, shared by the server (`raftbox.api.native`) and `NativeClient` below.
+
+Upload of a file, the way `NativeClient.upload` does it: chunk it (`raftbox.blocks.Chunker`,
+which also gives the content_hash), `blocks/has` for its ids, `blocks/put` the missing ones,
+`commit_batch` with the blocklist (parent rev in `update` mode, as the sync client does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+import struct
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from .chunker import CDC, Chunk, Chunker, Chunking
+from .hashing import BLOCK_WINDOW_BYTES
+
+FRAME = struct.Struct(">I32s")
+MAX_FRAME_BLOCK_BYTES = BLOCK_WINDOW_BYTES  # chunkers cut at most 4 MiB
+MAX_PUT_BLOCKS = 10_000
+MAX_HAS_IDS = 10_000
+MAX_GET_BLOCKS = 1_000
+MAX_COMMIT_ENTRIES = 1_000
+
+
+class FrameError(ValueError):
+    """The frame stream is malformed (the sender's fault)."""
+
+
+def frame_header(block_id: str, size: int) -> bytes:
+    return FRAME.pack(size, bytes.fromhex(block_id))
+
+
+def encode_frames(blocks: Iterable[tuple[str, bytes]]) -> bytes:
+    """All frames in one buffer (small bodies and tests; `NativeClient` streams)."""
+    out = bytearray()
+    for bid, data in blocks:
+        out += frame_header(bid, len(data))
+        out += data
+    return bytes(out)
+
+
+async def read_frames(
+    stream, max_blocks: int = MAX_PUT_BLOCKS, max_block_bytes: int = MAX_FRAME_BLOCK_BYTES
+) -> AsyncIterator[tuple[str, bytes]]:
+    """(block id, bytes) for every frame of `stream` (anything with `readexactly` / `read`),
+    unverified: the caller hashes. `FrameError` on a malformed stream."""
+    n = 0
+    while True:
+        try:
+            head = await stream.readexactly(FRAME.size)
+        except asyncio.IncompleteReadError as e:
+            if not e.partial:
+                return  # a clean end between frames
+            raise FrameError("the body ends inside a frame header") from None
+        size, digest = FRAME.unpack(head)
+        if size > max_block_bytes:
+            raise FrameError(f"a block of {size} bytes (at most {max_block_bytes})")
+        n += 1
+        if n > max_blocks:
+            raise FrameError(f"more than {max_blocks} blocks in one request")
+        try:
+            data = await stream.readexactly(size) if size else b""
+        except asyncio.IncompleteReadError:
+            raise FrameError("the body ends inside a block") from None
+        yield digest.hex(), data
+
+
+class NativeError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"{status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class NativeClient:
+    """A small async client of the native protocol (benchmarks, tests, and an example for the
+    sync client). `bytes_sent` / `bytes_received` count request / response bodies (frames and
+    JSON alike; HTTP headers are not counted)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        chunking: Chunking = CDC,
+        put_batch_bytes: int = 16 * 1024 * 1024,
+        sends_in_flight: int = 2,
+        timeout_s: float = 300.0,
+    ) -> None:
+        import aiohttp
+
+        self.base = base_url.rstrip("/")
+        self.ssl = ssl_context
+        self.chunking = chunking
+        self.put_batch_bytes = put_batch_bytes
+        self.sends_in_flight = sends_in_flight
+        self._http = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        )
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    async def aclose(self) -> None:
+        await self._http.close()
+
+    async def __aenter__(self) -> NativeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _rpc(self, route: str, arg: Any) -> Any:
+        import json
+
+        body = json.dumps(arg).encode()
+        self.bytes_sent += len(body)
+        async with self._http.post(
+            f"{self.base}/2/raftbox/{route}",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            ssl=self.ssl,
+        ) as r:
+            raw = await r.read()
+            self.bytes_received += len(raw)
+            out = json.loads(raw) if r.content_type == "application/json" else raw.decode()
+            if r.status != 200:
+                raise NativeError(r.status, out)
+            return out
+
+    async def config(self) -> dict:
+        return await self._rpc("blocks/config", None)
+
+    async def has(self, ids: list[str]) -> set[str]:
+        have: set[str] = set()
+        for i in range(0, len(ids), MAX_HAS_IDS):
+            have.update((await self._rpc("blocks/has", {"ids": ids[i : i + MAX_HAS_IDS]}))["have"])
+        return have
+
+    async def put(self, blocks: list[tuple[str, bytes]]) -> int:
+        """Upload blocks (one request per `put_batch_bytes`); returns how many were received."""
+        received = 0
+        batch: list[tuple[str, bytes]] = []
+        size = 0
+        for bid, data in blocks:
+            batch.append((bid, data))
+            size += len(data)
+            if size >= self.put_batch_bytes or len(batch) >= MAX_PUT_BLOCKS:
+                received += await self._put_one(batch)
+                batch, size = [], 0
+        if batch:
+            received += await self._put_one(batch)
+        return received
+
+    async def _put_one(self, batch: list[tuple[str, bytes]]) -> int:
+        async def body() -> AsyncIterator[bytes]:
+            for bid, data in batch:
+                yield frame_header(bid, len(data))
+                yield data
+
+        self.bytes_sent += sum(FRAME.size + len(d) for _, d in batch)
+        async with self._http.post(
+            f"{self.base}/2/raftbox/blocks/put",
+            data=body(),
+            headers={"Content-Type": "application/octet-stream"},
+            ssl=self.ssl,
+        ) as r:
+            raw = await r.read()
+            self.bytes_received += len(raw)
+            if r.status != 200:
+                raise NativeError(r.status, raw.decode(errors="replace"))
+            import json
+
+            return int(json.loads(raw)["received"])
+
+    async def get(self, ids: list[str]) -> AsyncIterator[tuple[str, bytes]]:
+        """The blocks, verified, in the order asked."""
+        import json
+
+        for i in range(0, len(ids), MAX_GET_BLOCKS):
+            part = ids[i : i + MAX_GET_BLOCKS]
+            body = json.dumps({"ids": part}).encode()
+            self.bytes_sent += len(body)
+            async with self._http.post(
+                f"{self.base}/2/raftbox/blocks/get",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                ssl=self.ssl,
+            ) as r:
+                if r.status != 200:
+                    raw = await r.read()
+                    raise NativeError(r.status, raw.decode(errors="replace"))
+                k = 0
+                async for bid, data in read_frames(r.content, MAX_GET_BLOCKS):
+                    if bid != part[k] or hashlib.sha256(data).hexdigest() != bid:
+                        raise FrameError(f"block {k}: not the block asked for, or damaged")
+                    k += 1
+                    self.bytes_received += FRAME.size + len(data)
+                    yield bid, data
+                if k != len(part):
+                    raise FrameError(f"{len(part) - k} blocks missing from the answer")
+
+    async def commit_batch(self, entries: list[dict]) -> list[dict]:
+        out: list[dict] = []
+        for i in range(0, len(entries), MAX_COMMIT_ENTRIES):
+            r = await self._rpc("commit_batch", {"entries": entries[i : i + MAX_COMMIT_ENTRIES]})
+            out.extend(r["entries"])
+        return out
+
+    async def upload(self, path: str, dest: str, mode: Any = "overwrite") -> dict:
+        """Chunk the local file `path` and send the blocks the server lacks for this namespace,
+        `put_batch_bytes` at a time (the next batch is cut while up to `sends_in_flight` are
+        asked about and sent), then commit it at `dest`. Memory: a few batches, whatever the
+        file size."""
+        ch = Chunker(self.chunking)
+        blocks: list[list] = []
+        seen: set[str] = set()
+        with open(path, "rb") as f:
+
+            def next_batch() -> tuple[list[Chunk], bool]:
+                out: list[Chunk] = []
+                n = 0
+                while n < self.put_batch_bytes:
+                    piece = f.read(4 * 1024 * 1024)
+                    if not piece:
+                        out.extend(ch.finish())
+                        return out, True
+                    out.extend(ch.feed(piece))
+                    n += len(piece)
+                return out, False
+
+            slots = asyncio.Semaphore(self.sends_in_flight)
+
+            async def send(chunks: list[Chunk]) -> None:
+                try:
+                    await self._send_missing(chunks)
+                finally:
+                    slots.release()
+
+            async with asyncio.TaskGroup() as tg:
+                done = False
+                while not done:
+                    await slots.acquire()  # at most `sends_in_flight` batches sent at once
+                    batch, done = await asyncio.to_thread(next_batch)
+                    blocks.extend([c.id, c.size] for c in batch)
+                    new = []
+                    for c in batch:
+                        if c.id not in seen:
+                            seen.add(c.id)
+                            new.append(c)
+                    tg.create_task(send(new))
+        entry = {
+            "path": dest,
+            "blocks": blocks,
+            "size": ch.size,
+            "content_hash": ch.content_hash(),
+            "mode": mode,
+        }
+        (result,) = await self.commit_batch([entry])
+        if result.get(".tag") != "success":
+            raise NativeError(409, result)
+        return result
+
+    async def _send_missing(self, chunks: list[Chunk]) -> None:
+        if not chunks:
+            return
+        have = await self.has([c.id for c in chunks])
+        await self.put([(c.id, c.data) for c in chunks if c.id not in have])
+
+    async def blocks_of(self, path: str) -> tuple[dict, list[tuple[str, int]]]:
+        """(file metadata, blocklist) of a file by path, "id:..." or "rev:..."."""
+        r = await self._rpc("blocks/list", {"path": path})
+        return r["metadata"], [(b, s) for b, s in r["blocks"]]
+
+    async def download(self, path: str, out_path: str) -> dict:
+        """Fetch the file at `path` into `out_path` (blocks verified); returns its metadata."""
+        meta, blocks = await self.blocks_of(path)
+        with open(out_path, "wb") as f:
+            async for _bid, data in self.get([b for b, _ in blocks]):
+                await asyncio.to_thread(f.write, data)
+        return meta
