@@ -23,11 +23,11 @@ from benchmarks.peers.etcd import (
     check_ports,
     conns_for,
     kill_group,
-    measure_failover,
+    measure_failovers,
+    measure_figures,
     run_json,
     spawn,
     stop_all,
-    summarize_failover,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,41 +131,20 @@ def run_raftbox(
         "durability": "fdatasync on a majority before every ack (group commit)",
         "client": "kvload.py (asyncio, pipelined msgpack/TCP), requests sent to the leader",
         "duration_per_run_s": dur,
-        "put": [],
     }
     with RaftKVCluster(base_port, data_root) as cl:
         cl.wait_ready()
-
-        def bench(op: str, c: int, v: int) -> dict:
-            lead = cl.wait_ready(timeout_s=15)
-            r = kvload(cl.endpoints[lead], op, c, v, dur)
-            log(f"raftbox {op} clients={c} val={v}: {r['rps']:.0f}/s p50={r['p50_ms']:.2f}ms "
-                f"p99={r['p99_ms']:.2f}ms errs={r['errs']}")  # fmt: skip
-            return r
-
-        res["seq_put"] = bench("put", 1, 100)
-        for v in values:
-            for c in clients:
-                res["put"].append(bench("put", c, v))
-        res["get_linearizable"] = bench("get", 64, 100)
-        res["get_serializable"] = bench("getstale", 64, 100)
+        ops = ("put", "get", "getstale")
+        res.update(measure_figures("raftbox", cl, kvload, ops, clients, values, dur, log))
         res["member_exits"] = [i for i, a in enumerate(cl.alive()) if not a]
 
-    fo, errs = [], []
-    for k in range(runs):
-        try:
-            with RaftKVCluster(base_port, data_root) as cl:
-                lead = cl.wait_ready()
-                survivors = [e for i, e in enumerate(cl.endpoints) if i != lead]
-                probe = [PY, KVLOAD, "--op", "loop", "--endpoints", ",".join(survivors),
-                         "--dur", "30", "--val", "100"]  # fmt: skip
-                s = measure_failover(probe, lambda lead=lead, cl=cl: cl.kill(lead), cwd=ROOT)
-                fo.append(s)
-                log(f"raftbox failover run {k + 1}/{runs}: {s:.3f}s")
-        except Exception as e:
-            errs.append(repr(e))
-            log(f"raftbox failover run {k + 1}/{runs} failed: {e!r}")
-    res["failover"] = summarize_failover(fo, errs)
+    def probe(survivors: list[str]) -> list[str]:
+        return [PY, KVLOAD, "--op", "loop", "--endpoints", ",".join(survivors), "--dur", "30",
+                "--val", "100"]  # fmt: skip
+
+    res["failover"] = measure_failovers(
+        "raftbox", lambda: RaftKVCluster(base_port, data_root), probe, runs, log, cwd=ROOT
+    )
     res["failover"]["probe"] = "sequential puts via the 2 survivors, 100 ms timeout (kvload loop)"
     return res
 

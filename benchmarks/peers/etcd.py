@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -190,6 +191,65 @@ def summarize_failover(runs: list[float], errors: list[str]) -> dict:
             max_s=round(max(runs), 3),
         )
     return out
+
+
+def measure_figures(
+    name: str,
+    cl,
+    load: Callable[[str, str, int, int, float], dict],
+    ops: tuple[str, str, str],
+    clients: Sequence[int],
+    values: Sequence[int],
+    dur: float,
+    log: Callable[[str], None],
+    seq_dur: float | None = None,
+) -> dict:
+    """The throughput figures every system reports, against a started cluster `cl` (which has
+    `wait_ready() -> leader index` and `endpoints`). `ops` = (put, linearizable get, stale get)
+    in the system's load generator; `load(endpoint, op, clients, value_bytes, seconds)`."""
+    put, get, stale = ops
+
+    def bench(op: str, c: int, v: int, d: float = dur) -> dict:
+        lead = cl.wait_ready(timeout_s=15)  # the leader may move under load
+        r = load(cl.endpoints[lead], op, c, v, d)
+        log(f"{name} {op} clients={c} val={v}: {r['rps']:.0f}/s p50={r['p50_ms']:.2f}ms "
+            f"p99={r['p99_ms']:.2f}ms errs={r['errs']}")  # fmt: skip
+        return r
+
+    res: dict = {"seq_put": bench(put, 1, 100, seq_dur or dur), "put": []}
+    for v in values:
+        for c in clients:
+            res["put"].append(bench(put, c, v))
+    res["get_linearizable"] = bench(get, 64, 100)
+    res["get_serializable"] = bench(stale, 64, 100)
+    return res
+
+
+def measure_failovers(
+    name: str,
+    new_cluster: Callable[[], Any],
+    probe_argv: Callable[[list[str]], list[str]],
+    runs: int,
+    log: Callable[[str], None],
+    cwd: Path | None = None,
+) -> dict:
+    """Median failover over `runs` fresh clusters: kill -9 the leader while a sequential probe
+    (`probe_argv(survivor endpoints)`) writes through the survivors; see `measure_failover`."""
+    fo, errs = [], []
+    for k in range(runs):
+        try:
+            with new_cluster() as cl:
+                lead = cl.wait_ready()
+                survivors = [e for i, e in enumerate(cl.endpoints) if i != lead]
+                s = measure_failover(
+                    probe_argv(survivors), lambda lead=lead, cl=cl: cl.kill(lead), cwd=cwd
+                )
+                fo.append(s)
+                log(f"{name} failover run {k + 1}/{runs}: {s:.3f}s")
+        except Exception as e:
+            errs.append(repr(e))
+            log(f"{name} failover run {k + 1}/{runs} failed: {e!r}")
+    return summarize_failover(fo, errs)
 
 
 def conns_for(clients: int) -> int:
@@ -392,55 +452,24 @@ def run_etcd(
         "durability": "fsync on every commit (default)",
         "client": "etcdbench (Go, clientv3/gRPC), requests sent to the leader",
         "duration_per_run_s": dur,
-        "put": [],
         "member_exits": [],
     }
 
     with EtcdCluster(base_port, data_root) as cl:
         cl.wait_ready()
-
-        def bench(op: str, c: int, v: int) -> dict:
-            lead = cl.wait_ready(timeout_s=15)  # leader may move under load
-            r = etcdbench(binary, cl.endpoints[lead], op, c, v, dur)
-            log(
-                f"etcd {op} clients={c} val={v}: {r['rps']:.0f}/s p50={r['p50_ms']}ms p99={r['p99_ms']}ms errs={r['errs']}"
-            )
-            return r
-
-        res["seq_put"] = bench("put", 1, 100)
-        for v in values:
-            for c in clients:
-                res["put"].append(bench("put", c, v))
-        res["get_linearizable"] = bench("get", 64, 100)
-        res["get_serializable"] = bench("getser", 64, 100)
+        load = lambda ep, op, c, v, d: etcdbench(binary, ep, op, c, v, d)  # noqa: E731
+        res.update(
+            measure_figures("etcd", cl, load, ("put", "get", "getser"), clients, values, dur, log)
+        )
         res["member_exits"] = [i for i, a in enumerate(cl.alive()) if not a]
 
-    fo, errs = [], []
-    for k in range(runs):
-        try:
-            with EtcdCluster(base_port, data_root) as cl:
-                lead = cl.wait_ready()
-                survivors = [e for i, e in enumerate(cl.endpoints) if i != lead]
-                probe = [
-                    str(binary),
-                    "-op",
-                    "loop",
-                    "-endpoints",
-                    ",".join(survivors),
-                    "-dur",
-                    "30s",
-                    "-timeout",
-                    "100ms",
-                    "-val",
-                    "100",
-                ]
-                s = measure_failover(probe, lambda lead=lead, cl=cl: cl.kill(lead))
-                fo.append(s)
-                log(f"etcd failover run {k + 1}/{runs}: {s:.3f}s")
-        except Exception as e:
-            errs.append(repr(e))
-            log(f"etcd failover run {k + 1}/{runs} failed: {e!r}")
-    res["failover"] = summarize_failover(fo, errs)
+    def probe(survivors: list[str]) -> list[str]:
+        return [str(binary), "-op", "loop", "-endpoints", ",".join(survivors), "-dur", "30s",
+                "-timeout", "100ms", "-val", "100"]  # fmt: skip
+
+    res["failover"] = measure_failovers(
+        "etcd", lambda: EtcdCluster(base_port, data_root), probe, runs, log
+    )
     res["failover"]["probe"] = (
         "sequential puts via the 2 survivors, 100 ms timeout (etcdbench -op loop)"
     )

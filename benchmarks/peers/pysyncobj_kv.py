@@ -56,11 +56,11 @@ from .etcd import (
     check_ports,
     conns_for,
     kill_group,
-    measure_failover,
+    measure_failovers,
+    measure_figures,
     run_json,
     spawn,
     stop_all,
-    summarize_failover,
 )
 
 OP_PUT, OP_GET, OP_LGET, OP_STATUS = 1, 2, 3, 4
@@ -538,43 +538,23 @@ def run_pysyncobj(
         "durability": "journal file, never fsynced (not durable on power loss)",
         "client": "separate asyncio/msgpack pipelined client over TCP, requests sent to the leader",
         "duration_per_run_s": dur,
-        "put": [],
         "replica_exits": [],
     }
     with PySyncObjCluster(base_port, tuned, data_root) as cl:
         cl.wait_ready()
-
-        def bench(op: str, c: int, v: int, d: float = dur) -> dict:
-            lead = cl.wait_ready(timeout_s=15)
-            r = pysyncobj_bench(cl.endpoints[lead], op, c, v, d)
-            log(
-                f"{name} {op} clients={c} val={v}: {r['rps']:.0f}/s p50={r['p50_ms']}ms p99={r['p99_ms']}ms errs={r['errs']}"
-            )
-            return r
-
-        res["seq_put"] = bench("put", 1, 100, seq_dur)
-        for v in values:
-            for c in clients:
-                res["put"].append(bench("put", c, v))
-        res["get_linearizable"] = bench("get", 64, 100)
-        res["get_serializable"] = bench("lget", 64, 100)
+        ops = ("put", "get", "lget")
+        res.update(
+            measure_figures(name, cl, pysyncobj_bench, ops, clients, values, dur, log, seq_dur)
+        )
         res["replica_exits"] = [i for i, a in enumerate(cl.alive()) if not a]
 
-    fo, errs = [], []
-    for k in range(runs):
-        try:
-            with PySyncObjCluster(base_port, tuned, data_root) as cl:
-                lead = cl.wait_ready()
-                survivors = [e for i, e in enumerate(cl.endpoints) if i != lead]
-                probe = _module_argv("loop", "--endpoints", ",".join(survivors), "--dur", "30",
-                                     "--timeout", str(probe_timeout_s), "--val", "100")  # fmt: skip
-                s = measure_failover(probe, lambda lead=lead, cl=cl: cl.kill(lead), cwd=ROOT)
-                fo.append(s)
-                log(f"{name} failover run {k + 1}/{runs}: {s:.3f}s")
-        except Exception as e:
-            errs.append(repr(e))
-            log(f"{name} failover run {k + 1}/{runs} failed: {e!r}")
-    res["failover"] = summarize_failover(fo, errs)
+    def probe(survivors: list[str]) -> list[str]:
+        return _module_argv("loop", "--endpoints", ",".join(survivors), "--dur", "30",
+                            "--timeout", str(probe_timeout_s), "--val", "100")  # fmt: skip
+
+    res["failover"] = measure_failovers(
+        name, lambda: PySyncObjCluster(base_port, tuned, data_root), probe, runs, log, cwd=ROOT
+    )
     res["failover"]["probe"] = (
         f"sequential puts via the 2 survivors (forwarded to the leader), {probe_timeout_s * 1000:.0f} ms timeout"
     )
