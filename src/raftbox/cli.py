@@ -143,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     from raftbox.raft import kvcli
 
     kvcli.add_parser(sub)
+    from raftbox.client import commands as client_commands
+
+    client_commands.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command in client_commands.COMMANDS:
+        return client_commands.run(args)
     if args.command == "raft-kv":
         return kvcli.run(args)
     if args.command == "version":

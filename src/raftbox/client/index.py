@@ -1,0 +1,223 @@
+"""The sync client's SQLite index in `DIR/.raftbox/index.db`: the synced tree and the scan cache.
+
+- `synced`: one row per node of the synced tree (the last state both sides agreed on,
+  DESIGN.md §8), keyed by path key; `load_synced()` rebuilds the `trees.Tree`.
+- `scan_cache`: `(inode, size, mtime_ns) → (content_hash, blocklist)`, so a rescan re-reads only
+  files whose stat changed (`scanner.scan`).
+- `state`: small key/value pairs (the remote cursor, the chunking in use, ...).
+
+The database runs in WAL mode with `synchronous=NORMAL`: a crash loses at most the last
+transactions, never consistency. Writes happen in batches, one transaction each (`batch()`, or
+the `*_many` helpers), which is what keeps the executor resumable: a batch is either recorded
+or not at all. One `Index` is used by one thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .trees import Kind, Node, Tree
+
+STATE_DIR = ".raftbox"
+DB_FILE = "index.db"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS synced (
+    key TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    content_hash TEXT,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER,
+    inode INTEGER,
+    executable INTEGER,
+    link_target TEXT,
+    remote_id TEXT,
+    rev TEXT
+);
+CREATE TABLE IF NOT EXISTS scan_cache (
+    inode INTEGER PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    content_hash TEXT NOT NULL,
+    blocklist TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """What a file's bytes were when it had this (inode, size, mtime_ns)."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+    content_hash: str
+    blocklist: tuple[tuple[str, int], ...]  # (block id, size) in order
+
+
+def _opt_bool(v: int | None) -> bool | None:
+    return None if v is None else bool(v)
+
+
+class Index:
+    """The index of the sync root `root` (created on first open)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.dir = self.root / STATE_DIR
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        self.path = self.dir / DB_FILE
+        self.db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self._depth = 0
+        with self.batch():
+            for stmt in filter(str.strip, _SCHEMA.split(";")):
+                self.db.execute(stmt)
+            v = self.get_state("schema")
+            if v is None:
+                self.set_state("schema", str(SCHEMA_VERSION))
+            elif int(v) != SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path}: schema {v}, this client knows {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction for everything inside (nested batches join the outer one)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self.db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self.db.execute("COMMIT")
+
+    # -- state -----------------------------------------------------------------------------
+
+    def get_state(self, k: str) -> str | None:
+        row = self.db.execute("SELECT v FROM state WHERE k = ?", (k,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_state(self, k: str, v: str | None) -> None:
+        with self.batch():
+            if v is None:
+                self.db.execute("DELETE FROM state WHERE k = ?", (k,))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO state (k, v) VALUES (?, ?)", (k, v))
+
+    # -- the synced tree -------------------------------------------------------------------
+
+    def load_synced(self) -> Tree:
+        rows = self.db.execute(
+            "SELECT path, kind, content_hash, size, mtime_ns, inode, executable, link_target,"
+            " remote_id, rev FROM synced"
+        ).fetchall()
+        nodes = {}
+        for path, kind, ch, size, mtime, inode, ex, target, rid, rev in rows:
+            n = Node(path=path, kind=Kind(kind), content_hash=ch, size=size, mtime_ns=mtime,
+                     inode=inode, executable=_opt_bool(ex), link_target=target,
+                     remote_id=rid, rev=rev)  # fmt: skip
+            nodes[n.key] = n
+        return Tree(nodes)
+
+    def apply(self, put: Iterable[Node] = (), delete: Iterable[str] = ()) -> None:
+        """Record nodes and forget keys (with their subtrees), in one transaction."""
+        with self.batch():
+            for key in delete:
+                self.db.execute(
+                    "DELETE FROM synced WHERE key = ? OR substr(key, 1, ?) = ?",
+                    (key, len(key) + 1, key + "/"),
+                )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO synced (key, path, kind, content_hash, size, mtime_ns,"
+                " inode, executable, link_target, remote_id, rev)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        n.key,
+                        n.path,
+                        n.kind.value,
+                        n.content_hash,
+                        n.size,
+                        n.mtime_ns,
+                        n.inode,
+                        None if n.executable is None else int(n.executable),
+                        n.link_target,
+                        n.remote_id,
+                        n.rev,
+                    )  # fmt: skip
+                    for n in put
+                ],
+            )
+
+    def save_synced(self, tree: Tree) -> None:
+        """Replace the whole synced tree with `tree` (one transaction)."""
+        with self.batch():
+            self.db.execute("DELETE FROM synced")
+            self.apply(put=tree.values())
+
+    # -- the scan cache --------------------------------------------------------------------
+
+    def cache_get(self, inode: int, size: int, mtime_ns: int) -> CacheEntry | None:
+        row = self.db.execute(
+            "SELECT content_hash, blocklist FROM scan_cache"
+            " WHERE inode = ? AND size = ? AND mtime_ns = ?",
+            (inode, size, mtime_ns),
+        ).fetchone()
+        if row is None:
+            return None
+        blocks = tuple((b, int(s)) for b, s in json.loads(row[1]))
+        return CacheEntry(inode, size, mtime_ns, row[0], blocks)
+
+    def cache_put_many(self, entries: Iterable[CacheEntry]) -> None:
+        with self.batch():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO scan_cache (inode, size, mtime_ns, content_hash,"
+                " blocklist) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.inode,
+                        e.size,
+                        e.mtime_ns,
+                        e.content_hash,
+                        json.dumps([list(b) for b in e.blocklist], separators=(",", ":")),
+                    )  # fmt: skip
+                    for e in entries
+                ],
+            )
+
+    def cache_retain(self, inodes: Iterable[int]) -> int:
+        """Drop cache entries of every inode not in `inodes` (after a full scan); how many."""
+        keep = set(inodes)
+        with self.batch():
+            gone = [i for (i,) in self.db.execute("SELECT inode FROM scan_cache") if i not in keep]
+            self.db.executemany("DELETE FROM scan_cache WHERE inode = ?", [(i,) for i in gone])
+        return len(gone)

@@ -1,0 +1,141 @@
+"""The scanner: local nodes from disk, links not followed, ignore rules, incremental rescans."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from raftbox.blocks.chunker import FIXED, chunk_bytes
+from raftbox.client import scanner
+from raftbox.client.index import Index
+from raftbox.client.scanner import MemoryCache, scan
+from raftbox.client.trees import Kind
+
+OLD_NS = 1_600_000_000 * 10**9  # well outside the racily-clean window
+
+
+def _write(p: Path, data: bytes, mtime_ns: int = OLD_NS) -> None:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    os.utime(p, ns=(mtime_ns, mtime_ns))
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every file the scanner hashes (it reads file contents only through chunk_file)."""
+    seen: list[str] = []
+    real = scanner.chunk_file
+
+    def counting(path, chunking):
+        seen.append(os.fspath(path))
+        return real(path, chunking)
+
+    monkeypatch.setattr(scanner, "chunk_file", counting)
+    return seen
+
+
+def _tree_of(root: Path) -> None:
+    _write(root / "a.txt", b"alpha")
+    _write(root / "Docs" / "b.bin", os.urandom(3000))
+    _write(root / "Docs" / "run.sh", b"#!/bin/sh\n")
+    os.chmod(root / "Docs" / "run.sh", 0o755)
+    (root / "empty").mkdir()
+    os.symlink("Docs/b.bin", root / "link")
+    os.symlink("/nonexistent/target", root / "dangling")
+
+
+def test_nodes(tmp_path: Path) -> None:
+    _tree_of(tmp_path)
+    res = scan(tmp_path, chunking=FIXED)
+    t = res.tree
+    assert sorted(n.path for n in t.values()) == [
+        "/Docs", "/Docs/b.bin", "/Docs/run.sh", "/a.txt", "/dangling", "/empty", "/link"]  # fmt: skip
+    a = t.at("/a.txt")
+    assert a is not None and a.kind is Kind.FILE and a.size == 5 and a.mtime_ns == OLD_NS
+    assert a.inode == os.lstat(tmp_path / "a.txt").st_ino and a.executable is False
+    chunks = chunk_bytes(b"alpha", FIXED)
+    assert res.blocklists["/a.txt"] == tuple((c.id, c.size) for c in chunks)
+    # the Dropbox content hash: sha256 over the 4 MiB windows' digests
+    assert a.content_hash == hashlib.sha256(hashlib.sha256(b"alpha").digest()).hexdigest()
+    assert t.at("/Docs/run.sh").executable is True  # type: ignore[union-attr]
+    link = t.at("/link")
+    assert link is not None and link.kind is Kind.SYMLINK and link.link_target == "Docs/b.bin"
+    assert t.at("/dangling").link_target == "/nonexistent/target"  # type: ignore[union-attr]
+    assert t.at("/empty").kind is Kind.FOLDER  # type: ignore[union-attr]
+
+
+def test_symlinked_folder_is_not_followed(tmp_path: Path, reads: list[str]) -> None:
+    outside = tmp_path / "outside"
+    _write(outside / "secret", b"s")
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(outside, root / "out")
+    res = scan(root)
+    assert [n.path for n in res.tree.values()] == ["/out"]
+    assert res.tree.at("/out").kind is Kind.SYMLINK  # type: ignore[union-attr]
+    assert reads == []
+
+
+def test_ignore_rules(tmp_path: Path) -> None:
+    _write(tmp_path / "keep.txt", b"k")
+    _write(tmp_path / "x.tmp", b"t")  # a default pattern
+    _write(tmp_path / "build" / "out.o", b"o")
+    _write(tmp_path / "logs" / "a.log", b"l")
+    _write(tmp_path / "logs" / "keep.log", b"l")
+    _write(tmp_path / ".raftboxignore", b"build/\n*.log\n!keep.log\n")
+    Index(tmp_path).close()  # the state folder exists and is ignored by default
+    got = sorted(n.path for n in scan(tmp_path).tree.values())
+    assert got == ["/.raftboxignore", "/keep.txt", "/logs", "/logs/keep.log"]
+
+
+def test_rescan_unchanged_reads_nothing(tmp_path: Path, reads: list[str]) -> None:
+    root = tmp_path / "r"
+    _tree_of(root)
+    with Index(root) as ix:
+        first = scan(root, ix)
+        assert first.hashed == 3 and len(reads) == 3
+        reads.clear()
+        second = scan(root, ix)
+        assert reads == [] and second.hashed == 0 and second.cached == 3
+        assert second.tree == first.tree
+        assert second.blocklists == first.blocklists
+    # the cache survives a reopen of the index
+    with Index(root) as ix:
+        assert scan(root, ix).hashed == 0 and reads == []
+
+
+def test_rescan_rereads_only_changed(tmp_path: Path, reads: list[str]) -> None:
+    _tree_of(tmp_path)
+    cache = MemoryCache()
+    first = scan(tmp_path, cache)
+    reads.clear()
+    _write(tmp_path / "a.txt", b"alpha2")  # size + mtime change
+    _write(tmp_path / "Docs" / "b.bin", os.urandom(3000), mtime_ns=OLD_NS + 1)  # same size
+    res = scan(tmp_path, cache)
+    assert sorted(os.path.relpath(p, tmp_path) for p in reads) == ["Docs/b.bin", "a.txt"]
+    assert res.tree.at("/a.txt").content_hash != first.tree.at("/a.txt").content_hash  # type: ignore[union-attr]
+    # a deleted file's cache entry is dropped
+    os.unlink(tmp_path / "a.txt")
+    scan(tmp_path, cache)
+    assert first.tree.at("/a.txt").inode not in cache.entries  # type: ignore[union-attr]
+
+
+def test_recently_modified_files_are_not_cached(tmp_path: Path, reads: list[str]) -> None:
+    (tmp_path / "fresh").write_bytes(b"just written")
+    cache = MemoryCache()
+    scan(tmp_path, cache)
+    scan(tmp_path, cache)
+    assert len(reads) == 2 and cache.entries == {}
+
+
+def test_case_twins_and_skips(tmp_path: Path) -> None:
+    _write(tmp_path / "a.txt", b"1")
+    _write(tmp_path / "A.txt", b"2")
+    os.mkfifo(tmp_path / "fifo")
+    res = scan(tmp_path)
+    assert [n.path for n in res.tree.values()] == ["/A.txt"]
+    assert [n.path for n in res.tree.twins] == ["/a.txt"]
+    assert ("/fifo", "not a file, folder or symlink") in res.skipped
