@@ -168,6 +168,8 @@ class Server:
             MetaStore(os.path.join(cfg.data, "meta.sqlite3")) if "meta" in cfg.roles else None
         )
         self.node: RaftNode | None = None
+        self.failed: BaseException | None = None  # the Raft node broke: the process must stop
+        self.stop_requested = asyncio.Event()
         self.meta: MetaService | None = None
         self.notify: NotifyService | None = None
         self.notify_process: NotifyProcess | None = None
@@ -180,7 +182,19 @@ class Server:
         self.gc: GarbageCollector | None = None
         self._gc_task: asyncio.Task | None = None
 
+    def _on_fatal(self, exc: BaseException) -> None:
+        self.failed = exc
+        self.stop_requested.set()
+
     async def start(self) -> None:
+        """Bring every role up; if any part fails, take down what started and re-raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         cfg = self.cfg
         # Block work runs in worker threads (hashing, zstd, and file writes that wait on fsync):
         # the default pool (CPUs + 4) would let a few fsyncs stall every upload's hashing.
@@ -206,6 +220,7 @@ class Server:
                 election_ticks=cfg.election_ticks,
             ),
             self.store,
+            on_fatal=self._on_fatal,
         )
         await self.node.start()
         self.meta = MetaService(self.node, self.store)
@@ -321,12 +336,17 @@ class Server:
             self.store.close()
 
 
-async def _wait_for_signal() -> None:
-    stop = asyncio.Event()
+async def _wait_for_stop(srv: Server) -> None:
+    """Until SIGTERM/SIGINT, or until the Raft node breaks (then the process exits with 70)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+        loop.add_signal_handler(sig, srv.stop_requested.set)
+    await srv.stop_requested.wait()
+
+
+def _exit_if_failed(srv: Server) -> None:
+    if srv.failed is not None:
+        raise SystemExit(70)
 
 
 def run(coro) -> None:
@@ -343,9 +363,10 @@ async def serve(cfg: ServeConfig) -> None:
     await srv.start()
     print(f"raftbox member {cfg.node_id} serving {','.join(cfg.roles)} on {srv.url}", flush=True)
     try:
-        await _wait_for_signal()
+        await _wait_for_stop(srv)
     finally:
         await srv.stop()
+    _exit_if_failed(srv)
 
 
 def _free_peer_port() -> int:
@@ -384,9 +405,10 @@ async def up(data: str, listen: Address, **notify_kw) -> None:
         token = f.read().strip()
     print(banner(srv.url, token, srv.ca_file or "", data), flush=True)
     try:
-        await _wait_for_signal()
+        await _wait_for_stop(srv)
     finally:
         await srv.stop()
+    _exit_if_failed(srv)
 
 
 def banner(url: str, token: str, ca: str, data: str) -> str:

@@ -172,6 +172,21 @@ def test_lost_snapshot_chunk_is_retransmitted():
     assert h.members[3].snapshot_data == SNAP_DATA
 
 
+def test_heartbeat_resends_during_a_transfer_do_not_start_extra_chunk_streams():
+    h = behind_and_compacted(chunk=16)
+    h.tick(1)
+    for _ in range(3):  # heartbeats while the transfer runs: each resends the current chunk
+        h.process_all()
+        h.deliver()
+        h.tick(1)
+    h.stabilize()
+    offsets = snap_offsets(h)
+    assert h.members[3].snapshot_data == SNAP_DATA
+    # Every chunk is delivered about once (a resend may duplicate the one then in flight),
+    # never once per heartbeat that happened during the transfer.
+    assert len(offsets) <= len(set(offsets)) + 3, offsets
+
+
 def test_follower_restart_mid_transfer_restarts_it_from_offset_zero():
     h = behind_and_compacted(chunk=16)
     h.tick(1)

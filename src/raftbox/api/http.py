@@ -651,11 +651,12 @@ class ApiServer:
         assert commit is not None
         wire.write_mode(commit)
         ns = who.namespace_id
+        # Check the session before storing any of the body (up to 150 MiB) for it.
+        head = await self.mc.query("session_head", session_id)
+        if head is None or head[0] != ns:
+            raise ApiError(["lookup_failed", "not_found"])
         ing, gen = await self._ingest(request, a)
         if ing.size:
-            head = await self.mc.query("session_head", session_id)
-            if head is None or head[0] != ns:
-                raise ApiError(["lookup_failed", "not_found"])
             if head[1]:
                 raise ApiError(["concurrent_session_data_not_allowed"])
             r = await self._mwrite(

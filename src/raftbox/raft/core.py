@@ -645,8 +645,10 @@ class RawNode:
                 return
             if m.reject:
                 pr.snap_acked_bytes = 0
+            elif m.index > pr.snap_acked_bytes:
+                pr.snap_acked_bytes = m.index
             else:
-                pr.snap_acked_bytes = max(pr.snap_acked_bytes, m.index)
+                return  # an answer to a resent chunk: the stream already moved on (one in flight)
             self._send_snapshot_chunk(m.frm, pr)
 
     # -- follower side of replication -----------------------------------------------------------

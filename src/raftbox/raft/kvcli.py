@@ -90,18 +90,21 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         sm = KVStateMachine()
-        node = RaftNode(cfg, sm)
+        stop = asyncio.Event()
+        failed: list[BaseException] = []
+        node = RaftNode(cfg, sm, on_fatal=lambda e: (failed.append(e), stop.set()))
         await node.start()
         server = KVServer(node, sm, args.listen)
         addr = await server.start()
         print(f"raft-kv member {args.id} serving clients on {addr[0]}:{addr[1]}", flush=True)
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await server.close()
         await node.stop()
+        if failed:
+            raise SystemExit(70)  # the node broke: say so with the exit status
 
     _run_loop(main())
     return 0

@@ -40,7 +40,8 @@ state machine's own applied index is older, then the core replays what is missin
 from __future__ import annotations
 
 import asyncio
-import collections
+import concurrent.futures
+import heapq
 import itertools
 import logging
 import os
@@ -121,10 +122,24 @@ class _Envelope(msgspec.Struct, array_like=True):
 
 
 class RaftNode:
-    def __init__(self, cfg: NodeConfig, sm: StateMachine, **transport_kw) -> None:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        sm: StateMachine,
+        on_fatal: Callable[[BaseException], None] | None = None,
+        **transport_kw,
+    ) -> None:
+        """`on_fatal(exc)` is called once if the node breaks (an invariant of the core, a disk
+        error): the node then refuses everything with `Unavailable`; a process should stop
+        (STYLE: a broken invariant stops the process instead of writing bad data)."""
         from .disklog import DiskLog
 
         self.cfg = cfg
+        self.on_fatal = on_fatal
+        self.failed: BaseException | None = None
+        # One thread does every disk write, in order: the DiskLog's one-writer rule, and Raft's
+        # fsyncs never wait behind other work (block hashing, uploads) in a shared pool.
+        self._disk_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raft-disk")
         self.sm = sm
         self.id = cfg.node_id
         self.rng = random.Random(cfg.seed if cfg.seed is not None else os.urandom(8))
@@ -169,15 +184,13 @@ class RaftNode:
         self._wake = asyncio.Event()
         self._applied_cond = asyncio.Condition()
         self._waiters: dict[tuple[int, int], asyncio.Future] = {}
-        self._deadlines: collections.deque[tuple[float, tuple[int, int]]] = collections.deque()
+        self._deadlines: list[tuple[float, tuple[int, int], asyncio.Future]] = []  # a heap
         self._encoder = msgspec.msgpack.Encoder()
         self._cmd_decoder = msgspec.msgpack.Decoder(Command)
         self._loop = asyncio.get_event_loop()
         self._reads: dict[bytes, asyncio.Future] = {}
         self._read_ids = itertools.count(1)
-        self._tg: asyncio.TaskGroup | None = None
         self._runner: asyncio.Task | None = None
-        self._stopping = False
         self.leader = NONE
         self.role = StateRole.FOLLOWER
         self._last_snapshot_index = snap.meta.index
@@ -222,24 +235,37 @@ class RaftNode:
     async def _main(self, started: asyncio.Future) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
-                self._tg = tg
                 tg.create_task(self._ticker())
                 tg.create_task(self._ready_loop())
                 started.set_result(None)
+        except Exception as e:  # noqa: BLE001 - the node is broken: say so, don't limp on
+            while isinstance(e, ExceptionGroup) and len(e.exceptions) == 1:
+                e = e.exceptions[0]  # the task that failed, not the TaskGroup's wrapper
+            self._fatal(e)
         finally:
             if not started.done():
                 started.set_result(None)
 
+    def _fatal(self, exc: BaseException) -> None:
+        if self.failed is not None:
+            return
+        self.failed = exc
+        log.critical("raft node %d stopped by an error: %r", self.id, exc, exc_info=exc)
+        self._fail_all(Unavailable(f"raft node failed: {exc!r}"))
+        if self.on_fatal is not None:
+            self.on_fatal(exc)
+
     async def stop(self) -> None:
-        """Graceful shutdown: stop the loops, fail waiters, close the transport and the log."""
-        self._stopping = True
-        self._wake.set()
+        """Graceful shutdown: stop the loops, let a disk write in progress finish, fail the
+        waiters, close the transport and then the log."""
         if self._runner is not None:
             self._runner.cancel()
             try:
                 await self._runner
-            except asyncio.CancelledError:
+            except BaseException:  # noqa: BLE001 - cancelled, or already reported by _fatal
                 pass
+        # A write the loop was awaiting runs on in its thread: wait for it before closing.
+        await asyncio.get_running_loop().run_in_executor(None, self._disk_pool.shutdown, True)
         self._fail_all(Retry("node stopped"))
         await self.transport.close()
         self.disk.close()
@@ -273,7 +299,7 @@ class RaftNode:
             self.transport.flush()
         if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
             if rd.must_sync:
-                persisted = await asyncio.to_thread(self._persist, rd)
+                persisted = await self._on_disk(self._persist, rd)
             else:
                 persisted = self._persist(rd)  # a commit-only change: no fsync, no thread
             self.disk.mark_stable(persisted)
@@ -306,6 +332,9 @@ class RaftNode:
             async with self._applied_cond:
                 self._applied_cond.notify_all()
             await self._maybe_snapshot()
+
+    def _on_disk(self, fn, *args) -> asyncio.Future:
+        return self._loop.run_in_executor(self._disk_pool, fn, *args)
 
     def _persist(self, rd: Ready):
         """Runs in the worker thread (the DiskLog's writer side); see disklog.py."""
@@ -355,7 +384,7 @@ class RaftNode:
                 self.disk.compact(keep)
             return self.disk.sync()
 
-        self.disk.mark_stable(await asyncio.to_thread(write_snapshot))
+        self.disk.mark_stable(await self._on_disk(write_snapshot))
         self._last_snapshot_index = applied
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
@@ -375,8 +404,16 @@ class RaftNode:
 
     # -- transport callbacks -------------------------------------------------------------------
     def _on_messages(self, msgs: list[Message]) -> None:
-        for m in msgs:
-            self.core.step(m)
+        if self.failed is not None:
+            return
+        try:
+            for m in msgs:
+                self.core.step(m)
+        except Exception as e:  # noqa: BLE001 - a core invariant broke: stop this node only
+            self._fatal(e)
+            if self._runner is not None:
+                self._runner.cancel()
+            return
         self._wake.set()
 
     def _on_unreachable(self, peer_id: int) -> None:
@@ -454,6 +491,8 @@ class RaftNode:
         ticker sweeps deadlines: no timer per proposal) or if this node loses leadership.
         A second submit of the same (client_id, seq) while the first waits shares its future.
         """
+        if self.failed is not None:
+            raise Unavailable(f"raft node failed: {self.failed!r}")
         if self.role != StateRole.LEADER:
             raise NotLeader(self.leader)
         key = (cmd.client_id, cmd.seq)
@@ -463,7 +502,7 @@ class RaftNode:
             self.core.propose(self._encoder.encode(stamped))
             fut = self._loop.create_future()
             self._waiters[key] = fut
-            self._deadlines.append((time.monotonic() + timeout_s, key))
+            heapq.heappush(self._deadlines, (time.monotonic() + timeout_s, key, fut))
             self._wake.set()
         return fut
 
@@ -471,9 +510,10 @@ class RaftNode:
         now = time.monotonic()
         dl = self._deadlines
         while dl and dl[0][0] <= now:
-            _, key = dl.popleft()
-            fut = self._waiters.pop(key, None)
-            if fut is not None and not fut.done():
+            _, key, fut = heapq.heappop(dl)
+            if self._waiters.get(key) is fut:  # not a newer proposal of the same (client, seq)
+                del self._waiters[key]
+            if not fut.done():
                 fut.set_exception(Retry("proposal not applied in time"))
 
     async def _wait_leader(self, timeout_s: float) -> int:
@@ -556,7 +596,11 @@ class RaftNode:
             await self.transport.call(leader, "add_member", payload, timeout_s + 1.0)
             return
         deadline = time.monotonic() + timeout_s
-        await self.change_member(ConfChangeType.ADD_LEARNER, node_id, addr, timeout_s)
+        cs = self.core.conf_state
+        if node_id in cs.voters:
+            return  # already done (a retried call must not demote it to a learner)
+        if node_id not in cs.learners:
+            await self.change_member(ConfChangeType.ADD_LEARNER, node_id, addr, timeout_s)
         while True:
             if self.role == StateRole.LEADER:
                 pr = self.core.status().progress.get(node_id)
