@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -20,14 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.peers.etcd import (
+    ProcessCluster,
     check_ports,
     conns_for,
-    kill_group,
     measure_failovers,
     measure_figures,
     run_json,
     spawn,
-    stop_all,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,11 +33,11 @@ PY = sys.executable
 KVLOAD = str(ROOT / "benchmarks" / "kvload.py")
 
 
-class RaftKVCluster:
+class RaftKVCluster(ProcessCluster):
     def __init__(self, base_port: int, data_root: str | None = None) -> None:
+        super().__init__()
         self.base = base_port
-        self.dir = tempfile.mkdtemp(prefix="raftkv-bench-", dir=data_root)
-        self.procs: list = [None, None, None]
+        self.dir = Path(tempfile.mkdtemp(prefix="raftkv-bench-", dir=data_root))
         self.endpoints = [f"127.0.0.1:{base_port + i}" for i in (1, 2, 3)]
         self.peers = ",".join(f"{i}=127.0.0.1:{base_port + 10 + i}" for i in (1, 2, 3))
 
@@ -77,27 +75,6 @@ class RaftKVCluster:
                     return st["leader"] - 1
             time.sleep(0.1)
         raise RuntimeError("raft-kv cluster has no leader")
-
-    def kill(self, i: int) -> None:
-        kill_group(self.procs[i])
-
-    def alive(self) -> list[bool]:
-        return [p is not None and p.poll() is None for p in self.procs]
-
-    def stop(self) -> None:
-        stop_all([p for p in self.procs if p is not None])
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> RaftKVCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def kvload(endpoint: str, op: str, clients: int, val: int, dur_s: float) -> dict:

@@ -273,7 +273,46 @@ def ensure_etcdbench(bin_dir: Path = DEFAULT_BIN_DIR) -> Path:
 # ---------------------------------------------------------------- etcd cluster
 
 
-class EtcdCluster:
+class ProcessCluster:
+    """Three member processes of one system on 127.0.0.1, which a subclass's `start()` puts
+    into `procs`, with data under `dir`; kill one, check which live, stop all, and a context
+    manager that stops everything whatever happens."""
+
+    stop_grace_s = 5.0
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen | None] = [None, None, None]
+        self.dir: Path | None = None
+
+    def kill(self, i: int) -> None:
+        p = self.procs[i]
+        if p is not None:
+            kill_group(p, signal.SIGKILL)
+            p.wait(timeout=5)
+
+    def alive(self) -> list[bool]:
+        return [p is not None and p.poll() is None for p in self.procs]
+
+    def stop(self) -> None:
+        stop_all([p for p in self.procs if p is not None], grace_s=self.stop_grace_s)
+        self.procs = [None, None, None]
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EtcdCluster(ProcessCluster):
     """3 etcd members on 127.0.0.1: clients on base_port+1..3, peers on base_port+11..13."""
 
     def __init__(
@@ -288,8 +327,7 @@ class EtcdCluster:
         self.etcd_bin = etcd_bin
         self.etcdctl_bin = etcdctl_bin
         self.endpoints = [f"127.0.0.1:{base_port + i}" for i in (1, 2, 3)]
-        self.procs: list[subprocess.Popen | None] = [None, None, None]
-        self.dir: Path | None = None
+        super().__init__()
 
     def start(self) -> None:
         check_ports([self.base + i for i in (1, 2, 3, 11, 12, 13)])
@@ -372,33 +410,6 @@ class EtcdCluster:
                 return lead
             time.sleep(0.2)
         raise RuntimeError(f"etcd cluster not ready within {timeout_s}s")
-
-    def kill(self, i: int) -> None:
-        p = self.procs[i]
-        if p is not None:
-            kill_group(p, signal.SIGKILL)
-            p.wait(timeout=5)
-
-    def alive(self) -> list[bool]:
-        return [p is not None and p.poll() is None for p in self.procs]
-
-    def stop(self) -> None:
-        stop_all([p for p in self.procs if p is not None])
-        self.procs = [None, None, None]
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self) -> EtcdCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def etcd_version(etcd_bin: str = "etcd") -> str:

@@ -42,7 +42,6 @@ import collections
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,14 +52,13 @@ import msgspec
 
 from .etcd import (
     ROOT,
+    ProcessCluster,
     check_ports,
     conns_for,
-    kill_group,
     measure_failovers,
     measure_figures,
     run_json,
     spawn,
-    stop_all,
 )
 
 OP_PUT, OP_GET, OP_LGET, OP_STATUS = 1, 2, 3, 4
@@ -412,7 +410,7 @@ def loop_main(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- orchestration (importable)
 
 
-class PySyncObjCluster:
+class PySyncObjCluster(ProcessCluster):
     """3 replica processes: Raft on base_port+1..3, clients on base_port+11..13."""
 
     def __init__(self, base_port: int = 24790, tuned: bool = False, data_root: str | None = None,
@@ -421,8 +419,7 @@ class PySyncObjCluster:
         self.max_lifetime_s = max_lifetime_s
         self.raft = [f"127.0.0.1:{base_port + i}" for i in (1, 2, 3)]
         self.endpoints = [f"127.0.0.1:{base_port + 10 + i}" for i in (1, 2, 3)]
-        self.procs: list[subprocess.Popen | None] = [None, None, None]
-        self.dir: Path | None = None
+        super().__init__()
 
     def start(self) -> None:
         check_ports([self.base + i for i in (1, 2, 3, 11, 12, 13)])
@@ -455,9 +452,6 @@ class PySyncObjCluster:
                     return i
         return None
 
-    def alive(self) -> list[bool]:
-        return [p is not None and p.poll() is None for p in self.procs]
-
     def wait_ready(self, timeout_s: float = 30.0) -> int:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -473,31 +467,7 @@ class PySyncObjCluster:
             time.sleep(0.2)
         raise RuntimeError(f"PySyncObj cluster not ready within {timeout_s}s")
 
-    def kill(self, i: int) -> None:
-        p = self.procs[i]
-        if p is not None:
-            kill_group(p)
-            p.wait(timeout=5)
-
-    def stop(self) -> None:
-        import shutil
-
-        stop_all([p for p in self.procs if p is not None], grace_s=2.0)
-        self.procs = [None, None, None]
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self) -> PySyncObjCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    stop_grace_s = 2.0
 
 
 def _module_argv(*args: str) -> list[str]:
