@@ -40,7 +40,7 @@ import msgspec
 from aiohttp import web
 
 from raftbox.meta import commands as C
-from raftbox.meta.service import MetaService, _typed, token_hash
+from raftbox.meta.service import MetaService, TokenCache, _typed, token_hash
 from raftbox.raft.node import NodeError, Unavailable
 from raftbox.raft.sessions import Command
 
@@ -173,7 +173,7 @@ class RemoteMetaClient:
         self._session: aiohttp.ClientSession | None = None
         self._new_client()
         self._inflight: set[int] = set()
-        self._auth: dict[bytes, tuple[float, C.AccountInfo]] = {}
+        self._auth = TokenCache(auth_ttl_s)
         self._gen = _GcGenCache(gc_gen_max_age_s)
         self.failovers = 0
 
@@ -252,15 +252,12 @@ class RemoteMetaClient:
 
     async def auth(self, token: str) -> C.AccountInfo | None:
         h = token_hash(token)
-        hit = self._auth.get(h)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < self.auth_ttl_s:
-            return hit[1]
+        acct = self._auth.get(h)
+        if acct is not None:
+            return acct
         acct = await self.query("auth_token", h)
         if acct is not None:
-            if len(self._auth) > 10_000:
-                self._auth.clear()
-            self._auth[h] = (now, acct)
+            self._auth.put(h, acct)
         return acct
 
     async def gc_generation(self, fresh: bool = False) -> int:

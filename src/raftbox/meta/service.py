@@ -12,7 +12,8 @@
 - Cursors: opaque strings, HMAC-SHA256-signed with the cluster secret held in the replicated
   state, so they cannot be forged (long-poll takes them without any other credential).
 - Tokens: bearer tokens are 256-bit random strings; only their SHA-256 is replicated. Token →
-  account answers are cached (a revoked token is re-checked on a cache miss).
+  account answers are cached for a minute (`TokenCache`), so a revoked token stops working
+  within that time.
 
 The block role calls `commit()` — one round trip carrying the whole directive (path, blocks,
 mode, parent rev), as the seed's blockservers call the metaservers by RPC instead of talking to
@@ -28,6 +29,7 @@ import hmac
 import logging
 import os
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +49,27 @@ def token_hash(token: str) -> bytes:
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
+
+
+class TokenCache:
+    """Bearer token hash → account, remembered for `ttl_s` so a revoked token stops working
+    within that time on every process; bounded to `max_entries` (cleared when full)."""
+
+    def __init__(self, ttl_s: float = 60.0, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[bytes, tuple[float, Any]] = {}
+
+    def get(self, h: bytes) -> Any | None:
+        hit = self._entries.get(h)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        return None
+
+    def put(self, h: bytes, acct: Any) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[h] = (time.monotonic(), acct)
 
 
 class CursorInvalid(Exception):
@@ -73,7 +96,7 @@ class MetaService:
         self.node = node
         self.store = store
         self.write_timeout_s = write_timeout_s
-        self._auth_cache: dict[bytes, Any] = {}
+        self._auth_cache = TokenCache()
         self._enc = msgspec.msgpack.Encoder()
 
     async def start(self, timeout_s: float = 30.0) -> None:
@@ -115,9 +138,7 @@ class MetaService:
         if acct is None:
             acct = await self.read(lambda s: s.auth_token(h))
         if acct is not None:
-            if len(self._auth_cache) > 10_000:
-                self._auth_cache.clear()
-            self._auth_cache[h] = acct
+            self._auth_cache.put(h, acct)
         return acct
 
     async def create_account(self, email: str, display_name: str) -> tuple[Any, str]:
