@@ -135,7 +135,7 @@ def load_admin_token(cfg: ServeConfig) -> str:
     if os.path.exists(path):
         with open(path) as f:
             return f.read().strip()
-    token = secrets.token_urlsafe(32)
+    token = "rbxadmin_" + secrets.token_urlsafe(32)  # never starts with "-" (see new_token)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")

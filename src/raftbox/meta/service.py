@@ -48,7 +48,9 @@ def token_hash(token: str) -> bytes:
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    # A fixed prefix: recognisable in logs and config files, and a token never starts with
+    # "-" (which a command line would take for an option: `--token -abc…`).
+    return "rbx_" + secrets.token_urlsafe(32)
 
 
 class TokenCache:
