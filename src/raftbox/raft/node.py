@@ -367,12 +367,8 @@ class RaftNode:
         cs = self.core.conf_state
         members = set(cs.voters) | set(cs.learners)
         for pid, addr in self.addresses.items():
-            if pid == self.id:
-                continue
-            if pid in members or not members:
+            if pid != self.id and (pid in members or not members):
                 self.transport.set_peer(pid, addr)
-            else:
-                self.transport.remove_peer(pid)  # removed: stop redialling it forever
 
     async def _maybe_snapshot(self) -> None:
         applied = self.core.log.applied
