@@ -1442,10 +1442,7 @@ class MetaStore:
         except MalformedPath:
             raise _Fail("path", "malformed_path") from None
         if ref.kind == "rev":
-            r = self._revision(ns, ref.value)
-            if r is None:
-                raise _Fail("path", "not_found")
-            return self._rev_meta(r, self._live_by_id(ns, r.id) is None)
+            return self._by_rev(ns, ref.value)[0]
         if ref.kind == "id":
             e = self._live_by_id(ns, ref.value)
         elif ref.ns is not None and ref.ns != ns:
@@ -1456,6 +1453,13 @@ class MetaStore:
             raise _Fail("path", "not_found")
         return self._meta_of(ns, e)
 
+    def _by_rev(self, ns: int, rev: str) -> tuple[FileMeta, Any]:
+        """A revision's metadata ("rev:…" paths) and its row, or fail with path/not_found."""
+        r = self._revision(ns, rev)
+        if r is None:
+            raise _Fail("path", "not_found")
+        return self._rev_meta(r, self._live_by_id(ns, r.id) is None), r
+
     def file_blocks(self, ns: int, path: str) -> tuple[FileMeta, list[BlockRef]] | MetaError:
         """A file (by path, id or rev) and its blocklist, for a download."""
 
@@ -1465,12 +1469,8 @@ class MetaStore:
             except MalformedPath:
                 raise _Fail("path", "malformed_path") from None
             if ref.kind == "rev":
-                r = self._revision(ns, ref.value)
-                if r is None:
-                    raise _Fail("path", "not_found")
-                return self._rev_meta(r, self._live_by_id(ns, r.id) is None), _blocks_dec.decode(
-                    r.blocks
-                )
+                meta, r = self._by_rev(ns, ref.value)
+                return meta, _blocks_dec.decode(r.blocks)
             e = self._lookup_live(ns, path, "path")
             if e.kind != FILE:
                 raise _Fail("path", "not_file")
