@@ -70,7 +70,7 @@ class Procs:
     def __init__(self, prefix: str) -> None:
         self.dir = tempfile.mkdtemp(prefix=prefix)
         self.procs: list[subprocess.Popen] = []
-        self.admin = secrets.token_urlsafe(24)
+        self.admin = "rbxadmin_" + secrets.token_urlsafe(24)  # never starts with "-"
         from cryptography.hazmat.primitives import serialization
 
         from raftbox.tls import issue, make_ca

@@ -189,7 +189,7 @@ class ApiCluster:
     def __init__(self, base: Path, n: int = 3, tick_ms: int = 20) -> None:
         self.base = base
         self.tick_ms = tick_ms
-        self.admin_token = secrets.token_urlsafe(24)
+        self.admin_token = "rbxadmin_" + secrets.token_urlsafe(24)  # never starts with "-"
         self.members = {i: Member(i, base) for i in range(1, n + 1)}
         ca_cert, ca_key = make_ca("raftbox test cluster CA", valid_days=2)
         cert_pem, key_pem = issue(ca_cert, ca_key, "raftbox", (HOST, "localhost"), valid_days=2)

@@ -107,7 +107,7 @@ class Net:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.admin = secrets.token_urlsafe(24)
+        self.admin = "rbxadmin_" + secrets.token_urlsafe(24)  # never starts with "-"
         self.procs: dict[str, Proc] = {}
         ca_cert, ca_key = make_ca("notify tests CA", 2)
         cert, key = issue(ca_cert, ca_key, "raftbox", (HOST, "localhost"), 2)
