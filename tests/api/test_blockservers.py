@@ -253,8 +253,50 @@ def test_native_protocol_through_nginx(fleet, tails_on_failure, tmp_path):
             out = tmp_path / "out.bin"
             await nc.download("/native/copy.bin", str(out))
             assert out.read_bytes() == src.read_bytes()
+            # attributes and the batch blocklist: through a blockserver's RemoteMetaClient
+            tgt = b"src.bin"
+            await nc.put([(hashlib.sha256(tgt).hexdigest(), tgt)])
+            link, exe = await nc.commit_batch(
+                [
+                    {"path": "/native/link", "blocks": [[hashlib.sha256(tgt).hexdigest(), 7]],
+                     "size": 7, "symlink_target": "src.bin"},
+                    {"path": "/native/exe", "blocks": [[hashlib.sha256(tgt).hexdigest(), 7]],
+                     "size": 7, "executable": True},
+                ]
+            )  # fmt: skip
+            assert link["symlink_info"] == {"target": "src.bin"} and exe["executable"] is True
+            got = await nc.blocks_of_many(["/native/link", "/native/nothing", "/native/exe"])
+            assert got[1] is None
+            assert got[0][0]["symlink_info"] == {"target": "src.bin"} and got[0][1] == [
+                (hashlib.sha256(tgt).hexdigest(), 7)
+            ]
+            assert got[2][0]["executable"] is True
 
     asyncio.run(main())
+
+
+def test_finish_batch_v2_through_a_blockserver(fleet, tails_on_failure):
+    _acct, token = procs.create_account_http(
+        fleet.hostport, fleet.cluster.ca, fleet.cluster.admin_token, "batch-bs@example.test"
+    )
+    a, b = fleet.bs_hostports
+    sids = []
+    for body in (b"one", b"two"):
+        r = _plain(a, "files/upload_session/start", token, {"close": True}, body)
+        assert r.status_code == 200, r.text
+        sids.append(r.json()["session_id"])
+    entries = [
+        {"cursor": {"session_id": sids[0], "offset": 3}, "commit": {"path": "/fb/one"}},
+        {"cursor": {"session_id": "no-such-session", "offset": 0}, "commit": {"path": "/fb/x"}},
+        {"cursor": {"session_id": sids[1], "offset": 3}, "commit": {"path": "/fb/two"}},
+    ]
+    r = requests.post(f"http://{b}/2/files/upload_session/finish_batch_v2",
+                      json={"entries": entries}, headers={"Authorization": f"Bearer {token}"},
+                      timeout=60)  # fmt: skip
+    assert r.status_code == 200, r.text
+    one, missing, two = r.json()["entries"]
+    assert one[".tag"] == two[".tag"] == "success" and one["rev"][:12] == two["rev"][:12]
+    assert missing["failure"] == {".tag": "lookup_failed", "lookup_failed": {".tag": "not_found"}}
 
 
 def test_blockserver_refuses_to_start_without_meta(tmp_path):

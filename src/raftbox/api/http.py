@@ -16,6 +16,15 @@ the route name, whatever the Host header, so one address serves the "api", "cont
    storing them (`raftbox.blocks.gc`); a `gc_retry` answer becomes a 503 the SDKs retry,
 4. answers with exact Dropbox JSON (`wire.py`), or a route error (409 + error union).
 
+Files written through these routes cannot say whether they are symlinks or executable: their
+commits ask to keep the executable bit of the file they replace (`CommitFile.keep_executable`)
+and never make a symlink (the native `commit_batch` states both).
+
+`files/upload_session/finish_batch_v2` checks every entry's arguments before anything is read
+(a malformed one is a 400 for the whole request: nothing changed), reads all the sessions in one
+query, and then proposes ONE `FinishBatch`: each entry succeeds or fails on its own in the same
+raft entry, as Dropbox's finish_batch does, so no request ends half-applied.
+
 Error → HTTP: `BadInput` 400 text; `AuthFailed` 401 JSON; `ApiError` 409 (or its status) JSON;
 `RateLimited` 429 JSON with `retry_after`; `Unavailable` (no majority) 503; anything else 500,
 logged, and no state changed (every write is one state machine command).
@@ -55,6 +64,7 @@ READ_PATH = re.compile(
 )
 LIST_PATH = re.compile(r"^((/(.|[\r\n])*)?|id:.*|(ns:[0-9]+(/(.|[\r\n])*)?))$", re.S)
 ARG_HEADER_MAX_BYTES = 64 * 1024
+MAX_FINISH_BATCH_ENTRIES = 1000
 RPC_BODY_MAX_BYTES = 4 * 1024 * 1024
 
 Handler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
@@ -494,6 +504,7 @@ class ApiServer:
             client_modified=cm,
             uploaded=True,
             gc_gen=gc_gen,
+            keep_executable=True,  # the Dropbox routes cannot state the bit: keep it
         )
 
     async def _ingest(
@@ -625,12 +636,32 @@ class ApiServer:
         self._raise_meta(r)
         return json_response(None)
 
-    async def _finish_one(self, who: Any, session_id: str, offset: int, commit: Args) -> Any:
+    def _finish_args(self, a: Args) -> tuple[str, int, Args, str]:
+        """(session id, offset, commit arguments, commit path) of an UploadSessionFinishArg,
+        every argument checked (`BadInput`) before anything is read or written."""
+        session_id, offset = self._session_cursor(a, ["lookup_failed"])
+        commit = a.obj_("commit", required=True)
+        assert commit is not None
+        path = self._path(commit, "path", WRITE_PATH)
+        wire.write_mode(commit)
+        if commit.obj.get("client_modified") is not None:
+            wire.parse_ts(a.route, "client_modified", commit.obj["client_modified"])
+        commit.bool("autorename")
+        commit.bool("strict_conflict")
+        return session_id, offset, commit, path
+
+    async def _finish_cmd(
+        self, who: Any, session_id: str, offset: int, commit: Args, path: str, st: Any
+    ) -> C.SessionFinish | C.MetaError:
+        """The `SessionFinish` of one entry, given its session's state `st` (None: gone), or
+        the entry's own failure."""
         ns = who.namespace_id
-        path = self._ns_path(who, self._path(commit, "path", WRITE_PATH), ["path"])
-        if path.startswith("id:"):
-            path = await self._resolve_write_path(who, path, ["path"])
-        st = await self.mc.query("session", session_id)
+        try:
+            path = self._ns_path(who, path, ["path"])
+            if path.startswith("id:"):
+                path = await self._resolve_write_path(who, path, ["path"])
+        except ApiError as e:
+            return C.MetaError(e.tags, e.extra)
         if st is None or st.ns != ns:
             return C.MetaError(["lookup_failed", "not_found"])
         blocks = [(b.id, b.size) for b in st.blocks]
@@ -640,16 +671,15 @@ class ApiServer:
         else:  # a piece without window digests, or one that ends off a 4 MiB boundary
             content_hash = await self.blocks.content_hash_of(blocks)
         size = sum(s for _, s in blocks)
-        ing = Ingested(blocks, size, content_hash)
-        info = self._commit_info(who, commit, ing, path)
-        return await self._mwrite(C.SessionFinish(session_id, ns, offset, info))
+        try:
+            info = self._commit_info(who, commit, Ingested(blocks, size, content_hash), path)
+        except ApiError as e:  # property_groups
+            return C.MetaError(e.tags, e.extra)
+        return C.SessionFinish(session_id, ns, offset, info)
 
     async def session_finish(self, request: web.Request, who: Any) -> web.Response:
         a = self.header_args(request, "files/upload_session/finish")
-        session_id, offset = self._session_cursor(a, ["lookup_failed"])
-        commit = a.obj_("commit", required=True)
-        assert commit is not None
-        wire.write_mode(commit)
+        session_id, offset, commit, path = self._finish_args(a)
         ns = who.namespace_id
         # Check the session before storing any of the body (up to 150 MiB) for it.
         head = await self.mc.query("session_head", session_id)
@@ -670,7 +700,9 @@ class ApiServer:
                     r.extra,
                 )
             offset += ing.size
-        m = await self._finish_one(who, session_id, offset, commit)
+        st = await self.mc.query("session", session_id)
+        cmd = self._raise_meta(await self._finish_cmd(who, session_id, offset, commit, path, st))
+        m = await self._mwrite(cmd)
         return json_response(wire.metadata_json(self._raise_meta(m), tagged=False))
 
     async def session_finish_batch(self, request: web.Request, who: Any) -> web.Response:
@@ -678,16 +710,23 @@ class ApiServer:
         entries = a.obj.get("entries")
         if not isinstance(entries, list):
             raise BadInput(a.route, "entries: expected a list")
-        if len(entries) > 1000:
-            raise BadInput(a.route, "entries: at most 1000")
+        if len(entries) > MAX_FINISH_BATCH_ENTRIES:
+            raise BadInput(a.route, f"entries: at most {MAX_FINISH_BATCH_ENTRIES}")
+        parsed = [self._finish_args(Args(a.route, e)) for e in entries]  # 400 before any work
+        states = await self.mc.query("sessions", [sid for sid, _, _, _ in parsed]) if parsed else []
+        results: list[Any] = []
+        cmds: list[C.SessionFinish] = []
+        for (sid, offset, commit, path), st in zip(parsed, states, strict=True):
+            r = await self._finish_cmd(who, sid, offset, commit, path, st)
+            if isinstance(r, C.SessionFinish):
+                cmds.append(r)
+                r = None  # filled in from the batch's answer below
+            results.append(r)
+        if cmds:
+            done = iter(self._raise_meta(await self._mwrite(C.FinishBatch(cmds))))
+            results = [next(done) if r is None else r for r in results]
         out = []
-        for e in entries:
-            ea = Args(a.route, e)
-            session_id, offset = self._session_cursor(ea, ["lookup_failed"])
-            commit = ea.obj_("commit", required=True)
-            assert commit is not None
-            wire.write_mode(commit)
-            r = await self._finish_one(who, session_id, offset, commit)
+        for r in results:
             if isinstance(r, C.MetaError):
                 out.append({".tag": "failure", "failure": wire.union(r.tags, r.extra)})
             else:

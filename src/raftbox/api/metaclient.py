@@ -6,8 +6,10 @@ A blockserver needs few things from meta, each a higher-level directive in one r
 - `auth(token)`: the account of a bearer token (cached for `auth_ttl_s`: a revoked token is
   refused by a blockserver within that time);
 - `query(name, *args)`: one of the named read-only queries in `QUERIES`, answered after a
-  ReadIndex (linearizable): `file_blocks`, `resolve`, `session`, `session_head`, `ns_has_blocks`,
-  `auth_token`, `gc_generation` (that one may be stale: see `raftbox.blocks.gc`);
+  ReadIndex (linearizable): `file_blocks`, `file_blocks_many` (a list of paths: native batch
+  `blocks/list`), `resolve`, `session`, `sessions` (a list of ids: finish_batch_v2),
+  `session_head`, `ns_has_blocks`, `auth_token`, `gc_generation` (that one may be stale: see
+  `raftbox.blocks.gc`). A batch query is one read: every answer from the same state;
 - `write(cmd)`: one state machine command of the whitelist `WRITES` (commits, upload sessions,
   `RecordUpload`), with exactly-once semantics across retries and failovers.
 
@@ -56,8 +58,16 @@ QUERIES: dict[str, tuple[Callable[..., Any], Any]] = {
         lambda s, ns, path: s.file_blocks(int(ns), str(path)),
         tuple[C.FileMeta, list[C.BlockRef]] | C.MetaError,
     ),
+    "file_blocks_many": (
+        lambda s, ns, paths: s.file_blocks_many(int(ns), [str(p) for p in paths]),
+        list[tuple[C.FileMeta, list[C.BlockRef]] | C.MetaError],
+    ),
     "resolve": (lambda s, ns, path: s.resolve(int(ns), str(path)), C.Meta | C.MetaError),
     "session": (lambda s, sid: s.session(str(sid)), C.SessionState | None),
+    "sessions": (
+        lambda s, sids: [s.session(str(sid)) for sid in sids],
+        list[C.SessionState | None],
+    ),
     "session_head": (lambda s, sid: s.session_head(str(sid)), tuple[int, bool] | None),
     "ns_has_blocks": (
         lambda s, ns, ids: sorted(s.ns_has_blocks(int(ns), [str(i) for i in ids])),

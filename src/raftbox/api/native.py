@@ -4,7 +4,14 @@ and docs/native-protocol.md).
 Every answer is about the caller's namespace only: `blocks/has` and `blocks/get` consult the
 namespace's own block rights (`MetaStore.ns_has_blocks`), never the store, and `blocks/put`
 answers with a count, not with which blocks were new to the store. So no answer tells an
-account whether another account stored a block (timing aside).
+account whether another account stored a block (timing aside). `blocks/list`, single or batch,
+looks paths up in the caller's namespace only: another namespace's file (by `ns:`, id or rev)
+is `not_found`, exactly like a missing one; the batch form reads every path in one meta query.
+
+`commit_batch` entries state the file's attributes in full (`symlink_target`, `executable`;
+absent means a regular, non-executable file). A symlink entry is checked here before anything
+is proposed — its blocks must be exactly its target's UTF-8 bytes — and again by the state
+machine (`raftbox.meta.commands.CommitFile`).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from aiohttp import web
 
 from raftbox.blocks.errors import BlockMismatch
@@ -23,6 +31,7 @@ from raftbox.blocks.native import (
     MAX_FRAME_BLOCK_BYTES,
     MAX_GET_BLOCKS,
     MAX_HAS_IDS,
+    MAX_LIST_PATHS,
     MAX_PUT_BLOCKS,
     FrameError,
     frame_header,
@@ -92,6 +101,7 @@ class NativeRoutes:
                 "max_has_ids": MAX_HAS_IDS,
                 "max_get_blocks": MAX_GET_BLOCKS,
                 "max_commit_entries": MAX_COMMIT_ENTRIES,
+                "max_list_paths": MAX_LIST_PATHS,
             }
         )
 
@@ -164,15 +174,44 @@ class NativeRoutes:
         from .http import READ_PATH
 
         a = await self.api.rpc_args(request, "raftbox/blocks/list")
+        if "paths" in a.obj:
+            return await self._list_many(a, who)
         path = self.api._ns_path(who, self.api._path(a, "path", READ_PATH), ["path"])
         r = await self.api.mc.query("file_blocks", who.namespace_id, path)
-        meta, blocks = self.api._raise_meta(r)
-        return wire_json(
-            {
-                "metadata": wire.metadata_json(meta, tagged=False),
-                "blocks": [[b.id, b.size] for b in blocks],
-            }
+        return wire_json(_listed(self.api._raise_meta(r)))
+
+    async def _list_many(self, a: Args, who: Any) -> web.Response:
+        """`{"paths": [...]}` → `{"entries": [...]}` in order, one meta query for them all."""
+        from .http import READ_PATH
+
+        paths = a.obj["paths"]
+        if "path" in a.obj:
+            raise BadInput(a.route, "path and paths: give one or the other")
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise BadInput(a.route, "paths: expected a list of paths")
+        if len(paths) > MAX_LIST_PATHS:
+            raise BadInput(a.route, f"paths: at most {MAX_LIST_PATHS}")
+        mine: list[str | None] = []  # None: another namespace's ("ns:N/...")
+        for p in paths:
+            if not READ_PATH.match(p):
+                raise BadInput(a.route, f"paths: {p[:200]!r} did not match pattern")
+            try:
+                mine.append(self.api._ns_path(who, p, ["path"]))
+            except ApiError:
+                mine.append(None)
+        asked = [p for p in mine if p is not None]
+        found = iter(
+            await self.api.mc.query("file_blocks_many", who.namespace_id, asked) if asked else []
         )
+        entries = []
+        for p in mine:
+            r = C.MetaError(["path", "not_found"]) if p is None else next(found)
+            if isinstance(r, C.MetaError):
+                tags = r.tags[1:] if r.tags[:1] == ["path"] and len(r.tags) > 1 else r.tags
+                entries.append({"error": wire.union(tags, r.extra)})
+            else:
+                entries.append(_listed(r))
+        return wire_json({"entries": entries})
 
     async def commit_batch(self, request: web.Request, who: Any) -> web.Response:
         from .http import WRITE_PATH
@@ -185,7 +224,7 @@ class NativeRoutes:
         if len(entries) > MAX_COMMIT_ENTRIES:
             raise BadInput(a.route, f"entries: at most {MAX_COMMIT_ENTRIES}")
         ns = who.namespace_id
-        parsed: list[tuple[Args, str, list[C.BlockRef], int, str | None]] = []
+        parsed: list[tuple[Args, str, list[C.BlockRef], int, str | None, str | None, bool]] = []
         for e in entries:
             ea = Args(a.route, e)
             if not isinstance(e, dict):
@@ -215,24 +254,36 @@ class NativeRoutes:
                 if re.fullmatch(r"[0-9a-fA-F]{64}", ch) is None:
                     raise BadInput(a.route, "content_hash: expected 64 hex characters")
                 ch = ch.lower()
-            parsed.append((ea, path, refs, size, ch))
+            link = ea.str("symlink_target")
+            exe = ea.bool("executable")
+            if link is not None:
+                why = C.symlink_target_problem(link) or C.symlink_blocks_problem(link, refs, size)
+                if why is not None:
+                    raise BadInput(a.route, f"symlink_target: {why}")
+                if exe:
+                    raise BadInput(a.route, "executable: a symlink is never executable")
+            parsed.append((ea, path, refs, size, ch, link, exe))
         # Which entries use only blocks this namespace has: the others fail with need_blocks
         # here, so nothing is read for them (reading would tell what the store holds).
-        all_ids = list({r.id for _, _, refs, _, _ in parsed for r in refs})
+        all_ids = list({r.id for _, _, refs, *_ in parsed for r in refs})
         have: set[str] = set()
         for i in range(0, len(all_ids), MAX_HAS_IDS):
             have.update(await api.mc.query("ns_has_blocks", ns, all_ids[i : i + MAX_HAS_IDS]))
         results: list[Any] = [None] * len(parsed)
         cmds: list[C.CommitFile] = []
         where: list[int] = []
-        for k, (ea, path, refs, size, ch) in enumerate(parsed):
+        for k, (ea, path, refs, size, ch, link, exe) in enumerate(parsed):
             missing = sorted({r.id for r in refs} - have)
             if missing:
                 results[k] = C.MetaError(["need_blocks"], {"missing": missing})
                 continue
             aligned = all(r.size == BLOCK_WINDOW_BYTES for r in refs[:-1])
-            if aligned:  # the blocks are the content_hash windows: check or derive for free
+            derived = None
+            if link is not None:  # the bytes are the target's (checked above)
+                derived = C.dropbox_content_hash(link.encode())
+            elif aligned:  # the blocks are the content_hash windows: check or derive for free
                 derived = content_hash_from_digests([bytes.fromhex(r.id) for r in refs])
+            if derived is not None:
                 if ch is not None and ch != derived:
                     results[k] = C.MetaError(["content_hash_mismatch"])
                     continue
@@ -245,7 +296,11 @@ class NativeRoutes:
                 _Ing(refs, size, ch),
                 path,  # type: ignore[arg-type]
             )
-            cmds.append(C.CommitFile(**{**_fields(info), "uploaded": False}))
+            cmds.append(
+                msgspec.structs.replace(
+                    info, uploaded=False, symlink_target=link, executable=exe, keep_executable=False
+                )
+            )
             where.append(k)
         if cmds:
             out = api._raise_meta(await api._mwrite(C.CommitBatch(cmds)))
@@ -272,8 +327,12 @@ class _Ing:
         self.content_hash = content_hash
 
 
-def _fields(s: Any) -> dict:
-    return {f: getattr(s, f) for f in s.__struct_fields__}
+def _listed(found: tuple[C.FileMeta, list[C.BlockRef]]) -> dict:
+    meta, blocks = found
+    return {
+        "metadata": wire.metadata_json(meta, tagged=False),
+        "blocks": [[b.id, b.size] for b in blocks],
+    }
 
 
 def wire_json(obj: Any) -> web.Response:

@@ -13,6 +13,10 @@ breaks it if missed:
   concrete `FileMetadata` (and must be absent inside a flattened union member).
 - Timestamps `%Y-%m-%dT%H:%M:%SZ`; revs `[0-9a-f]{9,}`; account ids 40 characters.
 
+File attributes (`raftbox.meta.commands.CommitFile`): a symlink's FileMetadata carries
+Dropbox's own `"symlink_info": {"target": "..."}`; an executable file carries raftbox's extension
+field `"executable": true`, present only when true (the SDKs ignore fields they do not know).
+
 Errors: `ApiError(status, tags, extra)` renders `{"error_summary": "a/b/..", "error": <nested
 union>}`; the first tag is the route error's member. `BadInput` is a 400 with a plain-text body,
 as Dropbox answers a request it cannot parse.
@@ -200,6 +204,10 @@ def metadata_json(m: Any, tagged: bool) -> dict:
             "is_downloadable": True,
             "content_hash": m.content_hash,
         }
+        if m.symlink_target is not None:
+            d["symlink_info"] = {"target": m.symlink_target}
+        if m.executable:
+            d["executable"] = True
     elif kind == "folder":
         d = {
             "name": m.name,

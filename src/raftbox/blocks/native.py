@@ -31,7 +31,13 @@ Routes
   bytes. Clients re-hash every block they receive.
 - `blocks/list` (JSON `{"path": "/a" | "id:..." | "rev:..."}` → `{"metadata": <file metadata>,
   "blocks": [[hex, size], ...]}`): a file's blocklist, for a download that fetches only the
-  blocks it lacks.
+  blocks it lacks. A missing path (or a folder) is a 409 `path/not_found` (`path/not_file`).
+  Batch form: `{"paths": [path, ...]}`, at most 1,000 → `{"entries": [...]}` in the order
+  asked, each `{"metadata": ..., "blocks": [...]}` or `{"error": {".tag": "not_found"}}`
+  (`not_file` for a folder, `malformed_path`): one meta read for the whole batch, every answer
+  from the same state. Only this namespace's files are listed: another account's file, by
+  `ns:`, id or rev, is `not_found` like a missing one. A path that does not match the pattern
+  of a read path fails the whole request with 400.
 - `commit_batch` (JSON `{"entries": [...]}`, at most 1,000 → `{"entries": [...]}`): many files in
   one Raft entry. An entry is `{"path": "/a/b", "blocks": [[hex, size], ...], "size": N,
   "content_hash": hex (optional), "mode": "add" | "overwrite" | {".tag": "update", "update": rev},
@@ -42,6 +48,16 @@ Routes
   entries succeed or fail on their own. `content_hash` is the client's (the Dropbox one: SHA-256
   over the SHA-256 of each 4 MiB window); when it is left out the server computes it by reading
   the blocks. With fixed 4 MiB blocks the server checks a given one against the blocklist.
+  File attributes, stated in full by every entry (absent: a regular, non-executable file):
+  `"executable": bool` (the owner-execute bit) and `"symlink_target": str` (the entry is a
+  symbolic link; its content — the blocks, `size`, `content_hash` — is the UTF-8 bytes of the
+  target, which must be non-empty, at most 4,096 bytes, without NUL; a symlink is never
+  executable). A symlink's blocks are checked against its target and a bad entry (or a value of
+  the wrong type) fails the whole request with 400 before anything is written. In metadata a
+  symlink has Dropbox's `"symlink_info": {"target": ...}`, and an executable file raftbox's
+  `"executable": true` (absent when false; SDKs ignore it). A file written through the Dropbox
+  routes (upload, upload sessions), which cannot state the bit, keeps the executable bit of the
+  file it replaces, and is never a symlink; downloading a symlink gives its target.
 
 Frames
 ------
@@ -76,6 +92,7 @@ MAX_PUT_BLOCKS = 10_000
 MAX_HAS_IDS = 10_000
 MAX_GET_BLOCKS = 1_000
 MAX_COMMIT_ENTRIES = 1_000
+MAX_LIST_PATHS = 1_000
 
 
 class FrameError(ValueError):
@@ -328,6 +345,24 @@ class NativeClient:
         """(file metadata, blocklist) of a file by path, "id:..." or "rev:..."."""
         r = await self._rpc("blocks/list", {"path": path})
         return r["metadata"], [(b, s) for b, s in r["blocks"]]
+
+    async def blocks_of_many(
+        self, paths: list[str]
+    ) -> list[tuple[dict, list[tuple[str, int]]] | None]:
+        """`blocks_of` for each path, in order, `MAX_LIST_PATHS` per request (one meta read
+        each): None where there is no file (`not_found`, or a folder: `not_file`). Any other
+        per-path error (a malformed path) raises `NativeError(409, that entry)`."""
+        out: list[tuple[dict, list[tuple[str, int]]] | None] = []
+        for i in range(0, len(paths), MAX_LIST_PATHS):
+            r = await self._rpc("blocks/list", {"paths": paths[i : i + MAX_LIST_PATHS]})
+            for e in r["entries"]:
+                if "error" not in e:
+                    out.append((e["metadata"], [(b, s) for b, s in e["blocks"]]))
+                elif e["error"].get(".tag") in ("not_found", "not_file"):
+                    out.append(None)
+                else:
+                    raise NativeError(409, e)
+        return out
 
     async def download(self, path: str, out_path: str) -> dict:
         """Fetch the file at `path` into `out_path` (blocks verified); returns its metadata."""

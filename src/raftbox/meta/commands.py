@@ -35,6 +35,14 @@ retry; `raftbox.blocks.gc`), `gc_busy` (another GC run holds the lease),
 `account_not_found`, `session_exists`, `client_session_expired` (the Raft client session of the
 request was forgotten: it may or may not have been applied).
 
+File attributes: a revision is a regular file, possibly executable, or a symbolic link
+(`CommitFile.symlink_target`). A symlink's content — blocks, size, content_hash — is the UTF-8
+bytes of its target (at most `MAX_SYMLINK_TARGET_BYTES`, non-empty, no NUL), so a download
+gives the target text; a symlink is never executable. Every command that makes a revision out
+of another (copy, move, restore) keeps both attributes. The Dropbox routes cannot state either:
+they commit with `keep_executable=True` (a new revision of an executable file stays executable,
+so an edit made with an SDK does not drop the bit) and never make a symlink.
+
 Results cross the `propose` RPC as msgpack, so a follower sees plain dicts and lists: call
 `decode_result(obj)` to get the typed value back (it is a no-op on typed values). Result Structs
 are tagged by `kind` with Dropbox's own `.tag` names (`file`, `folder`, `deleted`).
@@ -42,11 +50,13 @@ are tagged by `kind` with Dropbox's own `.tag` names (`file`, `folder`, `deleted
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 import msgspec
 
 BLOCK_WINDOW_BYTES = 4 * 1024 * 1024  # Dropbox's content_hash window, and the concurrent unit
+MAX_SYMLINK_TARGET_BYTES = 4096  # PATH_MAX on Linux
 MAX_FILE_BYTES = 2**41 - 2**22  # Dropbox's upload session limit
 SESSION_TTL_MS = 7 * 24 * 3600 * 1000
 
@@ -56,6 +66,49 @@ class BlockRef(msgspec.Struct, frozen=True, array_like=True):
 
     id: str
     size: int
+
+
+# -- what a symlink's content must be (pure checks, shared by the API and the FSM) ------------
+
+
+def dropbox_content_hash(data: bytes) -> str:
+    """Dropbox's content_hash of `data` (SHA-256 of the SHA-256 of each 4 MiB window)."""
+    digests = b"".join(
+        hashlib.sha256(data[i : i + BLOCK_WINDOW_BYTES]).digest()
+        for i in range(0, len(data), BLOCK_WINDOW_BYTES)
+    )
+    return hashlib.sha256(digests).hexdigest()
+
+
+def symlink_target_problem(target: str) -> str | None:
+    """Why `target` cannot be a symlink's target (empty, NUL, too long, not UTF-8), or None."""
+    try:
+        raw = target.encode()
+    except UnicodeEncodeError:
+        return "the symlink target is not valid UTF-8"
+    if not raw:
+        return "the symlink target is empty"
+    if b"\0" in raw:
+        return "the symlink target contains NUL"
+    if len(raw) > MAX_SYMLINK_TARGET_BYTES:
+        return f"the symlink target is over {MAX_SYMLINK_TARGET_BYTES} bytes"
+    return None
+
+
+def symlink_blocks_problem(target: str, blocks: list[BlockRef], size: int) -> str | None:
+    """Why `blocks` (of `size` bytes) are not exactly the UTF-8 bytes of `target`, or None:
+    the bytes are known, so every block id is checked against its slice of them."""
+    raw = target.encode()
+    if size != len(raw):
+        return f"a symlink's size is its target's length in UTF-8 bytes ({len(raw)})"
+    at = 0
+    for b in blocks:
+        if hashlib.sha256(raw[at : at + b.size]).hexdigest() != b.id:
+            return "a symlink's blocks are not the bytes of its target"
+        at += b.size
+    if at != len(raw):
+        return "a symlink's blocks are not the bytes of its target"
+    return None
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -101,6 +154,15 @@ class CommitFile(_Cmd, tag="commit"):
     A block condemned now, or deleted by a GC generation after `gc_gen`, fails the command with
     `gc_retry` — the blockserver may have found it present just before it was deleted
     (`raftbox.blocks.gc`). None: no check (callers that stored nothing).
+
+    Attributes (trailing fields, so entries encoded before they existed still decode):
+    `symlink_target` makes the revision a symlink to that target, and then the blocks must be
+    exactly the target's UTF-8 bytes (checked: every block id against its slice of them, the
+    size, the content_hash). `executable`: the owner-execute bit, never set on a symlink.
+    `keep_executable` (the Dropbox routes, which cannot say): when the commit writes a new
+    revision of an existing file (same id: overwrite, update), the revision is executable if
+    the current one is. A commit whose content and attributes equal the current revision's
+    changes nothing.
     """
 
     ns: int
@@ -115,6 +177,9 @@ class CommitFile(_Cmd, tag="commit"):
     client_modified: str | None = None
     uploaded: bool = False
     gc_gen: int | None = None
+    symlink_target: str | None = None
+    executable: bool = False
+    keep_executable: bool = False
 
 
 class CommitBatch(_Cmd, tag="commit_batch"):
@@ -296,6 +361,8 @@ class FileMeta(_Res, tag="file"):
     server_modified: str
     content_hash: str
     is_deleted: bool = False  # set on a revision whose file has no live entry any more
+    symlink_target: str | None = None  # a symlink: its content is these UTF-8 bytes
+    executable: bool = False
 
 
 class FolderMeta(_Res, tag="folder"):

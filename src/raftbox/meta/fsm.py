@@ -26,8 +26,11 @@ Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
   and the deletion time). Live entries always have live folders as ancestors, and a descendant's
   `display` always starts with its parent's `display` (moves rewrite the subtree).
 - revisions(ns, rev, id, key, display, size, content_hash, client_modified, server_modified,
-  stamp_ms, blocks): every file version with its blocklist (msgpack list of BlockRef). A file
-  keeps its newest `revisions_keep` versions and every version younger than `revisions_keep_ms`.
+  stamp_ms, blocks, symlink, executable): every file version with its blocklist (msgpack list
+  of BlockRef) and attributes (`symlink`: the target of a symlink, else NULL; `executable`
+  0/1; see `commands.CommitFile`). A file keeps its newest `revisions_keep` versions and every
+  version younger than `revisions_keep_ms`. Copy, move and restore copy the attributes along
+  with the blocks.
 - journal(ns, pos, key, parent_key, display, idx, kind): every change to a namespace, numbered
   1, 2, … per namespace; a cursor is a position in it.
 - ns_blocks(ns, block_id, size, last_ms, last_idx): blocks a namespace has uploaded or
@@ -49,6 +52,11 @@ replayed. `continue` in the journal phase returns, for every path changed in the
 CURRENT state (FileMeta / FolderMeta, or DeletedMeta if gone) in order of its last change; a
 deleted folder is reported alone (its children are implied). A folder that was moved or copied
 journals every item of its new subtree.
+
+Schema changes: a store made by an older version is brought up to date when opened or restored
+from a snapshot (`_migrate`: columns added with the value every old row means — `ns_blocks`
+times 0, `revisions.symlink` NULL and `executable` 0), the same on every replica, so a migrated
+replica and a fresh one hold the same rows.
 
 Not thread-safe: use one thread at a time (the node's event loop).
 """
@@ -104,6 +112,9 @@ from .commands import (
     SessionState,
     decode_command,
     decode_result,
+    dropbox_content_hash,
+    symlink_blocks_problem,
+    symlink_target_problem,
 )
 from .paths import MalformedPath, Path
 
@@ -151,7 +162,7 @@ CREATE TABLE IF NOT EXISTS revisions (
   ns INTEGER NOT NULL, rev TEXT NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL,
   display TEXT NOT NULL, size INTEGER NOT NULL, content_hash TEXT NOT NULL,
   client_modified TEXT NOT NULL, server_modified TEXT NOT NULL, stamp_ms INTEGER NOT NULL,
-  blocks BLOB NOT NULL,
+  blocks BLOB NOT NULL, symlink TEXT, executable INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (ns, rev)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS revisions_id ON revisions (ns, id, rev);
@@ -197,11 +208,12 @@ _E_COLS = "key, parent_key, name, display, kind, id, rev, deleted_ms"
 # an entry joined with its current revision: enough to build its Meta
 _M_COLS = (
     "e.key, e.name, e.display, e.kind, e.id, e.rev, "
-    "r.size, r.content_hash, r.client_modified, r.server_modified"
+    "r.size, r.content_hash, r.client_modified, r.server_modified, r.symlink, r.executable"
 )
 _M_FROM = "entries e LEFT JOIN revisions r ON r.ns = e.ns AND r.rev = e.rev AND e.kind = 1"
 _R_COLS = (
-    "rev, id, key, display, size, content_hash, client_modified, server_modified, stamp_ms, blocks"
+    "rev, id, key, display, size, content_hash, client_modified, server_modified, stamp_ms, "
+    "blocks, symlink, executable"
 )
 
 
@@ -227,6 +239,8 @@ class _R(NamedTuple):
     server_modified: str
     stamp_ms: int
     blocks: bytes
+    symlink: str | None
+    executable: int
 
 
 class ListPage(NamedTuple):
@@ -404,6 +418,13 @@ class MetaStore:
             self._db.execute("ALTER TABLE ns_blocks ADD COLUMN last_ms INTEGER NOT NULL DEFAULT 0")
             self._db.execute("ALTER TABLE ns_blocks ADD COLUMN last_idx INTEGER NOT NULL DEFAULT 0")
         self._db.execute("CREATE INDEX IF NOT EXISTS ns_blocks_block ON ns_blocks (block_id, ns)")
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(revisions)")}
+        if "symlink" not in cols:
+            self._db.execute("ALTER TABLE revisions ADD COLUMN symlink TEXT")
+        if "executable" not in cols:
+            self._db.execute(
+                "ALTER TABLE revisions ADD COLUMN executable INTEGER NOT NULL DEFAULT 0"
+            )
 
     # -- loading / persisting the small state ----------------------------------------------
     def _get_kv(self, k: str, default: Any = None) -> Any:
@@ -635,14 +656,28 @@ class MetaStore:
             r.client_modified,
             r.server_modified,
             r.content_hash,
+            symlink_target=r.symlink,
+            executable=bool(r.executable),
         )
 
     @staticmethod
     def _meta_row(row: tuple) -> Meta:
         """A row of `_M_COLS` → its Meta."""
-        key, name, display, kind, id_, rev, size, ch, cm, sm = row
+        key, name, display, kind, id_, rev, size, ch, cm, sm, link, exe = row
         if kind == FILE:
-            return FileMeta(id_, name, display.lower(), display, rev, size, cm, sm, ch)
+            return FileMeta(
+                id_,
+                name,
+                display.lower(),
+                display,
+                rev,
+                size,
+                cm,
+                sm,
+                ch,
+                symlink_target=link,
+                executable=bool(exe),
+            )
         if kind == FOLDER:
             return FolderMeta(id_, name, display.lower(), display)
         return DeletedMeta(name, display.lower(), display)
@@ -659,6 +694,8 @@ class MetaStore:
             r.server_modified,
             r.content_hash,
             is_deleted,
+            r.symlink,
+            bool(r.executable),
         )
 
     def _write_path(self, ns: int, s: str, outer: str, *, allow_id: bool = True) -> Path:
@@ -779,6 +816,8 @@ class MetaStore:
         size: int,
         content_hash: str,
         client_modified: str,
+        symlink: str | None = None,
+        executable: bool = False,
     ) -> FileMeta:
         """Write a new revision at `path` (whose parents exist) and make it current."""
         pos = self._next_pos()
@@ -788,8 +827,8 @@ class MetaStore:
         now = self._now()
         self._db.execute(
             "INSERT INTO revisions (ns, rev, id, key, display, size, content_hash, "
-            "client_modified, server_modified, stamp_ms, blocks) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "client_modified, server_modified, stamp_ms, blocks, symlink, executable) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 ns,
                 rev,
@@ -802,6 +841,8 @@ class MetaStore:
                 now,
                 self._now_ms,
                 blocks_blob,
+                symlink,
+                int(executable),
             ),
         )
         self._put_entry(ns, path.key, parent_key, path.display, FILE, id_, rev)
@@ -818,6 +859,8 @@ class MetaStore:
             client_modified,
             now,
             content_hash,
+            symlink_target=symlink,
+            executable=executable,
         )
 
     def _prune_revisions(self, ns: int, id_: str) -> None:
@@ -840,6 +883,8 @@ class MetaStore:
             raise _Fail("invalid_command", reason="update mode needs a valid rev")
         if c.client_modified is not None and not _valid_ts(c.client_modified):
             raise _Fail("invalid_command", reason="client_modified must be %Y-%m-%dT%H:%M:%SZ")
+        if c.symlink_target is not None:
+            _validate_symlink(c)
 
     def _commit(self, c: CommitFile) -> FileMeta:
         ns = c.ns
@@ -862,6 +907,7 @@ class MetaStore:
         live = target if target is not None and target.kind != DELETED else None
         conflict = None
         keep_id = None
+        executable = c.executable  # a new file: as said (inheriting is for a kept id)
         if live is None:
             if c.mode == "update" and c.strict_conflict:
                 conflict = "file"
@@ -870,7 +916,15 @@ class MetaStore:
             conflict = "folder"
         else:
             cur = self._revision(ns, live.rev)
-            identical = cur.content_hash == c.content_hash and cur.size == c.size
+            executable = c.executable or (
+                c.keep_executable and c.symlink_target is None and bool(cur.executable)
+            )
+            identical = (
+                cur.content_hash == c.content_hash
+                and cur.size == c.size
+                and cur.symlink == c.symlink_target
+                and bool(cur.executable) == executable
+            )
             if c.mode == "update":
                 if live.rev == c.update_rev:
                     if identical:
@@ -892,6 +946,7 @@ class MetaStore:
                 ns, parent, path.name, is_folder=False, conflicted=c.mode == "update"
             )
             keep_id = None
+            executable = c.executable
         return self._write_file(
             ns,
             path,
@@ -901,6 +956,8 @@ class MetaStore:
             c.size,
             c.content_hash,
             c.client_modified or self._now(),
+            c.symlink_target,
+            executable,
         )
 
     # -- block rights and garbage collection ----------------------------------------------------
@@ -1146,9 +1203,9 @@ class MetaStore:
                 # Same blocks, same client_modified; a copy is a new file (server_modified now).
                 db.execute(
                     "INSERT INTO revisions (ns, rev, id, key, display, size, content_hash, "
-                    "client_modified, server_modified, stamp_ms, blocks) "
+                    "client_modified, server_modified, stamp_ms, blocks, symlink, executable) "
                     "SELECT ns, ?, ?, ?, ?, size, content_hash, client_modified, "
-                    "CASE WHEN ? THEN ? ELSE server_modified END, ?, blocks "
+                    "CASE WHEN ? THEN ? ELSE server_modified END, ?, blocks, symlink, executable "
                     "FROM revisions WHERE ns = ? AND rev = ?",
                     (rev, id_, key, display, copy, now, self._now_ms, ns, e.rev),
                 )
@@ -1184,7 +1241,16 @@ class MetaStore:
             id_ = r.id if self._live_by_id(ns, r.id) is None else None
             path = parent.child(path.name)
         return self._write_file(
-            ns, path, parent.key, id_, r.blocks, r.size, r.content_hash, r.client_modified
+            ns,
+            path,
+            parent.key,
+            id_,
+            r.blocks,
+            r.size,
+            r.content_hash,
+            r.client_modified,
+            r.symlink,
+            bool(r.executable),
         )
 
     # -- upload sessions ------------------------------------------------------------------------
@@ -1462,22 +1528,28 @@ class MetaStore:
 
     def file_blocks(self, ns: int, path: str) -> tuple[FileMeta, list[BlockRef]] | MetaError:
         """A file (by path, id or rev) and its blocklist, for a download."""
+        return self._query(lambda: self._file_blocks(ns, path))
 
-        def q():
-            try:
-                ref = paths.parse_ref(path, allow_rev=True)
-            except MalformedPath:
-                raise _Fail("path", "malformed_path") from None
-            if ref.kind == "rev":
-                meta, r = self._by_rev(ns, ref.value)
-                return meta, _blocks_dec.decode(r.blocks)
-            e = self._lookup_live(ns, path, "path")
-            if e.kind != FILE:
-                raise _Fail("path", "not_file")
-            r = self._revision(ns, e.rev)
-            return self._meta_of(ns, e), _blocks_dec.decode(r.blocks)
+    def file_blocks_many(
+        self, ns: int, paths_: list[str]
+    ) -> list[tuple[FileMeta, list[BlockRef]] | MetaError]:
+        """`file_blocks` of each path, in order, each answered on its own (path/not_found,
+        path/not_file, path/malformed_path), all from the same state: one read of the replica."""
+        return [self._query(lambda p=p: self._file_blocks(ns, p)) for p in paths_]
 
-        return self._query(q)
+    def _file_blocks(self, ns: int, path: str) -> tuple[FileMeta, list[BlockRef]]:
+        try:
+            ref = paths.parse_ref(path, allow_rev=True)
+        except MalformedPath:
+            raise _Fail("path", "malformed_path") from None
+        if ref.kind == "rev":
+            meta, r = self._by_rev(ns, ref.value)
+            return meta, _blocks_dec.decode(r.blocks)
+        e = self._lookup_live(ns, path, "path")
+        if e.kind != FILE:
+            raise _Fail("path", "not_file")
+        r = self._revision(ns, e.rev)
+        return self._meta_of(ns, e), _blocks_dec.decode(r.blocks)
 
     def ns_has_blocks(self, ns: int, ids: list[str]) -> set[str]:
         """Which of `ids` this namespace may reference (uploaded itself or already holds)."""
@@ -1898,6 +1970,17 @@ def _validate_blocks(blocks: list[BlockRef], size: int) -> None:
         total += b.size
     if total != size:
         raise _Fail("invalid_command", reason="the block sizes do not add up to the size")
+
+
+def _validate_symlink(c: CommitFile) -> None:
+    why = symlink_target_problem(c.symlink_target)
+    why = why or symlink_blocks_problem(c.symlink_target, c.blocks, c.size)
+    if why is None and c.content_hash != dropbox_content_hash(c.symlink_target.encode()):
+        why = "a symlink's content_hash is that of its target"
+    if why is None and c.executable:
+        why = "a symlink is never executable"
+    if why is not None:
+        raise _Fail("invalid_command", reason=why)
 
 
 def _validate_piece(blocks: list[BlockRef], length: int, digests: list[bytes] | None) -> None:
