@@ -426,6 +426,11 @@ Point the official Dropbox SDK (pip install dropbox==12.2.4) at it:
   import dropbox; s = dropbox.create_session(ca_certs="{ca}"); s.trust_env = False
   dbx = dropbox.Dropbox("{token}", session=s); print(dbx.users_get_current_account())
 
+Keep a folder in sync with the raftbox client (from another terminal):
+
+  raftbox login {url} --token {token} --ca {ca}
+  raftbox sync --watch ~/raftbox        (or `raftbox sync DIR` once; `raftbox status DIR`)
+
 More accounts: raftbox user add EMAIL --data {data}
 Stop with Ctrl-C."""
 

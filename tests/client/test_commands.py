@@ -1,14 +1,12 @@
 """The file commands (`raftbox login/ls/put/get/rm/mv/revs/restore`) against a real `raftbox up`.
 
-One `raftbox up` process for the module, started on a free port and stopped at the end; readiness
-is DIR/token appearing (with a deadline), never a sleep. Commands run in-process through
-`raftbox.cli.main` with `--config` pointing at a per-test directory.
+One `raftbox up` process for the module (the `server` fixture of conftest.py). Commands run
+in-process through `raftbox.cli.main` with `--config` pointing at a per-test directory.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -18,42 +16,8 @@ import pytest
 
 from raftbox.cli import main
 from raftbox.client.config import load
-from raftbox.testing.procs import free_port, wait_for
 
 RAFTBOX = str(Path(sys.executable).with_name("raftbox"))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    base = tmp_path_factory.mktemp("up")
-    data = base / "data"
-    port = free_port()
-    with open(base / "up.log", "wb") as log:
-        proc = subprocess.Popen(
-            [RAFTBOX, "up", "--data", str(data), "--listen", f"127.0.0.1:{port}"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"raftbox up exited: {(base / 'up.log').read_text()[-2000:]}")
-            return (data / "token").read_text().endswith("\n") and (data / "url").exists()
-
-        wait_for(ready, 60.0, "raftbox up wrote DIR/token", poll_s=0.05)
-        yield {
-            "url": (data / "url").read_text().strip(),
-            "token": (data / "token").read_text().strip(),
-            "ca": str(data / "ca.pem"),
-        }
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 @pytest.fixture

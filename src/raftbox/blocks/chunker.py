@@ -120,6 +120,9 @@ class Chunk:
         return len(self.data)
 
 
+_FIRST_BUFFER_BYTES = 64 * 1024
+
+
 class Chunker:
     """Push bytes in with `feed`, take complete chunks out; `finish` at EOF. Single use."""
 
@@ -135,7 +138,9 @@ class Chunker:
         self._windows_are_blocks = chunking.mode == "fixed" and self._max == BLOCK_WINDOW_BYTES
         self._hasher = None if self._windows_are_blocks else ContentHasher()
         self._digests: list[bytes] = []
-        self._buf = bytearray(2 * self._max)  # never resized: views into it stay valid
+        # Starts small (most files are small: an 8 MiB buffer per 4 KiB file was most of the
+        # cost of hashing many small files) and grows to 2 * max_bytes as data arrives.
+        self._buf = bytearray(min(2 * self._max, _FIRST_BUFFER_BYTES))
         self._view = memoryview(self._buf)
         self._start = 0  # first byte of the next chunk in _buf
         self._end = 0  # end of buffered bytes in _buf
@@ -154,7 +159,7 @@ class Chunker:
         out: list[Chunk] = []
         while src:
             if self._end == len(self._buf):
-                self._compact()
+                self._make_room()
             take = min(len(src), len(self._buf) - self._end)
             self._view[self._end : self._end + take] = src[:take]
             self._end += take
@@ -203,6 +208,16 @@ class Chunker:
         self._start += length
         self._offset += length
         return chunk
+
+    def _make_room(self) -> None:
+        n = self._end - self._start
+        if len(self._buf) < 2 * self._max and n >= len(self._buf) // 2:
+            buf = bytearray(min(2 * self._max, 4 * len(self._buf)))
+            buf[:n] = self._view[self._start : self._end]
+            self._buf, self._view = buf, memoryview(buf)
+            self._start, self._end = 0, n
+        else:
+            self._compact()
 
     def _compact(self) -> None:
         n = self._end - self._start

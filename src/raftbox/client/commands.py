@@ -14,20 +14,18 @@ import sys
 import time
 from typing import Any
 
+from . import synccmd
 from .api import Api, ApiError
 from .config import Config, ConfigError, load, save
 
-COMMANDS = ("login", "ls", "put", "get", "rm", "mv", "revs", "restore")
+COMMANDS = ("login", "ls", "put", "get", "rm", "mv", "revs", "restore", *synccmd.COMMANDS)
 
 
 def add_parsers(sub: Any) -> None:
     """Register the file commands on `sub` (an argparse subparsers object)."""
 
     def cmd(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        p.add_argument("--config", help="config directory (default: $RAFTBOX_CONFIG_DIR, "
-                       "else $XDG_CONFIG_HOME/raftbox, else ~/.config/raftbox)")  # fmt: skip
-        return p
+        return _command(sub, name, help)
 
     p = cmd("login", "store a server URL and token for the file commands")
     p.add_argument("url", help="https://HOST:PORT")
@@ -53,6 +51,14 @@ def add_parsers(sub: Any) -> None:
     p = cmd("restore", "restore a remote file to a revision")
     p.add_argument("path")
     p.add_argument("rev")
+    synccmd.add_parsers(sub, _command)
+
+
+def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--config", help="config directory (default: $RAFTBOX_CONFIG_DIR, "
+                   "else $XDG_CONFIG_HOME/raftbox, else ~/.config/raftbox)")  # fmt: skip
+    return p
 
 
 def _remote(path: str) -> str:
@@ -70,6 +76,8 @@ def _fail(msg: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command in synccmd.COMMANDS:
+        return synccmd.run(args)
     try:
         if args.command == "login":
             return _login(args)

@@ -4,7 +4,11 @@
   DESIGN.md §8), keyed by path key; `load_synced()` rebuilds the `trees.Tree`.
 - `scan_cache`: `(inode, size, mtime_ns) → (content_hash, blocklist)`, so a rescan re-reads only
   files whose stat changed (`scanner.scan`).
-- `state`: small key/value pairs (the remote cursor, the chunking in use, ...).
+- `remote`: the server's tree as last listed (same columns as `synced`), kept current by
+  applying `list_folder/continue` deltas from the cursor in `state`, so a pass costs one small
+  request instead of a full listing.
+- `state`: small key/value pairs (the remote cursor, the server and account this folder is
+  synced with, ...).
 
 The database runs in WAL mode with `synchronous=NORMAL`: a crash loses at most the last
 transactions, never consistency. Writes happen in batches, one transaction each (`batch()`, or
@@ -19,10 +23,10 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .trees import Kind, Node, Tree
+from .trees import Kind, Node, Tree, parent_key, path_key, rebase_path
 
 STATE_DIR = ".raftbox"
 DB_FILE = "index.db"
@@ -30,6 +34,19 @@ SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS synced (
+    key TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    content_hash TEXT,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER,
+    inode INTEGER,
+    executable INTEGER,
+    link_target TEXT,
+    remote_id TEXT,
+    rev TEXT
+);
+CREATE TABLE IF NOT EXISTS remote (
     key TEXT PRIMARY KEY,
     path TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -68,6 +85,23 @@ def _opt_bool(v: int | None) -> bool | None:
     return None if v is None else bool(v)
 
 
+def _node(row: tuple) -> Node:
+    path, kind, ch, size, mtime, inode, ex, target, rid, rev = row
+    return Node(path=path, kind=Kind(kind), content_hash=ch, size=size, mtime_ns=mtime,
+                inode=inode, executable=_opt_bool(ex), link_target=target,
+                remote_id=rid, rev=rev)  # fmt: skip
+
+
+def rooted(nodes: dict[str, Node]) -> dict[str, Node]:
+    """`nodes` without the entries whose parent is not a folder in `nodes` (and their subtrees)."""
+    out: dict[str, Node] = {}
+    for k in sorted(nodes, key=lambda k: k.count("/")):
+        pk = parent_key(k)
+        if not pk or (pk in out and out[pk].is_folder):
+            out[k] = nodes[k]
+    return out
+
+
 class Index:
     """The index of the sync root `root` (created on first open)."""
 
@@ -76,7 +110,8 @@ class Index:
         self.dir = self.root / STATE_DIR
         self.dir.mkdir(mode=0o700, exist_ok=True)
         self.path = self.dir / DB_FILE
-        self.db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions
+        # One user at a time, but the scan may run in a worker thread while the loop waits.
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
@@ -136,28 +171,68 @@ class Index:
     # -- the synced tree -------------------------------------------------------------------
 
     def load_synced(self) -> Tree:
+        return self._load("synced")
+
+    def _load(self, table: str) -> Tree:
+        """The tree in `table`. Entries whose parent folder is missing (which no sequence of
+        recorded operations produces, but a damaged file might) are dropped, not fatal: the
+        planner then sees them as never synced, which uploads or downloads, never deletes."""
         rows = self.db.execute(
             "SELECT path, kind, content_hash, size, mtime_ns, inode, executable, link_target,"
-            " remote_id, rev FROM synced"
+            f" remote_id, rev FROM {table}"
         ).fetchall()
         nodes = {}
-        for path, kind, ch, size, mtime, inode, ex, target, rid, rev in rows:
-            n = Node(path=path, kind=Kind(kind), content_hash=ch, size=size, mtime_ns=mtime,
-                     inode=inode, executable=_opt_bool(ex), link_target=target,
-                     remote_id=rid, rev=rev)  # fmt: skip
+        for row in rows:
+            n = _node(row)
             nodes[n.key] = n
-        return Tree(nodes)
+        return Tree(rooted(nodes))
 
     def apply(self, put: Iterable[Node] = (), delete: Iterable[str] = ()) -> None:
         """Record nodes and forget keys (with their subtrees), in one transaction."""
+        self._apply("synced", put, delete)
+
+    def move(self, src_key: str, dst_path: str) -> None:
+        """The synced subtree at `src_key` now lives at display path `dst_path` (whatever was
+        at the destination's key is replaced; a no-op if `src_key` is not recorded). One
+        transaction, touching only the two subtrees."""
+        sub = self._subtree("synced", src_key)
+        if not sub:
+            return
+        src_path = sub[0].path
+        moved = [replace(n, path=rebase_path(n.path, src_path, dst_path)) for n in sub]
+        self._apply("synced", moved, [src_key, path_key(dst_path)])
+
+    def _subtree(self, table: str, key: str) -> list[Node]:
+        rows = self.db.execute(
+            "SELECT path, kind, content_hash, size, mtime_ns, inode, executable, link_target,"
+            f" remote_id, rev FROM {table} WHERE key = ? OR substr(key, 1, ?) = ?",
+            (key, len(key) + 1, key + "/"),
+        ).fetchall()
+        return sorted((_node(r) for r in rows), key=lambda n: n.key.count("/"))
+
+    # -- the remote tree -------------------------------------------------------------------
+
+    def load_remote(self) -> Tree:
+        return self._load("remote")
+
+    def apply_remote(
+        self, put: Iterable[Node] = (), delete: Iterable[str] = (), *, reset: bool = False
+    ) -> None:
+        """Apply a listing delta (in one transaction; `reset`: replace the whole tree)."""
+        with self.batch():
+            if reset:
+                self.db.execute("DELETE FROM remote")
+            self._apply("remote", put, delete)
+
+    def _apply(self, table: str, put: Iterable[Node], delete: Iterable[str]) -> None:
         with self.batch():
             for key in delete:
                 self.db.execute(
-                    "DELETE FROM synced WHERE key = ? OR substr(key, 1, ?) = ?",
+                    f"DELETE FROM {table} WHERE key = ? OR substr(key, 1, ?) = ?",
                     (key, len(key) + 1, key + "/"),
                 )
             self.db.executemany(
-                "INSERT OR REPLACE INTO synced (key, path, kind, content_hash, size, mtime_ns,"
+                f"INSERT OR REPLACE INTO {table} (key, path, kind, content_hash, size, mtime_ns,"
                 " inode, executable, link_target, remote_id, rev)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -196,6 +271,18 @@ class Index:
             return None
         blocks = tuple((b, int(s)) for b, s in json.loads(row[1]))
         return CacheEntry(inode, size, mtime_ns, row[0], blocks)
+
+    def cache_load_all(self) -> dict[int, CacheEntry]:
+        """Every cache entry by inode, read in one query: what a full scan looks up (a
+        `cache_get` per file costs a query and a JSON parse each; msgspec parses ~5x faster
+        than json, straight into the tuples, and checks the shape on the way)."""
+        import msgspec
+
+        decode = msgspec.json.Decoder(tuple[tuple[str, int], ...]).decode
+        rows = self.db.execute(
+            "SELECT inode, size, mtime_ns, content_hash, blocklist FROM scan_cache"
+        ).fetchall()
+        return {r[0]: CacheEntry(r[0], r[1], r[2], r[3], decode(r[4])) for r in rows}
 
     def cache_put_many(self, entries: Iterable[CacheEntry]) -> None:
         with self.batch():

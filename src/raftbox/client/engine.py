@@ -1,0 +1,416 @@
+"""One sync folder kept in step with the server: passes, the pass loop, and watching.
+
+A **pass** (`SyncEngine.one_pass`) is: delete temporary files a killed pass left; bring the
+remote tree up to date from the stored cursor (`remote.refresh_remote`); scan the folder
+(`scanner.scan`, incremental: unchanged files are not read); plan (`planner.plan`, pure); carry
+the plan out (`executor.Executor`). `sync` repeats passes until one finds nothing to do or
+carries out its whole plan with nothing deferred (a conflict, a twin rename, or a file that
+changed while it was read is taken up by the next pass), at most `max_passes`, and stops early if the plan is refused by the max-delete check or the server is
+unreachable. `watch` runs passes whenever the folder changes (filesystem events through
+`watchfiles`, debounced) or the server says the account moved (the push stream; long-poll is
+not needed), plus a periodic pass; when the OS runs out of watches it falls back to periodic
+scans with one message.
+
+Safety around the pass:
+- one process per folder: `DIR/.raftbox/lock` is held (flock) for the engine's lifetime; a
+  second `raftbox sync` on the same folder fails at once with a clear message;
+- a folder is bound to one server and account on its first sync (stored in the index); syncing
+  it with another account is refused (it would upload one account's files into another's);
+- the max-delete check: a pass that would delete more than `max_delete_share` of the synced
+  entries (and more than `max_delete_floor`) is refused, with the reason, before anything runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from raftbox.blocks.chunker import CDC, Chunking
+
+from .config import Config
+from .executor import Counters, Executor, Progress, clean_tmp
+from .index import STATE_DIR, Index
+from .planner import OpKind, Plan, plan
+from .remote import Remote, RemoteError, ServerUnavailable, refresh_remote
+from .scanner import ScanResult, load_rules, scan
+
+LOCK_FILE = "lock"
+
+
+class SyncError(Exception):
+    """Why a folder cannot be synced at all (one line for the user)."""
+
+
+@dataclass
+class Options:
+    max_delete_share: float = 0.5
+    max_delete_floor: int = 10
+    max_passes: int = 10
+    host: str = field(
+        default_factory=lambda: os.environ.get("RAFTBOX_DEVICE_NAME") or socket.gethostname()
+    )
+
+
+@dataclass
+class PassReport:
+    plan: Plan
+    scan: ScanResult
+    ops_done: int = 0
+    stopped: str | None = None
+    unavailable: str | None = None
+    settled: bool = False  # every op done, nothing deferred: no need for another pass
+
+
+@dataclass
+class Summary:
+    """What a `sync` (or one round of `watch`) did."""
+
+    counters: Counters = field(default_factory=Counters)
+    passes: int = 0
+    seconds: float = 0.0
+    refused: str | None = None
+    unavailable: str | None = None
+    pending: int = 0  # operations still planned when the pass limit was reached
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.refused is None
+            and self.unavailable is None
+            and not self.counters.errors
+            and not self.pending
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "ok": self.ok,
+            "seconds": round(self.seconds, 3),
+            "passes": self.passes,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "uploaded_files": c.uploaded_files,
+            "uploaded_bytes": c.uploaded_bytes,
+            "downloaded_files": c.downloaded_files,
+            "downloaded_bytes": c.downloaded_bytes,
+            "reused_bytes": c.reused_bytes,
+            "deleted_local": c.deleted_local,
+            "deleted_remote": c.deleted_remote,
+            "moved": c.moved,
+            "folders": c.folders,
+            "conflicts": c.conflicts,
+            "skipped": c.skipped,
+            "errors": c.errors,
+            "messages": c.messages,
+            "refused": self.refused,
+            "unavailable": self.unavailable,
+            "pending": self.pending,
+        }
+
+
+def ssl_context(cfg: Config) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cfg.ca) if cfg.ca else ssl.create_default_context()
+
+
+class SyncEngine:
+    """Syncs `root` with the account of `cfg`. Use as `async with SyncEngine(...) as e:`."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        cfg: Config,
+        options: Options | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self.cfg = cfg
+        self.opt = options or Options()
+        self.progress = progress or Progress()
+        self.index: Index | None = None
+        self.remote: Remote | None = None
+        self.chunking: Chunking = CDC
+        self.cursor: str | None = None
+        self.scan_started_ns: int | None = None
+        self._lock_fd: int | None = None
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> SyncEngine:
+        if not os.path.isdir(self.root):
+            raise SyncError(f"{self.root}: not a folder")
+        state = os.path.join(self.root, STATE_DIR)
+        os.makedirs(state, mode=0o700, exist_ok=True)
+        self._lock_fd = os.open(os.path.join(state, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise SyncError(
+                f"{self.root}: another raftbox sync is running on this folder"
+            ) from None
+        os.ftruncate(self._lock_fd, 0)
+        os.write(self._lock_fd, f"{os.getpid()}\n".encode())
+        try:
+            self.index = Index(self.root)
+            self.remote = Remote(self.cfg.server, self.cfg.token, ssl_context=ssl_context(self.cfg))
+            await self._bind()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.remote is not None:
+            await self.remote.aclose()
+            self.remote = None
+        if self.index is not None:
+            self.index.close()
+            self.index = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def _bind(self) -> None:
+        """Check (or, the first time, record) which server and account this folder syncs with,
+        and learn the server's chunking (the scan cache is per chunking)."""
+        assert self.index is not None and self.remote is not None
+        try:
+            acct = await self.remote.account()
+            conf = await self.remote.native(self.remote.config)
+        except ServerUnavailable as e:
+            raise SyncError(f"cannot reach the server: {e}") from None
+        except RemoteError as e:
+            raise SyncError(str(e)) from None
+        who = {"server": self.cfg.server, "account_id": acct.get("account_id")}
+        bound = self.index.get_state("bound_to")
+        if bound is None:
+            self.index.set_state("bound_to", json.dumps(who))
+        elif json.loads(bound).get("account_id") != who["account_id"]:
+            was = json.loads(bound)
+            raise SyncError(
+                f"{self.root} is synced with account {was.get('account_id')} on "
+                f"{was.get('server')}, not with {who['account_id']} (the account logged in "
+                f"now); use another folder, or remove {STATE_DIR}/ to start it afresh"
+            )
+        ch = conf.get("chunking") or {}
+        with contextlib.suppress(TypeError, ValueError):
+            self.chunking = Chunking(ch["mode"], ch["min_bytes"], ch["avg_bytes"], ch["max_bytes"])
+        tag = json.dumps([self.chunking.mode, self.chunking.min_bytes, self.chunking.avg_bytes,
+                          self.chunking.max_bytes])  # fmt: skip
+        if self.index.get_state("chunking") != tag:
+            with self.index.batch():
+                self.index.db.execute("DELETE FROM scan_cache")
+                self.index.set_state("chunking", tag)
+
+    # -- passes --------------------------------------------------------------------------------
+
+    def _scan(self) -> ScanResult:
+        assert self.index is not None
+        return scan(self.root, self.index, chunking=self.chunking, rules=load_rules(self.root),
+                    prefer=self.index.load_synced())  # fmt: skip
+
+    async def plan_pass(self) -> tuple[Plan, ScanResult]:
+        """Refresh both sides and plan, without changing anything."""
+        assert self.index is not None and self.remote is not None
+        remote_tree, self.cursor = await refresh_remote(self.index, self.remote)
+        self.progress.start("scan", 0, 0)
+        self.scan_started_ns = time.time_ns()
+        result = await asyncio.to_thread(self._scan)
+        self.progress.advance("scan", result.hashed + result.cached, 0)
+        p = plan(
+            result.tree,
+            remote_tree,
+            self.index.load_synced(),
+            host=self.opt.host,
+            today=time.strftime("%Y-%m-%d"),
+            max_delete_share=self.opt.max_delete_share,
+            max_delete_floor=self.opt.max_delete_floor,
+            ignore=load_rules(self.root),
+        )
+        return p, result
+
+    async def one_pass(self, counters: Counters) -> PassReport:
+        assert self.index is not None and self.remote is not None
+        clean_tmp(self.root)
+        p, result = await self.plan_pass()
+        rep = PassReport(p, result)
+        for msg in p.messages:
+            self.progress.message(msg)
+        if p.refused is not None or not p.ops:
+            return rep
+        ex = Executor(
+            self.root,
+            self.index,
+            self.remote,
+            host=self.opt.host,
+            today=time.strftime("%Y-%m-%d"),
+            chunking=self.chunking,
+            blocklists=result.blocklists,
+            progress=self.progress,
+            counters=counters,
+            scan_started_ns=self.scan_started_ns,
+        )
+        before = (counters.conflicts, counters.skipped, len(counters.errors))
+        out = await ex.run(p.ops)
+        rep.ops_done, rep.stopped, rep.unavailable = out.ops_done, out.stopped, out.unavailable
+        after = (counters.conflicts, counters.skipped, len(counters.errors))
+        # Twin renames and conflicted copies are uploaded by the next pass; anything skipped
+        # or failed is retried by it. Otherwise this pass left nothing behind.
+        rep.settled = (
+            out.ops_done == len(p.ops)
+            and before == after
+            and not any(op.kind is OpKind.RENAME_TWIN for op in p.ops)
+        )
+        if out.stopped:
+            self.progress.message(f"note: {out.stopped}; the next pass takes it up")
+        return rep
+
+    async def sync(self) -> Summary:
+        """Passes until nothing is left to do (see the module doc)."""
+        assert self.remote is not None
+        s = Summary()
+        t0 = time.monotonic()
+        sent0, recv0 = self.remote.bytes_sent, self.remote.bytes_received
+        try:
+            for _ in range(self.opt.max_passes):
+                try:
+                    rep = await self.one_pass(s.counters)
+                except ServerUnavailable as e:
+                    s.unavailable = str(e)
+                    break
+                s.passes += 1
+                s.pending = 0
+                if rep.plan.refused is not None:
+                    s.refused = rep.plan.refused
+                    break
+                if rep.unavailable is not None:
+                    s.unavailable = rep.unavailable
+                    break
+                if not rep.plan.ops or rep.settled:
+                    break
+                s.pending = len(rep.plan.ops) - rep.ops_done
+        finally:
+            s.seconds = time.monotonic() - t0
+            s.bytes_sent = self.remote.bytes_sent - sent0
+            s.bytes_received = self.remote.bytes_received - recv0
+            if self.index is not None:
+                self.index.set_state("last_sync", json.dumps({"at": time.time(), **s.as_json()}))
+        return s
+
+    # -- watching ------------------------------------------------------------------------------
+
+    async def watch(
+        self,
+        on_round: Callable[[Summary], None],
+        *,
+        debounce_s: float = 0.3,
+        periodic_s: float = 600.0,
+        fallback_scan_s: float = 30.0,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Sync now, then whenever something changes, until `stop` is set (or forever)."""
+        wake = asyncio.Event()
+        have_cursor = asyncio.Event()
+        stop = stop or asyncio.Event()
+        fallback = {"every": periodic_s}
+
+        async def local_events() -> None:
+            import watchfiles
+
+            def keep(_change: Any, path: str) -> bool:
+                rel = os.path.relpath(path, self.root)
+                return rel != STATE_DIR and not rel.startswith(STATE_DIR + os.sep)
+
+            try:
+                async for _changes in watchfiles.awatch(
+                    self.root,
+                    watch_filter=keep,
+                    debounce=int(debounce_s * 1000),
+                    step=50,
+                    stop_event=stop,
+                    recursive=True,
+                    ignore_permission_denied=True,
+                ):
+                    wake.set()
+            except (OSError, RuntimeError) as e:
+                fallback["every"] = fallback_scan_s
+                self.progress.message(
+                    f"cannot watch {self.root} for changes ({e}); raise the OS limit "
+                    f"(fs.inotify.max_user_watches); scanning every {fallback_scan_s:g} s instead"
+                )
+                wake.set()  # re-arm the wait with the shorter period
+
+        async def remote_events() -> None:
+            assert self.remote is not None
+            backoff = 1.0
+            await have_cursor.wait()  # the first pass sets it
+            while not stop.is_set():
+                cursor = self.cursor
+                assert cursor is not None
+                try:
+                    async for msg in self.remote.stream(cursor):
+                        backoff = 1.0
+                        if msg.get("op") in ("ev", "reset", "resync"):
+                            wake.set()
+                        if msg.get("op") == "backoff":
+                            await asyncio.sleep(float(msg.get("backoff", 5)))
+                except Exception as e:  # noqa: BLE001 - any failure: reconnect with back-off
+                    if stop.is_set():
+                        return
+                    self.progress.message(f"push stream lost ({type(e).__name__}); reconnecting")
+                wake.set()  # changes may have been missed while disconnected
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 60.0)
+
+        async def rounds() -> None:
+            while not stop.is_set():
+                wake.clear()
+                try:
+                    on_round(await self.sync())
+                except (RemoteError, OSError) as e:
+                    self.progress.message(f"pass failed: {e}; trying again")
+                    wake.set()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), fallback_scan_s)
+                    continue
+                if self.cursor is not None:
+                    have_cursor.set()
+                waiter = asyncio.create_task(wake.wait())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait(
+                    {waiter, stopper},
+                    timeout=fallback["every"],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                waiter.cancel()
+                stopper.cancel()
+                if not stop.is_set():  # let a burst of events settle into one pass
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), debounce_s)
+
+        tasks = [
+            asyncio.create_task(rounds()),
+            asyncio.create_task(local_events()),
+            asyncio.create_task(remote_events()),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t

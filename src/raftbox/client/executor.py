@@ -1,0 +1,866 @@
+"""Carrying out a `planner.Plan`: the disk and server side of one sync pass.
+
+Theory of operation
+-------------------
+The planner is pure and decides; this module touches the disk and the server, and records in
+the index (the synced tree) what both sides now agree on. It follows the contract each operation
+type states in `planner` (what to re-check first, what to record on success), with these rules:
+
+1. **Structural operations run first, one at a time, in plan order** (renames, moves, mkdirs,
+   deletes, synced-tree updates). If one is skipped — its re-check failed, or the server
+   refused — the pass stops there (`Outcome.stopped` says why): later operations may depend on
+   it. Nothing needs undoing: the next pass re-plans from fresh trees.
+2. **Transfers run next, concurrently** (`TRANSFERS_IN_FLIGHT` groups at once). Small files
+   (`SMALL_BYTES`) travel in groups of up to `GROUP_FILES` / `GROUP_BYTES`: one `blocks/has`,
+   one `blocks/put` of the missing blocks, one `commit_batch` (one Raft entry) per group; for
+   downloads one batched `blocks/list` and one `blocks/get` of the blocks not found locally.
+   Big files stream in `STREAM_BYTES` pieces so memory stays bounded. A failed transfer affects
+   no other.
+3. **Never lose data.** A local file is re-checked (`localfs.unchanged`: stat, re-hash when in
+   doubt) just before it is deleted or replaced. A download is written to a temporary file in
+   `DIR/.raftbox/tmp/`, fsynced, given its mtime and mode, and renamed into place only then (so
+   no half-written file ever sits under its real name); if the file there changed since the
+   scan, it is first renamed aside as a conflicted copy (uploaded by the next pass). A changed
+   file planned for deletion is kept where it is (the next pass uploads it: an edit wins over a
+   delete). An upload is read (cut and hashed) from disk at upload time, and skipped if it
+   changed while being read. A server conflict (`update(parent_rev)` or `add` refused) renames
+   the local file aside as a conflicted copy; the next pass uploads the copy and downloads the
+   server's version. Identical content is never a conflict (the server answers success).
+4. **Downloads reuse local blocks.** Every block of a file to download that some local file
+   holds (the scan's blocklists) is read from disk and verified by its hash instead of fetched.
+5. **Resumable after a kill at any point.** Each step's record is one SQLite transaction made
+   after the step succeeded; killed in between, the next pass finds both sides already agreeing
+   (same content) and records it, or finds the step undone and does it again. Temporary files of
+   a killed pass are deleted at the start of the next.
+
+Local paths are the planner's display paths below the sync root; before writing into a folder
+the executor checks that no component of it is a symlink (`localfs.safe_dir`), so a folder
+swapped for a link after the scan cannot make it write outside the root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from raftbox.blocks.chunker import CDC, Chunker, Chunking
+from raftbox.blocks.hashing import ContentHasher
+
+from . import localfs
+from .index import CacheEntry, Index
+from .planner import (
+    ConflictCopy,
+    DeleteLocal,
+    DeleteRemote,
+    Download,
+    MkdirLocal,
+    MkdirRemote,
+    MoveLocal,
+    MoveRemote,
+    Op,
+    OpKind,
+    RenameTwin,
+    UpdateSynced,
+    Upload,
+)
+from .remote import Remote, RemoteError, ServerUnavailable, format_ts, remote_node
+from .scanner import RACY_NS
+from .trees import Kind, Node, agreed, path_key
+
+MiB = 1024 * 1024
+SMALL_BYTES = 4 * MiB
+GROUP_FILES = 1000
+GROUP_BYTES = 32 * MiB
+STREAM_BYTES = 16 * MiB
+TRANSFERS_IN_FLIGHT = 4
+TMP_DIR = "tmp"
+
+
+@dataclass
+class Counters:
+    """What passes did (summed over a `sync` run)."""
+
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+    downloaded_files: int = 0
+    downloaded_bytes: int = 0
+    reused_bytes: int = 0  # of downloads, taken from local files instead of the network
+    deleted_local: int = 0
+    deleted_remote: int = 0
+    moved: int = 0
+    folders: int = 0
+    conflicts: int = 0
+    skipped: int = 0  # operations whose re-check failed: the next pass takes them up
+    messages: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: Counters) -> None:
+        for k, v in vars(other).items():
+            if isinstance(v, list):
+                getattr(self, k).extend(v)
+            else:
+                setattr(self, k, getattr(self, k) + v)
+
+
+@dataclass
+class Outcome:
+    ops_done: int = 0
+    stopped: str | None = None  # why the structural phase ended early
+    unavailable: str | None = None  # the server could not be reached: retry later
+
+
+class Progress:
+    """What the executor reports as it goes (the command line shows it as progress bars)."""
+
+    def start(self, what: str, files: int, nbytes: int) -> None: ...
+    def advance(self, what: str, files: int, nbytes: int) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+@dataclass
+class _Prepared:
+    """An upload read from disk: what to commit, and what to record if the commit succeeds."""
+
+    op: Upload
+    node: Node  # the local node as read (stat before and after the read matched)
+    blocks: list[tuple[str, int]]
+    data: dict[str, bytes]  # small files: the bytes of each block
+    cache: CacheEntry | None
+
+
+class Executor:
+    def __init__(
+        self,
+        root: str,
+        index: Index,
+        remote: Remote,
+        *,
+        host: str,
+        today: str,
+        chunking: Chunking = CDC,
+        blocklists: dict[str, tuple[tuple[str, int], ...]] | None = None,
+        progress: Progress | None = None,
+        counters: Counters | None = None,
+        scan_started_ns: int | None = None,
+    ) -> None:
+        self.root = os.path.abspath(root)
+        self.scan_started_ns = scan_started_ns  # when the scan behind `blocklists` began
+        self.index = index
+        self.remote = remote
+        self.host, self.today = host, today
+        self.chunking = chunking
+        self.blocklists = blocklists or {}
+        self.progress = progress or Progress()
+        self.c = counters if counters is not None else Counters()
+        self.tmp = os.path.join(self.root, ".raftbox", TMP_DIR)
+        self._local_blocks: dict[str, tuple[str, int, int]] | None = None
+        self._dirty_dirs: set[str] = set()  # folders renamed into: fsynced once per group
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    async def run(self, ops: Iterable[Op]) -> Outcome:
+        out = Outcome()
+        ops = list(ops)
+        structural = [op for op in ops if op.kind not in (OpKind.UPLOAD, OpKind.DOWNLOAD)]
+        uploads = [op for op in ops if isinstance(op, Upload)]
+        downloads = [op for op in ops if isinstance(op, Download)]
+        try:
+            for op in structural:
+                try:
+                    why = await self._structural(op)
+                except OSError as e:
+                    why = f"{getattr(op, 'path', getattr(op, 'src', '?'))}: {e}"
+                    self.c.errors.append(why)
+                if why is not None:
+                    out.stopped = why
+                    self.c.skipped += 1
+                    return out
+                out.ops_done += 1
+            out.ops_done += await self._transfers(uploads, downloads)
+        except ServerUnavailable as e:
+            out.unavailable = str(e)
+        return out
+
+    def abs(self, rel: str) -> str:
+        return self.root + rel
+
+    # -- structural ----------------------------------------------------------------------------
+
+    async def _structural(self, op: Op) -> str | None:
+        """Carry out one structural op; None on success, else why it was skipped."""
+        if isinstance(op, RenameTwin | ConflictCopy | MoveLocal):
+            src, dst = (op.path, op.new_path) if isinstance(op, ConflictCopy) else (op.src, op.dst)
+            if not localfs.safe_dir(self.root, dst.rsplit("/", 1)[0]):
+                return f"{dst}: its folder is gone or is not a folder"
+            try:
+                localfs.rename_noreplace(self.abs(src), self.abs(dst))
+            except FileNotFoundError:
+                return f"{src}: gone since the scan"
+            except FileExistsError:
+                return f"{dst}: taken since the scan"
+            if isinstance(op, RenameTwin):
+                self.progress.message(op.message)
+                self.c.messages.append(op.message)
+            elif isinstance(op, ConflictCopy):
+                self._conflict_noted(src, dst)
+            else:
+                self.index.move(path_key(src), dst)
+                self.c.moved += 1
+            return None
+        if isinstance(op, MkdirLocal):
+            p = self.abs(op.path)
+            if not localfs.safe_dir(self.root, op.path.rsplit("/", 1)[0]):
+                return f"{op.path}: its folder is gone or is not a folder"
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(p)
+            st = localfs.lstat_or_none(p)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                return f"{op.path}: not a folder on disk"
+            self.index.apply(put=[agreed(localfs.local_node(op.path, st), op.node)])
+            self.c.folders += 1
+            return None
+        if isinstance(op, MkdirRemote):
+            try:
+                meta = (await self.remote.api("files/create_folder_v2", {"path": op.path}))[
+                    "metadata"
+                ]
+                meta[".tag"] = "folder"
+            except RemoteError as e:
+                if not e.is_tag("path/conflict/folder"):
+                    return f"create folder {op.path}: {e.summary}"
+                meta = await self.remote.api("files/get_metadata", {"path": op.path})
+            rem = remote_node(meta)
+            if rem is None or not rem.is_folder:
+                return f"{op.path}: not a folder on the server"
+            self.index.apply(put=[agreed(op.node, rem)])
+            self.c.folders += 1
+            return None
+        if isinstance(op, MoveRemote):
+            try:
+                await self.remote.api("files/move_v2", {"from_path": op.src, "to_path": op.dst})
+            except RemoteError as e:
+                return f"move {op.src} -> {op.dst}: {e.summary}"
+            self.index.move(path_key(op.src), op.dst)
+            self.c.moved += 1
+            return None
+        if isinstance(op, DeleteLocal):
+            return self._delete_local(op)
+        if isinstance(op, DeleteRemote):
+            return await self._delete_remote(op)
+        if isinstance(op, UpdateSynced):
+            key = path_key(op.path)
+            if op.node is None:
+                self.index.apply(delete=[key])
+            else:
+                self.index.apply(put=[op.node], delete=[] if op.node.is_folder else [key])
+            return None
+        raise AssertionError(f"not a structural op: {op!r}")
+
+    def _delete_local(self, op: DeleteLocal) -> str | None:
+        p = self.abs(op.path)
+        key = path_key(op.path)
+        st = localfs.lstat_or_none(p)
+        if st is None:
+            self.index.apply(delete=[key])  # already gone: both sides agree
+            return None
+        if not localfs.unchanged(p, op.expect, self.chunking):
+            return f"{op.path}: changed since the scan, kept (the next pass uploads it)"
+        try:
+            if op.expect.is_folder:
+                os.rmdir(p)
+            else:
+                os.unlink(p)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return f"{op.path}: the folder is not empty any more, kept"
+            raise
+        self.index.apply(delete=[key])
+        self.c.deleted_local += 1
+        return None
+
+    async def _delete_remote(self, op: DeleteRemote) -> str | None:
+        key = path_key(op.path)
+        arg: dict[str, Any] = {"path": op.path}
+        if op.rev is not None:
+            arg["parent_rev"] = op.rev
+        else:  # a folder: only if nothing is left in it on the server
+            try:
+                res = await self.remote.api("files/list_folder", {"path": op.path, "limit": 1})
+            except RemoteError as e:
+                if e.is_tag("path/not_found"):
+                    self.index.apply(delete=[key])
+                    return None
+                return f"delete {op.path}: {e.summary}"
+            if res["entries"]:
+                return f"delete {op.path}: the server folder has new entries, kept"
+        try:
+            await self.remote.api("files/delete_v2", arg)
+        except RemoteError as e:
+            if e.is_tag("path_lookup/not_found") or e.is_tag("path/not_found"):
+                self.index.apply(delete=[key])
+                return None
+            return f"delete {op.path}: {e.summary}"
+        self.index.apply(delete=[key])
+        self.c.deleted_remote += 1
+        return None
+
+    def _conflict_noted(self, path: str, copy: str) -> None:
+        msg = f"conflict: {path!r} changed on both sides; this side's version is kept as {copy!r}"
+        self.c.conflicts += 1
+        self.c.messages.append(msg)
+        self.progress.message(msg)
+
+    def _conflict_aside(self, rel: str, is_folder: bool = False) -> str | None:
+        """Rename local `rel` to a free conflicted-copy name; the new name (None if gone)."""
+        new = localfs.free_conflict_name(
+            self.root, rel, host=self.host, today=self.today, is_folder=is_folder
+        )
+        try:
+            localfs.rename_noreplace(self.abs(rel), self.abs(new))
+        except FileNotFoundError:
+            return None
+        self._conflict_noted(rel, new)
+        return new
+
+    # -- transfers -----------------------------------------------------------------------------
+
+    async def _transfers(self, uploads: list[Upload], downloads: list[Download]) -> int:
+        if not uploads and not downloads:
+            return 0
+        self.progress.start("upload", len(uploads), sum(op.node.size for op in uploads))
+        self.progress.start("download", len(downloads), sum(op.node.size for op in downloads))
+        jobs: list[Callable[[], Any]] = []
+        for group in _groups([op for op in uploads if op.node.size <= SMALL_BYTES]):
+            jobs.append(lambda g=group: self._upload_small(g))
+        for op in (op for op in uploads if op.node.size > SMALL_BYTES):
+            jobs.append(lambda op=op: self._upload_big(op))
+        for group in _groups([op for op in downloads if op.node.size <= SMALL_BYTES]):
+            jobs.append(lambda g=group: self._download_small(g))
+        for op in (op for op in downloads if op.node.size > SMALL_BYTES):
+            jobs.append(lambda op=op: self._download_big(op))
+        slots = asyncio.Semaphore(TRANSFERS_IN_FLIGHT)
+        done = 0
+
+        unavailable: list[str] = []
+
+        async def one(job: Callable[[], Any]) -> None:
+            nonlocal done
+            async with slots:
+                if unavailable:
+                    return
+                try:
+                    n = await job()  # (not `done += await ...`: that reads `done` first)
+                    done += n
+                except ServerUnavailable as e:
+                    unavailable.append(str(e))
+                except (RemoteError, OSError) as e:  # this transfer only; the others go on
+                    self.c.errors.append(str(e))
+                    self.progress.message(f"error: {e}")
+
+        async with asyncio.TaskGroup() as tg:
+            for job in jobs:
+                tg.create_task(one(job))
+        if unavailable:
+            raise ServerUnavailable(unavailable[0])
+        return done
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    def _read(self, op: Upload, keep_data: bool) -> _Prepared | None:
+        """Cut and hash `op`'s file as it is now (worker thread); None if it changed or went."""
+        p = self.abs(op.path)
+        try:
+            st = os.lstat(p)
+            kind = localfs.kind_of(st)
+            if kind is not op.node.kind:
+                return None
+            if kind is Kind.SYMLINK:
+                target = os.readlink(p)
+                raw = os.fsencode(target)
+                bid = hashlib.sha256(raw).hexdigest()
+                node = localfs.local_node(op.path, st, link_target=target)
+                blocks = [(bid, len(raw))] if raw else []
+                return _Prepared(op, node, blocks, {bid: raw} if keep_data else {}, None)
+            ch = Chunker(self.chunking)
+            blocks, data = [], {}
+            with open(p, "rb") as f:
+                if os.fstat(f.fileno()).st_ino != st.st_ino:
+                    return None
+                while piece := f.read(4 * MiB):
+                    for c in ch.feed(piece):
+                        blocks.append((c.id, c.size))
+                        if keep_data:
+                            data[c.id] = c.data
+                for c in ch.finish():
+                    blocks.append((c.id, c.size))
+                    if keep_data:
+                        data[c.id] = c.data
+            after = os.lstat(p)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not _same_stat(st, after) or ch.size != st.st_size:
+            return None  # being written: the next pass takes it up
+        node = localfs.local_node(op.path, st, content_hash=ch.content_hash())
+        cache = None
+        if time.time_ns() - st.st_mtime_ns >= RACY_NS:
+            cache = CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns, node.content_hash or "",
+                               tuple(blocks))  # fmt: skip
+        return _Prepared(op, node, blocks, data, cache)
+
+    def _entry(self, pr: _Prepared) -> dict[str, Any]:
+        op, node = pr.op, pr.node
+        e: dict[str, Any] = {
+            "path": op.path,
+            "blocks": [[b, s] for b, s in pr.blocks],
+            "size": node.size,
+            "mode": "add" if op.parent_rev is None else {".tag": "update", "update": op.parent_rev},
+            "autorename": False,
+            "client_modified": format_ts(node.mtime_ns),
+        }
+        if node.kind is Kind.SYMLINK:
+            e["symlink_target"] = node.link_target
+        else:
+            e["content_hash"] = node.content_hash
+            e["executable"] = bool(node.executable)
+        return e
+
+    async def _send_missing(self, blocks: dict[str, bytes]) -> None:
+        if not blocks:
+            return
+        have = await self.remote.native(self.remote.has, list(blocks))
+        todo = [(b, d) for b, d in blocks.items() if b not in have]
+        if todo:
+            await self.remote.native(self.remote.put, todo)
+
+    async def _commit(self, prepared: list[_Prepared]) -> int:
+        results = await self.remote.native(
+            self.remote.commit_batch, [self._entry(pr) for pr in prepared]
+        )
+        puts: list[Node] = []
+        keys: list[str] = []
+        cache: list[CacheEntry] = []
+        done = 0
+        for pr, res in zip(prepared, results, strict=True):
+            tag = res.get(".tag")
+            if tag == "success":
+                rem = remote_node({**res, ".tag": "file"})
+                assert rem is not None
+                puts.append(agreed(pr.node, rem))
+                keys.append(pr.node.key)
+                if pr.cache is not None:
+                    cache.append(pr.cache)
+                self.c.uploaded_files += 1
+                self.c.uploaded_bytes += pr.node.size
+                done += 1
+            elif tag == "failure" and "conflict" in _tags(res.get("failure")):
+                self._conflict_aside(pr.op.path)  # the next pass uploads it and downloads theirs
+            else:
+                self.c.skipped += 1
+                why = _tags(res.get("failure")) if tag == "failure" else [str(tag)]
+                self.c.errors.append(f"upload {pr.op.path}: {'/'.join(why)}")
+        with self.index.batch():
+            self.index.apply(put=puts, delete=keys)
+            self.index.cache_put_many(cache)
+        return done
+
+    async def _upload_small(self, ops: list[Upload]) -> int:
+        prepared = await asyncio.to_thread(lambda: [self._read(op, True) for op in ops])
+        ready = [pr for pr in prepared if pr is not None]
+        self.c.skipped += len(prepared) - len(ready)
+        if not ready:
+            return 0
+        await self._send_missing({b: d for pr in ready for b, d in pr.data.items()})
+        done = await self._commit(ready)
+        self.progress.advance("upload", len(ops), sum(op.node.size for op in ops))
+        return done
+
+    async def _upload_big(self, op: Upload) -> int:
+        """Upload a big file with the scan's blocklist when it is still valid (only the blocks
+        the server lacks are read), else by cutting it again (`_upload_big_recut`)."""
+        p = self.abs(op.path)
+        scanned = self.blocklists.get(op.path)
+        st = localfs.lstat_or_none(p)
+        if (
+            scanned is None
+            or st is None
+            or (st.st_ino, st.st_size, st.st_mtime_ns)
+            != (op.node.inode, op.node.size, op.node.mtime_ns)  # fmt: skip
+            or self._racy(st)
+        ):
+            return await self._upload_big_recut(op)
+        offsets: dict[str, tuple[int, int]] = {}
+        off = 0
+        for b, size in scanned:
+            offsets.setdefault(b, (off, size))
+            off += size
+        have = await self.remote.native(self.remote.has, list(offsets))
+        missing = [(b, *offsets[b]) for b in offsets if b not in have]
+
+        def read(batch: list[tuple[str, int, int]]) -> dict[str, bytes] | None:
+            out: dict[str, bytes] = {}
+            with open(p, "rb") as f:
+                for b, o, size in batch:
+                    f.seek(o)
+                    data = f.read(size)
+                    if hashlib.sha256(data).hexdigest() != b:
+                        return None  # changed since the scan
+                    out[b] = data
+            return out
+
+        sending: asyncio.Task | None = None
+        i = 0
+        try:
+            while i < len(missing):
+                batch, n = [], 0
+                while i < len(missing) and n < STREAM_BYTES:
+                    batch.append(missing[i])
+                    n += missing[i][2]
+                    i += 1
+                blocks = await asyncio.to_thread(read, batch)
+                if sending is not None:
+                    await sending
+                    sending = None
+                if blocks is None:
+                    return await self._upload_big_recut(op)
+                sending = asyncio.create_task(self._send_missing_known(blocks))
+                self.progress.advance("upload", 0, n)
+        except FileNotFoundError:
+            self.c.skipped += 1
+            return 0
+        finally:
+            if sending is not None:
+                await sending
+        after = localfs.lstat_or_none(p)
+        if after is None or not _same_stat(st, after):
+            self.c.skipped += 1
+            return 0
+        node = localfs.local_node(op.path, after, content_hash=op.node.content_hash)
+        done = await self._commit([_Prepared(op, node, list(scanned), {}, None)])
+        self.progress.advance("upload", 1, 0)
+        return done
+
+    def _racy(self, st: os.stat_result) -> bool:
+        """Could the file have changed after the scan read it without changing its stat?
+
+        Only if it was modified within one mtime tick of the scan. Filesystems with sub-second
+        timestamps tick in milliseconds (a 100 ms margin covers them); a whole-second mtime
+        may come from a coarse filesystem (FAT: 2 s), so it gets `RACY_NS`."""
+        if self.scan_started_ns is None:
+            return time.time_ns() - st.st_mtime_ns < RACY_NS
+        margin = RACY_NS if st.st_mtime_ns % 1_000_000_000 == 0 else 100_000_000
+        return st.st_mtime_ns >= self.scan_started_ns - margin
+
+    async def _send_missing_known(self, blocks: dict[str, bytes]) -> None:
+        await self.remote.native(self.remote.put, list(blocks.items()))
+
+    async def _upload_big_recut(self, op: Upload) -> int:
+        """Stream a big file: cut `STREAM_BYTES`, send its missing blocks while cutting the
+        next, then commit; memory is two pieces whatever the size."""
+        p = self.abs(op.path)
+        try:
+            f = open(p, "rb")  # noqa: SIM115 (closed below, across awaits)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            self.c.skipped += 1
+            return 0
+        try:
+            st = os.fstat(f.fileno())
+            ch = Chunker(self.chunking)
+            blocks: list[tuple[str, int]] = []
+            sent: set[str] = set()
+
+            def cut() -> tuple[dict[str, bytes], bool]:
+                out: dict[str, bytes] = {}
+                n = 0
+                while n < STREAM_BYTES:
+                    piece = f.read(4 * MiB)
+                    cs = ch.feed(piece) if piece else ch.finish()
+                    for c in cs:
+                        blocks.append((c.id, c.size))
+                        if c.id not in sent:
+                            sent.add(c.id)
+                            out[c.id] = c.data
+                    if not piece:
+                        return out, True
+                    n += len(piece)
+                return out, False
+
+            sending: asyncio.Task | None = None
+            done = False
+            while not done:
+                batch, done = await asyncio.to_thread(cut)
+                if sending is not None:
+                    await sending
+                sending = asyncio.create_task(self._send_missing(batch))
+                self.progress.advance("upload", 0, sum(len(d) for d in batch.values()))
+            if sending is not None:
+                await sending
+        finally:
+            f.close()
+        after = localfs.lstat_or_none(p)
+        if after is None or not _same_stat(st, after) or ch.size != st.st_size:
+            self.c.skipped += 1
+            return 0
+        node = localfs.local_node(op.path, after, content_hash=ch.content_hash())
+        cache = None
+        if time.time_ns() - st.st_mtime_ns >= RACY_NS:
+            cache = CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns, node.content_hash or "",
+                               tuple(blocks))  # fmt: skip
+        done_n = await self._commit([_Prepared(op, node, blocks, {}, cache)])
+        self.progress.advance("upload", 1, 0)
+        return done_n
+
+    # -- downloads -----------------------------------------------------------------------------
+
+    def _local_block(self, bid: str) -> bytes | None:
+        """Block `bid` read from a local file that held it at scan time (verified), or None."""
+        if self._local_blocks is None:
+            idx: dict[str, tuple[str, int, int]] = {}
+            for rel, blocks in self.blocklists.items():
+                off = 0
+                for b, size in blocks:
+                    idx.setdefault(b, (rel, off, size))
+                    off += size
+            self._local_blocks = idx
+        hit = self._local_blocks.get(bid)
+        if hit is None:
+            return None
+        rel, off, size = hit
+        try:
+            with open(self.abs(rel), "rb") as f:
+                f.seek(off)
+                data = f.read(size)
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == bid else None
+
+    async def _blocklists(self, ops: list[Download]) -> list[list[tuple[str, int]] | None]:
+        files = [op for op in ops if op.node.kind is Kind.FILE]
+        lists = await self.remote.native(
+            self.remote.blocklists, [f"rev:{op.node.rev}" for op in files]
+        )
+        by_op: dict[int, list[tuple[str, int]] | None] = {}
+        for op, got in zip(files, lists, strict=True):
+            by_op[id(op)] = None if got is None else list(got[1])
+        return [by_op.get(id(op), []) for op in ops]
+
+    async def _download_small(self, ops: list[Download]) -> int:
+        lists = await self._blocklists(ops)
+        wanted = {b for bl in lists if bl for b, _ in bl}
+        have: dict[str, bytes] = {}
+
+        def local_all() -> None:
+            for b in wanted:
+                d = self._local_block(b)
+                if d is not None:
+                    have[b] = d
+
+        await asyncio.to_thread(local_all)
+        self.c.reused_bytes += sum(len(d) for d in have.values())
+        fetch = [b for b in wanted if b not in have]
+        if fetch:
+            async for bid, data in self.remote.get(fetch):
+                have[bid] = data
+        results = await asyncio.to_thread(
+            lambda: [
+                None if bl is None else self._write(op, [(b, have[b]) for b, _ in bl])
+                for op, bl in zip(ops, lists, strict=True)
+            ]
+        )
+        await asyncio.to_thread(self._sync_dirs)
+        return self._record_downloads(ops, results, lists)
+
+    def _sync_dirs(self) -> None:
+        """Make the renames of finished downloads durable before they are recorded."""
+        while self._dirty_dirs:
+            localfs.fsync_dir(self._dirty_dirs.pop())
+
+    async def _download_big(self, op: Download) -> int:
+        (bl,) = await self._blocklists([op])
+        if bl is None:
+            self.c.skipped += 1
+            return 0
+        os.makedirs(self.tmp, exist_ok=True)
+        tmp = os.path.join(self.tmp, uuid.uuid4().hex)
+        hasher = ContentHasher()
+        try:
+            with open(tmp, "wb") as f:
+                i = 0
+                while i < len(bl):
+                    b, _ = bl[i]
+                    data = await asyncio.to_thread(self._local_block, b)
+                    if data is not None:
+                        self.c.reused_bytes += len(data)
+                        await asyncio.to_thread(_write_piece, f, hasher, data)
+                        self.progress.advance("download", 0, len(data))
+                        i += 1
+                        continue
+                    run: list[str] = []
+                    while i < len(bl) and len(run) < 256:
+                        run.append(bl[i][0])
+                        i += 1
+                    async for _bid, data in self.remote.get(run):
+                        await asyncio.to_thread(_write_piece, f, hasher, data)
+                        self.progress.advance("download", 0, len(data))
+                await asyncio.to_thread(os.fsync, f.fileno())
+            if hasher.hexdigest() != op.node.content_hash:
+                raise RemoteError("blocks/get", 200, f"{op.path}: content hash mismatch")
+            result = await asyncio.to_thread(self._install, op, tmp)
+            await asyncio.to_thread(self._sync_dirs)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return self._record_downloads([op], [result], [bl])
+
+    def _write(self, op: Download, blocks: list[tuple[str, bytes]]) -> Node | None:
+        """Write a small download to a temp file and install it (worker thread)."""
+        os.makedirs(self.tmp, exist_ok=True)
+        tmp = os.path.join(self.tmp, uuid.uuid4().hex)
+        try:
+            if op.node.kind is Kind.SYMLINK:
+                assert op.node.link_target is not None
+                os.symlink(op.node.link_target, tmp)
+            else:
+                hasher = ContentHasher()
+                with open(tmp, "wb") as f:
+                    for _b, data in blocks:
+                        _write_piece(f, hasher, data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if hasher.hexdigest() != op.node.content_hash:
+                    self.c.errors.append(f"download {op.path}: content hash mismatch")
+                    return None
+            return self._install(op, tmp)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _install(self, op: Download, tmp: str) -> Node | None:
+        """Put the finished temp file in place (worker thread): mtime, mode, re-check, rename.
+
+        Returns the local node now at `op.path`, or None if the download was skipped."""
+        node = op.node
+        if node.kind is Kind.FILE:
+            if node.mtime_ns is not None:
+                os.utime(tmp, ns=(node.mtime_ns, node.mtime_ns))
+            localfs.set_executable(tmp, bool(node.executable))
+        parent = op.path.rsplit("/", 1)[0]
+        if not localfs.safe_dir(self.root, parent):
+            return None
+        dest = self.abs(op.path)
+        cur = localfs.lstat_or_none(dest)
+        try:
+            if cur is None:
+                localfs.rename_noreplace(tmp, dest)
+            elif op.expect is not None and localfs.unchanged(dest, op.expect, self.chunking):
+                os.replace(tmp, dest)  # the planned overwrite of an unchanged file
+            elif self._same_as(dest, cur, node):
+                pass  # already there (a killed pass, or the same edit on both sides)
+            else:  # changed since the scan: keep it as a conflicted copy, then install
+                self._conflict_aside(op.path, localfs.kind_of(cur) is Kind.FOLDER)
+                localfs.rename_noreplace(tmp, dest)
+        except FileExistsError:
+            return None  # created again just now: the next pass sorts it out
+        self._dirty_dirs.add(self.root + parent)
+        st = os.lstat(dest)
+        if node.kind is Kind.SYMLINK:
+            return localfs.local_node(op.path, st, link_target=os.readlink(dest))
+        return localfs.local_node(op.path, st, content_hash=node.content_hash)
+
+    def _same_as(self, dest: str, st: os.stat_result, node: Node) -> bool:
+        kind = localfs.kind_of(st)
+        if kind is not node.kind:
+            return False
+        if kind is Kind.SYMLINK:
+            with contextlib.suppress(OSError):
+                return os.readlink(dest) == node.link_target
+            return False
+        return st.st_size == node.size and localfs.file_hash(dest, self.chunking) == (
+            node.content_hash
+        )
+
+    def _record_downloads(
+        self,
+        ops: list[Download],
+        results: list[Node | None],
+        lists: list[list[tuple[str, int]] | None],
+    ) -> int:
+        puts: list[Node] = []
+        keys: list[str] = []
+        cache: list[CacheEntry] = []
+        for op, loc, bl in zip(ops, results, lists, strict=True):
+            if loc is None:
+                self.c.skipped += 1
+                continue
+            puts.append(agreed(loc, op.node))
+            keys.append(loc.key)
+            self.c.downloaded_files += 1
+            self.c.downloaded_bytes += op.node.size
+            if loc.kind is Kind.FILE and loc.inode is not None and loc.mtime_ns is not None:
+                if bl is not None and time.time_ns() - loc.mtime_ns >= RACY_NS:
+                    cache.append(CacheEntry(loc.inode, loc.size, loc.mtime_ns,
+                                            loc.content_hash or "", tuple(bl)))  # fmt: skip
+        with self.index.batch():
+            self.index.apply(put=puts, delete=keys)
+            self.index.cache_put_many(cache)
+        small = [op for op in ops if op.node.size <= SMALL_BYTES]
+        self.progress.advance("download", len(ops), sum(op.node.size for op in small))
+        return len(puts)
+
+
+def _same_stat(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
+        b.st_ino, b.st_size, b.st_mtime_ns, b.st_ctime_ns)  # fmt: skip
+
+
+def _write_piece(f: Any, hasher: ContentHasher, data: bytes) -> None:
+    f.write(data)
+    hasher.update(data)
+
+
+def _groups(ops: list[Any]) -> list[list[Any]]:
+    out: list[list[Any]] = []
+    cur: list[Any] = []
+    size = 0
+    for op in ops:
+        if cur and (len(cur) >= GROUP_FILES or size + op.node.size > GROUP_BYTES):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(op)
+        size += op.node.size
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _tags(u: Any) -> list[str]:
+    """The tags of a nested stone union (`{".tag": "path", "path": {...}}` → ["path", ...]);
+    an `UploadWriteFailed`-style `reason` is followed too."""
+    out: list[str] = []
+    while isinstance(u, dict):
+        tag = u.get(".tag")
+        if not isinstance(tag, str):
+            break
+        out.append(tag)
+        u = u.get(tag, u.get("reason"))
+    return out
+
+
+def clean_tmp(root: str) -> int:
+    """Delete the temporary files a killed pass left behind; how many."""
+    d = os.path.join(os.path.abspath(root), ".raftbox", TMP_DIR)
+    n = 0
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(d):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(d, name))
+                n += 1
+    return n

@@ -1,0 +1,226 @@
+"""The sync client's view of the server: one async HTTP session for every route it uses.
+
+`Remote` is a `NativeClient` (blocks/has, put, get, list, commit_batch: the block-level routes
+that make uploads send only missing blocks and downloads fetch only blocks not found locally)
+plus the few Dropbox API v2 routes a sync pass needs (list_folder and continue, create_folder_v2,
+delete_v2 with parent_rev, move_v2, get_metadata, the account) and the push stream. Errors:
+
+- `RemoteError(route, status, summary, body)` for an answer that is not 200 — `summary` is the
+  Dropbox `error_summary` (`path/not_found/..`, `path/conflict/file/..`), so callers branch on
+  it with `is_tag`;
+- `ServerUnavailable` for what a retry may cure (no connection, 5xx, 429). A pass that meets it
+  stops; the next pass re-plans from fresh trees, so nothing needs undoing.
+
+`remote_node(metadata)` turns a Dropbox metadata object into a `trees.Node` (symlinks from
+`symlink_info`, the executable bit from raftbox's `executable` field, client_modified as mtime).
+
+`refresh_remote(index, remote)` brings the remote tree kept in the index up to date: a full
+recursive listing the first time (or after the server resets the cursor), then only the deltas
+of `list_folder/continue` from the stored cursor. Returns the tree and the cursor, which is also
+what the push stream watches.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from raftbox.blocks.native import NativeClient, NativeError
+from raftbox.meta.paths import MalformedPath
+
+from .index import Index, rooted
+from .trees import Kind, Node, Tree, path_key
+
+STREAM_PATH = "/2/raftbox/notify/stream"
+CURSOR_STATE = "remote_cursor"
+
+
+class RemoteError(Exception):
+    def __init__(self, route: str, status: int, summary: str, body: Any = None) -> None:
+        super().__init__(f"{route}: {summary}")
+        self.route, self.status, self.summary, self.body = route, status, summary, body
+
+    def is_tag(self, prefix: str) -> bool:
+        return self.summary.startswith(prefix)
+
+
+class ServerUnavailable(Exception):
+    """The server could not be reached or answered 5xx/429: try again later."""
+
+
+def parse_ts_ns(s: str | None) -> int | None:
+    """A Dropbox timestamp ("2024-05-01T12:00:00Z") as nanoseconds since the epoch."""
+    if not s:
+        return None
+    try:
+        return calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ")) * 1_000_000_000
+    except ValueError:
+        return None
+
+
+def format_ts(mtime_ns: int | None) -> str:
+    t = (mtime_ns if mtime_ns is not None else time.time_ns()) // 1_000_000_000
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(t, 0)))
+
+
+def remote_node(m: dict[str, Any]) -> Node | None:
+    """The node of a file or folder metadata object (None for `deleted` entries)."""
+    tag = m.get(".tag")
+    path = m["path_display"]
+    if tag == "folder":
+        return Node(path, Kind.FOLDER, remote_id=m.get("id"))
+    if tag != "file":
+        return None
+    link = m.get("symlink_info")
+    if link is not None:
+        return Node(path, Kind.SYMLINK, link_target=link["target"], size=m.get("size", 0),
+                    mtime_ns=parse_ts_ns(m.get("client_modified")), remote_id=m.get("id"),
+                    rev=m.get("rev"))  # fmt: skip
+    return Node(path, Kind.FILE, content_hash=m["content_hash"], size=m["size"],
+                mtime_ns=parse_ts_ns(m.get("client_modified")),
+                executable=bool(m.get("executable", False)), remote_id=m.get("id"),
+                rev=m.get("rev"))  # fmt: skip
+
+
+class Remote(NativeClient):
+    """`NativeClient` plus the Dropbox routes of a sync pass (see the module doc)."""
+
+    def __init__(self, base_url: str, token: str, **kw: Any) -> None:
+        super().__init__(base_url, token, **kw)
+        self.token = token
+
+    async def api(self, route: str, arg: Any = None) -> dict[str, Any]:
+        """One Dropbox RPC route (JSON in, JSON out)."""
+        body = json.dumps(arg).encode()
+        self.bytes_sent += len(body)
+        try:
+            async with self._http.post(
+                f"{self.base}/2/{route}",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                ssl=self.ssl,
+            ) as r:
+                raw = await r.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise ServerUnavailable(f"{route}: cannot reach {self.base}: {type(e).__name__}") from e
+        self.bytes_received += len(raw)
+        if r.status == 200:
+            return json.loads(raw) if raw else {}
+        if r.status >= 500 or r.status == 429:
+            raise ServerUnavailable(f"{route}: HTTP {r.status}")
+        summary, parsed = f"HTTP {r.status}", None
+        try:
+            parsed = json.loads(raw)
+            summary = parsed.get("error_summary") or summary
+        except ValueError:
+            if raw.strip():
+                summary += ": " + raw.decode(errors="replace").strip().splitlines()[0][:200]
+        if r.status == 401:
+            summary = f"unauthorized ({summary}): check the token (raftbox login)"
+        raise RemoteError(route, r.status, summary, parsed)
+
+    async def native(self, coro_fn: Any, *args: Any) -> Any:
+        """Call a NativeClient method, mapping its failures onto this module's errors."""
+        try:
+            return await coro_fn(*args)
+        except NativeError as e:
+            if e.status >= 500 or e.status == 429:
+                raise ServerUnavailable(f"native: HTTP {e.status}") from e
+            raise RemoteError("native", e.status, str(e.body)[:300], e.body) from e
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise ServerUnavailable(f"cannot reach {self.base}: {type(e).__name__}") from e
+
+    async def blocklists(self, paths: list[str]) -> list[tuple[dict, list] | None]:
+        """`(metadata, blocks)` of each path (None: not found), batched when the server can."""
+        many = getattr(self, "blocks_of_many", None)
+        if many is not None:
+            return await many(paths)
+        out: list[tuple[dict, list] | None] = []
+        for p in paths:
+            try:
+                out.append(await self.blocks_of(p))
+            except NativeError as e:
+                if e.status != 409:
+                    raise
+                out.append(None)
+        return out
+
+    async def account(self) -> dict[str, Any]:
+        return await self.api("users/get_current_account")
+
+    async def stream(self, cursor: str) -> AsyncIterator[dict[str, Any]]:
+        """The push stream's messages for one cursor (see `raftbox.notify.service`)."""
+        async with self._http.ws_connect(
+            f"{self.base}{STREAM_PATH}", ssl=self.ssl, heartbeat=30.0
+        ) as ws:
+            await ws.send_str(json.dumps({"op": "watch", "cursors": [{"cursor": cursor}]}))
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    yield json.loads(msg.data)
+                elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                    return
+
+
+async def refresh_remote(index: Index, remote: Remote) -> tuple[Tree, str]:
+    """Update the index's remote tree from the server (see the module doc)."""
+    cursor = index.get_state(CURSOR_STATE)
+    if cursor is not None:
+        try:
+            return await _follow(index, remote, cursor)
+        except RemoteError as e:
+            if not e.is_tag("reset") and e.status != 409:
+                raise
+    res = await remote.api("files/list_folder", {"path": "", "recursive": True, "limit": 2000})
+    nodes: dict[str, Node] = {}
+    while True:
+        for op in _ops(res["entries"]):
+            if isinstance(op, Node):
+                nodes[op.key] = op
+            elif op in nodes:  # rare in a full listing: drop the subtree
+                for k in [k for k in nodes if k == op or k.startswith(op + "/")]:
+                    del nodes[k]
+        if not res.get("has_more"):
+            break
+        res = await remote.api("files/list_folder/continue", {"cursor": res["cursor"]})
+    tree = Tree(rooted(nodes))
+    with index.batch():
+        index.apply_remote(tree.values(), reset=True)
+        index.set_state(CURSOR_STATE, res["cursor"])
+    return tree, res["cursor"]
+
+
+async def _follow(index: Index, remote: Remote, cursor: str) -> tuple[Tree, str]:
+    while True:
+        res = await remote.api("files/list_folder/continue", {"cursor": cursor})
+        with index.batch():
+            for op in _ops(res["entries"]):  # in listing order: a delete, then a put
+                if isinstance(op, Node):
+                    index.apply_remote(put=[op])
+                else:
+                    index.apply_remote(delete=[op])
+            index.set_state(CURSOR_STATE, res["cursor"])
+        cursor = res["cursor"]
+        if not res.get("has_more"):
+            return index.load_remote(), cursor
+
+
+def _ops(entries: list[dict[str, Any]]) -> list[Node | str]:
+    """A listing's entries as tree operations, in order: a key to forget (with its subtree:
+    a deleted entry, or a file replacing whatever was there) or a node to record."""
+    out: list[Node | str] = []
+    for m in entries:
+        try:
+            n = remote_node(m)
+            key = path_key(m["path_display"]) if n is None else n.key
+        except (MalformedPath, KeyError, TypeError, ValueError):
+            continue  # a name this client cannot hold; the server's problem, not a crash
+        if n is None or not n.is_folder:
+            out.append(key)
+        if n is not None:
+            out.append(n)
+    return out

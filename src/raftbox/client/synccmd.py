@@ -1,0 +1,193 @@
+"""`raftbox sync DIR`, `raftbox sync --watch DIR` and `raftbox status DIR`.
+
+- `sync DIR`: passes both ways until the folder and the account agree, then one summary line
+  (and `--stats-json FILE`: the summary as JSON, for scripts and benchmarks). Exit status 0 when
+  everything is in sync, 1 on errors or when the server could not be reached, 2 when the
+  max-delete check refused the pass (the message says how many deletions and how to proceed).
+- `sync --watch DIR`: the same, then keeps syncing on filesystem events and the server's push
+  stream, one summary line per round that did something; Ctrl-C (SIGINT) or SIGTERM stops it
+  between two steps, never inside a file's install.
+- `status DIR`: what a pass would do now (counts and the first paths), without doing it; if a
+  sync is running on the folder, says so and shows its last round instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from .config import ConfigError, load
+from .display import PlainProgress, make_progress, summary_line
+from .engine import Options, Summary, SyncEngine, SyncError
+from .index import STATE_DIR
+from .remote import RemoteError, ServerUnavailable
+
+COMMANDS = ("sync", "status")
+
+
+def add_parsers(sub: Any, common: Any) -> None:
+    p = common(sub, "sync", "sync a folder with the account, both ways")
+    p.add_argument("dir", help="the local folder (created if missing)")
+    p.add_argument("--watch", action="store_true", help="keep syncing as things change")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
+    p.add_argument("--stats-json", help="write the summary as JSON to this file")
+    p.add_argument("--max-delete", type=float, default=50.0, metavar="PCT",
+                   help="refuse a pass deleting more than PCT%% of the synced entries "
+                   "(default 50)")  # fmt: skip
+    p.add_argument("--max-delete-min", type=int, default=10, metavar="N",
+                   help="... unless it deletes at most N entries (default 10)")  # fmt: skip
+    p.add_argument("--device-name", help="names conflicted copies (default: the host name)")
+    p = common(sub, "status", "show what a sync of a folder would do now")
+    p.add_argument("dir")
+
+
+def _options(args: argparse.Namespace) -> Options:
+    opt = Options()
+    if getattr(args, "max_delete", None) is not None:
+        if not 0 <= args.max_delete <= 100:
+            raise SyncError("--max-delete is a percentage, 0 to 100")
+        opt.max_delete_share = args.max_delete / 100
+        opt.max_delete_floor = args.max_delete_min
+    if getattr(args, "device_name", None):
+        opt.host = args.device_name
+    return opt
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load(args.config)
+        if args.command == "sync":
+            os.makedirs(args.dir, exist_ok=True)
+            return asyncio.run(_sync(args, cfg))
+        return asyncio.run(_status(args, cfg))
+    except (ConfigError, SyncError, RemoteError, ServerUnavailable) as e:
+        print(f"raftbox: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"raftbox: {e.strerror or e}: {e.filename}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _exit_status(s: Summary) -> int:
+    if s.refused:
+        return 2
+    return 0 if s.ok else 1
+
+
+def _write_stats(path: str | None, s: Summary) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(s.as_json(), f, indent=2)
+            f.write("\n")
+
+
+async def _sync(args: argparse.Namespace, cfg: Any) -> int:
+    progress = make_progress(args.quiet)
+    try:
+        async with SyncEngine(args.dir, cfg, _options(args), progress) as eng:
+            if not args.watch:
+                s = await eng.sync()
+                _write_stats(args.stats_json, s)
+                _close(progress)
+                print(summary_line(args.dir, s), file=sys.stderr if args.quiet else sys.stdout)
+                return _exit_status(s)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            first = True
+
+            def on_round(s: Summary) -> None:
+                nonlocal first
+                _write_stats(args.stats_json, s)
+                c = s.counters
+                busy = s.passes > 1 or c.errors or s.refused or s.unavailable
+                if first or busy:
+                    progress.message(f"{time.strftime('%H:%M:%S')} {summary_line(args.dir, s)[9:]}")
+                if first:
+                    progress.message(f"watching {args.dir} for changes (Ctrl-C to stop)")
+                first = False
+
+            await eng.watch(on_round, stop=stop)
+            return 0
+    finally:
+        _close(progress)
+
+
+def _close(progress: Any) -> None:
+    with contextlib.suppress(Exception):
+        progress.close()
+
+
+async def _status(args: argparse.Namespace, cfg: Any) -> int:
+    root = os.path.abspath(args.dir)
+    if not os.path.isdir(os.path.join(root, STATE_DIR)):
+        print(f"{root}: not synced yet (run `raftbox sync {args.dir}`)")
+        return 0
+    try:
+        eng = SyncEngine(root, cfg, _options(args), PlainProgress(quiet=True))
+        await eng.__aenter__()
+    except SyncError as e:
+        if "another raftbox sync is running" not in str(e):
+            raise
+        print(f"{root}: a raftbox sync is running on this folder (pid {_pid(root)})")
+        _print_last(root)
+        return 0
+    try:
+        p, scan = await eng.plan_pass()
+    finally:
+        await eng.__aexit__()
+    print(f"{root}: {cfg.server}")
+    _print_last(root)
+    for rel, why in scan.skipped[:20]:
+        print(f"  not synced: {rel} ({why})")
+    if p.refused:
+        print(f"  a sync now would be refused: {p.refused}")
+    ops = p.ops or p.withheld
+    if not ops:
+        print("  in sync: nothing to do")
+        return 0
+    counts = Counter(op.kind.value for op in ops)
+    print(
+        "  pending: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(counts.items()))
+    )
+    for op in ops[:20]:
+        path = getattr(op, "path", None) or f"{op.src} -> {op.dst}"  # type: ignore[union-attr]
+        print(f"    {op.kind.value:<14} {path}")
+    if len(ops) > 20:
+        print(f"    ... and {len(ops) - 20} more")
+    return 0
+
+
+def _pid(root: str) -> str:
+    try:
+        with open(os.path.join(root, STATE_DIR, "lock")) as f:
+            return f.read().strip() or "?"
+    except OSError:
+        return "?"
+
+
+def _print_last(root: str) -> None:
+    import sqlite3
+
+    with contextlib.suppress(sqlite3.Error, ValueError, TypeError):
+        db = sqlite3.connect(f"file:{os.path.join(root, STATE_DIR, 'index.db')}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT v FROM state WHERE k = 'last_sync'").fetchone()
+        finally:
+            db.close()
+        if row:
+            last = json.loads(row[0])
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
+            state = "in sync" if last.get("ok") else "incomplete"
+            print(f"  last sync: {when} ({state}; {last.get('passes')} passes)")

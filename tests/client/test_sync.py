@@ -1,0 +1,503 @@
+"""The sync client's rules (issue 7), each against a real `raftbox up`, one fresh account per test.
+
+Clients are `SyncEngine`s run in-process (one folder each, like two machines); the races the
+executor must survive (a file edited between planning and the write, a server version changed
+between planning and the commit) are staged for real: plan, change the world, then execute that
+plan. The CLI, `--watch` and `status` are driven as subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from raftbox.client import executor as executor_mod
+from raftbox.client.config import Config, save
+from raftbox.client.engine import Options, Summary, SyncEngine, SyncError
+from raftbox.client.executor import Executor
+from raftbox.client.remote import Remote
+from raftbox.testing.procs import wait_for
+
+from .conftest import RAFTBOX
+
+
+def run_sync(root: Path, cfg: Config, **opt) -> Summary:
+    async def go() -> Summary:
+        async with SyncEngine(root, cfg, Options(**opt)) as e:
+            return await e.sync()
+
+    return asyncio.run(go())
+
+
+def plan_change_execute(root: Path, cfg: Config, change, **opt):
+    """Plan a pass, call `change()`, then execute the plan made before it."""
+
+    async def go():
+        async with SyncEngine(root, cfg, Options(**opt)) as e:
+            p, scan = await e.plan_pass()
+            await asyncio.to_thread(change)  # may run another client's pass
+            ex = Executor(e.root, e.index, e.remote, host=e.opt.host, today="2026-01-02",
+                          chunking=e.chunking, blocklists=scan.blocklists)  # fmt: skip
+            out = await ex.run(p.ops)
+            return p, out, ex.c
+
+    return asyncio.run(go())
+
+
+def tree(root: Path) -> dict[str, object]:
+    """Everything under `root` except the state folder: path → bytes / link / None (folder)."""
+    out: dict[str, object] = {}
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".raftbox"]
+        rel = os.path.relpath(dirpath, root)
+        for d in dirs:
+            p = os.path.join(dirpath, d)
+            if os.path.islink(p):
+                out[os.path.normpath(os.path.join(rel, d))] = ("link", os.readlink(p))
+            else:
+                out[os.path.normpath(os.path.join(rel, d))] = None
+        for f in files:
+            p = os.path.join(dirpath, f)
+            key = os.path.normpath(os.path.join(rel, f))
+            if os.path.islink(p):
+                out[key] = ("link", os.readlink(p))
+            else:
+                out[key] = (Path(p).read_bytes(), os.access(p, os.X_OK))
+    return out
+
+
+@pytest.fixture
+def pair(account, tmp_path: Path):
+    cfg = account()
+    a, b = tmp_path / "A", tmp_path / "B"
+    a.mkdir()
+    b.mkdir()
+    return a, b, cfg
+
+
+def test_initial_sync_both_ways_then_nothing_to_do(pair) -> None:
+    a, b, cfg = pair
+    (a / "docs" / "deep").mkdir(parents=True)
+    (a / "docs" / "deep" / "n.txt").write_text("nested")
+    (a / "empty").write_bytes(b"")
+    (a / "Résumé ☃.txt").write_text("unicode")
+    (a / "big.bin").write_bytes(os.urandom(9 * 1024 * 1024 + 17))  # streamed, > SMALL_BYTES
+    (a / "emptydir").mkdir()
+    (b / "from-b.txt").write_text("b was here first")
+    s = run_sync(a, cfg)
+    assert s.ok and s.counters.uploaded_files == 4
+    s = run_sync(b, cfg)
+    assert s.ok and s.counters.downloaded_files == 4 and s.counters.uploaded_files == 1
+    s = run_sync(a, cfg)
+    assert s.ok and s.counters.downloaded_files == 1
+    assert tree(a) == tree(b)
+    # Quiet: nothing is planned, nothing is sent but the cursor check, no file is re-read.
+    for root in (a, b):
+        s = run_sync(root, cfg)
+        assert s.ok and s.passes == 1 and s.counters.uploaded_files == 0
+        assert s.counters.downloaded_files == 0 and s.bytes_sent < 2048
+
+
+def test_edits_deletes_and_folder_deletes_propagate(pair) -> None:
+    a, b, cfg = pair
+    (a / "d").mkdir()
+    (a / "d" / "x").write_text("x")
+    (a / "keep").write_text("v1")
+    (a / "gone").write_text("bye")
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    (a / "keep").write_text("v2 longer")
+    (a / "gone").unlink()
+    (a / "d" / "x").unlink()
+    (a / "d").rmdir()
+    s = run_sync(a, cfg)
+    assert s.counters.deleted_remote == 3 and s.counters.uploaded_files == 1
+    s = run_sync(b, cfg)
+    assert s.counters.deleted_local == 3
+    assert tree(b) == {"keep": (b"v2 longer", False)}
+
+
+def test_a_file_the_other_side_never_saw_is_uploaded_not_deleted(pair) -> None:
+    a, b, cfg = pair
+    (a / "f").write_text("one")
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    (a / "f").unlink()
+    run_sync(a, cfg)
+    (b / "new-on-b").write_text("never synced")  # created while the delete was travelling
+    s = run_sync(b, cfg)
+    assert s.ok and not (b / "f").exists() and (b / "new-on-b").exists()
+    run_sync(a, cfg)
+    assert (a / "new-on-b").read_text() == "never synced"
+
+
+def test_max_delete_refuses_and_changes_nothing(pair) -> None:
+    a, b, cfg = pair
+    for i in range(30):
+        (a / f"f{i}").write_text(str(i))
+    run_sync(a, cfg)
+    for i in range(20):
+        (a / f"f{i}").unlink()
+    s = run_sync(a, cfg, max_delete_share=0.5, max_delete_floor=10)
+    assert not s.ok and s.refused and "20 of 30" in s.refused
+    run_sync(b, cfg)
+    assert len(tree(b)) == 30  # the server kept everything
+    s = run_sync(a, cfg, max_delete_share=1.0)  # the user confirms
+    assert s.ok and s.counters.deleted_remote == 20
+
+
+def test_rename_is_a_move_not_a_reupload(pair) -> None:
+    a, b, cfg = pair
+    (a / "dir").mkdir()
+    (a / "dir" / "big.bin").write_bytes(os.urandom(6 * 1024 * 1024))
+    (a / "small.txt").write_text("s")
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    (a / "dir").rename(a / "renamed")
+    (a / "small.txt").rename(a / "renamed" / "moved.txt")
+    s = run_sync(a, cfg)
+    assert s.ok and s.counters.moved == 2 and s.counters.uploaded_files == 0
+    assert s.bytes_sent < 64 * 1024
+    s = run_sync(b, cfg)
+    assert s.ok and s.counters.moved == 2 and s.counters.downloaded_files == 0
+    assert s.bytes_received < 64 * 1024
+    assert tree(a) == tree(b)
+
+
+def test_case_only_rename_and_twins(pair) -> None:
+    a, b, cfg = pair
+    (a / "readme.txt").write_text("r")
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    (a / "readme.txt").rename(a / "README.txt")
+    assert run_sync(a, cfg).ok
+    assert run_sync(b, cfg).ok
+    assert sorted(os.listdir(b)) == [".raftbox", "README.txt"]
+    # Two local names with one key: one is renamed with a message, never merged.
+    (b / "Photo.JPG").write_bytes(b"one")
+    (b / "photo.jpg").write_bytes(b"two")
+    nfc, nfd = unicodedata.normalize("NFC", "Café"), unicodedata.normalize("NFD", "Café")
+    (b / nfc).write_bytes(b"nfc")
+    (b / nfd).write_bytes(b"nfd")
+    s = run_sync(b, cfg)
+    assert s.ok
+    assert any("letter case" in m for m in s.counters.messages)
+    assert any("Unicode" in m for m in s.counters.messages)
+    run_sync(a, cfg)
+    contents = sorted(v[0] for v in tree(a).values() if isinstance(v, tuple) and v[0] != "link")
+    assert contents == [b"nfc", b"nfd", b"one", b"r", b"two"]
+    assert tree(a) == tree(b)
+
+
+def test_concurrent_edits_make_a_conflicted_copy_identical_ones_do_not(pair) -> None:
+    a, b, cfg = pair
+    (a / "doc.txt").write_text("base")
+    (a / "same.txt").write_text("base")
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    (a / "doc.txt").write_text("edit from A")
+    (b / "doc.txt").write_text("edit from B!")
+    (a / "same.txt").write_text("same edit")
+    (b / "same.txt").write_text("same edit")
+    run_sync(a, cfg, host="laptop")
+    s = run_sync(b, cfg, host="desktop")
+    assert s.counters.conflicts == 1
+    run_sync(a, cfg)
+    ta = tree(a)
+    assert ta == tree(b)
+    assert ta["doc.txt"] == (b"edit from A", False)
+    copies = [k for k in ta if "conflicted copy from desktop" in k]
+    assert len(copies) == 1 and copies[0].startswith("doc (") and copies[0].endswith(").txt")
+    assert ta[copies[0]] == (b"edit from B!", False)
+    assert ta["same.txt"] == (b"same edit", False)
+
+
+def test_download_over_a_file_edited_after_the_scan_keeps_the_edit(pair) -> None:
+    a, b, cfg = pair
+    (a / "f.txt").write_text("v1")
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    (a / "f.txt").write_text("v2 from A")
+    run_sync(a, cfg)
+
+    def edit() -> None:
+        (b / "f.txt").write_text("edited on B during the pass")
+
+    p, out, c = plan_change_execute(b, cfg, edit)
+    assert [op.kind.value for op in p.ops] == ["download"]
+    assert c.conflicts == 1
+    assert (b / "f.txt").read_text() == "v2 from A"
+    copies = [n for n in os.listdir(b) if "conflicted copy" in n]
+    assert len(copies) == 1 and (b / copies[0]).read_text() == "edited on B during the pass"
+    run_sync(b, cfg)
+    run_sync(a, cfg)
+    assert tree(a) == tree(b)
+
+
+def test_delete_of_a_file_edited_after_the_scan_keeps_it(pair) -> None:
+    a, b, cfg = pair
+    (a / "f.txt").write_text("v1")
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    (a / "f.txt").unlink()
+    run_sync(a, cfg)
+
+    def edit() -> None:
+        (b / "f.txt").write_text("edited while the delete was planned")
+
+    p, out, c = plan_change_execute(b, cfg, edit)
+    assert [op.kind.value for op in p.ops] == ["delete_local"]
+    assert out.stopped and "changed since the scan" in out.stopped
+    assert (b / "f.txt").read_text() == "edited while the delete was planned"
+    run_sync(b, cfg)  # an edit wins over a delete: uploaded
+    run_sync(a, cfg)
+    assert (a / "f.txt").read_text() == "edited while the delete was planned"
+
+
+def test_upload_refused_by_the_server_ends_as_a_conflicted_copy(pair) -> None:
+    a, b, cfg = pair
+    (a / "f.txt").write_text("v1")
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    (a / "f.txt").write_text("A's edit")
+    (b / "f.txt").write_text("B's edit, committed first")
+
+    p, out, c = plan_change_execute(a, cfg, lambda: run_sync(b, cfg))
+    assert [op.kind.value for op in p.ops] == ["upload"] and c.conflicts == 1
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    ta = tree(a)
+    assert ta == tree(b) and ta["f.txt"] == (b"B's edit, committed first", False)
+    assert [v for k, v in ta.items() if "conflicted copy" in k] == [(b"A's edit", False)]
+
+
+def test_symlinks_stay_links_and_the_executable_bit_travels(pair) -> None:
+    a, b, cfg = pair
+    (a / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(a / "run.sh", 0o755)
+    (a / "target.txt").write_text("t")
+    os.symlink("target.txt", a / "link")
+    os.symlink("/nonexistent/outside", a / "dangling")
+    os.symlink("target.txt", a / "folder-link-target")
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    assert os.readlink(b / "link") == "target.txt" and os.path.islink(b / "dangling")
+    assert os.access(b / "run.sh", os.X_OK) and not os.access(b / "target.txt", os.X_OK)
+    os.chmod(b / "run.sh", 0o644)
+    os.unlink(b / "link")
+    os.symlink("run.sh", b / "link")
+    run_sync(b, cfg)
+    run_sync(a, cfg)
+    assert not os.access(a / "run.sh", os.X_OK) and os.readlink(a / "link") == "run.sh"
+    assert tree(a) == tree(b)
+
+
+def test_ignore_rules_default_and_raftboxignore(pair) -> None:
+    a, b, cfg = pair
+    (a / ".raftboxignore").write_text("build/\n*.log\n!keep.log\n")
+    (a / "build").mkdir()
+    (a / "build" / "out.o").write_text("o")
+    (a / "x.log").write_text("log")
+    (a / "keep.log").write_text("kept")
+    (a / "edit.swp").write_text("vim")
+    (a / "notes.txt~").write_text("backup")
+    (a / "real.txt").write_text("real")
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    assert sorted(tree(b)) == [".raftboxignore", "keep.log", "real.txt"]
+
+
+def test_download_reuses_local_blocks(pair) -> None:
+    a, b, cfg = pair
+    base = os.urandom(8 * 1024 * 1024)
+    (a / "v1.bin").write_bytes(base)
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    (a / "v2.bin").write_bytes(base + os.urandom(100_000))  # a new file, mostly old blocks
+    run_sync(a, cfg)
+    s = run_sync(b, cfg)
+    assert s.ok and s.counters.downloaded_files == 1
+    assert s.counters.reused_bytes > 6 * 1024 * 1024
+    assert s.bytes_received < 3 * 1024 * 1024
+    assert (b / "v2.bin").read_bytes() == (a / "v2.bin").read_bytes()
+
+
+def test_many_small_files_commit_in_one_batch(pair, monkeypatch) -> None:
+    a, b, cfg = pair
+    for i in range(300):
+        (a / f"s{i:03}.txt").write_text(f"small {i}")
+    calls: list[int] = []
+    real = Remote.commit_batch
+
+    async def spy(self, entries):
+        calls.append(len(entries))
+        return await real(self, entries)
+
+    monkeypatch.setattr(Remote, "commit_batch", spy)
+    s = run_sync(a, cfg)
+    assert s.ok and s.counters.uploaded_files == 300
+    assert calls == [300]
+
+
+def test_a_second_sync_on_the_same_folder_is_refused(pair) -> None:
+    a, _, cfg = pair
+
+    async def go() -> None:
+        async with SyncEngine(a, cfg):
+            with pytest.raises(SyncError, match="another raftbox sync is running"):
+                async with SyncEngine(a, cfg):
+                    pass
+
+    asyncio.run(go())
+
+
+def test_a_folder_stays_bound_to_its_account(pair, account) -> None:
+    a, _, cfg = pair
+    (a / "mine").write_text("private")
+    run_sync(a, cfg)
+    other = account()
+    with pytest.raises(SyncError, match="is synced with account"):
+        run_sync(a, other)
+
+
+def test_no_temp_file_is_left_and_no_partial_file_appears(pair, monkeypatch) -> None:
+    """A download that fails mid-way leaves nothing under the real name."""
+    a, b, cfg = pair
+    (a / "big.bin").write_bytes(os.urandom(12 * 1024 * 1024))
+    run_sync(a, cfg)
+    real = Remote.get
+    state = {"n": 0}
+
+    async def broken(self, ids):
+        async for bid, data in real(self, ids):
+            state["n"] += 1
+            if state["n"] > 3:
+                raise ConnectionResetError("network gone mid-download")
+            yield bid, data
+
+    monkeypatch.setattr(Remote, "get", broken)
+    s = run_sync(b, cfg, max_passes=1)
+    assert not s.ok and not (b / "big.bin").exists()
+    monkeypatch.setattr(Remote, "get", real)
+    s = run_sync(b, cfg)
+    assert s.ok and (b / "big.bin").read_bytes() == (a / "big.bin").read_bytes()
+    assert os.listdir(b / ".raftbox" / executor_mod.TMP_DIR) == []
+
+
+def _cli_env(tmp_path: Path, cfg: Config, name: str) -> Path:
+    d = tmp_path / f"cfg-{name}"
+    save(cfg, d)
+    return d
+
+
+def test_cli_sync_stats_and_status(pair, tmp_path: Path) -> None:
+    a, b, cfg = pair
+    ca = _cli_env(tmp_path, cfg, "a")
+    (a / "hello.txt").write_text("hello")
+    r = subprocess.run([RAFTBOX, "status", str(a), "--config", str(ca)], capture_output=True,
+                       text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0 and "not synced yet" in r.stdout
+    stats = tmp_path / "s.json"
+    r = subprocess.run([RAFTBOX, "sync", str(a), "--config", str(ca), "--stats-json", str(stats)],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("raftbox: synced") and "uploaded 1 files" in r.stdout
+    st = json.loads(stats.read_text())
+    assert st["ok"] and st["uploaded_files"] == 1 and st["bytes_sent"] > 0
+    (a / "new.txt").write_text("pending")
+    r = subprocess.run([RAFTBOX, "status", str(a), "--config", str(ca)], capture_output=True,
+                       text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0 and "1 upload" in r.stdout and "/new.txt" in r.stdout
+    assert "last sync" in r.stdout
+
+
+def test_cli_refusal_exits_2_with_the_reason(pair, tmp_path: Path) -> None:
+    a, _, cfg = pair
+    ca = _cli_env(tmp_path, cfg, "a")
+    for i in range(12):
+        (a / f"f{i}").write_text("x")
+    assert subprocess.run([RAFTBOX, "sync", str(a), "--config", str(ca)],
+                          capture_output=True, timeout=120).returncode == 0  # fmt: skip
+    for i in range(12):
+        (a / f"f{i}").unlink()
+    r = subprocess.run([RAFTBOX, "sync", str(a), "--config", str(ca), "--max-delete-min", "5"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "would delete 12 of 12" in r.stdout
+
+
+def test_watch_keeps_two_folders_in_sync(pair, tmp_path: Path) -> None:
+    a, b, cfg = pair
+    procs = []
+    try:
+        for name, root in (("a", a), ("b", b)):
+            c = _cli_env(tmp_path, cfg, name)
+            log = open(tmp_path / f"watch-{name}.log", "wb")  # noqa: SIM115
+            procs.append(subprocess.Popen(
+                [RAFTBOX, "sync", "--watch", str(root), "--config", str(c)],
+                stdout=log, stderr=subprocess.STDOUT,
+            ))  # fmt: skip
+        (a / "from-a.txt").write_text("made in A")
+        wait_for(lambda: (b / "from-a.txt").exists() and (b / "from-a.txt").read_text()
+                 == "made in A", 60.0, "A's new file reached B")  # fmt: skip
+        (b / "sub").mkdir()
+        (b / "sub" / "from-b.txt").write_text("made in B")
+        wait_for(lambda: (a / "sub" / "from-b.txt").exists(), 60.0, "B's new file reached A")
+        (a / "from-a.txt").unlink()
+        wait_for(lambda: not (b / "from-a.txt").exists(), 60.0, "A's delete reached B")
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            assert p.wait(timeout=30) == 0
+        assert tree(a) == tree(b)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+
+
+def test_watch_falls_back_to_periodic_scans_when_the_os_limit_is_hit(pair, monkeypatch) -> None:
+    import watchfiles
+
+    a, b, cfg = pair
+
+    async def no_watches(*args, **kw):
+        raise OSError("OS file watch limit reached.")
+        yield  # pragma: no cover (makes this an async generator)
+
+    monkeypatch.setattr(watchfiles, "awatch", no_watches)
+    messages: list[str] = []
+
+    class Collect(executor_mod.Progress):
+        def message(self, text: str) -> None:
+            messages.append(text)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        rounds: list[Summary] = []
+        async with SyncEngine(a, cfg, progress=Collect()) as e:
+            task = asyncio.create_task(
+                e.watch(rounds.append, stop=stop, fallback_scan_s=0.2, periodic_s=600)
+            )
+            await asyncio.to_thread(
+                wait_for, lambda: len(rounds) >= 1, 30.0, "the first round", poll_s=0.02
+            )
+            (a / "later.txt").write_text("found by a periodic scan")
+            await asyncio.to_thread(
+                wait_for, lambda: any(r.counters.uploaded_files for r in rounds), 30.0,
+                "the periodic scan uploaded the new file", poll_s=0.02,
+            )  # fmt: skip
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(go())
+    limit = [m for m in messages if "cannot watch" in m]
+    assert len(limit) == 1 and "max_user_watches" in limit[0] and "every 0.2 s" in limit[0]
+    assert run_sync(b, cfg).counters.downloaded_files == 1
