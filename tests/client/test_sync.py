@@ -501,3 +501,52 @@ def test_watch_falls_back_to_periodic_scans_when_the_os_limit_is_hit(pair, monke
     limit = [m for m in messages if "cannot watch" in m]
     assert len(limit) == 1 and "max_user_watches" in limit[0] and "every 0.2 s" in limit[0]
     assert run_sync(b, cfg).counters.downloaded_files == 1
+
+
+def test_a_stuck_path_does_not_hold_up_the_others(pair) -> None:
+    """A folder deleted on the server that cannot be removed here (a new file appeared in it
+    after the scan) skips only its own subtree; the rest of the pass goes on."""
+    a, b, cfg = pair
+    (a / "stuck").mkdir()
+    (a / "stuck" / "f").write_text("f")
+    (a / "other.txt").write_text("v1")
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    import shutil
+
+    shutil.rmtree(a / "stuck")
+    (a / "other.txt").write_text("v2")
+    (a / "new.txt").write_text("new")
+    run_sync(a, cfg)
+
+    def late_file() -> None:
+        (b / "stuck" / "late.txt").write_text("written after the scan")
+
+    p, out, c = plan_change_execute(b, cfg, late_file)
+    assert out.stopped and "not empty" in out.stopped
+    assert (b / "other.txt").read_text() == "v2" and (b / "new.txt").read_text() == "new"
+    assert (b / "stuck" / "late.txt").exists()
+    s = run_sync(b, cfg)  # the late file is kept and uploaded: nothing is lost
+    assert s.ok
+    run_sync(a, cfg)
+    assert (a / "stuck" / "late.txt").read_text() == "written after the scan"
+    assert tree(a) == tree(b)
+
+
+def test_a_folder_deleted_remotely_keeps_local_ignored_files(pair) -> None:
+    a, b, cfg = pair
+    (a / "proj").mkdir()
+    (a / "proj" / "src.c").write_text("int main;")
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    (b / "proj" / "build.tmp").write_text("ignored by default, and B's own")
+    (b / "proj" / ".DS_Store").write_text("clutter")
+    import shutil
+
+    shutil.rmtree(a / "proj")
+    run_sync(a, cfg)
+    s = run_sync(b, cfg)
+    assert s.ok and any("holds ignored files" in m for m in s.counters.messages)
+    assert (b / "proj" / "build.tmp").exists() and not (b / "proj" / "src.c").exists()
+    s = run_sync(b, cfg)
+    assert s.ok and s.passes == 1

@@ -261,6 +261,7 @@ class SyncEngine:
             progress=self.progress,
             counters=counters,
             scan_started_ns=self.scan_started_ns,
+            rules=load_rules(self.root),
         )
         before = (counters.conflicts, counters.skipped, len(counters.errors))
         out = await ex.run(p.ops)

@@ -7,9 +7,12 @@ the index (the synced tree) what both sides now agree on. It follows the contrac
 type states in `planner` (what to re-check first, what to record on success), with these rules:
 
 1. **Structural operations run first, one at a time, in plan order** (renames, moves, mkdirs,
-   deletes, synced-tree updates). If one is skipped — its re-check failed, or the server
-   refused — the pass stops there (`Outcome.stopped` says why): later operations may depend on
-   it. Nothing needs undoing: the next pass re-plans from fresh trees.
+   deletes, synced-tree updates). If one is skipped — its re-check failed, or the server or
+   the disk refused — every later operation on the same subtree or on one of its ancestors is
+   skipped too (they may depend on it: a child's upload on its folder's mkdir, a folder's
+   delete on its children's); the rest goes on, so one stuck path never holds up the others.
+   `Outcome.stopped` says why the first was skipped. Nothing needs undoing: the next pass
+   re-plans from fresh trees.
 2. **Transfers run next, concurrently** (`TRANSFERS_IN_FLIGHT` groups at once). Small files
    (`SMALL_BYTES`) travel in groups of up to `GROUP_FILES` / `GROUP_BYTES`: one `blocks/has`,
    one `blocks/put` of the missing blocks, one `commit_batch` (one Raft entry) per group; for
@@ -54,8 +57,10 @@ from typing import Any
 
 from raftbox.blocks.chunker import CDC, Chunker, Chunking
 from raftbox.blocks.hashing import ContentHasher
+from raftbox.meta.paths import is_in_subtree
 
 from . import localfs
+from .ignore import IgnoreRules
 from .index import CacheEntry, Index
 from .planner import (
     ConflictCopy,
@@ -114,7 +119,8 @@ class Counters:
 @dataclass
 class Outcome:
     ops_done: int = 0
-    stopped: str | None = None  # why the structural phase ended early
+    stopped: str | None = None  # the first structural operation skipped, and why
+    deferred: int = 0  # skipped operations, and those in their subtrees, left to the next pass
     unavailable: str | None = None  # the server could not be reached: retry later
 
 
@@ -151,9 +157,11 @@ class Executor:
         progress: Progress | None = None,
         counters: Counters | None = None,
         scan_started_ns: int | None = None,
+        rules: IgnoreRules | None = None,
     ) -> None:
         self.root = os.path.abspath(root)
         self.scan_started_ns = scan_started_ns  # when the scan behind `blocklists` began
+        self.rules = rules if rules is not None else IgnoreRules()
         self.index = index
         self.remote = remote
         self.host, self.today = host, today
@@ -173,19 +181,34 @@ class Executor:
         structural = [op for op in ops if op.kind not in (OpKind.UPLOAD, OpKind.DOWNLOAD)]
         uploads = [op for op in ops if isinstance(op, Upload)]
         downloads = [op for op in ops if isinstance(op, Download)]
+        blocked: list[str] = []  # keys of skipped operations: their subtrees wait
+
+        def waits(op: Op) -> bool:
+            return any(
+                is_in_subtree(k, b) or is_in_subtree(b, k) for k in _keys(op) for b in blocked
+            )
+
         try:
             for op in structural:
+                if waits(op):
+                    out.deferred += 1
+                    continue
                 try:
                     why = await self._structural(op)
                 except OSError as e:
-                    why = f"{getattr(op, 'path', getattr(op, 'src', '?'))}: {e}"
+                    why = f"{_keys(op)[0] or '/'}: {e.strerror or e}"
                     self.c.errors.append(why)
                 if why is not None:
-                    out.stopped = why
+                    out.stopped = out.stopped or why
+                    out.deferred += 1
                     self.c.skipped += 1
-                    return out
+                    blocked.extend(_keys(op))
+                    continue
                 out.ops_done += 1
-            out.ops_done += await self._transfers(uploads, downloads)
+            go_up = [op for op in uploads if not waits(op)]
+            go_down = [op for op in downloads if not waits(op)]
+            out.deferred += len(uploads) + len(downloads) - len(go_up) - len(go_down)
+            out.ops_done += await self._transfers(go_up, go_down)
         except ServerUnavailable as e:
             out.unavailable = str(e)
         return out
@@ -276,16 +299,39 @@ class Executor:
             return f"{op.path}: changed since the scan, kept (the next pass uploads it)"
         try:
             if op.expect.is_folder:
-                os.rmdir(p)
+                self._rmdir(op.path)
             else:
                 os.unlink(p)
         except OSError as e:
-            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            left = os.listdir(p)
+            if any(not self.rules.is_ignored(f"{op.path}/{n}", is_folder=os.path.isdir(
+                    os.path.join(p, n))) for n in left):  # fmt: skip
                 return f"{op.path}: the folder is not empty any more, kept"
-            raise
+            # Only ignored files keep it: they are the user's, so the folder stays (and is
+            # created again on the server by the next pass, empty).
+            msg = f"{op.path} was deleted on the server but holds ignored files here: kept"
+            self.c.messages.append(msg)
+            self.progress.message(msg)
         self.index.apply(delete=[key])
         self.c.deleted_local += 1
         return None
+
+    def _rmdir(self, rel: str) -> None:
+        """Remove an empty folder; OS clutter (`.DS_Store`, `Thumbs.db`, ...) does not count."""
+        p = self.abs(rel)
+        try:
+            os.rmdir(p)
+            return
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        for name in os.listdir(p):
+            if name in _CLUTTER or name.startswith("._"):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    os.unlink(os.path.join(p, name))
+        os.rmdir(p)
 
     async def _delete_remote(self, op: DeleteRemote) -> str | None:
         key = path_key(op.path)
@@ -669,17 +715,38 @@ class Executor:
         if fetch:
             async for bid, data in self.remote.get(fetch):
                 have[bid] = data
-        results = await asyncio.to_thread(
-            lambda: [
-                None if bl is None else self._write(op, [(b, have[b]) for b, _ in bl])
+
+        def write_all() -> list[Node | None]:
+            # Temp files first, made durable together (one syncfs instead of an fsync per
+            # file: the disk's flushes are the cost of many small files), then the renames.
+            tmps = [
+                None if bl is None else self._write_temp(op, [(b, have[b]) for b, _ in bl],
+                                                         fsync=not localfs.HAVE_SYNCFS)
                 for op, bl in zip(ops, lists, strict=True)
-            ]
-        )
-        await asyncio.to_thread(self._sync_dirs)
+            ]  # fmt: skip
+            try:
+                if localfs.HAVE_SYNCFS:
+                    localfs.syncfs(self.tmp)
+                out = [
+                    None if t is None else self._install(op, t)
+                    for op, t in zip(ops, tmps, strict=True)
+                ]
+                self._sync_dirs()
+                return out
+            finally:
+                for t in tmps:
+                    if t is not None:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(t)
+
+        results = await asyncio.to_thread(write_all)
         return self._record_downloads(ops, results, lists)
 
     def _sync_dirs(self) -> None:
         """Make the renames of finished downloads durable before they are recorded."""
+        if len(self._dirty_dirs) > 1 and localfs.HAVE_SYNCFS:
+            localfs.syncfs(self.root)
+            self._dirty_dirs.clear()
         while self._dirty_dirs:
             localfs.fsync_dir(self._dirty_dirs.pop())
 
@@ -720,28 +787,27 @@ class Executor:
                 os.unlink(tmp)
         return self._record_downloads([op], [result], [bl])
 
-    def _write(self, op: Download, blocks: list[tuple[str, bytes]]) -> Node | None:
-        """Write a small download to a temp file and install it (worker thread)."""
+    def _write_temp(self, op: Download, blocks: list[tuple[str, bytes]], fsync: bool) -> str | None:
+        """Write a small download to a new temp file (worker thread); its path, or None if
+        the bytes do not hash to the file's content hash."""
         os.makedirs(self.tmp, exist_ok=True)
         tmp = os.path.join(self.tmp, uuid.uuid4().hex)
-        try:
-            if op.node.kind is Kind.SYMLINK:
-                assert op.node.link_target is not None
-                os.symlink(op.node.link_target, tmp)
-            else:
-                hasher = ContentHasher()
-                with open(tmp, "wb") as f:
-                    for _b, data in blocks:
-                        _write_piece(f, hasher, data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                if hasher.hexdigest() != op.node.content_hash:
-                    self.c.errors.append(f"download {op.path}: content hash mismatch")
-                    return None
-            return self._install(op, tmp)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        if op.node.kind is Kind.SYMLINK:
+            assert op.node.link_target is not None
+            os.symlink(op.node.link_target, tmp)
+            return tmp
+        hasher = ContentHasher()
+        with open(tmp, "wb") as f:
+            for _b, data in blocks:
+                _write_piece(f, hasher, data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        if hasher.hexdigest() != op.node.content_hash:
+            os.unlink(tmp)
+            self.c.errors.append(f"download {op.path}: content hash mismatch")
+            return None
+        return tmp
 
     def _install(self, op: Download, tmp: str) -> Node | None:
         """Put the finished temp file in place (worker thread): mtime, mode, re-check, rename.
@@ -814,6 +880,18 @@ class Executor:
         small = [op for op in ops if op.node.size <= SMALL_BYTES]
         self.progress.advance("download", len(ops), sum(op.node.size for op in small))
         return len(puts)
+
+
+_CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def _keys(op: Op) -> list[str]:
+    """The path keys an operation touches."""
+    if isinstance(op, RenameTwin | MoveLocal | MoveRemote):
+        return [path_key(op.src), path_key(op.dst)]
+    if isinstance(op, ConflictCopy):
+        return [path_key(op.path), path_key(op.new_path)]
+    return [path_key(op.path)]
 
 
 def _same_stat(a: os.stat_result, b: os.stat_result) -> bool:

@@ -44,8 +44,8 @@ Order of operations (`Plan.ops`) — the executor runs them in this order:
 Every operation tells the executor what to re-check first and what to record in the synced index
 when it succeeds (see each type); the index stays a tree because parents are recorded before
 children. If a structural operation is skipped (its re-check failed) or refused, the executor
-ends the pass there, since later operations may depend on it; a transfer that fails affects
-nothing else. Either way nothing needs undoing: the next pass re-plans from fresh trees, and
+skips every later operation on the same subtree or its ancestors, since they may depend on it,
+and carries on with the rest; a transfer that fails affects nothing else. Either way nothing needs undoing: the next pass re-plans from fresh trees, and
 every decision above is safe to re-take.
 
 Never lose data: the executor re-checks a local file (kind, size, mtime_ns, inode; re-hash if the
@@ -166,8 +166,10 @@ class DeleteLocal:
     """Delete local `path`, which was `expect` when planned. Children come earlier in the plan.
 
     Re-check first (`expect`: kind, size, mtime_ns, inode; re-hash if in doubt). If it changed,
-    do not delete it: rename it to a conflicted copy and upload that. A folder is removed only if
-    empty, else left alone. On success: forget the synced subtree at key(path).
+    do not delete it: skip (the next pass uploads it: an edit wins over a delete). A folder is
+    removed only if empty (OS clutter such as `.DS_Store` aside); one that holds only ignored
+    files is kept and forgotten; else it is left alone (skipped). On success: forget the synced
+    subtree at key(path).
     """
 
     path: str
