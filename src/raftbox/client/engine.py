@@ -84,6 +84,12 @@ class Summary:
     bytes_received: int = 0
 
     @property
+    def did_something(self) -> bool:
+        c = self.counters
+        return any((c.uploaded_files, c.downloaded_files, c.deleted_local, c.deleted_remote,
+                    c.moved, c.folders, c.conflicts, c.messages))  # fmt: skip
+
+    @property
     def ok(self) -> bool:
         return (
             self.refused is None

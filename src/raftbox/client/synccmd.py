@@ -6,7 +6,8 @@
   max-delete check refused the pass (the message says how many deletions and how to proceed).
 - `sync --watch DIR`: the same, then keeps syncing on filesystem events and the server's push
   stream, one summary line per round that did something; Ctrl-C (SIGINT) or SIGTERM stops it
-  between two steps, never inside a file's install.
+  (a file being installed is either in place or not: temp file and rename). A server that
+  cannot be reached, at start or later, is retried with back-off (up to a minute).
 - `status DIR`: what a pass would do now (counts and the first paths), without doing it; if a
   sync is running on the folder, says so and shows its last round instead.
 """
@@ -94,32 +95,42 @@ def _write_stats(path: str | None, s: Summary) -> None:
 async def _sync(args: argparse.Namespace, cfg: Any) -> int:
     progress = make_progress(args.quiet)
     try:
-        async with SyncEngine(args.dir, cfg, _options(args), progress) as eng:
-            if not args.watch:
+        if not args.watch:
+            async with SyncEngine(args.dir, cfg, _options(args), progress) as eng:
                 s = await eng.sync()
-                _write_stats(args.stats_json, s)
-                _close(progress)
-                print(summary_line(args.dir, s), file=sys.stderr if args.quiet else sys.stdout)
-                return _exit_status(s)
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            first = True
+            _write_stats(args.stats_json, s)
+            _close(progress)
+            print(summary_line(args.dir, s), file=sys.stderr if args.quiet else sys.stdout)
+            return _exit_status(s)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        first = True
 
-            def on_round(s: Summary) -> None:
-                nonlocal first
-                _write_stats(args.stats_json, s)
-                c = s.counters
-                busy = s.passes > 1 or c.errors or s.refused or s.unavailable
-                if first or busy:
-                    progress.message(f"{time.strftime('%H:%M:%S')} {summary_line(args.dir, s)[9:]}")
-                if first:
-                    progress.message(f"watching {args.dir} for changes (Ctrl-C to stop)")
-                first = False
+        def on_round(s: Summary) -> None:
+            nonlocal first
+            _write_stats(args.stats_json, s)
+            if first or s.did_something or not s.ok:
+                progress.message(f"{time.strftime('%H:%M:%S')} {summary_line(args.dir, s)[9:]}")
+            if first:
+                progress.message(f"watching {args.dir} for changes (Ctrl-C to stop)")
+            first = False
 
-            await eng.watch(on_round, stop=stop)
-            return 0
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                async with SyncEngine(args.dir, cfg, _options(args), progress) as eng:
+                    await eng.watch(on_round, stop=stop)
+                return 0
+            except SyncError as e:
+                if not str(e).startswith("cannot reach the server"):
+                    raise
+                progress.message(f"raftbox: {e}; trying again in {backoff:.0f} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 60.0)
+        return 0
     finally:
         _close(progress)
 
