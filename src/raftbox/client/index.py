@@ -85,11 +85,16 @@ def _opt_bool(v: int | None) -> bool | None:
     return None if v is None else bool(v)
 
 
+_KINDS = {k.value: k for k in Kind}
+_COLS = (
+    "key, path, kind, content_hash, size, mtime_ns, inode, executable, link_target, remote_id, rev"
+)
+
+
 def _node(row: tuple) -> Node:
-    path, kind, ch, size, mtime, inode, ex, target, rid, rev = row
-    return Node(path=path, kind=Kind(kind), content_hash=ch, size=size, mtime_ns=mtime,
-                inode=inode, executable=_opt_bool(ex), link_target=target,
-                remote_id=rid, rev=rev)  # fmt: skip
+    key, path, kind, ch, size, mtime, inode, ex, target, rid, rev = row
+    return Node.trusted(key, path, _KINDS[kind], ch, size, mtime, inode, _opt_bool(ex), target,
+                        rid, rev)  # fmt: skip
 
 
 def rooted(nodes: dict[str, Node]) -> dict[str, Node]:
@@ -177,10 +182,7 @@ class Index:
         """The tree in `table`. Entries whose parent folder is missing (which no sequence of
         recorded operations produces, but a damaged file might) are dropped, not fatal: the
         planner then sees them as never synced, which uploads or downloads, never deletes."""
-        rows = self.db.execute(
-            "SELECT path, kind, content_hash, size, mtime_ns, inode, executable, link_target,"
-            f" remote_id, rev FROM {table}"
-        ).fetchall()
+        rows = self.db.execute(f"SELECT {_COLS} FROM {table}").fetchall()
         nodes = {}
         for row in rows:
             n = _node(row)
@@ -204,8 +206,7 @@ class Index:
 
     def _subtree(self, table: str, key: str) -> list[Node]:
         rows = self.db.execute(
-            "SELECT path, kind, content_hash, size, mtime_ns, inode, executable, link_target,"
-            f" remote_id, rev FROM {table} WHERE key = ? OR substr(key, 1, ?) = ?",
+            f"SELECT {_COLS} FROM {table} WHERE key = ? OR substr(key, 1, ?) = ?",
             (key, len(key) + 1, key + "/"),
         ).fetchall()
         return sorted((_node(r) for r in rows), key=lambda n: n.key.count("/"))

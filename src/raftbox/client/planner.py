@@ -446,9 +446,9 @@ def _depth_first(n: Node) -> tuple[int, str]:
 
 class _Planner:
     def __init__(self, local: Tree, remote: Tree, synced: Tree, *, host: str, today: str):
-        self.local = _Side(local.values())
-        self.remote = _Side(remote.values())
-        self.synced = _Side(synced.values())
+        self.local = _Side(local.nodes())
+        self.remote = _Side(remote.nodes())
+        self.synced = _Side(synced.nodes())
         self.twins = local.twins
         self.host, self.today = host, today
         self.structural: list[Op] = []
@@ -748,7 +748,7 @@ def _without_ignored(trees: list[Tree], ignore: IgnoreRules) -> list[Tree]:
     ignored: set[str] = set()
     seen: set[tuple[str, bool]] = set()
     for t in trees:
-        for n in (*t.values(), *t.twins):
+        for n in (*t.nodes(), *t.twins):
             probe = (n.path, n.is_folder)
             if probe not in seen:
                 seen.add(probe)
@@ -761,7 +761,7 @@ def _without_ignored(trees: list[Tree], ignore: IgnoreRules) -> list[Tree]:
         return n.key not in ignored and not any(a in ignored for a in ancestor_keys(n.key))
 
     return [
-        Tree({k: n for k, n in t.items() if keep(n)}, [n for n in t.twins if keep(n)])
+        Tree({n.key: n for n in t.nodes() if keep(n)}, [n for n in t.twins if keep(n)])
         for t in trees
     ]
 
