@@ -148,6 +148,7 @@ class SyncEngine:
         self.chunking: Chunking = CDC
         self.cursor: str | None = None
         self.scan_started_ns: int | None = None
+        self.rules = load_rules(self.root)
         self._lock_fd: int | None = None
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -222,29 +223,29 @@ class SyncEngine:
 
     # -- passes --------------------------------------------------------------------------------
 
-    def _scan(self) -> ScanResult:
-        assert self.index is not None
-        return scan(self.root, self.index, chunking=self.chunking, rules=load_rules(self.root),
-                    prefer=self.index.load_synced())  # fmt: skip
-
     async def plan_pass(self) -> tuple[Plan, ScanResult]:
         """Refresh both sides and plan, without changing anything."""
         assert self.index is not None and self.remote is not None
         remote_tree, self.cursor = await refresh_remote(self.index, self.remote)
+        synced = self.index.load_synced()
+        rules = load_rules(self.root)
         self.progress.start("scan", 0, 0)
         self.scan_started_ns = time.time_ns()
-        result = await asyncio.to_thread(self._scan)
+        result = await asyncio.to_thread(
+            scan, self.root, self.index, chunking=self.chunking, rules=rules, prefer=synced
+        )
         self.progress.advance("scan", result.hashed + result.cached, 0)
         p = plan(
             result.tree,
             remote_tree,
-            self.index.load_synced(),
+            synced,
             host=self.opt.host,
             today=time.strftime("%Y-%m-%d"),
             max_delete_share=self.opt.max_delete_share,
             max_delete_floor=self.opt.max_delete_floor,
-            ignore=load_rules(self.root),
+            ignore=rules,
         )
+        self.rules = rules
         return p, result
 
     async def one_pass(self, counters: Counters) -> PassReport:
@@ -267,7 +268,7 @@ class SyncEngine:
             progress=self.progress,
             counters=counters,
             scan_started_ns=self.scan_started_ns,
-            rules=load_rules(self.root),
+            rules=self.rules,
         )
         before = (counters.conflicts, counters.skipped, len(counters.errors))
         out = await ex.run(p.ops)
