@@ -550,3 +550,18 @@ def test_a_folder_deleted_remotely_keeps_local_ignored_files(pair) -> None:
     assert (b / "proj" / "build.tmp").exists() and not (b / "proj" / "src.c").exists()
     s = run_sync(b, cfg)
     assert s.ok and s.passes == 1
+
+
+def test_entries_that_cannot_be_synced_are_reported_once(pair) -> None:
+    a, b, cfg = pair
+    os.mkfifo(a / "a-fifo")
+    (a / "fine.txt").write_text("ok")
+    bad = os.fsencode(str(a)) + b"/bad-\xff-name"
+    with open(bad, "wb") as f:
+        f.write(b"not utf-8 name")
+    s = run_sync(a, cfg)
+    notes = [m for m in s.counters.messages if m.startswith("not synced")]
+    assert len(notes) == 2 and any("a-fifo" in m for m in notes)
+    assert any("not UTF-8" in m for m in notes)
+    run_sync(b, cfg)
+    assert sorted(tree(b)) == ["fine.txt"]

@@ -149,6 +149,7 @@ class SyncEngine:
         self.cursor: str | None = None
         self.scan_started_ns: int | None = None
         self.rules = load_rules(self.root)
+        self._told: set[tuple[str, str]] = set()  # skipped entries already reported
         self._lock_fd: int | None = None
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -255,6 +256,11 @@ class SyncEngine:
         rep = PassReport(p, result)
         for msg in p.messages:
             self.progress.message(msg)
+        for rel, why in result.skipped:  # once per path and reason, not every pass
+            if (rel, why) not in self._told:
+                self._told.add((rel, why))
+                counters.messages.append(f"not synced: {rel} ({why})")
+                self.progress.message(f"not synced: {rel} ({why})")
         if p.refused is not None or not p.ops:
             return rep
         ex = Executor(
