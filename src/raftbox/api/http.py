@@ -25,6 +25,14 @@ and never make a symlink (the native `commit_batch` states both).
 query, and then proposes ONE `FinishBatch`: each entry succeeds or fails on its own in the same
 raft entry, as Dropbox's finish_batch does, so no request ends half-applied.
 
+Authentication failures are limited per client address (`FailedAuthLimiter`), because looking
+an unknown token up may cost a ReadIndex round on the meta group (`raftbox.meta.service`): an
+address that failed `auth_fail_burst` times recently (refilled at `auth_fail_per_s`) is answered
+429 with `Retry-After` before its token is looked up — unless the token is known good without a
+round trip (cached, or on this member's replica), so that the valid users behind a shared address
+(a NAT, or a reverse proxy: the address is the peer's, `request.remote`) keep working. A
+blockserver (no meta role, no replica) cannot tell, and answers 429 until the bucket refills.
+
 Error → HTTP: `BadInput` 400 text; `AuthFailed` 401 JSON; `ApiError` 409 (or its status) JSON;
 `RateLimited` 429 JSON with `retry_after`; `Unavailable` (no majority) 503; anything else 500,
 logged, and no state changed (every write is one state machine command).
@@ -110,6 +118,40 @@ class TokenBucket:
         return (1 - tokens) / self.rate
 
 
+class FailedAuthLimiter:
+    """Failed authentications per client address: a bucket of `burst` failures refilled at
+    `per_s`. `retry_after_s(addr)` is 0 while the address may still fail, else the seconds
+    until it may again; `failed(addr)` takes one from its bucket. At most `max_addrs` addresses
+    are tracked (the one that failed longest ago is forgotten first): memory stays bounded
+    whatever the number of addresses, at worst a forgotten address gets a fresh bucket."""
+
+    def __init__(self, per_s: float = 1.0, burst: int = 20, max_addrs: int = 10_000) -> None:
+        if per_s <= 0 or burst < 1 or max_addrs < 1:
+            raise ValueError("need per_s > 0, burst >= 1, max_addrs >= 1")
+        self.per_s = per_s
+        self.burst = burst
+        self.max_addrs = max_addrs
+        self._buckets: dict[str, tuple[float, float]] = {}  # addr -> (tokens, at); LRU order
+
+    def _tokens(self, addr: str, now: float) -> float:
+        tokens, at = self._buckets.get(addr, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - at) * self.per_s)
+
+    def retry_after_s(self, addr: str) -> float:
+        if addr not in self._buckets:
+            return 0.0
+        tokens = self._tokens(addr, time.monotonic())
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.per_s
+
+    def failed(self, addr: str) -> None:
+        now = time.monotonic()
+        tokens = max(0.0, self._tokens(addr, now) - 1)
+        self._buckets.pop(addr, None)
+        while len(self._buckets) >= self.max_addrs:
+            del self._buckets[next(iter(self._buckets))]
+        self._buckets[addr] = (tokens, now)
+
+
 class ApiServer:
     def __init__(
         self,
@@ -120,6 +162,8 @@ class ApiServer:
         rate_burst: int = 4000,
         notify: Any = None,
         metaclient: MetaClient | None = None,
+        auth_fail_per_s: float = 1.0,
+        auth_fail_burst: int = 20,
     ) -> None:
         if meta is None and metaclient is None:
             raise ValueError("an ApiServer needs the meta role or a MetaClient")
@@ -128,6 +172,7 @@ class ApiServer:
         self.blocks = blocks
         self.admin_token = admin_token
         self.limiter = TokenBucket(rate_per_s, rate_burst)
+        self.auth_failures = FailedAuthLimiter(auth_fail_per_s, auth_fail_burst)
         self.notify = notify
         self.routes: dict[str, tuple[str, Handler]] = {
             "users/get_current_account": ("user", self.get_current_account),
@@ -207,11 +252,20 @@ class ApiServer:
             return web.Response(status=500, text="internal server error")
 
     async def _authenticate(self, request: web.Request) -> Any:
+        addr = request.remote or ""
         h = request.headers.get("Authorization", "")
-        if not h.startswith("Bearer ") or not h[7:].strip():
+        token = h[7:].strip() if h.startswith("Bearer ") else ""
+        if not token:  # costs nothing to refuse: not counted
             raise AuthFailed("invalid_access_token")
-        acct = await self.mc.auth(h[7:].strip())
+        wait = self.auth_failures.retry_after_s(addr)
+        if wait:
+            acct = self.meta.auth_known(token) if self.meta is not None else None
+            if acct is None:
+                raise RateLimited(max(1, int(wait + 0.999)))
+            return acct
+        acct = await self.mc.auth(token)
         if acct is None:
+            self.auth_failures.failed(addr)
             raise AuthFailed("invalid_access_token")
         return acct
 

@@ -68,8 +68,10 @@ import datetime
 import hashlib
 import hmac
 import logging
+import os
 import re
 import sqlite3
+import tempfile
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -395,10 +397,67 @@ class MetaStore:
         return result
 
     def snapshot(self) -> bytes:
+        """The image of the store now, made on the caller's thread (see `begin_snapshot`)."""
         data = bytearray(self._db.serialize())
         if len(data) > 19:
             data[18] = data[19] = 1  # legacy journal mode: a WAL image will not deserialize
         return bytes(data)
+
+    def begin_snapshot(self) -> Callable[[], bytes]:
+        """Pin the state as it is now, at `applied_index()`; return a function that makes its
+        image (what `restore` takes: the same rows `snapshot()` would have held now) later, in
+        any ONE thread, once — while `apply` goes on in this one (raft.node: "Snapshots").
+
+        A file-backed store opens a second, read-only connection and starts a read transaction
+        on it here, between two applies (WAL: the reader keeps seeing the database as of that
+        commit; the writer does not wait for it, and checkpoints stop short of what it reads).
+        The function copies that state with SQLite's backup API into a temporary file next to
+        the database (the page copy runs without the GIL, so the event loop keeps running),
+        reads the file, ends the transaction and deletes the file. An in-memory store has no
+        second connection that could see its data: it is serialized here, on the caller's
+        thread (tests and small stores only).
+        """
+        if self.path is None:
+            data = self.snapshot()
+            return lambda: data
+        db = sqlite3.connect(
+            f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            db.execute("BEGIN")
+            row = db.execute("SELECT v FROM kv WHERE k = 'applied'").fetchone()  # pins it
+            pinned = 0 if row is None else int(row[0])
+        except BaseException:
+            db.close()
+            raise
+        if pinned != self._applied:
+            db.close()
+            raise AssertionError(f"snapshot pinned index {pinned}, applied {self._applied}")
+        directory, name = os.path.split(self.path)
+        used = False
+
+        def read_image() -> bytes:
+            nonlocal used
+            assert not used, "a snapshot image is read once"
+            used = True
+            fd, tmp = tempfile.mkstemp(prefix=name + ".snapshot-", suffix=".tmp", dir=directory)
+            os.close(fd)
+            try:
+                dst = sqlite3.connect(tmp, isolation_level=None)
+                try:
+                    db.backup(dst)  # in db's read transaction: the pinned state
+                finally:
+                    dst.close()
+                with open(tmp, "r+b", buffering=0) as f:
+                    f.seek(18)
+                    f.write(b"\x01\x01")  # legacy journal mode, as `snapshot()`
+                    f.seek(0)
+                    return f.read()
+            finally:
+                db.close()
+                os.unlink(tmp)
+
+        return read_image
 
     def restore(self, data: bytes) -> None:
         src = sqlite3.connect(":memory:")

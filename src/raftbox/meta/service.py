@@ -15,6 +15,24 @@
   account answers are cached for a minute (`TokenCache`), so a revoked token stops working
   within that time.
 
+Authentication, and what a bad token may cost
+---------------------------------------------
+`auth(token)` looks, in order, at: the positive cache; the local replica (a primary-key lookup,
+no round trip — a token this member has applied works at once); the negative cache; and only
+then at a linearizable read (a ReadIndex round on the meta group), so that a token created a
+moment ago on another member is found. A token found nowhere by that read is remembered as
+unknown (`NegativeTokenCache`: `auth_negative_ttl_s`, 5 s by default, well under the positive
+cache's minute; bounded, least recently added forgotten first), so repeating a bad token costs
+no further round. The negative cache is consulted *after* the local replica, which is the
+invalidation: once this member applied the `CreateAccount`/`AddToken` of a token that was
+remembered as unknown, the token works, whatever the negative entry says.
+
+Distinct bad tokens arriving together share ReadIndex rounds (`_SharedRounds`): a lookup waits
+for a round that *started after it asked* (so the read that follows is linearizable), and all
+the lookups that ask while one round runs share the next one — at most one round in flight and
+one queued, however many requests wait. `auth_read_rounds` counts the rounds run. The limit on
+how many failures one client address may cause is the API's (`api.http.FailedAuthLimiter`).
+
 The block role calls `commit()` — one round trip carrying the whole directive (path, blocks,
 mode, parent rev), as the seed's blockservers call the metaservers by RPC instead of talking to
 the database.
@@ -30,7 +48,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -74,6 +92,86 @@ class TokenCache:
         self._entries[h] = (time.monotonic(), acct)
 
 
+class NegativeTokenCache:
+    """Token hashes a linearizable read found unknown, remembered for `ttl_s`; bounded to
+    `max_entries` (the oldest forgotten first). See the module docstring for why an entry
+    needs no explicit invalidation."""
+
+    def __init__(self, ttl_s: float = 5.0, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[bytes, float] = {}  # insertion order = age
+
+    def __contains__(self, h: bytes) -> bool:
+        at = self._entries.get(h)
+        if at is None:
+            return False
+        if time.monotonic() - at < self.ttl_s:
+            return True
+        del self._entries[h]
+        return False
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, h: bytes) -> None:
+        self._entries.pop(h, None)
+        while len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
+        self._entries[h] = time.monotonic()
+
+    def discard(self, h: bytes) -> None:
+        self._entries.pop(h, None)
+
+
+class _SharedRounds:
+    """`wait()` returns once a run of `fn` that started after the call has finished (or
+    raises what that run raised). Callers that arrive while a run is in flight share the next
+    one, which the first of them runs: at most one run in flight, however many callers."""
+
+    def __init__(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        self._fn = fn
+        self._started = 0  # runs started
+        self._running = False
+        self._last: tuple[int, BaseException | None] = (0, None)  # the last run that ended
+        self._ended = asyncio.Event()
+        self.runs = 0
+
+    async def wait(self) -> None:
+        need = self._started + 1  # the run in flight, if any, started before us
+        while True:
+            gen, exc = self._last
+            if gen >= need:
+                if exc is not None:
+                    raise exc
+                return
+            if self._running:
+                await self._ended.wait()
+                continue
+            await self._run()
+
+    async def _run(self) -> None:
+        self._running = True
+        self._started += 1
+        gen = self._started
+        exc: BaseException | None = None
+        ended = True
+        try:
+            self.runs += 1
+            await self._fn()
+        except Exception as e:  # shared with every caller waiting for this run
+            exc = e
+        except BaseException:  # this caller was cancelled: the run did not end, another runs
+            ended = False
+            raise
+        finally:
+            self._running = False
+            if ended:
+                self._last = (gen, exc)
+            self._ended.set()
+            self._ended = asyncio.Event()
+
+
 class CursorInvalid(Exception):
     pass
 
@@ -94,12 +192,25 @@ def _typed(r: Any) -> Any:
 
 
 class MetaService:
-    def __init__(self, node: RaftNode, store: MetaStore, write_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        node: RaftNode,
+        store: MetaStore,
+        write_timeout_s: float = 10.0,
+        auth_negative_ttl_s: float = 5.0,
+    ) -> None:
         self.node = node
         self.store = store
         self.write_timeout_s = write_timeout_s
         self._auth_cache = TokenCache()
+        self._auth_unknown = NegativeTokenCache(auth_negative_ttl_s)
+        self._auth_rounds = _SharedRounds(self._auth_read_round)
         self._enc = msgspec.msgpack.Encoder()
+
+    @property
+    def auth_read_rounds(self) -> int:
+        """ReadIndex rounds run to look tokens up (a metric; see the module docstring)."""
+        return self._auth_rounds.runs
 
     async def start(self, timeout_s: float = 30.0) -> None:
         """Wait until the cluster has its secret (the first leader creates it)."""
@@ -132,16 +243,34 @@ class MetaService:
 
     # -- accounts ------------------------------------------------------------------------------
     async def auth(self, token: str) -> Any | None:
+        """The account of a bearer token, or None (see the module docstring for the order)."""
         h = token_hash(token)
-        acct = self._auth_cache.get(h)
+        acct = self.auth_known(token, h)
         if acct is not None:
             return acct
+        if h in self._auth_unknown:
+            return None
+        await self._auth_rounds.wait()
         acct = self.store.auth_token(h)
         if acct is None:
-            acct = await self.read(lambda s: s.auth_token(h))
-        if acct is not None:
-            self._auth_cache.put(h, acct)
+            self._auth_unknown.add(h)
+            return None
+        self._auth_cache.put(h, acct)
         return acct
+
+    def auth_known(self, token: str, h: bytes | None = None) -> Any | None:
+        """The account of `token` if it is known without a round trip (cached, or on the
+        local replica), else None — which does not mean the token is bad."""
+        h = token_hash(token) if h is None else h
+        acct = self._auth_cache.get(h)
+        if acct is None:
+            acct = self.store.auth_token(h)
+            if acct is not None:
+                self._auth_cache.put(h, acct)
+        return acct
+
+    async def _auth_read_round(self) -> None:
+        await self.node.read_index(timeout_s=self.write_timeout_s)
 
     async def create_account(self, email: str, display_name: str) -> tuple[Any, str]:
         token = new_token()

@@ -14,11 +14,40 @@ Theory of operation
   3. send the other messages (votes and acknowledgements promise durable state);
   4. restore the state machine from the snapshot, apply committed entries, resolve the
      proposal futures and ReadIndex waiters;
-  5. `advance()`, then take a snapshot and compact the log if thresholds are passed;
+  5. `advance()`, then start a snapshot if `snapshot_entries` were applied since the last one;
+  and between two Readies, write a snapshot image that is ready and compact the log;
 - the **transport** delivers peer messages into `step()` and serves internal RPCs.
 
 Messages arriving while a Ready is being persisted are stepped at once (the core allows steps
 between `ready()` and `advance()`), so a slow disk never stops the node from hearing its peers.
+
+Snapshots
+---------
+A snapshot must hold exactly the state at the applied index it claims, and making the image of
+a large state machine takes long: it must neither stop the loop nor stop apply. So it is taken
+in three steps, one snapshot at a time:
+
+1. on the loop, right after `advance()` (so nothing is half-applied): note the applied index,
+   the membership and the peer addresses, and call the state machine's `begin_snapshot()`, which
+   pins its state as it is now and returns a function that makes the image of exactly that
+   state later, from any one thread (`MetaStore`: a read transaction on a second SQLite
+   connection; apply goes on in the first);
+2. in the snapshot thread: call that function, and encode the envelope; the Ready loop goes on
+   applying meanwhile;
+3. back in the Ready loop, between two Readies (the only place that uses the log's writer side):
+   `create_snapshot` at the noted index, compact, sync — in the disk thread, as every write.
+
+A state machine without `begin_snapshot` is asked for `snapshot()` on the loop in step 1 (the
+in-memory ones of tests and raft-kv, where that is cheap).
+
+Removed members
+---------------
+A member removed from the membership is not dropped from the transport at once: an RPC may be
+in flight to it (a follower forwarded `remove` to the leader that removes itself: the answer
+comes back on the follower's connection to it, and the follower may apply the removal before
+the answer arrives). It is retired `retire_grace_ticks` after the removal was applied
+(`PeerTransport.retire_peer`: nothing new goes to it, the calls in flight finish, then it is
+forgotten and never redialed). A restarted node only dials current members.
 
 Commands and results
 --------------------
@@ -30,11 +59,16 @@ a timeout or a leader change gets the first result. If this node loses leadershi
 proposals wait, they fail with `Retry`: the client retries with the same seq.
 
 Linearizable reads use ReadIndex: `read_index()` returns an index such that a read served after
-the local state machine applied it is linearizable. `stale` reads skip it.
+the local state machine applied it is linearizable. `stale` reads skip it. A ReadIndex request
+can be lost or orphaned (this leader is deposed while it waits for the heartbeat round; a
+follower's leader changes): `read_index()` asks again — the new leader, once one is known —
+until its deadline, and only then fails with `Unavailable` (no majority reachable in time).
+Asking again is safe: any index confirmed after the call began serves a linearizable read.
 
 The state machine interface (`StateMachine`): `apply(index, command) -> result`, `snapshot() ->
-bytes`, `restore(data)`, `applied_index()`. Restart restores from the newest snapshot only if the
-state machine's own applied index is older, then the core replays what is missing.
+bytes`, `restore(data)`, `applied_index()`, and optionally `begin_snapshot() -> (() -> bytes)`
+(see Snapshots). Restart restores from the newest snapshot only if the state machine's own
+applied index is older, then the core replays what is missing.
 """
 
 from __future__ import annotations
@@ -81,6 +115,9 @@ class StateMachine(Protocol):
 
     def applied_index(self) -> int: ...
 
+    # Optional (see "Snapshots" in the module docstring):
+    # def begin_snapshot(self) -> Callable[[], bytes | bytearray]: ...
+
 
 class NodeError(Exception):
     """Base of the runtime's errors."""
@@ -109,6 +146,7 @@ class NodeConfig:
     heartbeat_ticks: int = 1
     snapshot_entries: int = 20_000  # snapshot after this many applied entries
     snapshot_keep_entries: int = 5_000  # entries kept behind a snapshot for slow followers
+    retire_grace_ticks: int = 20  # a removed member is forgotten this long after the change
     max_inflight_msgs: int = 512
     max_size_per_msg_bytes: int = 1 << 20
     seed: int | None = None
@@ -166,10 +204,15 @@ class RaftNode:
                 max_size_per_msg_bytes=cfg.max_size_per_msg_bytes,
             )
         )
+        members = self._members()
         self.transport = PeerTransport(
             self.id,
             cfg.peer_listen,
-            {p: a for p, a in self.addresses.items() if p != self.id},
+            {
+                p: a
+                for p, a in self.addresses.items()
+                if p != self.id and (p in members or not members)
+            },
             on_messages=self._on_messages,
             on_unreachable=self._on_unreachable,
             rpc_handler=self._on_rpc,
@@ -196,6 +239,16 @@ class RaftNode:
         self._last_snapshot_index = snap.meta.index
         self._leader_changed = asyncio.Event()
         self._conf_applied = False  # a membership change was applied in this Ready
+        self._tg: asyncio.TaskGroup | None = None
+        self._ticks = 0
+        self._retiring: dict[int, int] = {}  # removed member -> tick at which it is retired
+        # Snapshot images are made here, not in the disk thread: the log's fsyncs never wait
+        # behind serializing a large state machine.
+        self._snap_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raft-snap")
+        self._snap_task: asyncio.Task | None = None
+        self._snap_ready: tuple[int, Any, bytes] | None = None  # (index, conf state, envelope)
+        self.read_retries = 0  # ReadIndex requests asked again (deposed leader, lost message)
+        self._stopping = False
 
     def _learn_addresses(self, learned: dict) -> None:
         """Addresses from a snapshot, except where `--peers` says otherwise: an operator who
@@ -235,6 +288,7 @@ class RaftNode:
     async def _main(self, started: asyncio.Future) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 tg.create_task(self._ticker())
                 tg.create_task(self._ready_loop())
                 started.set_result(None)
@@ -258,14 +312,18 @@ class RaftNode:
     async def stop(self) -> None:
         """Graceful shutdown: stop the loops, let a disk write in progress finish, fail the
         waiters, close the transport and then the log."""
+        self._stopping = True
         if self._runner is not None:
             self._runner.cancel()
             try:
                 await self._runner
             except BaseException:  # noqa: BLE001 - cancelled, or already reported by _fatal
                 pass
-        # A write the loop was awaiting runs on in its thread: wait for it before closing.
-        await asyncio.get_running_loop().run_in_executor(None, self._disk_pool.shutdown, True)
+        # A write the loop was awaiting runs on in its thread: wait for it before closing (and
+        # for an image being made, which reads the state machine).
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._disk_pool.shutdown, True)
+        await loop.run_in_executor(None, self._snap_pool.shutdown, True)
         self._fail_all(Retry("node stopped"))
         await self.transport.close()
         self.disk.close()
@@ -274,15 +332,24 @@ class RaftNode:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.tick_s)
+            self._ticks += 1
             self.core.tick()
             self._sweep_deadlines()
+            if self._retiring:
+                self._retire_due()
             self._wake.set()
 
     async def _ready_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self.core.has_ready():
+            while True:
+                # Between two Readies (also under a steady stream of them: the log must not
+                # grow without end while writes keep coming).
+                if self._snap_ready is not None:
+                    await self._write_snapshot()
+                if not self.core.has_ready():
+                    break
                 await self._handle_ready(self.core.ready())
 
     async def _handle_ready(self, rd: Ready) -> None:
@@ -331,7 +398,7 @@ class RaftNode:
         if rd.committed_entries or rd.snapshot is not None:
             async with self._applied_cond:
                 self._applied_cond.notify_all()
-            await self._maybe_snapshot()
+            self._maybe_begin_snapshot()
 
     def _on_disk(self, fn, *args) -> asyncio.Future:
         return self._loop.run_in_executor(self._disk_pool, fn, *args)
@@ -363,29 +430,81 @@ class RaftNode:
         if apply_noop is not None:
             apply_noop(index)
 
-    def _sync_transport_peers(self) -> None:
+    def _members(self) -> set[int]:
         cs = self.core.conf_state
-        members = set(cs.voters) | set(cs.learners)
-        for pid, addr in self.addresses.items():
-            if pid != self.id and (pid in members or not members):
-                self.transport.set_peer(pid, addr)
+        return set(cs.voters) | set(cs.learners)
 
-    async def _maybe_snapshot(self) -> None:
+    def _sync_transport_peers(self) -> None:
+        """Dial the members; retire the peers that no longer are, after a grace period."""
+        members = self._members()
+        for pid, addr in self.addresses.items():
+            if pid == self.id:
+                continue
+            if pid in members or not members:
+                self._retiring.pop(pid, None)
+                self.transport.set_peer(pid, addr)
+            elif pid not in self._retiring and self.transport.has_peer(pid):
+                self._retiring[pid] = self._ticks + self.cfg.retire_grace_ticks
+
+    def _retire_due(self) -> None:
+        for pid, at in list(self._retiring.items()):
+            if self._ticks >= at:
+                del self._retiring[pid]
+                log.info("node %d: member %d was removed: no longer dialing it", self.id, pid)
+                self.transport.retire_peer(pid)
+
+    def _maybe_begin_snapshot(self) -> None:
+        """Step 1 of a snapshot (module docstring): on the loop, right after advance()."""
         applied = self.core.log.applied
         if applied - self._last_snapshot_index < self.cfg.snapshot_entries:
             return
-        data = msgspec.msgpack.encode(_Envelope(self.addresses, self.sm.snapshot()))
+        if self._snap_task is not None or self._snap_ready is not None or self._tg is None:
+            return  # one at a time
+        begin = getattr(self.sm, "begin_snapshot", None)
+        if begin is not None:
+            read_image = begin()
+        else:
+            image = self.sm.snapshot()
+
+            def read_image() -> bytes:
+                return image
+
+        addresses = dict(self.addresses)
         conf_state = self.core.conf_state
-        keep = applied - self.cfg.snapshot_keep_entries
+        self._snap_task = self._tg.create_task(
+            self._make_snapshot(applied, conf_state, addresses, read_image)
+        )
+
+    async def _make_snapshot(self, index: int, conf_state, addresses, read_image) -> None:
+        """Step 2: the image and its envelope, in the snapshot thread."""
+
+        def make() -> bytes:
+            return msgspec.msgpack.encode(_Envelope(addresses, read_image()))
+
+        try:
+            data = await self._loop.run_in_executor(self._snap_pool, make)
+        finally:
+            self._snap_task = None
+        self._snap_ready = (index, conf_state, data)
+        self._wake.set()
+
+    async def _write_snapshot(self) -> None:
+        """Step 3: in the Ready loop, between two Readies (the writer side of the log)."""
+        assert self._snap_ready is not None
+        index, conf_state, data = self._snap_ready
+        self._snap_ready = None
+        keep = index - self.cfg.snapshot_keep_entries
 
         def write_snapshot():
-            self.disk.create_snapshot(applied, conf_state, data)
+            # A newer snapshot installed from the leader meanwhile wins: create_snapshot
+            # ignores an older index, and `keep` is below either.
+            self.disk.create_snapshot(index, conf_state, data)
             if keep > 0:
                 self.disk.compact(keep)
             return self.disk.sync()
 
         self.disk.mark_stable(await self._on_disk(write_snapshot))
-        self._last_snapshot_index = applied
+        self._last_snapshot_index = max(self._last_snapshot_index, index)
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
         was_leader = self.role == StateRole.LEADER
@@ -531,24 +650,48 @@ class RaftNode:
         The request or its answer can be lost (a follower that knows no leader drops it, a
         transport backing off from a restarted peer drops it, a new leader never saw it), so
         it is asked again every election timeout until answered; the leader dedups a context
-        it still holds, and an answer for a context already released is ignored."""
+        it still holds, and an answer for a context already released is ignored. If this node
+        was the leader and is deposed while the request waits, it is asked again under a new
+        context — of the new leader once one is known. `Unavailable` only at the deadline
+        (or if the node broke)."""
+        retry_s = max(0.05, self.cfg.tick_s * self.cfg.election_ticks)
+        deadline = time.monotonic() + timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    try:
+                        index = await self._read_index_once(retry_s, deadline)
+                    except Retry as e:  # deposed while it waited: ask again
+                        self.read_retries += 1
+                        log.debug("read index asked again: %s", e)
+                        continue
+                    await self.wait_applied(index)
+                    return index
+        except TimeoutError:
+            raise Unavailable("read index not confirmed in time") from None
+
+    async def _read_index_once(self, retry_s: float, deadline: float) -> int:
+        """One ReadIndex context, asked every `retry_s` until answered; `Retry` if this
+        node stops being the leader meanwhile (`_fail_all` drops every context it held)."""
+        if self.failed is not None:
+            raise Unavailable(f"raft node failed: {self.failed!r}")
+        if self._stopping:
+            raise Unavailable("raft node stopped")
         ctx = b"%d:%d" % (self.client_id, next(self._read_ids))
         fut = asyncio.get_running_loop().create_future()
         self._reads[ctx] = fut
-        retry_s = max(0.05, self.cfg.tick_s * self.cfg.election_ticks)
         try:
-            async with asyncio.timeout(timeout_s):
-                while not fut.done():
-                    if self.leader == NONE:
-                        await self._wait_leader(timeout_s)
-                    self.core.read_index(ctx)
-                    self._wake.set()
-                    await asyncio.wait({fut}, timeout=retry_s)
-                index = fut.result()
-                await self.wait_applied(index)
-                return index
-        except TimeoutError:
-            raise Unavailable("read index not confirmed in time") from None
+            asked = False
+            while not fut.done():
+                if self.leader == NONE:
+                    await self._wait_leader(max(0.0, deadline - time.monotonic()))
+                if asked:
+                    self.read_retries += 1
+                self.core.read_index(ctx)
+                asked = True
+                self._wake.set()
+                await asyncio.wait({fut}, timeout=retry_s)
+            return fut.result()
         finally:
             self._reads.pop(ctx, None)
 

@@ -29,6 +29,14 @@ While in BACKOFF, `send` drops and `call` fails at once. The delay grows exponen
 connection got as far as the peer's Hello. The address dialed is the *advertised* address from the
 peers map, which may be a proxy in front of the peer's real listen address.
 
+Forgetting a peer: `remove_peer` drops it at once (its queue, its pending calls, its connection).
+`retire_peer` is the gentle way, for a member removed from the cluster: from then on nothing new
+goes to it (sends are dropped and counted as unknown, new calls fail with `UnknownPeer`), but the
+calls already in flight keep their connection — an answer travels back on the connection the call
+went out on — and the peer is removed like `remove_peer` as soon as the last of them is answered,
+fails or times out. Either way it is never dialed again unless `set_peer` adds it back (which also
+cancels a retirement still waiting for its calls).
+
 Inbound connections are trusted with nothing: the first frame must be a valid `Hello` within
 `hello_timeout_s`; a frame whose length prefix exceeds `max_frame_bytes` is refused before its body
 is read (nothing is allocated from an unchecked length); an undecodable or unexpected frame closes
@@ -202,6 +210,7 @@ class PeerStats:
     connects: int
     dial_failures: int
     pending_calls: int
+    retiring: bool = False  # retire_peer was called: removed once its calls in flight end
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +229,8 @@ class Transport(Protocol):
     def set_peer(self, peer_id: int, addr: Address) -> None: ...
 
     def remove_peer(self, peer_id: int) -> None: ...
+
+    def retire_peer(self, peer_id: int) -> None: ...
 
     async def call(self, peer_id: int, method: str, payload: bytes, timeout_s: float) -> bytes: ...
 
@@ -242,6 +253,7 @@ class _Peer:
         "dial_failures",
         "writer",
         "draining",
+        "retiring",
     )
 
     def __init__(self, peer_id: int, addr: Address) -> None:
@@ -256,6 +268,7 @@ class _Peer:
         self.hello_ok = False  # the current connection has seen the peer's Hello
         self.writer: asyncio.StreamWriter | None = None  # set while CONNECTED
         self.draining = False  # the writer task is waiting for the socket buffer to drain
+        self.retiring = False  # retire_peer: nothing new; removed when `pending` is empty
         self.sent_msgs = 0
         self.sent_frames = 0
         self.dropped_msgs = 0
@@ -450,7 +463,9 @@ class PeerTransport:
         if peer is None:
             peer = self._peers[peer_id] = _Peer(peer_id, addr)
             self._start_peer(peer)
-        elif peer.addr != addr:
+            return
+        peer.retiring = False
+        if peer.addr != addr:
             peer.addr = addr
             self._stop_peer(peer, f"address of node {peer_id} changed to {addr}")
             peer.state = PeerState.IDLE
@@ -461,6 +476,25 @@ class PeerTransport:
         peer = self._peers.pop(peer_id, None)
         if peer is not None:
             self._stop_peer(peer, f"node {peer_id} was removed")
+
+    def retire_peer(self, peer_id: int) -> None:
+        """Forget a peer once the calls in flight to it have ended (see the module docstring):
+        sends to it are dropped from now on and new calls fail with `UnknownPeer`."""
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            return
+        peer.retiring = True
+        peer.dropped_msgs += len(peer.queue)
+        peer.queue.clear()
+        self._remove_if_retired(peer)
+
+    def has_peer(self, peer_id: int) -> bool:
+        """Whether `peer_id` is a peer (a retiring one still is, until its calls end)."""
+        return peer_id in self._peers
+
+    def _remove_if_retired(self, peer: _Peer) -> None:
+        if peer.retiring and not peer.pending and self._peers.get(peer.id) is peer:
+            self.remove_peer(peer.id)
 
     def _start_peer(self, peer: _Peer) -> None:
         peer.task = self._spawn(self._run_peer(peer), name=f"peer-{self.node_id}->{peer.id}")
@@ -476,7 +510,7 @@ class PeerTransport:
     def send(self, msg: Message) -> bool:
         """Queue `msg` for `msg.to` without waiting; False if it was dropped (and counted)."""
         peer = self._peers.get(msg.to)
-        if peer is None or self._closing:
+        if peer is None or peer.retiring or self._closing:
             self._dropped_unknown_msgs += 1
             return False
         if peer.state is PeerState.BACKOFF or len(peer.queue) >= self._send_queue_max_msgs:
@@ -517,7 +551,7 @@ class PeerTransport:
         if self._closing or self._runner is None:
             raise TransportClosed(f"transport of node {self.node_id} is not running")
         peer = self._peers.get(peer_id)
-        if peer is None:
+        if peer is None or peer.retiring:
             raise UnknownPeer(f"node {peer_id} is not a peer of node {self.node_id}")
         if peer.state is PeerState.BACKOFF:
             raise PeerUnreachable(f"node {peer_id} at {peer.addr} is unreachable (backing off)")
@@ -544,6 +578,7 @@ class PeerTransport:
                     if queued_id == rid:  # never written: it will not run
                         del peer.rpc_out[i]
                         break
+            self._remove_if_retired(peer)
 
     # -- stats
 
@@ -559,6 +594,7 @@ class PeerTransport:
                 connects=p.connects,
                 dial_failures=p.dial_failures,
                 pending_calls=len(p.pending),
+                retiring=p.retiring,
             )
             for p in self._peers.values()
         }
