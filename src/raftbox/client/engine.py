@@ -1,7 +1,8 @@
 """One sync folder kept in step with the server: passes, the pass loop, and watching.
 
-A **pass** (`SyncEngine.one_pass`) is: delete temporary files a killed pass left; bring the
-remote tree up to date from the stored cursor (`remote.refresh_remote`); scan the folder
+A **pass** (`SyncEngine.one_pass`) is: bring the remote tree up to date from the stored cursor
+(`remote.refresh_remote`); settle what a killed process left in flight (`_reconcile`: the
+index's write-ahead `pending` rows) and delete its temporary files; scan the folder
 (`scanner.scan`, incremental: unchanged files are not read); plan (`planner.plan`, pure); carry
 the plan out (`executor.Executor`). `sync` repeats passes until one finds nothing to do or
 carries out its whole plan with nothing deferred (a conflict, a twin rename, or a file that
@@ -37,11 +38,12 @@ from typing import Any
 from raftbox.blocks.chunker import CDC, Chunking
 
 from .config import Config
-from .executor import Counters, Executor, Progress, clean_tmp
+from .executor import TMP_DIR, Counters, Executor, Progress, clean_tmp
 from .index import STATE_DIR, Index
 from .planner import OpKind, Plan, plan
-from .remote import Remote, RemoteError, ServerUnavailable, refresh_remote
+from .remote import Remote, RemoteError, ServerUnavailable, refresh_remote, remote_node
 from .scanner import ScanResult, load_rules, scan
+from .trees import Node, Tree, agreed, same_content
 
 LOCK_FILE = "lock"
 
@@ -228,6 +230,8 @@ class SyncEngine:
         """Refresh both sides and plan, without changing anything."""
         assert self.index is not None and self.remote is not None
         remote_tree, self.cursor = await refresh_remote(self.index, self.remote)
+        await self._reconcile(remote_tree)
+        clean_tmp(self.root)  # after the reconciliation, which looks at them
         synced = self.index.load_synced()
         rules = load_rules(self.root)
         self.progress.start("scan", 0, 0)
@@ -249,9 +253,49 @@ class SyncEngine:
         self.rules = rules
         return p, result
 
+    async def _reconcile(self, remote_tree: Tree) -> None:
+        """Settle the transfers a killed process left in flight (`index.pending`).
+
+        A download whose temp file is gone was renamed into place: record it as synced (what
+        is at the path now, or its absence, is then judged against that, like any change). An
+        upload whose content is among the server's revisions of the path was committed: record
+        that revision as synced. Anything else did not happen and is forgotten."""
+        assert self.index is not None and self.remote is not None
+        pending = self.index.pending_all()
+        if not pending:
+            return
+        tmp = os.path.join(self.root, STATE_DIR, TMP_DIR)
+        puts: list[Node] = []
+        for op, name, node in pending:
+            if op == "download":
+                if name is None or not os.path.lexists(os.path.join(tmp, name)):
+                    puts.append(node)
+                continue
+            now = remote_tree.get(node.key)
+            if now is not None and same_content(now, node):
+                continue  # the plan records it: same content on both sides
+            try:
+                revs = (await self.remote.api(
+                    "files/list_revisions", {"path": node.path, "limit": 100}))["entries"]  # fmt: skip
+            except RemoteError:
+                continue
+            for m in revs:
+                rem = remote_node({**m, ".tag": "file"})
+                if (
+                    rem is not None
+                    and rem.kind is node.kind
+                    and (
+                        rem.content_hash == node.content_hash or rem.link_target == node.link_target
+                    )
+                ):
+                    puts.append(agreed(node, rem))
+                    break
+        with self.index.batch():
+            self.index.apply(put=puts, delete=[n.key for n in puts if not n.is_folder])
+            self.index.pending_drop(n.key for _, _, n in pending)
+
     async def one_pass(self, counters: Counters) -> PassReport:
         assert self.index is not None and self.remote is not None
-        clean_tmp(self.root)
         p, result = await self.plan_pass()
         rep = PassReport(p, result)
         for msg in p.messages:

@@ -488,6 +488,9 @@ class Executor:
             await self.remote.native(self.remote.put, todo)
 
     async def _commit(self, prepared: list[_Prepared]) -> int:
+        # Write-ahead: if the process dies after the server committed and before the record
+        # below, the next start asks the server's revisions whether this content got there.
+        self.index.pending_put("upload", [(None, pr.node) for pr in prepared])
         results = await self.remote.native(
             self.remote.commit_batch, [self._entry(pr) for pr in prepared]
         )
@@ -516,6 +519,7 @@ class Executor:
         with self.index.batch():
             self.index.apply(put=puts, delete=keys)
             self.index.cache_put_many(cache)
+            self.index.pending_drop(pr.node.key for pr in prepared)
         return done
 
     async def _upload_small(self, ops: list[Upload]) -> int:
@@ -716,7 +720,7 @@ class Executor:
             async for bid, data in self.remote.get(fetch):
                 have[bid] = data
 
-        def write_all() -> list[Node | None]:
+        def write_temps() -> list[tuple[str, Node] | None]:
             # Temp files first, made durable together (one syncfs instead of an fsync per
             # file: the disk's flushes are the cost of many small files), then the renames.
             tmps = [
@@ -724,23 +728,42 @@ class Executor:
                                                          fsync=not localfs.HAVE_SYNCFS)
                 for op, bl in zip(ops, lists, strict=True)
             ]  # fmt: skip
-            try:
-                if localfs.HAVE_SYNCFS:
-                    localfs.syncfs(self.tmp)
-                out = [
-                    None if t is None else self._install(op, t)
-                    for op, t in zip(ops, tmps, strict=True)
-                ]
-                self._sync_dirs()
-                return out
-            finally:
-                for t in tmps:
-                    if t is not None:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(t)
+            if localfs.HAVE_SYNCFS:
+                localfs.syncfs(self.tmp)
+            return tmps
 
-        results = await asyncio.to_thread(write_all)
-        return self._record_downloads(ops, results, lists)
+        return await self._install_all(ops, await asyncio.to_thread(write_temps), lists)
+
+    async def _install_all(
+        self,
+        ops: list[Download],
+        tmps: list[tuple[str, Node] | None],
+        lists: list[list[tuple[str, int]] | None],
+    ) -> int:
+        """Rename finished temp files into place and record them.
+
+        Write-ahead: before any rename, `pending` holds each file's temp name and the synced
+        node to record; a process killed after a rename and before its record leaves the row
+        behind, and the next start sees the temp file gone and records the node (so a file the
+        user deletes right after is a delete to propagate, not a download to redo)."""
+        staged = [(op, t) for op, t in zip(ops, tmps, strict=True) if t is not None]
+        self.index.pending_put(
+            "download", [(os.path.basename(t), agreed(n, op.node)) for op, (t, n) in staged]
+        )
+
+        def install_all() -> list[Node | None]:
+            out = [None if t is None else self._install(op, t[0])
+                   for op, t in zip(ops, tmps, strict=True)]  # fmt: skip
+            self._sync_dirs()
+            return out
+
+        # On any failure the rows stay: the next pass settles them (`engine._reconcile`).
+        results = await asyncio.to_thread(install_all)
+        done = self._record_downloads(ops, results, lists, drop=[op.node.key for op, _ in staged])
+        for _, (t, _n) in staged:  # the ones not renamed (skipped, or already there)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(t)
+        return done
 
     def _sync_dirs(self) -> None:
         """Make the renames of finished downloads durable before they are recorded."""
@@ -780,22 +803,25 @@ class Executor:
                 await asyncio.to_thread(os.fsync, f.fileno())
             if hasher.hexdigest() != op.node.content_hash:
                 raise RemoteError("blocks/get", 200, f"{op.path}: content hash mismatch")
-            result = await asyncio.to_thread(self._install, op, tmp)
-            await asyncio.to_thread(self._sync_dirs)
-        finally:
+            node = await asyncio.to_thread(self._finish_temp, op, tmp)
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        return self._record_downloads([op], [result], [bl])
+            raise
+        return await self._install_all([op], [(tmp, node)], [bl])
 
-    def _write_temp(self, op: Download, blocks: list[tuple[str, bytes]], fsync: bool) -> str | None:
-        """Write a small download to a new temp file (worker thread); its path, or None if
-        the bytes do not hash to the file's content hash."""
+    def _write_temp(
+        self, op: Download, blocks: list[tuple[str, bytes]], fsync: bool
+    ) -> tuple[str, Node] | None:
+        """Write a small download to a new temp file with its mtime and mode (worker thread):
+        (its path, the local node it will be at `op.path`), or None if the bytes do not hash
+        to the file's content hash."""
         os.makedirs(self.tmp, exist_ok=True)
         tmp = os.path.join(self.tmp, uuid.uuid4().hex)
         if op.node.kind is Kind.SYMLINK:
             assert op.node.link_target is not None
             os.symlink(op.node.link_target, tmp)
-            return tmp
+            return tmp, self._finish_temp(op, tmp)
         hasher = ContentHasher()
         with open(tmp, "wb") as f:
             for _b, data in blocks:
@@ -807,17 +833,25 @@ class Executor:
             os.unlink(tmp)
             self.c.errors.append(f"download {op.path}: content hash mismatch")
             return None
-        return tmp
+        return tmp, self._finish_temp(op, tmp)
+
+    def _finish_temp(self, op: Download, tmp: str) -> Node:
+        """Give a temp file the remote's mtime and executable bit; the local node it will be
+        once renamed to `op.path` (a rename keeps inode, size and mtime)."""
+        node = op.node
+        if node.kind is Kind.SYMLINK:
+            return localfs.local_node(op.path, os.lstat(tmp), link_target=node.link_target)
+        if node.mtime_ns is not None:
+            os.utime(tmp, ns=(node.mtime_ns, node.mtime_ns))
+        localfs.set_executable(tmp, bool(node.executable))
+        return localfs.local_node(op.path, os.lstat(tmp), content_hash=node.content_hash)
 
     def _install(self, op: Download, tmp: str) -> Node | None:
-        """Put the finished temp file in place (worker thread): mtime, mode, re-check, rename.
+        """Put a finished temp file in place (worker thread): re-check, then rename.
 
-        Returns the local node now at `op.path`, or None if the download was skipped."""
+        Returns the local node now at `op.path`, or None if the download was skipped (the
+        temp file is then left for the caller to delete)."""
         node = op.node
-        if node.kind is Kind.FILE:
-            if node.mtime_ns is not None:
-                os.utime(tmp, ns=(node.mtime_ns, node.mtime_ns))
-            localfs.set_executable(tmp, bool(node.executable))
         parent = op.path.rsplit("/", 1)[0]
         if not localfs.safe_dir(self.root, parent):
             return None
@@ -858,6 +892,7 @@ class Executor:
         ops: list[Download],
         results: list[Node | None],
         lists: list[list[tuple[str, int]] | None],
+        drop: list[str],
     ) -> int:
         puts: list[Node] = []
         keys: list[str] = []
@@ -877,6 +912,7 @@ class Executor:
         with self.index.batch():
             self.index.apply(put=puts, delete=keys)
             self.index.cache_put_many(cache)
+            self.index.pending_drop(drop)
         small = [op for op in ops if op.node.size <= SMALL_BYTES]
         self.progress.advance("download", len(ops), sum(op.node.size for op in small))
         return len(puts)

@@ -7,6 +7,10 @@
 - `remote`: the server's tree as last listed (same columns as `synced`), kept current by
   applying `list_folder/continue` deltas from the cursor in `state`, so a pass costs one small
   request instead of a full listing.
+- `pending`: a write-ahead record of transfers in flight — a download about to be renamed
+  into place (with its temp file's name and the synced node to record), an upload about to be
+  committed — so that a process killed between the step and its record finds out, on restart,
+  what happened (`engine` reconciles them before the next pass plans anything).
 - `state`: small key/value pairs (the remote cursor, the server and account this folder is
   synced with, ...).
 
@@ -59,6 +63,21 @@ CREATE TABLE IF NOT EXISTS remote (
     remote_id TEXT,
     rev TEXT
 );
+CREATE TABLE IF NOT EXISTS pending (
+    key TEXT PRIMARY KEY,
+    op TEXT NOT NULL,
+    tmp TEXT,
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    content_hash TEXT,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER,
+    inode INTEGER,
+    executable INTEGER,
+    link_target TEXT,
+    remote_id TEXT,
+    rev TEXT
+);
 CREATE TABLE IF NOT EXISTS scan_cache (
     inode INTEGER PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -95,6 +114,13 @@ def _node(row: tuple) -> Node:
     key, path, kind, ch, size, mtime, inode, ex, target, rid, rev = row
     return Node.trusted(key, path, _KINDS[kind], ch, size, mtime, inode, _opt_bool(ex), target,
                         rid, rev)  # fmt: skip
+
+
+def _row(n: Node) -> tuple:
+    """`n` as the columns of `_COLS`."""
+    ex = None if n.executable is None else int(n.executable)
+    return (n.key, n.path, n.kind.value, n.content_hash, n.size, n.mtime_ns, n.inode, ex,
+            n.link_target, n.remote_id, n.rev)  # fmt: skip
 
 
 def rooted(nodes: dict[str, Node]) -> dict[str, Node]:
@@ -211,10 +237,34 @@ class Index:
         ).fetchall()
         return sorted((_node(r) for r in rows), key=lambda n: n.key.count("/"))
 
+    # -- transfers in flight ---------------------------------------------------------------
+
+    def pending_put(self, op: str, rows: Iterable[tuple[str | None, Node]]) -> None:
+        """Record transfers about to happen: (temp file name or None, node) per file."""
+        with self.batch():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO pending (key, op, tmp, path, kind, content_hash, size,"
+                " mtime_ns, inode, executable, link_target, remote_id, rev)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(n.key, op, tmp, *_row(n)[1:]) for tmp, n in rows],
+            )
+
+    def pending_all(self) -> list[tuple[str, str | None, Node]]:
+        rows = self.db.execute(f"SELECT op, tmp, {_COLS} FROM pending").fetchall()
+        return [(r[0], r[1], _node(r[2:])) for r in rows]
+
+    def pending_drop(self, keys: Iterable[str]) -> None:
+        with self.batch():
+            self.db.executemany("DELETE FROM pending WHERE key = ?", [(k,) for k in keys])
+
     # -- the remote tree -------------------------------------------------------------------
 
     def load_remote(self) -> Tree:
         return self._load("remote")
+
+    def remote_node(self, key: str) -> Node | None:
+        row = self.db.execute(f"SELECT {_COLS} FROM remote WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _node(row)
 
     def apply_remote(
         self, put: Iterable[Node] = (), delete: Iterable[str] = (), *, reset: bool = False
@@ -236,22 +286,7 @@ class Index:
                 f"INSERT OR REPLACE INTO {table} (key, path, kind, content_hash, size, mtime_ns,"
                 " inode, executable, link_target, remote_id, rev)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        n.key,
-                        n.path,
-                        n.kind.value,
-                        n.content_hash,
-                        n.size,
-                        n.mtime_ns,
-                        n.inode,
-                        None if n.executable is None else int(n.executable),
-                        n.link_target,
-                        n.remote_id,
-                        n.rev,
-                    )  # fmt: skip
-                    for n in put
-                ],
+                [_row(n) for n in put],
             )
 
     def save_synced(self, tree: Tree) -> None:

@@ -200,6 +200,14 @@ async def _follow(index: Index, remote: Remote, cursor: str) -> tuple[Tree, str]
         with index.batch():
             for op in _ops(res["entries"]):  # in listing order: a delete, then a put
                 if isinstance(op, Node):
+                    if op.is_folder:
+                        # A page names each changed path once, in its current state: a folder
+                        # deleted (or moved away) and created again in one page arrives as a
+                        # plain folder entry. Its new id says the old children are gone
+                        # (the ones it holds now are in the page too: they were created).
+                        was = index.remote_node(op.key)
+                        if was is not None and (not was.is_folder or was.remote_id != op.remote_id):
+                            index.apply_remote(delete=[op.key])
                     index.apply_remote(put=[op])
                 else:
                     index.apply_remote(delete=[op])
