@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint sim run e2e-long bench-raft bench-meta bench-blocks clean
+.PHONY: test lint sim run e2e-long bench-raft bench-meta bench-blocks bench-sync clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,19 @@ NEMESIS_S ?= 120
 e2e-long: $(STAMP)
 	RAFTBOX_NEMESIS_S=$(NEMESIS_S) $(PY) -m pytest tests/e2e -k nemesis -s
 
+# The sync client's long runs: convergence over many seeds (2 and 3 clients on `raftbox up`,
+# 3 on a cluster whose leader is killed), and more kill -9 moments on a bigger file.
+# One seed: SYNC_SEED=123 $(PY) -m pytest tests/client/test_convergence.py -k up-3
+.PHONY: sync-soak
+SYNC_SEEDS ?= 200
+SYNC_STEPS ?= 120
+SYNC_CRASH_KILLS ?= 10
+SYNC_CRASH_MIB ?= 200
+sync-soak: $(STAMP)
+	SYNC_SEEDS=$(SYNC_SEEDS) SYNC_STEPS=$(SYNC_STEPS) SYNC_CRASH_KILLS=$(SYNC_CRASH_KILLS) \
+	SYNC_CRASH_MIB=$(SYNC_CRASH_MIB) $(PY) -m pytest -p no:cacheprovider \
+		tests/client/test_convergence.py tests/client/test_sync_crash.py
+
 # Benchmarks (not part of `make test`): each runs its peer in the same run and prints ratios.
 bench-raft: $(STAMP)
 	bash benchmarks/peers/setup.sh bench-out/peers
@@ -51,3 +64,9 @@ bench-meta: $(STAMP)
 SIZE_MIB ?= 1024
 bench-blocks: $(STAMP)
 	$(PY) -m benchmarks.blocks_bench --size-mib $(SIZE_MIB) --json bench-out/blocks.json
+
+# Sync of a folder from A to B (issue 7): 2,000 x 4 KiB + one 256 MiB file, then an edit,
+# against rsync, rclone and two Syncthing instances (apt-get install -y rsync rclone syncthing).
+REPEAT ?= 1
+bench-sync: $(STAMP)
+	$(PY) -m benchmarks.sync_bench --repeat $(REPEAT) --json bench-out/sync.json
