@@ -232,8 +232,9 @@ class Index:
 
     def _subtree(self, table: str, key: str) -> list[Node]:
         rows = self.db.execute(
-            f"SELECT {_COLS} FROM {table} WHERE key = ? OR substr(key, 1, ?) = ?",
-            (key, len(key) + 1, key + "/"),
+            f"SELECT {_COLS} FROM {table} WHERE key = ? UNION ALL "
+            f"SELECT {_COLS} FROM {table} WHERE key >= ? AND key < ?",
+            (key, key + "/", key + "0"),
         ).fetchall()
         return sorted((_node(r) for r in rows), key=lambda n: n.key.count("/"))
 
@@ -277,11 +278,14 @@ class Index:
 
     def _apply(self, table: str, put: Iterable[Node], delete: Iterable[str]) -> None:
         with self.batch():
-            for key in delete:
-                self.db.execute(
-                    f"DELETE FROM {table} WHERE key = ? OR substr(key, 1, ?) = ?",
-                    (key, len(key) + 1, key + "/"),
-                )
+            # Two statements that each use the primary key: the subtree of "a/b" is the key
+            # range ["a/b/", "a/b0") ('0' follows '/'); an OR or substr() would scan the table.
+            keys = [(k,) for k in delete]
+            self.db.executemany(f"DELETE FROM {table} WHERE key = ?", keys)
+            self.db.executemany(
+                f"DELETE FROM {table} WHERE key >= ? AND key < ?",
+                [(k + "/", k + "0") for (k,) in keys],
+            )
             self.db.executemany(
                 f"INSERT OR REPLACE INTO {table} (key, path, kind, content_hash, size, mtime_ns,"
                 " inode, executable, link_target, remote_id, rev)"

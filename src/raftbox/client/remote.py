@@ -34,7 +34,7 @@ from raftbox.blocks.native import NativeClient, NativeError
 from raftbox.meta.paths import MalformedPath
 
 from .index import Index, rooted
-from .trees import Kind, Node, Tree, path_key
+from .trees import Kind, Node, Tree, ancestor_keys, path_key
 
 STREAM_PATH = "/2/raftbox/notify/stream"
 CURSOR_STATE = "remote_cursor"
@@ -198,23 +198,48 @@ async def _follow(index: Index, remote: Remote, cursor: str) -> tuple[Tree, str]
     while True:
         res = await remote.api("files/list_folder/continue", {"cursor": cursor})
         with index.batch():
-            for op in _ops(res["entries"]):  # in listing order: a delete, then a put
-                if isinstance(op, Node):
-                    if op.is_folder:
-                        # A page names each changed path once, in its current state: a folder
-                        # deleted (or moved away) and created again in one page arrives as a
-                        # plain folder entry. Its new id says the old children are gone
-                        # (the ones it holds now are in the page too: they were created).
-                        was = index.remote_node(op.key)
-                        if was is not None and (not was.is_folder or was.remote_id != op.remote_id):
-                            index.apply_remote(delete=[op.key])
-                    index.apply_remote(put=[op])
-                else:
-                    index.apply_remote(delete=[op])
+            _apply_page(index, res["entries"])
             index.set_state(CURSOR_STATE, res["cursor"])
         cursor = res["cursor"]
         if not res.get("has_more"):
             return index.load_remote(), cursor
+
+
+def _apply_page(index: Index, entries: list[dict[str, Any]]) -> None:
+    """Apply one page of changes to the index's remote tree, in listing order, batched.
+
+    Changes are gathered into one `apply_remote` (deletes first, then puts) for as long as that
+    order gives the same result as the listing's: a delete that would remove a gathered put
+    (its key or an ancestor's) flushes the batch first."""
+    puts: list[Node] = []
+    put_keys: set[str] = set()  # the gathered puts' keys and all their ancestors' keys
+    gone: list[str] = []
+
+    def flush() -> None:
+        index.apply_remote(put=puts, delete=gone)
+        puts.clear()
+        put_keys.clear()
+        gone.clear()
+
+    for op in _ops(entries):
+        if isinstance(op, Node):
+            if op.is_folder:
+                # A page names each changed path once, in its current state: a folder deleted
+                # (or moved away) and created again in one page arrives as a plain folder
+                # entry. Its new id says the old children are gone (the ones it holds now are
+                # in the page too: they were created).
+                flush()
+                was = index.remote_node(op.key)
+                if was is not None and (not was.is_folder or was.remote_id != op.remote_id):
+                    gone.append(op.key)
+            puts.append(op)
+            put_keys.add(op.key)
+            put_keys.update(ancestor_keys(op.key))
+        else:
+            if op in put_keys:
+                flush()
+            gone.append(op)
+    flush()
 
 
 def _ops(entries: list[dict[str, Any]]) -> list[Node | str]:
