@@ -25,15 +25,15 @@ def _write(p: Path, data: bytes, mtime_ns: int = OLD_NS) -> None:
 
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every file the scanner hashes (it reads file contents only through chunk_file)."""
+    """Every file the scanner hashes (it reads file contents only through _read_file)."""
     seen: list[str] = []
-    real = scanner.chunk_file
+    real = scanner._read_file
 
-    def counting(path, chunking):
+    def counting(path, chunking, old):
         seen.append(os.fspath(path))
-        return real(path, chunking)
+        return real(path, chunking, old)
 
-    monkeypatch.setattr(scanner, "chunk_file", counting)
+    monkeypatch.setattr(scanner, "_read_file", counting)
     return seen
 
 
@@ -128,7 +128,8 @@ def test_recently_modified_files_are_not_cached(tmp_path: Path, reads: list[str]
     cache = MemoryCache()
     scan(tmp_path, cache)
     scan(tmp_path, cache)
-    assert len(reads) == 2 and cache.entries == {}
+    assert len(reads) == 2  # kept only as a hint of its blocks, never as a hit:
+    assert [e.mtime_ns for e in cache.entries.values()] == [scanner.HINT_MTIME]
 
 
 def test_case_twins_and_skips(tmp_path: Path) -> None:
@@ -139,3 +140,31 @@ def test_case_twins_and_skips(tmp_path: Path) -> None:
     assert [n.path for n in res.tree.values()] == ["/A.txt"]
     assert [n.path for n in res.tree.twins] == ["/a.txt"]
     assert ("/fifo", "not a file, folder or symlink") in res.skipped
+
+
+def test_a_changed_file_keeps_its_old_blocks_while_they_match(tmp_path: Path) -> None:
+    """After an append, every old block is kept (not only the ones a fresh cut would find);
+    after a change in the middle, the blocks before it are kept; the content hash is always
+    the whole file's."""
+    from raftbox.blocks.chunker import chunk_bytes
+    from raftbox.blocks.hashing import content_hash
+
+    base = os.urandom(6 * 1024 * 1024 + 777)
+    p = tmp_path / "f.bin"
+    _write(p, base)
+    cache = MemoryCache()
+    first = scan(tmp_path, cache).blocklists["/f.bin"]
+    assert [b for b, _ in first] == [c.id for c in chunk_bytes(base)]
+    _write(p, base + b"appended", OLD_NS + 10**9)
+    after = scan(tmp_path, cache)
+    blocks = after.blocklists["/f.bin"]
+    assert blocks[: len(first)] == first and len(blocks) == len(first) + 1
+    assert after.tree.at("/f.bin").content_hash == content_hash(base + b"appended")
+    edited = bytearray(base + b"appended")
+    edited[3 * 1024 * 1024] ^= 0xFF
+    _write(p, bytes(edited), OLD_NS + 2 * 10**9)
+    again = scan(tmp_path, cache)
+    kept = [b for b in again.blocklists["/f.bin"] if b in blocks]
+    assert kept and again.blocklists["/f.bin"][0] == first[0]
+    assert again.tree.at("/f.bin").content_hash == content_hash(bytes(edited))
+    assert sum(s for _, s in again.blocklists["/f.bin"]) == len(edited)

@@ -565,3 +565,22 @@ def test_entries_that_cannot_be_synced_are_reported_once(pair) -> None:
     assert any("not UTF-8" in m for m in notes)
     run_sync(b, cfg)
     assert sorted(tree(b)) == ["fine.txt"]
+
+
+def test_an_append_sends_about_the_appended_bytes(pair) -> None:
+    """Cutting resumes after the old blocks (scanner._read_file): the old last block is not
+    sent again, so appending 1 MiB to a big file sends about 1 MiB, and the other side fetches
+    about that much (the rest is already on its disk)."""
+    a, b, cfg = pair
+    with open(a / "log.bin", "wb") as f:
+        f.write(os.urandom(20 * 1024 * 1024 + 12345))
+    run_sync(a, cfg)
+    run_sync(b, cfg)
+    with open(a / "log.bin", "ab") as f:
+        f.write(os.urandom(1024 * 1024))
+    s = run_sync(a, cfg)
+    assert s.ok and s.counters.uploaded_files == 1
+    assert s.bytes_sent < 1024 * 1024 + 64 * 1024, s.bytes_sent
+    s = run_sync(b, cfg)
+    assert s.ok and s.bytes_received < 1024 * 1024 + 64 * 1024, s.bytes_received
+    assert (b / "log.bin").read_bytes() == (a / "log.bin").read_bytes()

@@ -78,7 +78,7 @@ from .planner import (
     Upload,
 )
 from .remote import Remote, RemoteError, ServerUnavailable, format_ts, remote_node
-from .scanner import RACY_NS
+from .scanner import as_hint, racy
 from .trees import Kind, Node, agreed, path_key
 
 MiB = 1024 * 1024
@@ -438,6 +438,7 @@ class Executor:
                 return _Prepared(op, node, blocks, {bid: raw} if keep_data else {}, None)
             ch = Chunker(self.chunking)
             blocks, data = [], {}
+            read_started = time.time_ns()
             with open(p, "rb") as f:
                 if os.fstat(f.fileno()).st_ino != st.st_ino:
                     return None
@@ -456,10 +457,10 @@ class Executor:
         if not _same_stat(st, after) or ch.size != st.st_size:
             return None  # being written: the next pass takes it up
         node = localfs.local_node(op.path, st, content_hash=ch.content_hash())
-        cache = None
-        if time.time_ns() - st.st_mtime_ns >= RACY_NS:
-            cache = CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns, node.content_hash or "",
-                               tuple(blocks))  # fmt: skip
+        cache = CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns, node.content_hash or "",
+                           tuple(blocks))  # fmt: skip
+        if racy(st.st_mtime_ns, read_started):
+            cache = as_hint(cache)
         return _Prepared(op, node, blocks, data, cache)
 
     def _entry(self, pr: _Prepared) -> dict[str, Any]:
@@ -534,8 +535,11 @@ class Executor:
         return done
 
     async def _upload_big(self, op: Upload) -> int:
-        """Upload a big file with the scan's blocklist when it is still valid (only the blocks
-        the server lacks are read), else by cutting it again (`_upload_big_recut`)."""
+        """Upload a big file with the scan's blocklist while its stat still matches the scan:
+        only the blocks the server lacks are read and sent. If the file was racily clean at
+        the scan (its stat cannot prove it unchanged since), every block is read and checked
+        against its id on the way (hashing only, no cutting). If a block does not match, the
+        file changed: it is cut again (`_upload_big_recut`)."""
         p = self.abs(op.path)
         scanned = self.blocklists.get(op.path)
         st = localfs.lstat_or_none(p)
@@ -544,36 +548,41 @@ class Executor:
             or st is None
             or (st.st_ino, st.st_size, st.st_mtime_ns)
             != (op.node.inode, op.node.size, op.node.mtime_ns)  # fmt: skip
-            or self._racy(st)
         ):
             return await self._upload_big_recut(op)
-        offsets: dict[str, tuple[int, int]] = {}
+        verify_all = self._racy(st)
+        first: dict[str, int] = {}  # block id -> its first index
+        for k, (b, _size) in enumerate(scanned):
+            first.setdefault(b, k)
+        have = await self.remote.native(self.remote.has, list(first))
+        todo: list[tuple[str, int, int, bool]] = []  # (id, offset, size, send)
         off = 0
-        for b, size in scanned:
-            offsets.setdefault(b, (off, size))
+        for k, (b, size) in enumerate(scanned):
+            send = b not in have and first[b] == k
+            if send or verify_all:
+                todo.append((b, off, size, send))
             off += size
-        have = await self.remote.native(self.remote.has, list(offsets))
-        missing = [(b, *offsets[b]) for b in offsets if b not in have]
 
-        def read(batch: list[tuple[str, int, int]]) -> dict[str, bytes] | None:
+        def read(batch: list[tuple[str, int, int, bool]]) -> dict[str, bytes] | None:
             out: dict[str, bytes] = {}
             with open(p, "rb") as f:
-                for b, o, size in batch:
+                for b, o, size, send in batch:
                     f.seek(o)
                     data = f.read(size)
                     if hashlib.sha256(data).hexdigest() != b:
                         return None  # changed since the scan
-                    out[b] = data
+                    if send:
+                        out[b] = data
             return out
 
         sending: asyncio.Task | None = None
         i = 0
         try:
-            while i < len(missing):
+            while i < len(todo):
                 batch, n = [], 0
-                while i < len(missing) and n < STREAM_BYTES:
-                    batch.append(missing[i])
-                    n += missing[i][2]
+                while i < len(todo) and n < STREAM_BYTES:
+                    batch.append(todo[i])
+                    n += todo[i][2]
                     i += 1
                 blocks = await asyncio.to_thread(read, batch)
                 if sending is not None:
@@ -581,7 +590,8 @@ class Executor:
                     sending = None
                 if blocks is None:
                     return await self._upload_big_recut(op)
-                sending = asyncio.create_task(self._send_missing_known(blocks))
+                if blocks:
+                    sending = asyncio.create_task(self._send_missing_known(blocks))
                 self.progress.advance("upload", 0, n)
         except FileNotFoundError:
             self.c.skipped += 1
@@ -594,20 +604,19 @@ class Executor:
             self.c.skipped += 1
             return 0
         node = localfs.local_node(op.path, after, content_hash=op.node.content_hash)
-        done = await self._commit([_Prepared(op, node, list(scanned), {}, None)])
+        # The scan cached it, unless it was racily clean: then keep its blocks as a hint.
+        hint = as_hint(CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns,
+                                  op.node.content_hash or "", tuple(scanned)))  # fmt: skip
+        done = await self._commit(
+            [_Prepared(op, node, list(scanned), {}, hint if verify_all else None)]
+        )
         self.progress.advance("upload", 1, 0)
         return done
 
     def _racy(self, st: os.stat_result) -> bool:
-        """Could the file have changed after the scan read it without changing its stat?
-
-        Only if it was modified within one mtime tick of the scan. Filesystems with sub-second
-        timestamps tick in milliseconds (a 100 ms margin covers them); a whole-second mtime
-        may come from a coarse filesystem (FAT: 2 s), so it gets `RACY_NS`."""
-        if self.scan_started_ns is None:
-            return time.time_ns() - st.st_mtime_ns < RACY_NS
-        margin = RACY_NS if st.st_mtime_ns % 1_000_000_000 == 0 else 100_000_000
-        return st.st_mtime_ns >= self.scan_started_ns - margin
+        """Could the file have changed after the scan read it without changing its stat?"""
+        started = self.scan_started_ns if self.scan_started_ns is not None else time.time_ns()
+        return racy(st.st_mtime_ns, started)
 
     async def _send_missing_known(self, blocks: dict[str, bytes]) -> None:
         await self.remote.native(self.remote.put, list(blocks.items()))
@@ -616,6 +625,7 @@ class Executor:
         """Stream a big file: cut `STREAM_BYTES`, send its missing blocks while cutting the
         next, then commit; memory is two pieces whatever the size."""
         p = self.abs(op.path)
+        read_started = time.time_ns()
         try:
             f = open(p, "rb")  # noqa: SIM115 (closed below, across awaits)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -660,10 +670,10 @@ class Executor:
             self.c.skipped += 1
             return 0
         node = localfs.local_node(op.path, after, content_hash=ch.content_hash())
-        cache = None
-        if time.time_ns() - st.st_mtime_ns >= RACY_NS:
-            cache = CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns, node.content_hash or "",
-                               tuple(blocks))  # fmt: skip
+        cache = CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns, node.content_hash or "",
+                           tuple(blocks))  # fmt: skip
+        if racy(st.st_mtime_ns, read_started):
+            cache = as_hint(cache)
         done_n = await self._commit([_Prepared(op, node, blocks, {}, cache)])
         self.progress.advance("upload", 1, 0)
         return done_n
@@ -906,9 +916,10 @@ class Executor:
             self.c.downloaded_files += 1
             self.c.downloaded_bytes += op.node.size
             if loc.kind is Kind.FILE and loc.inode is not None and loc.mtime_ns is not None:
-                if bl is not None and time.time_ns() - loc.mtime_ns >= RACY_NS:
-                    cache.append(CacheEntry(loc.inode, loc.size, loc.mtime_ns,
-                                            loc.content_hash or "", tuple(bl)))  # fmt: skip
+                if bl is not None:
+                    e = CacheEntry(loc.inode, loc.size, loc.mtime_ns, loc.content_hash or "",
+                                   tuple(bl))  # fmt: skip
+                    cache.append(e if not racy(loc.mtime_ns, time.time_ns()) else as_hint(e))
         with self.index.batch():
             self.index.apply(put=puts, delete=keys)
             self.index.cache_put_many(cache)

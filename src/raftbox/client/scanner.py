@@ -8,9 +8,10 @@ returns a `ScanResult`: the local tree (built with `Tree.from_nodes`, so collidi
 - a symlink is a SYMLINK node whose content is `os.readlink` (the target is never followed);
 - a regular file is a FILE node with size, mtime_ns, inode, the executable bit (owner x) and its
   Dropbox content hash. The hash and blocklist come from the cache when `(inode, size, mtime_ns)`
-  match a cache entry; otherwise the file is read once with `blocks.chunker.chunk_file` (cutting
-  and hashing in one pass); it is cached unless modified within `RACY_NS` of the scan
-  (racily clean: a second write in the same mtime tick would go unseen). A file that changes
+  match a cache entry; otherwise the file is read once (`_read_file`: the blocks it had before
+  are kept while they still match, the rest is cut and hashed in one pass); it is cached
+  unless modified within one mtime tick of the scan (`racy`: a second write in the same tick
+  would go unseen). A file that changes
   while it is read (its stat differs afterwards) is read again, up to `retries` times, and
   then reported as unstable, never cached;
 - anything else (sockets, fifos, devices), names the server would refuse (`malformed_path`) and
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import os
 import stat
 import time
@@ -46,7 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from raftbox.blocks.chunker import CDC, Chunking, chunk_file
+from raftbox.blocks.chunker import CDC, Chunker, Chunking
+from raftbox.blocks.hashing import ContentHasher
 from raftbox.meta.paths import PATH_MAX_BYTES, MalformedPath, component_key, validate_name
 
 from .ignore import IGNORE_FILE, IgnoreRules
@@ -148,6 +151,7 @@ def _scan(
     prefer: Tree | None,
     retries: int,
 ) -> ScanResult:
+    started = time.time_ns()  # every file is read after this
     cache = cache if cache is not None else MemoryCache()
     rules = rules if rules is not None else load_rules(root)
     res = ScanResult(tree=Tree())
@@ -231,18 +235,18 @@ def _scan(
                 skipped.append((rel, "not a file, folder or symlink"))
 
     def file_node(abs_path: str, rel: str, key: str, st: os.stat_result) -> Node | None:
-        """A file the cache does not know as it is: read it."""
+        """A file the cache does not know as it is: read it (the blocks it had before, while
+        they still match, then cut the rest: see `_read_file`)."""
+        old = known.get(st.st_ino) if known is not None else None
         for _ in range(retries):
             try:
-                cf = chunk_file(abs_path, chunking)
-                for _chunk in cf:
-                    pass
+                blocks, size, content_hash = _read_file(abs_path, chunking, old)
                 after = os.lstat(abs_path)
             except OSError as e:
                 skipped.append((rel, f"vanished or unreadable: {e.strerror}"))
                 return None
             res.hashed += 1
-            if _same_stat(st, after) and cf.size == st.st_size:
+            if _same_stat(st, after) and size == st.st_size:
                 break
             st = after
             if not stat.S_ISREG(st.st_mode):
@@ -251,11 +255,8 @@ def _scan(
         else:
             skipped.append((rel, "keeps changing while scanned"))
             return None
-        assert cf.content_hash is not None
-        entry = CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns, cf.content_hash,
-                           tuple(cf.blocks))  # fmt: skip
-        if time.time_ns() - st.st_mtime_ns >= RACY_NS:
-            new_entries.append(entry)
+        entry = CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns, content_hash, blocks)
+        new_entries.append(entry if not racy(st.st_mtime_ns, started) else as_hint(entry))
         seen_inodes.append(st.st_ino)
         blocklists[rel] = entry.blocklist
         return Node.trusted(key, rel, Kind.FILE, entry.content_hash, size=st.st_size,
@@ -273,6 +274,62 @@ def _scan(
     else:
         res.tree = Tree.from_nodes(nodes, prefer=prefer)
     return res
+
+
+HINT_MTIME = -1  # matches no stat: the entry is only a hint of the blocks (see `as_hint`)
+
+
+def as_hint(entry: CacheEntry) -> CacheEntry:
+    """`entry` kept only as a hint for the next read of its inode (`_read_file` checks every
+    block it reuses by its hash), never as a cache hit: a racily clean file's stat proves
+    nothing, but its blocks are still the likeliest content of its next version."""
+    return CacheEntry(entry.inode, entry.size, HINT_MTIME, entry.content_hash, entry.blocklist)
+
+
+def racy(mtime_ns: int, read_started_ns: int) -> bool:
+    """Could a file modified at `mtime_ns`, read after `read_started_ns`, be written again
+    after that read without its stat changing ("racily clean", as in git)?
+
+    Only if the write could fall in the same mtime tick. Sub-second timestamps tick in
+    milliseconds (ext4, xfs, btrfs, apfs): a 100 ms margin covers them. A whole-second mtime may
+    come from a coarse filesystem (FAT: 2 s), so it gets `RACY_NS`."""
+    margin = RACY_NS if mtime_ns % 1_000_000_000 == 0 else 100_000_000
+    return mtime_ns >= read_started_ns - margin
+
+
+def _read_file(
+    path: str, chunking: Chunking, old: CacheEntry | None
+) -> tuple[tuple[tuple[str, int], ...], int, str]:
+    """(blocklist, size, content hash) of the file at `path`, read once.
+
+    With `old` (what the file held the last time it was read), its blocks are kept for as long
+    as they still match, in order, at their old offsets (hashed, not cut), and only the rest is
+    cut. Any blocklist is a valid one; this one keeps an appended or tail-edited file's old
+    blocks whole, where cutting afresh would end the old last block elsewhere and send it
+    again (with 1 MiB average blocks, an append of 1 MiB cost ~2 MiB). After a change in the
+    middle, cutting resumes at an old block boundary, so it falls back into step with the old
+    cuts soon after the change, as content-defined chunking does."""
+    hasher = ContentHasher()
+    blocks: list[tuple[str, int]] = []
+    with open(path, "rb") as f:
+        if old is not None:
+            for bid, size in old.blocklist:
+                data = f.read(size)
+                if len(data) != size or hashlib.sha256(data).hexdigest() != bid:
+                    f.seek(-len(data), os.SEEK_CUR)
+                    break
+                hasher.update(data)
+                blocks.append((bid, size))
+        ch = Chunker(chunking)
+        while piece := f.read(_READ_BYTES):
+            hasher.update(piece)
+            blocks.extend((c.id, c.size) for c in ch.feed(piece))
+        blocks.extend((c.id, c.size) for c in ch.finish())
+        size = f.tell()
+    return tuple(blocks), size, hasher.hexdigest()
+
+
+_READ_BYTES = 1024 * 1024
 
 
 def _name(de: os.DirEntry[str]) -> str:
