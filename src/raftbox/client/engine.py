@@ -150,6 +150,7 @@ class SyncEngine:
         self.chunking: Chunking = CDC
         self.cursor: str | None = None
         self.scan_started_ns: int | None = None
+        self.remote_tree = Tree()  # as the last plan saw it
         self.rules = load_rules(self.root)
         self._told: set[tuple[str, str]] = set()  # skipped entries already reported
         self._lock_fd: int | None = None
@@ -230,6 +231,7 @@ class SyncEngine:
         """Refresh both sides and plan, without changing anything."""
         assert self.index is not None and self.remote is not None
         remote_tree, self.cursor = await refresh_remote(self.index, self.remote)
+        self.remote_tree = remote_tree
         await self._reconcile(remote_tree)
         clean_tmp(self.root)  # after the reconciliation, which looks at them
         synced = self.index.load_synced()
@@ -252,6 +254,11 @@ class SyncEngine:
         )
         self.rules = rules
         return p, result
+
+    async def _refresh(self) -> Tree:
+        assert self.index is not None and self.remote is not None
+        tree, self.cursor = await refresh_remote(self.index, self.remote)
+        return tree
 
     async def _reconcile(self, remote_tree: Tree) -> None:
         """Settle the transfers a killed process left in flight (`index.pending`).
@@ -319,6 +326,8 @@ class SyncEngine:
             counters=counters,
             scan_started_ns=self.scan_started_ns,
             rules=self.rules,
+            remote_before=self.remote_tree,
+            refresh=self._refresh,
         )
         before = (counters.conflicts, counters.skipped, len(counters.errors))
         out = await ex.run(p.ops)

@@ -51,8 +51,8 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from raftbox.blocks.chunker import CDC, Chunker, Chunking
@@ -79,7 +79,7 @@ from .planner import (
 )
 from .remote import Remote, RemoteError, ServerUnavailable, format_ts, remote_node
 from .scanner import as_hint, racy
-from .trees import Kind, Node, agreed, path_key
+from .trees import Kind, Node, Tree, agreed, path_key, rebase_path, same_content
 
 MiB = 1024 * 1024
 SMALL_BYTES = 4 * MiB
@@ -158,10 +158,15 @@ class Executor:
         counters: Counters | None = None,
         scan_started_ns: int | None = None,
         rules: IgnoreRules | None = None,
+        remote_before: Tree | None = None,
+        refresh: Callable[[], Awaitable[Tree]] | None = None,
     ) -> None:
         self.root = os.path.abspath(root)
         self.scan_started_ns = scan_started_ns  # when the scan behind `blocklists` began
         self.rules = rules if rules is not None else IgnoreRules()
+        self.remote_before = remote_before if remote_before is not None else Tree()  # planned
+        self.refresh = refresh  # the server's tree now (after this pass's own moves)
+        self._moved_remote: list[tuple[str, str]] = []  # (src, dst) of this pass's server moves
         self.index = index
         self.remote = remote
         self.host, self.today = host, today
@@ -206,11 +211,43 @@ class Executor:
                     continue
                 out.ops_done += 1
             go_up = [op for op in uploads if not waits(op)]
+            if self._moved_remote and self.refresh is not None:
+                go_up = await self._revs_after_moves(go_up)
             go_down = [op for op in downloads if not waits(op)]
             out.deferred += len(uploads) + len(downloads) - len(go_up) - len(go_down)
             out.ops_done += await self._transfers(go_up, go_down)
         except ServerUnavailable as e:
             out.unavailable = str(e)
+        return out
+
+    async def _revs_after_moves(self, uploads: list[Upload]) -> list[Upload]:
+        """A server move gives the files it moves new revs, so an upload planned with
+        update(rev before the move) would be refused as a conflict with ourselves. For each
+        upload into a subtree this pass moved, if the server's file there now is the one the
+        plan saw (same id, same content) under a new rev, update from that rev instead."""
+        assert self.refresh is not None
+        if not any(op.parent_rev for op in uploads):
+            return uploads
+        now = await self.refresh()
+        out = []
+        for op in uploads:
+            cur = now.get(path_key(op.path))
+            if op.parent_rev is None or cur is None or cur.rev == op.parent_rev:
+                out.append(op)
+                continue
+            old_path = op.path
+            for src, dst in reversed(self._moved_remote):
+                if is_in_subtree(path_key(old_path), path_key(dst)):
+                    old_path = rebase_path(old_path, dst, src)
+            old = self.remote_before.get(path_key(old_path))
+            if (
+                old is not None
+                and old.rev == op.parent_rev
+                and old.remote_id == cur.remote_id
+                and same_content(old, cur)
+            ):
+                op = replace(op, parent_rev=cur.rev)
+            out.append(op)
         return out
 
     def abs(self, rel: str) -> str:
@@ -274,6 +311,7 @@ class Executor:
                 return f"move {op.src} -> {op.dst}: {e.summary}"
             self.index.move(path_key(op.src), op.dst)
             self.c.moved += 1
+            self._moved_remote.append((op.src, op.dst))
             return None
         if isinstance(op, DeleteLocal):
             return self._delete_local(op)
