@@ -8,21 +8,38 @@ local-directory backends (`s3` for S3-compatible object stores); `wrappers`, `co
 assembles them from settings.
 """
 
-from .cache import CachingStore, FactCache, LRUCache, MemcachedCache, open_cache
-from .chunker import CDC, FIXED, Chunk, ChunkedFile, Chunker, Chunking, chunk_bytes, chunk_file
-from .compress import CompressedStore
-from .errors import (
-    MAX_BLOCK_BYTES,
-    BlockMismatch,
-    BlockNotFound,
-    BlockStoreError,
-    CorruptBlock,
-    TransientStoreError,
-)
-from .hashing import BLOCK_WINDOW_BYTES, ContentHasher, block_id, content_hash
-from .stack import build_store
-from .store import BlockStore, LocalStore, MemoryStore, open_store
-from .wrappers import LimitedStore, MetricsStore, RetryingStore
+import importlib
+from typing import Any
+
+# Names are loaded on first use (PEP 562): a program that needs only the chunker (the sync
+# client) does not pay for the stores, S3, memcached and Prometheus at start-up.
+_WHERE = {
+    "cache": ("CachingStore", "FactCache", "LRUCache", "MemcachedCache", "open_cache"),
+    "chunker": ("CDC", "FIXED", "Chunk", "ChunkedFile", "Chunker", "Chunking", "chunk_bytes",
+                "chunk_file"),
+    "compress": ("CompressedStore",),
+    "errors": ("MAX_BLOCK_BYTES", "BlockMismatch", "BlockNotFound", "BlockStoreError",
+               "CorruptBlock", "TransientStoreError"),
+    "hashing": ("BLOCK_WINDOW_BYTES", "ContentHasher", "block_id", "content_hash"),
+    "stack": ("build_store",),
+    "store": ("BlockStore", "LocalStore", "MemoryStore", "open_store"),
+    "wrappers": ("LimitedStore", "MetricsStore", "RetryingStore"),
+}  # fmt: skip
+_MODULE_OF = {name: mod for mod, names in _WHERE.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _MODULE_OF.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])
+
 
 __all__ = [
     "BLOCK_WINDOW_BYTES",
