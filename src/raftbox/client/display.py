@@ -77,8 +77,8 @@ class RichProgress(Progress):
         if what not in self.tasks:
             return
         self.files[what][0] += files
-        if what == "scan":
-            self.bars.update(self.tasks[what], total=1, completed=1, files=f"{files} files")
+        if what == "scan":  # no total known: files seen, and bytes read (the spinner turns)
+            self.bars.update(self.tasks[what], advance=nbytes, files=f"{self.files[what][0]} files")
             return
         self.bars.update(self.tasks[what], advance=nbytes, files=self._files(what))
 

@@ -131,6 +131,29 @@ def ssl_context(cfg: Config) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cfg.ca) if cfg.ca else ssl.create_default_context()
 
 
+class _Throttled:
+    """Sums (files, bytes) reports and passes them on at most every 100 ms (a progress bar
+    update costs microseconds; a rescan makes one report per file)."""
+
+    def __init__(self, fn: Callable[[int, int], None]) -> None:
+        self.fn = fn
+        self.files = self.nbytes = 0
+        self.next = 0.0
+
+    def __call__(self, files: int, nbytes: int) -> None:
+        self.files += files
+        self.nbytes += nbytes
+        now = time.monotonic()
+        if now >= self.next:
+            self.next = now + 0.1
+            self.flush()
+
+    def flush(self) -> None:
+        if self.files or self.nbytes:
+            self.fn(self.files, self.nbytes)
+            self.files = self.nbytes = 0
+
+
 class SyncEngine:
     """Syncs `root` with the account of `cfg`. Use as `async with SyncEngine(...) as e:`."""
 
@@ -238,10 +261,12 @@ class SyncEngine:
         rules = load_rules(self.root)
         self.progress.start("scan", 0, 0)
         self.scan_started_ns = time.time_ns()
+        tick = _Throttled(lambda f, b: self.progress.advance("scan", f, b))
         result = await asyncio.to_thread(
-            scan, self.root, self.index, chunking=self.chunking, rules=rules, prefer=synced
-        )
-        self.progress.advance("scan", result.hashed + result.cached, 0)
+            scan, self.root, self.index, chunking=self.chunking, rules=rules, prefer=synced,
+            progress=tick,
+        )  # fmt: skip
+        tick.flush()
         p = plan(
             result.tree,
             remote_tree,

@@ -44,7 +44,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -126,10 +126,12 @@ def scan(
     rules: IgnoreRules | None = None,
     prefer: Tree | None = None,
     retries: int = 3,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ScanResult:
-    """Scan `root` (see the module doc). `prefer`: the synced tree, for `Tree.from_nodes`."""
+    """Scan `root` (see the module doc). `prefer`: the synced tree, for `Tree.from_nodes`;
+    `progress(files, bytes_read)` is called after each file (from the scanning thread)."""
     with _gc_paused():
-        return _scan(os.fspath(root), cache, chunking, rules, prefer, retries)
+        return _scan(os.fspath(root), cache, chunking, rules, prefer, retries, progress)
 
 
 @contextlib.contextmanager
@@ -151,6 +153,7 @@ def _scan(
     rules: IgnoreRules | None,
     prefer: Tree | None,
     retries: int,
+    progress: Callable[[int, int], None] | None,
 ) -> ScanResult:
     started = time.time_ns()  # every file is read after this
     cache = cache if cache is not None else MemoryCache()
@@ -222,6 +225,8 @@ def _scan(
                     hit = cache.cache_get(st.st_ino, st.st_size, st.st_mtime_ns)
                 if hit is not None:
                     res.cached += 1
+                    if progress is not None:
+                        progress(1, 0)
                     seen_inodes.append(st.st_ino)
                     blocklists[rel] = hit.blocklist
                     nodes.append(Node.trusted(key, rel, Kind.FILE, hit.content_hash,
@@ -247,6 +252,8 @@ def _scan(
                 skipped.append((rel, f"vanished or unreadable: {e.strerror}"))
                 return None
             res.hashed += 1
+            if progress is not None:
+                progress(1, size)
             if _same_stat(st, after) and size == st.st_size:
                 break
             st = after
