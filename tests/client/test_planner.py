@@ -315,7 +315,12 @@ def test_two_local_names_differing_only_by_case_are_never_merged_one_is_renamed(
     synced = T(F("/a.txt", "1"))
     local = T(F("/a.txt", "1"), F("/A.txt", "2"), prefer=synced)
     p = P(local, synced, synced)
-    assert p.ops == (RenameTwin("/A.txt", "/A (case conflict).txt", p.messages[0]),)
+    # Renamed aside, then uploaded under its new name in the same pass.
+    renamed_node = F("/A (case conflict).txt", "2")
+    assert p.ops == (
+        RenameTwin("/A.txt", "/A (case conflict).txt", p.messages[0]),
+        Upload("/A (case conflict).txt", renamed_node, None),
+    )
     assert (
         "differ only by letter case" in p.messages[0] and "/A (case conflict).txt" in p.messages[0]
     )
@@ -396,3 +401,13 @@ def test_the_executable_bit_is_kept_and_unknown_bits_are_not_compared():
     # A side that cannot tell (None) never disagrees: nothing to send, only a record.
     p = P(T(F("/run.sh", "c", executable=True)), T(F("/run.sh", "c", rev="r1")), T(s))
     assert kinds(p) == [OpKind.UPDATE_SYNCED] and p.ops[0].node.executable
+
+
+def test_a_very_long_host_name_still_gives_free_numbered_names() -> None:
+    host = "h" * 300
+    taken: set[str] = set()
+    for _ in range(3):
+        name = conflicted_copy_name("a.txt", host=host, today="2026-01-02",
+                                    taken=lambda n: n in taken)  # fmt: skip
+        assert name not in taken and len(name.encode()) <= 255
+        taken.add(name)

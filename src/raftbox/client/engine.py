@@ -43,7 +43,7 @@ from .index import STATE_DIR, Index
 from .planner import OpKind, Plan, plan
 from .remote import Remote, RemoteError, ServerUnavailable, refresh_remote, remote_node
 from .scanner import ScanResult, load_rules, scan
-from .trees import Node, Tree, agreed, same_content
+from .trees import Node, Tree, agreed, path_key, same_content
 
 LOCK_FILE = "lock"
 
@@ -129,6 +129,14 @@ class Summary:
 
 def ssl_context(cfg: Config) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cfg.ca) if cfg.ca else ssl.create_default_context()
+
+
+def _rev_after(a: str, b: str) -> bool:
+    """Is rev `a` newer than rev `b`? (Revs are hexadecimal and grow with the Raft log.)"""
+    try:
+        return int(a, 16) > int(b, 16)
+    except ValueError:
+        return False
 
 
 class _Throttled:
@@ -267,6 +275,9 @@ class SyncEngine:
             progress=tick,
         )  # fmt: skip
         tick.flush()
+        if "/" in result.unknown:
+            why = dict(result.skipped).get("/", "cannot list it")
+            raise SyncError(f"{self.root}: {why}; nothing was synced")
         p = plan(
             result.tree,
             remote_tree,
@@ -276,6 +287,7 @@ class SyncEngine:
             max_delete_share=self.opt.max_delete_share,
             max_delete_floor=self.opt.max_delete_floor,
             ignore=rules,
+            hold=result.unknown,
         )
         self.rules = rules
         return p, result
@@ -288,24 +300,50 @@ class SyncEngine:
     async def _reconcile(self, remote_tree: Tree) -> None:
         """Settle the transfers a killed process left in flight (`index.pending`).
 
+        A move whose source is gone here (a local move), or whose destination on the server
+        holds the moved entry's id (a server move), was made: the synced subtree moves too.
         A download whose temp file is gone was renamed into place: record it as synced (what
-        is at the path now, or its absence, is then judged against that, like any change). An
-        upload whose content is among the server's revisions of the path was committed: record
-        that revision as synced. Anything else did not happen and is forgotten."""
+        is at the path now, or its absence, is then judged against that, like any change).
+
+        An upload whose content is the server's file there now got there: that is recorded
+        as synced. An upload in update(parent_rev) mode (the row keeps `parent_rev` in its
+        `rev`) whose content is in a revision of the path newer than `parent_rev` got there — ours, or an
+        identical one from elsewhere, either way the same bytes — so that revision is recorded
+        as synced. Older revisions never count: a file reverted to an old version's content
+        must not be taken for one the server already has. An upload in add mode has no such
+        bound and, unless the server's file there now has its content, is forgotten (after a kill
+        at exactly that moment the next pass may make a needless conflicted copy: a duplicate,
+        never a loss)."""
         assert self.index is not None and self.remote is not None
         pending = self.index.pending_all()
         if not pending:
             return
         tmp = os.path.join(self.root, STATE_DIR, TMP_DIR)
         puts: list[Node] = []
+        moves: list[tuple[str, str]] = []
         for op, name, node in pending:
+            if op in ("move_local", "move_remote") and name is not None:
+                if op == "move_local":
+                    done = not os.path.lexists(self.root + node.path)
+                else:
+                    there = remote_tree.get(path_key(name))
+                    done = there is not None and there.remote_id == node.remote_id
+                if done:
+                    moves.append((node.key, name))
+                continue
             if op == "download":
                 if name is None or not os.path.lexists(os.path.join(tmp, name)):
                     puts.append(node)
                 continue
             now = remote_tree.get(node.key)
-            if now is not None and same_content(now, node):
-                continue  # the plan records it: same content on both sides
+            if now is not None and now.rev is not None and same_content(now, node):
+                # The server has these bytes there now (from this commit or an identical
+                # one): that is what both sides last agreed on, whatever the file is now.
+                if node.rev is None or _rev_after(now.rev, node.rev):
+                    puts.append(agreed(node, now))
+                continue
+            if node.rev is None:
+                continue  # add mode, and not there: it did not happen
             try:
                 revs = (await self.remote.api(
                     "files/list_revisions", {"path": node.path, "limit": 100}))["entries"]  # fmt: skip
@@ -315,14 +353,16 @@ class SyncEngine:
                 rem = remote_node({**m, ".tag": "file"})
                 if (
                     rem is not None
+                    and rem.rev is not None
+                    and _rev_after(rem.rev, node.rev)
                     and rem.kind is node.kind
-                    and (
-                        rem.content_hash == node.content_hash or rem.link_target == node.link_target
-                    )
+                    and same_content(rem, node)
                 ):
                     puts.append(agreed(node, rem))
                     break
         with self.index.batch():
+            for src_key, dst in moves:
+                self.index.move(src_key, dst)
             self.index.apply(put=puts, delete=[n.key for n in puts if not n.is_folder])
             self.index.pending_drop(n.key for _, _, n in pending)
 
@@ -468,15 +508,22 @@ class SyncEngine:
                 backoff = min(backoff * 2, 60.0)
 
         async def rounds() -> None:
+            failures = 0
             while not stop.is_set():
                 wake.clear()
                 try:
                     on_round(await self.sync())
-                except (RemoteError, OSError) as e:
-                    self.progress.message(f"pass failed: {e}; trying again")
+                    failures = 0
+                except Exception as e:  # noqa: BLE001 - a watcher must outlive any one pass
+                    # (a full disk, a server error, a bug: say so, wait, try again)
+                    failures += 1
+                    wait_s = min(fallback_scan_s * 2 ** min(failures - 1, 4), 600.0)
+                    self.progress.message(
+                        f"pass failed: {type(e).__name__}: {e}; trying again in {wait_s:g} s"
+                    )
                     wake.set()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), fallback_scan_s)
+                        await asyncio.wait_for(stop.wait(), wait_s)
                     continue
                 if self.cursor is not None:
                     have_cursor.set()
@@ -499,7 +546,16 @@ class SyncEngine:
             asyncio.create_task(remote_events()),
         ]
         try:
-            await stop.wait()
+            # Until stopped; a watcher task that ends by itself is a bug: raise it.
+            # (The filesystem watcher may end early: it hands over to periodic scans.)
+            stopper = asyncio.create_task(stop.wait())
+            must_run = {tasks[0], tasks[2]}
+            done, _ = await asyncio.wait({stopper, *must_run}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            for t in done & must_run:
+                if not stop.is_set():
+                    t.result()  # raises what ended it
+                    raise RuntimeError("a watch task ended by itself")
         finally:
             for t in tasks:
                 t.cancel()

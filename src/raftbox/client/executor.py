@@ -57,7 +57,7 @@ from typing import Any
 
 from raftbox.blocks.chunker import CDC, Chunker, Chunking
 from raftbox.blocks.hashing import ContentHasher
-from raftbox.meta.paths import is_in_subtree
+from raftbox.meta.paths import MalformedPath, is_in_subtree
 
 from . import localfs
 from .ignore import IgnoreRules
@@ -259,13 +259,17 @@ class Executor:
         """Carry out one structural op; None on success, else why it was skipped."""
         if isinstance(op, RenameTwin | ConflictCopy | MoveLocal):
             src, dst = (op.path, op.new_path) if isinstance(op, ConflictCopy) else (op.src, op.dst)
-            if not localfs.safe_dir(self.root, dst.rsplit("/", 1)[0]):
-                return f"{dst}: its folder is gone or is not a folder"
+            for p in (src, dst):
+                if not self._safe_parent(p):
+                    return f"{p}: its folder is gone or is not a folder (or became a link)"
+            ahead = isinstance(op, MoveLocal) and self._move_ahead("move_local", src, dst)
             try:
                 localfs.rename_noreplace(self.abs(src), self.abs(dst))
-            except FileNotFoundError:
-                return f"{src}: gone since the scan"
-            except FileExistsError:
+            except (FileNotFoundError, FileExistsError) as e:
+                if ahead:
+                    self.index.pending_drop([path_key(src)])
+                if isinstance(e, FileNotFoundError):
+                    return f"{src}: gone since the scan"
                 return f"{dst}: taken since the scan"
             if isinstance(op, RenameTwin):
                 self.progress.message(op.message)
@@ -273,8 +277,7 @@ class Executor:
             elif isinstance(op, ConflictCopy):
                 self._conflict_noted(src, dst)
             else:
-                self.index.move(path_key(src), dst)
-                self.c.moved += 1
+                self._moved(src, dst, ahead)
             return None
         if isinstance(op, MkdirLocal):
             p = self.abs(op.path)
@@ -305,12 +308,14 @@ class Executor:
             self.c.folders += 1
             return None
         if isinstance(op, MoveRemote):
+            ahead = self._move_ahead("move_remote", op.src, op.dst)
             try:
                 await self.remote.api("files/move_v2", {"from_path": op.src, "to_path": op.dst})
             except RemoteError as e:
+                if ahead:
+                    self.index.pending_drop([path_key(op.src)])
                 return f"move {op.src} -> {op.dst}: {e.summary}"
-            self.index.move(path_key(op.src), op.dst)
-            self.c.moved += 1
+            self._moved(op.src, op.dst, ahead)
             self._moved_remote.append((op.src, op.dst))
             return None
         if isinstance(op, DeleteLocal):
@@ -326,9 +331,34 @@ class Executor:
             return None
         raise AssertionError(f"not a structural op: {op!r}")
 
+    def _move_ahead(self, op: str, src: str, dst: str) -> bool:
+        """Write-ahead for a move of a synced entry: if the process dies after the move and
+        before `_moved` records it, the next start finds the row and checks which happened
+        (`engine._reconcile`), so the entry is not taken for one deleted at `src` and new at
+        `dst`. False if `src` is not in the synced tree (nothing to record then)."""
+        node = self.index.synced_node(path_key(src))
+        if node is None:
+            return False
+        self.index.pending_put(op, [(dst, replace(node, path=src))])  # (same key)
+        return True
+
+    def _moved(self, src: str, dst: str, ahead: bool) -> None:
+        with self.index.batch():
+            self.index.move(path_key(src), dst)
+            if ahead:
+                self.index.pending_drop([path_key(src)])
+        self.c.moved += 1
+
+    def _safe_parent(self, rel: str) -> bool:
+        """Is every folder above `rel` a real folder below the root (no symlink on the way,
+        which a folder swapped for a link after the scan would be)?"""
+        return localfs.safe_dir(self.root, rel.rsplit("/", 1)[0])
+
     def _delete_local(self, op: DeleteLocal) -> str | None:
         p = self.abs(op.path)
         key = path_key(op.path)
+        if not self._safe_parent(op.path):
+            return f"{op.path}: its folder is gone or is not a folder (or became a link)"
         st = localfs.lstat_or_none(p)
         if st is None:
             self.index.apply(delete=[key])  # already gone: both sides agree
@@ -343,18 +373,36 @@ class Executor:
         except OSError as e:
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
-            left = os.listdir(p)
-            if any(not self.rules.is_ignored(f"{op.path}/{n}", is_folder=os.path.isdir(
-                    os.path.join(p, n))) for n in left):  # fmt: skip
+            if any(self._would_sync(op.path, n) for n in os.listdir(p)):
                 return f"{op.path}: the folder is not empty any more, kept"
-            # Only ignored files keep it: they are the user's, so the folder stays (and is
-            # created again on the server by the next pass, empty).
-            msg = f"{op.path} was deleted on the server but holds ignored files here: kept"
+            # Only entries that are never synced (ignored, or not files) keep it: they are the
+            # user's, so the folder stays (and is created again on the server, empty).
+            msg = (
+                f"{op.path} was deleted on the server but holds files here that are not "
+                f"synced (ignored, or not regular files): kept"
+            )
             self.c.messages.append(msg)
             self.progress.message(msg)
         self.index.apply(delete=[key])
         self.c.deleted_local += 1
         return None
+
+    def _would_sync(self, folder: str, name: str) -> bool:
+        """Would the scanner sync the entry `name` of local folder `folder` (not ignored, a
+        file, folder or symlink, a name the server accepts)?"""
+        rel = f"{folder}/{name}"
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        st = localfs.lstat_or_none(self.abs(rel))
+        if st is None or localfs.kind_of(st) is None:
+            return False
+        try:
+            path_key(rel)
+        except MalformedPath:
+            return False
+        return not self.rules.is_ignored(rel, is_folder=localfs.kind_of(st) is Kind.FOLDER)
 
     def _rmdir(self, rel: str) -> None:
         """Remove an empty folder; OS clutter (`.DS_Store`, `Thumbs.db`, ...) does not count."""
@@ -378,13 +426,18 @@ class Executor:
             arg["parent_rev"] = op.rev
         else:  # a folder: only if nothing is left in it on the server
             try:
-                res = await self.remote.api("files/list_folder", {"path": op.path, "limit": 1})
+                res = await self.remote.api("files/list_folder", {"path": op.path, "limit": 100})
             except RemoteError as e:
                 if e.is_tag("path/not_found"):
                     self.index.apply(delete=[key])
                     return None
                 return f"delete {op.path}: {e.summary}"
-            if res["entries"]:
+            # Entries this client ignores (synced before a rule was added) do not keep the
+            # folder: the user deleted it here, and the server keeps their revisions.
+            if res.get("has_more") or any(
+                not self.rules.is_ignored(e["path_display"], is_folder=e.get(".tag") == "folder")
+                for e in res["entries"]
+            ):
                 return f"delete {op.path}: the server folder has new entries, kept"
         try:
             await self.remote.api("files/delete_v2", arg)
@@ -462,6 +515,8 @@ class Executor:
     def _read(self, op: Upload, keep_data: bool) -> _Prepared | None:
         """Cut and hash `op`'s file as it is now (worker thread); None if it changed or went."""
         p = self.abs(op.path)
+        if not self._safe_parent(op.path):
+            return None
         try:
             st = os.lstat(p)
             kind = localfs.kind_of(st)
@@ -529,7 +584,10 @@ class Executor:
     async def _commit(self, prepared: list[_Prepared]) -> int:
         # Write-ahead: if the process dies after the server committed and before the record
         # below, the next start asks the server's revisions whether this content got there.
-        self.index.pending_put("upload", [(None, pr.node) for pr in prepared])
+        # (The row keeps the parent rev the commit is based on, in its `rev`.)
+        self.index.pending_put(
+            "upload", [(None, replace(pr.node, rev=pr.op.parent_rev)) for pr in prepared]
+        )
         results = await self.remote.native(
             self.remote.commit_batch, [self._entry(pr) for pr in prepared]
         )
@@ -579,6 +637,9 @@ class Executor:
         against its id on the way (hashing only, no cutting). If a block does not match, the
         file changed: it is cut again (`_upload_big_recut`)."""
         p = self.abs(op.path)
+        if not self._safe_parent(op.path):
+            self.c.skipped += 1
+            return 0
         scanned = self.blocklists.get(op.path)
         st = localfs.lstat_or_none(p)
         if (
@@ -664,6 +725,9 @@ class Executor:
         next, then commit; memory is two pieces whatever the size."""
         p = self.abs(op.path)
         read_started = time.time_ns()
+        if not self._safe_parent(op.path):
+            self.c.skipped += 1
+            return 0
         try:
             f = open(p, "rb")  # noqa: SIM115 (closed below, across awaits)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -901,7 +965,7 @@ class Executor:
         temp file is then left for the caller to delete)."""
         node = op.node
         parent = op.path.rsplit("/", 1)[0]
-        if not localfs.safe_dir(self.root, parent):
+        if not self._safe_parent(op.path):
             return None
         dest = self.abs(op.path)
         cur = localfs.lstat_or_none(dest)

@@ -7,9 +7,10 @@
 - `remote`: the server's tree as last listed (same columns as `synced`), kept current by
   applying `list_folder/continue` deltas from the cursor in `state`, so a pass costs one small
   request instead of a full listing.
-- `pending`: a write-ahead record of transfers in flight — a download about to be renamed
-  into place (with its temp file's name and the synced node to record), an upload about to be
-  committed — so that a process killed between the step and its record finds out, on restart,
+- `pending`: a write-ahead record of steps in flight — a download about to be renamed into
+  place (with its temp file's name and the synced node to record), an upload about to be
+  committed, a move about to be made here or on the server (`tmp` holds its destination) —
+  so that a process killed between the step and its record finds out, on restart,
   what happened (`engine` reconciles them before the next pass plans anything).
 - `state`: small key/value pairs (the remote cursor, the server and account this folder is
   synced with, ...).
@@ -262,6 +263,10 @@ class Index:
 
     def load_remote(self) -> Tree:
         return self._load("remote")
+
+    def synced_node(self, key: str) -> Node | None:
+        row = self.db.execute(f"SELECT {_COLS} FROM synced WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _node(row)
 
     def remote_node(self, key: str) -> Node | None:
         row = self.db.execute(f"SELECT {_COLS} FROM remote WHERE key = ?", (key,)).fetchone()

@@ -21,8 +21,8 @@ A folder is deleted only if nothing below it survives; otherwise it is re-create
 deleted. Before the per-key merge, in this order, the planner
 
 1. drops ignored entries (`IgnoreRules`; a key is ignored if any side's name matches),
-2. renames local twins (two local names with one key) aside: `RenameTwin`; they sync on the next
-   pass under their new names,
+2. renames local twins (two local names with one key) aside: `RenameTwin`; from then on they
+   are local entries under their new names (so a synced twin is sent as a move in step 4),
 3. follows remote moves (same `remote_id`, new key) with `MoveLocal`,
 4. sends local moves (a synced entry gone locally, unchanged remotely, and a new local entry with
    the same content, or the same inode for folders) as `MoveRemote`,
@@ -68,10 +68,27 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from raftbox.meta.paths import NAME_MAX_BYTES, component_key, is_in_subtree, renamed, split_ext
+from raftbox.meta.paths import (
+    NAME_MAX_BYTES,
+    MalformedPath,
+    component_key,
+    is_in_subtree,
+    renamed,
+    split_ext,
+)
 
 from .ignore import IgnoreRules
-from .trees import Kind, Node, Tree, agreed, ancestor_keys, parent_key, rebase_path, same_content
+from .trees import (
+    Kind,
+    Node,
+    Tree,
+    agreed,
+    ancestor_keys,
+    parent_key,
+    path_key,
+    rebase_path,
+    same_content,
+)
 
 # -- operations --------------------------------------------------------------------------------
 
@@ -95,7 +112,8 @@ class RenameTwin:
     """Rename local `src` to the free name `dst` and show `message` to the user.
 
     `src` and another local name map to one key (case or NFC/NFD); the other one stays. Re-check:
-    skip if `src` is gone or `dst` exists. No synced change: `dst` is uploaded next pass.
+    skip if `src` is gone or `dst` exists. No synced change: the rest of the plan treats the
+    twin as living at `dst` (a move to send, or new entries to upload).
     """
 
     src: str
@@ -268,6 +286,7 @@ class Plan:
 
 # -- names -------------------------------------------------------------------------------------
 
+HOST_MAX_BYTES = 64
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _UNSAFE = re.compile("[\x00-\x1f\x7f/]")
 
@@ -313,11 +332,13 @@ def conflicted_copy_name(
     (`".bashrc"`), a name without an extension and a folder get it at the end. If `taken(name)`
     says the name is used (compare by key), the count goes inside the parentheses:
     `"a (conflicted copy from HOST 2024-05-01 2).txt"`, then 3, and so on. Over 255 UTF-8 bytes
-    the stem is shortened. "/" and control characters in HOST become "_".
+    the stem is shortened. "/" and control characters in HOST become "_", and HOST is cut to 64 bytes.
     """
     if not _DATE.fullmatch(today):
         raise ValueError(f"today must be YYYY-MM-DD, not {today!r}")
     host = _UNSAFE.sub("_", host).strip() or "unknown host"
+    while len(host.encode("utf-8")) > HOST_MAX_BYTES:  # the tag must leave room for a name
+        host = host[:-1]
     return _unique(name, f"conflicted copy from {host} {today}", is_folder, taken)
 
 
@@ -484,6 +505,18 @@ class _Planner:
             msg = _twin_message(t.path, keeper.path, dst)
             self.emit(RenameTwin(t.path, dst, msg))
             self.messages.append(msg)
+            # From here on the twin is at `dst` locally: if it was synced under its old name,
+            # the local-move step sends it to the server as a move (nothing deleted there and
+            # uploaded again, which a kill in between could turn into a loss).
+            moved = [
+                replace(n, path=rebase_path(n.path, t.path, dst))
+                for n in self.twins
+                if n.path == t.path or n.path.startswith(t.path + "/")
+            ]
+            keys = {n.key for n in moved}
+            if len(keys) == len(moved) and not keys & self.local.nodes.keys():
+                for n in sorted(moved, key=_depth_first):
+                    self.local.put(n)
 
     # -- 3. remote moves -----------------------------------------------------------------------
 
@@ -743,6 +776,26 @@ class _Planner:
         self.remote.remove_subtree(k)
 
 
+def _without_held(trees: list[Tree], hold: Iterable[str]) -> list[Tree]:
+    """The trees without the keys in `hold` (display paths) and everything below them."""
+    held: set[str] = set()
+    for path in hold:
+        try:
+            held.add(path_key(path))
+        except MalformedPath:
+            continue
+    if not held:
+        return trees
+
+    def keep(n: Node) -> bool:
+        return n.key not in held and not any(a in held for a in ancestor_keys(n.key))
+
+    return [
+        Tree({n.key: n for n in t.nodes() if keep(n)}, [n for n in t.twins if keep(n)])
+        for t in trees
+    ]
+
+
 def _without_ignored(trees: list[Tree], ignore: IgnoreRules) -> list[Tree]:
     # Each entry is matched by itself; what is below an ignored key goes with it.
     ignored: set[str] = set()
@@ -776,18 +829,22 @@ def plan(
     max_delete_share: float,
     max_delete_floor: int = 0,
     ignore: IgnoreRules | None = None,
+    hold: Iterable[str] = (),
 ) -> Plan:
     """Plan one sync pass. Pure and deterministic: same trees in, same plan out.
 
     `local` comes from `Tree.from_nodes(scan, prefer=synced)` (it may hold twins); `host` and
     `today` ("YYYY-MM-DD") name conflicted copies; a pass that would delete more than
     `max_delete_share` (0..1) of the synced tree's entries, and more than `max_delete_floor`
-    entries, is refused. `ignore` (default: the default patterns) hides entries on all sides.
+    entries, is refused. `ignore` (default: the default patterns) hides entries on all sides;
+    so does `hold` (display paths whose local state is unknown this pass, `ScanResult.unknown`:
+    absent from the local tree, they would otherwise read as deleted).
     """
     if not 0.0 <= max_delete_share <= 1.0:
         raise ValueError(f"max_delete_share must be within [0, 1], not {max_delete_share}")
     local, remote, synced = _without_ignored(
-        [local, remote, synced], ignore if ignore is not None else IgnoreRules()
+        _without_held([local, remote, synced], hold),
+        ignore if ignore is not None else IgnoreRules(),
     )
     p = _Planner(local, remote, synced, host=host, today=today)
     p.rename_twins()

@@ -154,10 +154,14 @@ class Remote(NativeClient):
         return await self.api("users/get_current_account")
 
     async def stream(self, cursor: str) -> AsyncIterator[dict[str, Any]]:
-        """The push stream's messages for one cursor (see `raftbox.notify.service`)."""
-        async with self._http.ws_connect(
-            f"{self.base}{STREAM_PATH}", ssl=self.ssl, heartbeat=30.0
-        ) as ws:
+        """The push stream's messages for one cursor (see `raftbox.notify.service`).
+
+        The cursor is the credential; the stream is opened without the account's token (the
+        route reads an Authorization header as a cluster peer's admin token)."""
+        async with (
+            aiohttp.ClientSession() as plain,
+            plain.ws_connect(f"{self.base}{STREAM_PATH}", ssl=self.ssl, heartbeat=30.0) as ws,
+        ):
             await ws.send_str(json.dumps({"op": "watch", "cursors": [{"cursor": cursor}]}))
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:

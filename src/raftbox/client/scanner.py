@@ -100,6 +100,10 @@ class ScanResult:
         default_factory=dict
     )  # path → blocks
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+    # Entries whose state could not be read (unreadable, unlistable, changing while read, not
+    # a file/folder/link): the planner leaves them and their subtrees alone this pass, since
+    # missing from the tree would read as deleted.
+    unknown: list[str] = field(default_factory=list)
     hashed: int = 0  # files read this scan
     cached: int = 0  # files answered by the cache
 
@@ -166,6 +170,7 @@ def _scan(
     known: dict[int, CacheEntry] | None = load_all() if load_all is not None else None
     blocklists = res.blocklists
     skipped = res.skipped
+    unknown = res.unknown
     ignored = rules.matches
 
     def visit(abs_dir: str, rel_dir: str, key_dir: str, rel_dir_bytes: int) -> None:
@@ -176,6 +181,7 @@ def _scan(
                 entries = sorted(it, key=_name)
         except OSError as e:
             skipped.append((rel_dir or "/", f"cannot list: {e.strerror}"))
+            unknown.append(rel_dir or "/")
             return
         for de in entries:
             name = de.name
@@ -190,6 +196,7 @@ def _scan(
                 st = de.stat(follow_symlinks=False)
             except OSError as e:
                 skipped.append((rel, f"vanished or unreadable: {e.strerror}"))
+                unknown.append(rel)
                 continue
             mode = st.st_mode
             is_dir = stat.S_ISDIR(mode)
@@ -211,6 +218,7 @@ def _scan(
                     target = os.readlink(de.path)
                 except OSError as e:
                     skipped.append((rel, f"unreadable link: {e.strerror}"))
+                    unknown.append(rel)
                     continue
                 nodes.append(Node.trusted(key, rel, Kind.SYMLINK, link_target=target,
                                           size=len(os.fsencode(target)),
@@ -239,6 +247,7 @@ def _scan(
                         nodes.append(node)
             else:
                 skipped.append((rel, "not a file, folder or symlink"))
+                unknown.append(rel)
 
     def file_node(abs_path: str, rel: str, key: str, st: os.stat_result) -> Node | None:
         """A file the cache does not know as it is: read it (the blocks it had before, while
@@ -250,6 +259,7 @@ def _scan(
                 after = os.lstat(abs_path)
             except OSError as e:
                 skipped.append((rel, f"vanished or unreadable: {e.strerror}"))
+                unknown.append(rel)
                 return None
             res.hashed += 1
             if progress is not None:
@@ -259,9 +269,11 @@ def _scan(
             st = after
             if not stat.S_ISREG(st.st_mode):
                 skipped.append((rel, "changed kind while scanned"))
+                unknown.append(rel)
                 return None
         else:
             skipped.append((rel, "keeps changing while scanned"))
+            unknown.append(rel)
             return None
         entry = CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns, content_hash, blocks)
         new_entries.append(entry if not racy(st.st_mtime_ns, started) else as_hint(entry))
