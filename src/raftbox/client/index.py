@@ -37,9 +37,8 @@ STATE_DIR = ".raftbox"
 DB_FILE = "index.db"
 SCHEMA_VERSION = 1
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS synced (
-    key TEXT PRIMARY KEY,
+# The columns of a tree node, shared by the three tables that hold nodes.
+_NODE_COLUMNS = """
     path TEXT NOT NULL,
     kind TEXT NOT NULL,
     content_hash TEXT,
@@ -49,36 +48,12 @@ CREATE TABLE IF NOT EXISTS synced (
     executable INTEGER,
     link_target TEXT,
     remote_id TEXT,
-    rev TEXT
-);
-CREATE TABLE IF NOT EXISTS remote (
-    key TEXT PRIMARY KEY,
-    path TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    content_hash TEXT,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER,
-    inode INTEGER,
-    executable INTEGER,
-    link_target TEXT,
-    remote_id TEXT,
-    rev TEXT
-);
-CREATE TABLE IF NOT EXISTS pending (
-    key TEXT PRIMARY KEY,
-    op TEXT NOT NULL,
-    tmp TEXT,
-    path TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    content_hash TEXT,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER,
-    inode INTEGER,
-    executable INTEGER,
-    link_target TEXT,
-    remote_id TEXT,
-    rev TEXT
-);
+    rev TEXT"""
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS synced (key TEXT PRIMARY KEY,{_NODE_COLUMNS});
+CREATE TABLE IF NOT EXISTS remote (key TEXT PRIMARY KEY,{_NODE_COLUMNS});
+CREATE TABLE IF NOT EXISTS pending (key TEXT PRIMARY KEY, op TEXT NOT NULL, tmp TEXT,{_NODE_COLUMNS});
 CREATE TABLE IF NOT EXISTS scan_cache (
     inode INTEGER PRIMARY KEY,
     size INTEGER NOT NULL,
