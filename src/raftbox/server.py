@@ -413,6 +413,10 @@ async def up(data: str, listen: Address, **notify_kw) -> None:
 
 def banner(url: str, token: str, ca: str, data: str) -> str:
     hp = url.removeprefix("https://")
+    # The command as the user can type it: `raftbox` if it is on PATH (else e.g. .venv/bin/…).
+    import shutil
+
+    exe = "raftbox" if shutil.which("raftbox") else os.path.relpath(sys.argv[0])
     return f"""raftbox is up at {url}  (data in {data})
 
   access token : {token}
@@ -428,8 +432,8 @@ Point the official Dropbox SDK (pip install dropbox==12.2.4) at it:
 
 Keep a folder in sync with the raftbox client (from another terminal):
 
-  raftbox login {url} --token {token} --ca {ca}
-  raftbox sync --watch ~/raftbox        (or `raftbox sync DIR` once; `raftbox status DIR`)
+  {exe} login {url} --token {token} --ca {ca}
+  {exe} sync --watch ~/raftbox        (or `sync DIR` once; `status DIR`)
 
 More accounts: raftbox user add EMAIL --data {data}
 Stop with Ctrl-C."""

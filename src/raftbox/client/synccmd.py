@@ -201,4 +201,5 @@ def _print_last(root: str) -> None:
             last = json.loads(row[0])
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
             state = "in sync" if last.get("ok") else "incomplete"
-            print(f"  last sync: {when} ({state}; {last.get('passes')} passes)")
+            n = last.get("passes", 0)
+            print(f"  last sync: {when} ({state}; {n} pass{'' if n == 1 else 'es'})")
