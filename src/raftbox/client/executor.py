@@ -895,15 +895,27 @@ class Executor:
         hasher = ContentHasher()
         try:
             with open(tmp, "wb") as f:
+
+                def copy_local(start: int) -> tuple[int, int]:
+                    """Copy the blocks from `start` on that local files hold (verified), up
+                    to `STREAM_BYTES`, in one worker-thread call: (next index, bytes)."""
+                    j, n = start, 0
+                    while j < len(bl) and n < STREAM_BYTES:
+                        data = self._local_block(bl[j][0])
+                        if data is None:
+                            break
+                        _write_piece(f, hasher, data)
+                        n += len(data)
+                        j += 1
+                    return j, n
+
                 i = 0
                 while i < len(bl):
-                    b, _ = bl[i]
-                    data = await asyncio.to_thread(self._local_block, b)
-                    if data is not None:
-                        self.c.reused_bytes += len(data)
-                        await asyncio.to_thread(_write_piece, f, hasher, data)
-                        self.progress.advance("download", 0, len(data))
-                        i += 1
+                    j, n = await asyncio.to_thread(copy_local, i)
+                    if j > i:
+                        self.c.reused_bytes += n
+                        self.progress.advance("download", 0, n)
+                        i = j
                         continue
                     run: list[str] = []
                     while i < len(bl) and len(run) < 256:
