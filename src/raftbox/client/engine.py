@@ -32,7 +32,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from raftbox.blocks.chunker import CDC, Chunking
@@ -101,26 +101,13 @@ class Summary:
         )
 
     def as_json(self) -> dict[str, Any]:
-        c = self.counters
         return {
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
             "passes": self.passes,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
-            "uploaded_files": c.uploaded_files,
-            "uploaded_bytes": c.uploaded_bytes,
-            "downloaded_files": c.downloaded_files,
-            "downloaded_bytes": c.downloaded_bytes,
-            "reused_bytes": c.reused_bytes,
-            "deleted_local": c.deleted_local,
-            "deleted_remote": c.deleted_remote,
-            "moved": c.moved,
-            "folders": c.folders,
-            "conflicts": c.conflicts,
-            "skipped": c.skipped,
-            "errors": c.errors,
-            "messages": c.messages,
+            **asdict(self.counters),
             "refused": self.refused,
             "unavailable": self.unavailable,
             "pending": self.pending,

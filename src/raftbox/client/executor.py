@@ -78,7 +78,7 @@ from .planner import (
     Upload,
 )
 from .remote import Remote, RemoteError, ServerUnavailable, format_ts, remote_node
-from .scanner import as_hint, racy
+from .scanner import as_hint, racy, remembered, same_stat
 from .trees import Kind, Node, Tree, agreed, path_key, rebase_path, same_content
 
 MiB = 1024 * 1024
@@ -547,13 +547,11 @@ class Executor:
             after = os.lstat(p)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if not _same_stat(st, after) or ch.size != st.st_size:
+        if not same_stat(st, after) or ch.size != st.st_size:
             return None  # being written: the next pass takes it up
         node = localfs.local_node(op.path, st, content_hash=ch.content_hash())
-        cache = CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns, node.content_hash or "",
-                           tuple(blocks))  # fmt: skip
-        if racy(st.st_mtime_ns, read_started):
-            cache = as_hint(cache)
+        cache = remembered(st.st_ino, st.st_size, st.st_mtime_ns, node.content_hash or "",
+                           blocks, read_started)  # fmt: skip
         return _Prepared(op, node, blocks, data, cache)
 
     def _entry(self, pr: _Prepared) -> dict[str, Any]:
@@ -699,16 +697,16 @@ class Executor:
             if sending is not None:
                 await sending
         after = localfs.lstat_or_none(p)
-        if after is None or not _same_stat(st, after):
+        if after is None or not same_stat(st, after):
             self.c.skipped += 1
             return 0
         node = localfs.local_node(op.path, after, content_hash=op.node.content_hash)
         # The scan cached it, unless it was racily clean: then keep its blocks as a hint.
-        hint = as_hint(CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns,
-                                  op.node.content_hash or "", tuple(scanned)))  # fmt: skip
-        done = await self._commit(
-            [_Prepared(op, node, list(scanned), {}, hint if verify_all else None)]
-        )
+        hint = None
+        if verify_all:
+            hint = as_hint(CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns,
+                                      op.node.content_hash or "", tuple(scanned)))  # fmt: skip
+        done = await self._commit([_Prepared(op, node, list(scanned), {}, hint)])
         self.progress.advance("upload", 1, 0)
         return done
 
@@ -768,14 +766,12 @@ class Executor:
         finally:
             f.close()
         after = localfs.lstat_or_none(p)
-        if after is None or not _same_stat(st, after) or ch.size != st.st_size:
+        if after is None or not same_stat(st, after) or ch.size != st.st_size:
             self.c.skipped += 1
             return 0
         node = localfs.local_node(op.path, after, content_hash=ch.content_hash())
-        cache = CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns, node.content_hash or "",
-                           tuple(blocks))  # fmt: skip
-        if racy(st.st_mtime_ns, read_started):
-            cache = as_hint(cache)
+        cache = remembered(st.st_ino, st.st_size, st.st_mtime_ns, node.content_hash or "",
+                           blocks, read_started)  # fmt: skip
         done_n = await self._commit([_Prepared(op, node, blocks, {}, cache)])
         self.progress.advance("upload", 1, 0)
         return done_n
@@ -1031,9 +1027,8 @@ class Executor:
             self.c.downloaded_bytes += op.node.size
             if loc.kind is Kind.FILE and loc.inode is not None and loc.mtime_ns is not None:
                 if bl is not None:
-                    e = CacheEntry(loc.inode, loc.size, loc.mtime_ns, loc.content_hash or "",
-                                   tuple(bl))  # fmt: skip
-                    cache.append(e if not racy(loc.mtime_ns, time.time_ns()) else as_hint(e))
+                    cache.append(remembered(loc.inode, loc.size, loc.mtime_ns,
+                                            loc.content_hash or "", bl, time.time_ns()))  # fmt: skip
         with self.index.batch():
             self.index.apply(put=puts, delete=keys)
             self.index.cache_put_many(cache)
@@ -1053,11 +1048,6 @@ def _keys(op: Op) -> list[str]:
     if isinstance(op, ConflictCopy):
         return [path_key(op.path), path_key(op.new_path)]
     return [path_key(op.path)]
-
-
-def _same_stat(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
-        b.st_ino, b.st_size, b.st_mtime_ns, b.st_ctime_ns)  # fmt: skip
 
 
 def _write_piece(f: Any, hasher: ContentHasher, data: bytes) -> None:

@@ -28,6 +28,7 @@ import errno
 import os
 import stat
 import time
+from typing import Any
 
 from raftbox.blocks.chunker import CDC, Chunking, chunk_file
 from raftbox.meta.paths import component_key
@@ -40,18 +41,22 @@ _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
 
 
-def _load_renameat2():
+def _libc(name: str, argtypes: list) -> Any:
+    """The C library's function `name` (None where it does not exist: not Linux, old libc)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.renameat2
+        fn = getattr(
+            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True), name
+        )
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.argtypes = argtypes
     fn.restype = ctypes.c_int
     return fn
 
 
-_renameat2 = _load_renameat2()
+_renameat2 = _libc(
+    "renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+)
 
 
 def rename_noreplace(src: str, dst: str) -> None:
@@ -166,18 +171,7 @@ def local_node(rel: str, st: os.stat_result, *, content_hash: str | None = None,
                 executable=bool(st.st_mode & stat.S_IXUSR))  # fmt: skip
 
 
-def _load_syncfs():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_syncfs = _load_syncfs()
+_syncfs = _libc("syncfs", [ctypes.c_int])
 HAVE_SYNCFS = _syncfs is not None
 
 

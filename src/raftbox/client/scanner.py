@@ -117,7 +117,7 @@ def load_rules(root: str | os.PathLike[str]) -> IgnoreRules:
     return IgnoreRules.from_text(text)
 
 
-def _same_stat(a: os.stat_result, b: os.stat_result) -> bool:
+def same_stat(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
         b.st_ino, b.st_size, b.st_mtime_ns, b.st_ctime_ns)  # fmt: skip
 
@@ -264,7 +264,7 @@ def _scan(
             res.hashed += 1
             if progress is not None:
                 progress(1, size)
-            if _same_stat(st, after) and size == st.st_size:
+            if same_stat(st, after) and size == st.st_size:
                 break
             st = after
             if not stat.S_ISREG(st.st_mode):
@@ -275,8 +275,8 @@ def _scan(
             skipped.append((rel, "keeps changing while scanned"))
             unknown.append(rel)
             return None
-        entry = CacheEntry(st.st_ino, st.st_size, st.st_mtime_ns, content_hash, blocks)
-        new_entries.append(entry if not racy(st.st_mtime_ns, started) else as_hint(entry))
+        entry = remembered(st.st_ino, st.st_size, st.st_mtime_ns, content_hash, blocks, started)
+        new_entries.append(entry)
         seen_inodes.append(st.st_ino)
         blocklists[rel] = entry.blocklist
         return Node.trusted(key, rel, Kind.FILE, entry.content_hash, size=st.st_size,
@@ -304,6 +304,20 @@ def as_hint(entry: CacheEntry) -> CacheEntry:
     block it reuses by its hash), never as a cache hit: a racily clean file's stat proves
     nothing, but its blocks are still the likeliest content of its next version."""
     return CacheEntry(entry.inode, entry.size, HINT_MTIME, entry.content_hash, entry.blocklist)
+
+
+def remembered(
+    inode: int,
+    size: int,
+    mtime_ns: int,
+    content_hash: str,
+    blocks: Iterable[tuple[str, int]],
+    read_started_ns: int,
+) -> CacheEntry:
+    """The cache entry for a file read after `read_started_ns`: a hit for the next scan, or
+    only a hint of its blocks if it was racily clean (`racy`, `as_hint`)."""
+    entry = CacheEntry(inode, size, mtime_ns, content_hash, tuple(blocks))
+    return as_hint(entry) if racy(mtime_ns, read_started_ns) else entry
 
 
 def racy(mtime_ns: int, read_started_ns: int) -> bool:
