@@ -184,23 +184,30 @@ class NativeClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _rpc(self, route: str, arg: Any) -> Any:
+    async def post_json(self, path: str, arg: Any) -> tuple[int, str, bytes]:
+        """POST `arg` as JSON to `base + path`: (status, content type, body), bytes counted."""
         import json
 
         body = json.dumps(arg).encode()
         self.bytes_sent += len(body)
         async with self._http.post(
-            f"{self.base}/2/raftbox/{route}",
+            f"{self.base}{path}",
             data=body,
             headers={"Content-Type": "application/json"},
             ssl=self.ssl,
         ) as r:
             raw = await r.read()
-            self.bytes_received += len(raw)
-            out = json.loads(raw) if r.content_type == "application/json" else raw.decode()
-            if r.status != 200:
-                raise NativeError(r.status, out)
-            return out
+        self.bytes_received += len(raw)
+        return r.status, r.content_type, raw
+
+    async def _rpc(self, route: str, arg: Any) -> Any:
+        import json
+
+        status, ctype, raw = await self.post_json(f"/2/raftbox/{route}", arg)
+        out = json.loads(raw) if ctype == "application/json" else raw.decode()
+        if status != 200:
+            raise NativeError(status, out)
+        return out
 
     async def config(self) -> dict:
         return await self._rpc("blocks/config", None)

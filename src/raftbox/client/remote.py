@@ -96,33 +96,24 @@ class Remote(NativeClient):
 
     async def api(self, route: str, arg: Any = None) -> dict[str, Any]:
         """One Dropbox RPC route (JSON in, JSON out)."""
-        body = json.dumps(arg).encode()
-        self.bytes_sent += len(body)
         try:
-            async with self._http.post(
-                f"{self.base}/2/{route}",
-                data=body,
-                headers={"Content-Type": "application/json"},
-                ssl=self.ssl,
-            ) as r:
-                raw = await r.read()
+            status, _ctype, raw = await self.post_json(f"/2/{route}", arg)
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise ServerUnavailable(f"{route}: cannot reach {self.base}: {type(e).__name__}") from e
-        self.bytes_received += len(raw)
-        if r.status == 200:
+        if status == 200:
             return json.loads(raw) if raw else {}
-        if r.status >= 500 or r.status == 429:
-            raise ServerUnavailable(f"{route}: HTTP {r.status}")
-        summary, parsed = f"HTTP {r.status}", None
+        if status >= 500 or status == 429:
+            raise ServerUnavailable(f"{route}: HTTP {status}")
+        summary, parsed = f"HTTP {status}", None
         try:
             parsed = json.loads(raw)
             summary = parsed.get("error_summary") or summary
         except ValueError:
             if raw.strip():
                 summary += ": " + raw.decode(errors="replace").strip().splitlines()[0][:200]
-        if r.status == 401:
+        if status == 401:
             summary = f"unauthorized ({summary}): check the token (raftbox login)"
-        raise RemoteError(route, r.status, summary, parsed)
+        raise RemoteError(route, status, summary, parsed)
 
     async def native(self, coro_fn: Any, *args: Any) -> Any:
         """Call a NativeClient method, mapping its failures onto this module's errors."""
