@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint sim run e2e-long bench-raft bench-meta bench-blocks bench-sync clean
+.PHONY: test lint sim run e2e-long bench-raft bench-meta bench-blocks bench-sync clean debs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
-test: lint
+# The Debian packages the suite runs against (memcached for the block cache, nginx in front of
+# blockservers): installed when missing (as root), else named.
+DEBS := memcached=memcached nginx=nginx
+debs:
+	bash scripts/debian-deps.sh $(DEBS)
+
+test: lint debs
 	$(PY) -m pytest
 
 # The embedded default: every role in one process, TLS, a first account; prints how to use it.
