@@ -2,7 +2,8 @@
 
 What a line holds: the time the request ended (UTC, ms), the client address, the method and the
 path (`/2/files/upload`: the route, never the query string, which may hold an `arg`), the status,
-the bytes read from the request body and the bytes of the response body, the milliseconds spent,
+the bytes read from the request body and the bytes of the response body (of a stream without a
+length, such as the push stream, all it wrote, headers included), the milliseconds spent,
 and the account id once the request authenticated (`-` before: a refused token, an admin or
 internal call, a long-poll). Never a header: no token, no `Dropbox-API-Arg`, no cookie.
 
@@ -34,7 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
-ACCOUNT_KEY = "raftbox.account_id"  # set on the request by the API's authentication
+ACCOUNT_KEY = web.RequestKey("raftbox.account_id", str)  # set by the API's authentication
 FORMATS = ("plain", "json", "off")
 CLIENT_GONE = 499
 
@@ -68,8 +69,8 @@ def configure(fmt: str, path: str | None = None) -> Any | None:
 def _bytes_out(resp: web.StreamResponse | None) -> int:
     if resp is None:
         return 0
-    if resp.prepared:  # a stream (download, push) already sent: what went out
-        return resp.body_length
+    if resp.prepared:  # a stream already sent (download: its length; push: all it wrote)
+        return resp.content_length if resp.content_length is not None else resp.body_length
     body = getattr(resp, "body", None)
     if isinstance(body, bytes | bytearray):
         return len(body)
