@@ -78,6 +78,7 @@ def token_revoke(args: Any) -> int:
 
 def _revoke_one(args: Any) -> int:
     token, url, ca = args.token, args.server, args.ca
+    saved = not token
     if args.data:
         url = _url_from_data(args.data)
         ca = ca or os.path.join(args.data, "ca.pem")
@@ -112,5 +113,5 @@ def _revoke_one(args: Any) -> int:
     except OSError as e:
         print(f"error: cannot reach {url}: {e}", file=sys.stderr)
         return 1
-    print("token revoked")
+    print("token revoked" + (" (log in again with a new token: `raftbox login`)" if saved else ""))
     return 0

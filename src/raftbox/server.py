@@ -297,7 +297,7 @@ class Server:
         try:
             await storecheck.check(
                 self.blocks.store,
-                self.cfg.blocks_url,
+                self.cfg.blocks_url + ("" if self.cfg.blocks else " (no --blocks: the default)"),
                 read,
                 record,
                 lambda: self.node is not None and self.node.role.name == "LEADER",
@@ -422,7 +422,6 @@ async def _start_or_exit(srv: Server) -> None:
     try:
         await srv.start()
     except Misconfigured as e:
-        log.error("refusing to start: %s", e)
         print(f"raftbox: refusing to start: {e}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_MISCONFIGURED) from None
 

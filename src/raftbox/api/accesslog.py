@@ -1,7 +1,8 @@
 """One line per HTTP request: the access log of every role (meta, blockserver, notify).
 
 What a line holds: the time the request ended (UTC, ms), the client address, the method and the
-path (`/2/files/upload`: the route, never the query string, which may hold an `arg`), the status,
+path as sent (`/2/files/upload`: the route, percent-encoded so a line has no stray spaces; never
+the query string, which may hold an `arg`), the status,
 the bytes read from the request body and the bytes of the response body (of a stream without a
 length, such as the push stream, all it wrote, headers included), the milliseconds spent,
 and the account id once the request authenticated (`-` before: a refused token, an admin or
@@ -87,13 +88,14 @@ def line(fmt: str, request: web.Request, status: int, bytes_out: int, ms: float)
     except AttributeError:
         bytes_in = 0
     remote = request.remote or "-"
+    route = request.rel_url.raw_path  # as sent (percent-encoded: no spaces), no query string
     if fmt == "json":
         return json.dumps(
             {
                 "time": stamp,
                 "remote": remote,
                 "method": request.method,
-                "route": request.path,
+                "route": route,
                 "status": status,
                 "bytes_in": bytes_in,
                 "bytes_out": bytes_out,
@@ -103,7 +105,7 @@ def line(fmt: str, request: web.Request, status: int, bytes_out: int, ms: float)
             separators=(",", ":"),
         )
     return (
-        f"{stamp} {remote} {request.method} {request.path} {status} in={bytes_in} "
+        f"{stamp} {remote} {request.method} {route} {status} in={bytes_in} "
         f"out={bytes_out} ms={ms:.1f} account={account or '-'}"
     )
 
