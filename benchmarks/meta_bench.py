@@ -157,6 +157,7 @@ def cluster(files: int, concurrency: int, via: str) -> dict:
             pr.spawn([PY, "-m", "raftbox.cli", "serve", "--node-id", str(i + 1), "--data", d,
                       "--listen", f"127.0.0.1:{ports[i]}", "--peer-listen", f"127.0.0.1:{peer_ports[i]}",
                       "--peers", peers, "--admin-token", admin,
+                      "--blocks", "file://" + os.path.join(pr.dir, "blocks"),
                       "--tls-cert", os.path.join(pr.dir, "cert.pem"),
                       "--tls-key", os.path.join(pr.dir, "key.pem")], f"m{i + 1}")  # fmt: skip
         for i in range(3):

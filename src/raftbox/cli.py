@@ -80,6 +80,24 @@ def _gc_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-present-ttl-s", type=int, default=3600, help=argparse.SUPPRESS)
 
 
+def _access_log_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--access-log",
+        choices=("plain", "json", "off"),
+        default="plain",
+        help="one line per request (time, route, status, bytes, ms, account id; never a token)",
+    )
+    p.add_argument("--access-log-file", help="append the access log here (default: stderr)")
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    """How an admin command finds a running server (as `raftbox user add`)."""
+    p.add_argument("--data", help="a local data dir (uses the admin token found there)")
+    p.add_argument("--server", help="URL of a running server")
+    p.add_argument("--admin-token", default=os.environ.get("RAFTBOX_ADMIN_TOKEN"))
+    p.add_argument("--ca", help="CA file to trust for --server")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="raftbox", description="a self-hosted Dropbox")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     _longpoll_test_flags(up)
     _block_flags(up)
     _gc_flags(up)
+    _access_log_flags(up)
 
     sv = sub.add_parser("serve", help="run one member of a raftbox cluster")
     sv.add_argument("--node-id", type=int, help="Raft member id (meta role)")
@@ -115,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     _longpoll_test_flags(sv)
     _block_flags(sv)
     _gc_flags(sv)
+    _access_log_flags(sv)
     sv.add_argument("--tls-cert")
     sv.add_argument("--tls-key")
     sv.add_argument("--admin-token", help="default: $RAFTBOX_ADMIN_TOKEN, else DATA/admin.token")
@@ -139,6 +159,30 @@ def main(argv: list[str] | None = None) -> int:
     ua.add_argument("--server", help="URL of a running server")
     ua.add_argument("--admin-token", default=os.environ.get("RAFTBOX_ADMIN_TOKEN"))
     ua.add_argument("--ca", help="CA file to trust for --server")
+    ul = usub.add_parser("list", help="list the accounts (email, id, name, state, tokens)")
+    ul.add_argument("--json", action="store_true", help="as a JSON list")
+    _server_flags(ul)
+    for name, what in (
+        ("disable", "disable an account: its tokens are refused, its files kept"),
+        ("enable", "enable a disabled account again"),
+        ("remove", "remove an account, its tokens and its files (the email can be reused)"),
+    ):
+        uc = usub.add_parser(name, help=what)
+        uc.add_argument("email")
+        _server_flags(uc)
+
+    tk = sub.add_parser("token", help="manage access tokens")
+    tsub = tk.add_subparsers(dest="token_command", required=True)
+    tr = tsub.add_parser(
+        "revoke",
+        help="revoke a token: --token T, else the one `raftbox login` saved; "
+        "or every token of an account with --email E --all (admin)",
+    )
+    tr.add_argument("--token", help="the token to revoke")
+    tr.add_argument("--email", help="with --all: the account whose tokens to revoke")
+    tr.add_argument("--all", action="store_true", help="every token of --email's account")
+    tr.add_argument("--config", help="the client's config directory (see `raftbox login`)")
+    _server_flags(tr)
 
     from raftbox.raft import kvcli
 
@@ -173,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             gc_interval_s=args.gc_interval_s,
             gc_grace_s=args.gc_grace_s,
             gc_upload_keep_s=args.gc_upload_keep_s,
+            access_log=args.access_log,
+            access_log_file=args.access_log_file,
         )
         if not 0 <= args.compress_level <= 22:
             parser.error("--compress-level: 0 (off) or a zstd level 1..22")
@@ -220,6 +266,18 @@ def main(argv: list[str] | None = None) -> int:
         from raftbox import server
 
         return server.admin_gc(args.data, args.server, args.admin_token, args.ca)
+    if args.command == "token":
+        from raftbox import accounts_cli
+
+        return accounts_cli.token_revoke(args)
+    if args.command == "user" and args.user_command == "list":
+        from raftbox import accounts_cli
+
+        return accounts_cli.user_list(args)
+    if args.command == "user" and args.user_command != "add":
+        from raftbox import accounts_cli
+
+        return accounts_cli.user_change(args)
     if args.command == "user":
         from raftbox import server
 

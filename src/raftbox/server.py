@@ -19,6 +19,13 @@ serves the change feed notify roots follow. `notify` inside a meta process is a 
 local member; a process with `notify` alone is a root (`--meta URL,...`) or a leaf
 (`--notify-root URL,...`), see `raftbox.notify.process`.
 
+At start, before serving, every meta member and blockserver checks that its `--blocks` is the
+cluster's one block store (`raftbox.storecheck`: a marker block the first leader wrote); if not,
+the process exits with status 78 and says what to fix. Every application logs one line per
+request (`--access-log plain|json|off`, to stderr or `--access-log-file`; `raftbox.api.accesslog`).
+Accounts and tokens are managed through admin routes (`raftbox user list|add|disable|enable|
+remove`, `raftbox token revoke`; `raftbox.api.accounts`).
+
 `raftbox up` is `serve` with every role, a single-member Raft group, a local block directory,
 TLS from a CA it makes on first start, and a first account; it prints how to point the official
 SDK at it and writes `DIR/token` and `DIR/ca.pem` for scripts.
@@ -41,6 +48,8 @@ from typing import Any
 
 from aiohttp import web
 
+from raftbox import storecheck
+from raftbox.api import accesslog
 from raftbox.api.http import ApiServer
 from raftbox.api.metaclient import InternalRoutes, LocalMetaClient, RemoteMetaClient
 from raftbox.blocks.cache import open_cache
@@ -48,6 +57,7 @@ from raftbox.blocks.chunker import Chunking
 from raftbox.blocks.gc import GarbageCollector, GcConfig, GenerationKeyedCache
 from raftbox.blocks.service import BlockService
 from raftbox.blocks.stack import build_store
+from raftbox.meta import commands as C
 from raftbox.meta.fsm import MetaStore
 from raftbox.meta.service import MetaService
 from raftbox.notify import LocalFeed, MetaFeedServer, NotifyConfig, NotifyService
@@ -96,6 +106,14 @@ class ServeConfig:
     gc_interval_s: float = 3600.0
     gc_grace_s: float = 6 * 3600.0
     gc_upload_keep_s: float = 7 * 24 * 3600.0
+    # one line per request: plain, json or off; to stderr, or to access_log_file
+    access_log: str = "plain"
+    access_log_file: str | None = None
+    store_marker_wait_s: float = 30.0  # how long a process waits for the cluster's store marker
+
+    @property
+    def blocks_url(self) -> str:
+        return self.blocks or "file://" + os.path.join(self.data, "blocks")
 
     def gc_config(self) -> GcConfig:
         return GcConfig(
@@ -107,7 +125,7 @@ class ServeConfig:
 
     def block_service(self, generation) -> BlockService:
         """The block store stack from the flags; `generation()` keys the presence facts."""
-        url = self.blocks or "file://" + os.path.join(self.data, "blocks")
+        url = self.blocks_url
         cache = None
         if self.cache and self.cache != "none":
             cache = GenerationKeyedCache(open_cache(self.cache), generation)
@@ -151,6 +169,13 @@ def tls_context(cfg: ServeConfig) -> tuple[ssl.SSLContext, str | None]:
     return server_context(cert, key), ca
 
 
+class Misconfigured(Exception):
+    """A setting that cannot work: the process refuses to start (exit status 78, EX_CONFIG)."""
+
+
+EXIT_MISCONFIGURED = 78
+
+
 class Server:
     """One raftbox process. `start()` brings every role up; `stop()` takes them down."""
 
@@ -181,6 +206,7 @@ class Server:
         self.metaclient: RemoteMetaClient | None = None
         self.gc: GarbageCollector | None = None
         self._gc_task: asyncio.Task | None = None
+        self.access_log = accesslog.configure(cfg.access_log, cfg.access_log_file)
 
     def _on_fatal(self, exc: BaseException) -> None:
         self.failed = exc
@@ -227,6 +253,7 @@ class Server:
         await self.meta.start()
         mc = LocalMetaClient(self.meta)
         self.blocks = blocks = cfg.block_service(lambda: mc.believed_gc_generation)
+        await self._check_store(self._read_marker_local, self._record_marker)
         api = ApiServer(self.meta, blocks, self.admin_token, metaclient=mc)
         internal = InternalRoutes(self.meta)
         api.add_route("raftbox/internal/query", "admin", internal.query)
@@ -239,6 +266,7 @@ class Server:
         )
         api.add_route("raftbox/admin/gc", "admin", self._admin_gc)
         app = api.app()
+        self._log_requests(app)
         self.feed = MetaFeedServer(self.node, self.store, self.admin_token)
         self.feed.add_routes(app)
         if "notify" in cfg.roles:
@@ -259,6 +287,34 @@ class Server:
             f.write(self.url + "\n")
         self._gc_task = asyncio.create_task(self.gc.run_periodically())
 
+    def _log_requests(self, app: web.Application) -> None:
+        if self.access_log is not None:
+            app.middlewares.append(self.access_log)
+
+    async def _check_store(self, read, record=None) -> None:
+        """`Misconfigured` unless this process's block store is the cluster's (storecheck)."""
+        assert self.blocks is not None
+        try:
+            await storecheck.check(
+                self.blocks.store,
+                self.cfg.blocks_url + ("" if self.cfg.blocks else " (no --blocks: the default)"),
+                read,
+                record,
+                lambda: self.node is not None and self.node.role.name == "LEADER",
+                what="member" if self.meta is not None else "blockserver",
+                timeout_s=self.cfg.store_marker_wait_s,
+            )
+        except storecheck.WrongStore as e:
+            raise Misconfigured(str(e)) from None
+
+    async def _read_marker_local(self) -> str | None:
+        assert self.meta is not None
+        return await self.meta.read(lambda s: s.store_marker())
+
+    async def _record_marker(self, block_id: str) -> None:
+        assert self.meta is not None
+        await self.meta.write(C.SetStoreMarker(block_id))
+
     async def _admin_gc(self, request: web.Request, who) -> web.Response:
         assert self.gc is not None
         report = await self.gc.run()
@@ -272,8 +328,10 @@ class Server:
             list(cfg.meta_urls), self.admin_token, ssl_context=client_ssl
         )
         self.blocks = blocks = cfg.block_service(lambda: mc.believed_gc_generation)
+        await self._check_store(lambda: mc.query("store_marker"))
         api = ApiServer(None, blocks, self.admin_token, metaclient=mc)
         app = api.app()
+        self._log_requests(app)
         ctx = None
         if not cfg.plain_http:
             ctx, self.ca_file = tls_context(cfg)
@@ -300,6 +358,7 @@ class Server:
                 ssl_context=ctx,
                 client_ssl=ssl.create_default_context(cafile=cfg.ca),
                 max_connections=cfg.max_connections,
+                access_log=self.access_log,
             ),
             cfg.notify_config(),
         )
@@ -358,9 +417,18 @@ def run(coro) -> None:
         asyncio.run(coro)
 
 
+async def _start_or_exit(srv: Server) -> None:
+    """Start `srv`; a misconfiguration is said in one line and exits with status 78."""
+    try:
+        await srv.start()
+    except Misconfigured as e:
+        print(f"raftbox: refusing to start: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_MISCONFIGURED) from None
+
+
 async def serve(cfg: ServeConfig) -> None:
     srv = Server(cfg)
-    await srv.start()
+    await _start_or_exit(srv)
     print(f"raftbox member {cfg.node_id} serving {','.join(cfg.roles)} on {srv.url}", flush=True)
     try:
         await _wait_for_stop(srv)
@@ -393,7 +461,7 @@ async def up(data: str, listen: Address, **notify_kw) -> None:
         node_id=1, data=data, listen=listen, peer_listen=peer, peers={1: peer}, **notify_kw
     )
     srv = Server(cfg)
-    await srv.start()
+    await _start_or_exit(srv)
     assert srv.meta is not None
     token_file = os.path.join(data, "token")
     if not os.path.exists(token_file):

@@ -138,6 +138,7 @@ class Net:
             argv = ["--node-id", str(i + 1), "--listen", f"{HOST}:{ports[i]}",
                     "--peer-listen", f"{HOST}:{peer_ports[i]}", "--peers", peers,
                     "--roles", roles, "--admin-token", self.admin, "--tick-ms", "20",
+                    "--blocks", f"file://{self.base / 'blocks'}",  # one store for all
                     *self.tls, *self.WAIT_CAP]  # fmt: skip
             out.append(self._add(Proc(self, f"m{i + 1}", argv)))
         for p in out:

@@ -59,6 +59,7 @@ from raftbox.meta.service import AccountError, CursorInvalid, MetaService
 from raftbox.raft.node import NodeError
 
 from . import wire
+from .accesslog import ACCOUNT_KEY
 from .metaclient import LocalMetaClient, MetaClient
 from .wire import ApiError, Args, AuthFailed, BadInput, RateLimited
 
@@ -201,6 +202,10 @@ class ApiServer:
 
         self.native = NativeRoutes(self)
         self.native.register()
+        if meta is not None:
+            from .accounts import AccountRoutes
+
+            AccountRoutes(self).register()
 
     def add_route(self, name: str, auth: str, handler: Handler) -> None:
         self.routes[name] = (auth, handler)
@@ -262,12 +267,12 @@ class ApiServer:
             acct = self.meta.auth_known(token) if self.meta is not None else None
             if acct is None:
                 raise RateLimited(max(1, int(wait + 0.999)))
-            return acct
+            return _admitted(request, acct)
         acct = await self.mc.auth(token)
         if acct is None:
             self.auth_failures.failed(addr)
             raise AuthFailed("invalid_access_token")
-        return acct
+        return _admitted(request, acct)
 
     def _authenticate_admin(self, request: web.Request) -> None:
         h = request.headers.get("Authorization", "")
@@ -786,6 +791,15 @@ class ApiServer:
             else:
                 out.append({".tag": "success", **wire.metadata_json(r, tagged=False)})
         return json_response({"entries": out})
+
+
+def _admitted(request: web.Request, acct: Any) -> Any:
+    """`acct` may use the API (a disabled account answers `user_suspended`); its id goes on the
+    request for the access log (`raftbox.accesslog`)."""
+    request[ACCOUNT_KEY] = acct.account_id
+    if acct.disabled:
+        raise AuthFailed("user_suspended")
+    return acct
 
 
 def _refs(ing: Ingested) -> list:

@@ -3,13 +3,14 @@ HTTP — the seed's blockservers that "send RPCs to metaservers" instead of talk
 
 A blockserver needs few things from meta, each a higher-level directive in one round trip:
 
-- `auth(token)`: the account of a bearer token (cached for `auth_ttl_s`: a revoked token is
-  refused by a blockserver within that time);
+- `auth(token)`: the account of a bearer token (cached for `auth_ttl_s`, 10 s: a revoked
+  token, or a disabled or removed account's, is refused by a blockserver within that time —
+  meta members refuse it at once, `raftbox.meta.service`);
 - `query(name, *args)`: one of the named read-only queries in `QUERIES`, answered after a
   ReadIndex (linearizable): `file_blocks`, `file_blocks_many` (a list of paths: native batch
   `blocks/list`), `resolve`, `session`, `sessions` (a list of ids: finish_batch_v2),
   `session_head`, `ns_has_blocks`, `auth_token`, `gc_generation` (that one may be stale: see
-  `raftbox.blocks.gc`). A batch query is one read: every answer from the same state;
+  `raftbox.blocks.gc`), `store_marker` (the block store marker a blockserver checks at start). A batch query is one read: every answer from the same state;
 - `write(cmd)`: one state machine command of the whitelist `WRITES` (commits, upload sessions,
   `RecordUpload`), with exactly-once semantics across retries and failovers.
 
@@ -75,6 +76,7 @@ QUERIES: dict[str, tuple[Callable[..., Any], Any]] = {
     ),
     "auth_token": (lambda s, h: s.auth_token(bytes(h)), C.AccountInfo | None),
     "gc_generation": (lambda s: s.gc_generation(), int),
+    "store_marker": (lambda s: s.store_marker(), str | None),
 }
 STALE_OK = {"gc_generation"}
 WRITES = (
@@ -166,7 +168,7 @@ class RemoteMetaClient:
         ssl_context: ssl.SSLContext | None = None,
         timeout_s: float = 30.0,
         attempt_timeout_s: float = 12.0,
-        auth_ttl_s: float = 60.0,
+        auth_ttl_s: float = 10.0,
         gc_gen_max_age_s: float = 10.0,
         rng: random.Random | None = None,
     ) -> None:

@@ -10,6 +10,10 @@ exception:
 | CreateAccount   | AccountInfo                                       |
 | AddToken        | None                                              |
 | RevokeToken     | bool (True if the token existed)                  |
+| RevokeTokens    | Count (the tokens of the account revoked)         |
+| SetDisabled     | AccountInfo (as it is now)                        |
+| RemoveAccount   | AccountInfo (as it was)                           |
+| SetStoreMarker  | bool (True if it took effect: the first one only) |
 | CommitFile      | FileMeta                                          |
 | CommitBatch     | list[FileMeta | MetaError], in order              |
 | CreateFolder    | FolderMeta                                        |
@@ -32,7 +36,7 @@ guard), `invalid_command` (a malformed command: a bug in the caller, `extra["rea
 `gc_retry` (`extra["ids"]`: blocks being or just garbage-collected — store them again and
 retry; `raftbox.blocks.gc`), `gc_busy` (another GC run holds the lease),
 `internal_error`, `not_initialized` (no InitCluster yet), `email_taken`, `token_exists`,
-`account_not_found`, `session_exists`, `client_session_expired` (the Raft client session of the
+`account_not_found` (no account has this email or id), `session_exists`, `client_session_expired` (the Raft client session of the
 request was forgotten: it may or may not have been applied).
 
 File attributes: a revision is a regular file, possibly executable, or a symbolic link
@@ -137,6 +141,37 @@ class AddToken(_Cmd, tag="token_add"):
 
 class RevokeToken(_Cmd, tag="token_revoke"):
     token_hash: bytes
+
+
+class RevokeTokens(_Cmd, tag="token_revoke_all"):
+    """Revoke every token of the account with this email (case-insensitive)."""
+
+    email: str
+
+
+class SetDisabled(_Cmd, tag="account_disable"):
+    """Disable (or enable again) the account with this email. A disabled account keeps its
+    tokens and its data; its tokens are refused (`user_suspended`) until it is enabled."""
+
+    email: str
+    disabled: bool
+
+
+class RemoveAccount(_Cmd, tag="account_remove"):
+    """Remove the account with this email: the account, its tokens, its namespace and every
+    file, revision, upload session and block right of that namespace (so its blocks become
+    garbage for GC unless another namespace holds them). The email can be used again; a new
+    account with it has a new id and an empty namespace."""
+
+    email: str
+
+
+class SetStoreMarker(_Cmd, tag="store_marker"):
+    """The id of the marker block the first leader wrote into the cluster's block store; every
+    member and blockserver must find it in its own store at start (`raftbox.server`). The first
+    one wins; later ones are ignored."""
+
+    block_id: str
 
 
 WriteModeName = Literal["add", "overwrite", "update"]
@@ -311,6 +346,10 @@ MetaCommand = (
     | CreateAccount
     | AddToken
     | RevokeToken
+    | RevokeTokens
+    | SetDisabled
+    | RemoveAccount
+    | SetStoreMarker
     | CommitFile
     | CommitBatch
     | CreateFolder
@@ -399,6 +438,7 @@ class AccountInfo(_Res, tag="account"):
     display_name: str
     home_ns: int
     created: str = ""  # "%Y-%m-%dT%H:%M:%SZ"
+    disabled: bool = False  # its tokens are refused (`user_suspended`); its data is kept
 
     @property
     def namespace_id(self) -> int:
@@ -416,6 +456,12 @@ class GcResult(_Res, tag="gc"):
     gen: int = 0
 
 
+class Count(_Res, tag="count"):
+    """How many items a command affected (`RevokeTokens`: the tokens revoked)."""
+
+    n: int = 0
+
+
 Result = (
     FileMeta
     | FolderMeta
@@ -423,6 +469,7 @@ Result = (
     | MetaError
     | AccountInfo
     | GcResult
+    | Count
     | list[FileMeta | MetaError]
     | bool
     | None

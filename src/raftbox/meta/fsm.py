@@ -18,9 +18,13 @@ An entry writes at most 65,536 items (a larger folder copy fails with `too_many_
 
 Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
 
-- kv(k, v): "applied", "secret", "sessions" (the client table's clock), "schema".
-- accounts(account_id, email_key, email, display_name, home_ns, created_ms); tokens(token_hash,
-  account_id) — hashes only; namespaces(ns, owner, journal_end, last_index).
+- kv(k, v): "applied", "secret", "sessions" (the client table's clock), "schema",
+  "store_marker" (the id of the block store's marker block: `SetStoreMarker`).
+- accounts(account_id, email_key, email, display_name, home_ns, created_ms, disabled);
+  tokens(token_hash, account_id) — hashes only; namespaces(ns, owner, journal_end, last_index).
+  `RemoveAccount` deletes the account, its tokens and its namespace with every row of it
+  (entries, revisions, journal, ns_blocks, upload sessions): a namespace id is never reused
+  (it is the raft index of its CreateAccount), so nothing can refer to it again by mistake.
 - entries(ns, key, parent_key, name, display, kind, id, rev, deleted_ms): the current state of
   every path: kind 1 file (rev = current revision), 2 folder, 3 deleted (keeps the last id/rev
   and the deletion time). Live entries always have live folders as ancestors, and a descendant's
@@ -55,7 +59,8 @@ journals every item of its new subtree.
 
 Schema changes: a store made by an older version is brought up to date when opened or restored
 from a snapshot (`_migrate`: columns added with the value every old row means — `ns_blocks`
-times 0, `revisions.symlink` NULL and `executable` 0), the same on every replica, so a migrated
+times 0, `revisions.symlink` NULL and `executable` 0,
+`accounts.disabled` 0), the same on every replica, so a migrated
 replica and a fresh one hold the same rows.
 
 Not thread-safe: use one thread at a time (the node's event loop).
@@ -89,6 +94,7 @@ from .commands import (
     CommitBatch,
     CommitFile,
     Copy,
+    Count,
     CreateAccount,
     CreateFolder,
     CursorState,
@@ -105,13 +111,17 @@ from .commands import (
     MetaError,
     Move,
     RecordUpload,
+    RemoveAccount,
     Restore,
     RevokeToken,
+    RevokeTokens,
     SessionAppend,
     SessionFinish,
     SessionPiece,
     SessionStart,
     SessionState,
+    SetDisabled,
+    SetStoreMarker,
     decode_command,
     decode_result,
     dropbox_content_hash,
@@ -142,7 +152,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS accounts (
   account_id TEXT PRIMARY KEY, email_key TEXT NOT NULL UNIQUE, email TEXT NOT NULL,
-  display_name TEXT NOT NULL, home_ns INTEGER NOT NULL, created_ms INTEGER NOT NULL
+  display_name TEXT NOT NULL, home_ns INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+  disabled INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tokens (
   token_hash BLOB PRIMARY KEY, account_id TEXT NOT NULL
@@ -484,6 +495,9 @@ class MetaStore:
             self._db.execute(
                 "ALTER TABLE revisions ADD COLUMN executable INTEGER NOT NULL DEFAULT 0"
             )
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(accounts)")}
+        if "disabled" not in cols:
+            self._db.execute("ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0")
 
     # -- loading / persisting the small state ----------------------------------------------
     def _get_kv(self, k: str, default: Any = None) -> Any:
@@ -663,13 +677,56 @@ class MetaStore:
         cur = self._db.execute("DELETE FROM tokens WHERE token_hash = ?", (c.token_hash,))
         return cur.rowcount > 0
 
+    def _account_of_email(self, email: str) -> AccountInfo:
+        acct = self.account_by_email(email)
+        if acct is None:
+            raise _Fail("account_not_found")
+        return acct
+
+    def _revoke_tokens(self, c: RevokeTokens) -> Count:
+        acct = self._account_of_email(c.email)
+        cur = self._db.execute("DELETE FROM tokens WHERE account_id = ?", (acct.account_id,))
+        return Count(cur.rowcount)
+
+    def _set_disabled(self, c: SetDisabled) -> AccountInfo:
+        acct = self._account_of_email(c.email)
+        self._db.execute(
+            "UPDATE accounts SET disabled = ? WHERE account_id = ?",
+            (int(c.disabled), acct.account_id),
+        )
+        return msgspec.structs.replace(acct, disabled=c.disabled)
+
+    def _remove_account(self, c: RemoveAccount) -> AccountInfo:
+        acct = self._account_of_email(c.email)
+        db, ns = self._db, acct.home_ns
+        db.execute("DELETE FROM tokens WHERE account_id = ?", (acct.account_id,))
+        db.execute("DELETE FROM accounts WHERE account_id = ?", (acct.account_id,))
+        db.execute(
+            "DELETE FROM upload_pieces WHERE session_id IN "
+            "(SELECT session_id FROM upload_sessions WHERE ns = ?)",
+            (ns,),
+        )
+        for table in ("upload_sessions", "ns_blocks", "journal", "revisions", "entries"):
+            db.execute(f"DELETE FROM {table} WHERE ns = ?", (ns,))
+        db.execute("DELETE FROM namespaces WHERE ns = ?", (ns,))
+        self._known_ns.discard(ns)
+        return acct
+
+    def _set_store_marker(self, c: SetStoreMarker) -> bool:
+        if _HEX64.fullmatch(c.block_id) is None:
+            raise _Fail("invalid_command", reason="a marker is a block id (64 lowercase hex)")
+        if self._get_kv("store_marker"):
+            return False
+        self._set_kv("store_marker", c.block_id)
+        return True
+
     # -- entries: reading -------------------------------------------------------------------
     def _check_ns(self, ns: int) -> None:
         if ns in self._known_ns:
             return
         if not self._ns_exists(ns):
             raise _Fail("invalid_command", reason=f"unknown namespace {ns}")
-        self._known_ns.add(ns)  # namespaces are never removed
+        self._known_ns.add(ns)  # for this entry (RemoveAccount forgets it)
 
     def _ns_exists(self, ns: int) -> bool:
         return (
@@ -1506,6 +1563,10 @@ class MetaStore:
         CreateAccount: _create_account,
         AddToken: _add_token,
         RevokeToken: _revoke_token,
+        RevokeTokens: _revoke_tokens,
+        SetDisabled: _set_disabled,
+        RemoveAccount: _remove_account,
+        SetStoreMarker: _set_store_marker,
         CommitFile: _commit,
         CommitBatch: _commit_batch,
         CreateFolder: _create_folder,
@@ -1528,13 +1589,28 @@ class MetaStore:
 
     def _account(self, where: str, arg: Any) -> AccountInfo | None:
         row = self._db.execute(
-            "SELECT account_id, email, display_name, home_ns, created_ms FROM accounts "
+            "SELECT account_id, email, display_name, home_ns, created_ms, disabled FROM accounts "
             f"WHERE {where}",
             (arg,),
         ).fetchone()
         if row is None:
             return None
-        return AccountInfo(row[0], row[1], row[2], row[3], format_ts(row[4]))
+        return AccountInfo(row[0], row[1], row[2], row[3], format_ts(row[4]), bool(row[5]))
+
+    def list_accounts(self) -> list[tuple[AccountInfo, int]]:
+        """Every account, by email, with its number of tokens."""
+        rows = self._db.execute(
+            "SELECT a.account_id, a.email, a.display_name, a.home_ns, a.created_ms, a.disabled, "
+            "(SELECT COUNT(*) FROM tokens t WHERE t.account_id = a.account_id) "
+            "FROM accounts a ORDER BY a.email_key"
+        ).fetchall()
+        return [
+            (AccountInfo(r[0], r[1], r[2], r[3], format_ts(r[4]), bool(r[5])), r[6]) for r in rows
+        ]
+
+    def store_marker(self) -> str | None:
+        """The id of the cluster's block store marker (`SetStoreMarker`), None before it."""
+        return self._get_kv("store_marker") or None
 
     def get_account(self, account_id: str) -> AccountInfo | None:
         return self._account("account_id = ?", account_id)
@@ -1986,8 +2062,8 @@ def gc_mark_db(
 
     Returns (the applied raft index the snapshot is at, the live block ids): every block of
     every kept revision, every block of a live upload session's pieces, every block some
-    namespace uploaded or referenced after `now_ms - upload_keep_ms`, and every block condemned
-    but not yet released (a run in progress owns those).
+    namespace uploaded or referenced after `now_ms - upload_keep_ms`, every block condemned
+    but not yet released (a run in progress owns those), and the block store's marker.
     """
     live: set[str] = set()
     db.execute("BEGIN")
@@ -2010,6 +2086,9 @@ def gc_mark_db(
             )
         )
         live.update(b for (b,) in db.execute("SELECT block_id FROM gc_condemned"))
+        marker = db.execute("SELECT v FROM kv WHERE k = 'store_marker'").fetchone()
+        if marker is not None and marker[0]:
+            live.add(marker[0])
     finally:
         db.execute("COMMIT")
     return index, live

@@ -11,23 +11,35 @@
   sees it (linearizable). `stale=True` skips the round trip.
 - Cursors: opaque strings, HMAC-SHA256-signed with the cluster secret held in the replicated
   state, so they cannot be forged (long-poll takes them without any other credential).
-- Tokens: bearer tokens are 256-bit random strings; only their SHA-256 is replicated. Token →
-  account answers are cached for a minute (`TokenCache`), so a revoked token stops working
-  within that time.
+- Tokens: bearer tokens are 256-bit random strings; only their SHA-256 is replicated. An
+  account can be disabled (its tokens answer `user_suspended`, its data is kept) or removed,
+  and a token revoked (`RevokeToken`, `RevokeTokens`): from the moment such a command returns,
+  every member refuses the token (below).
 
 Authentication, and what a bad token may cost
 ---------------------------------------------
-`auth(token)` looks, in order, at: the positive cache; the local replica (a primary-key lookup,
-no round trip — a token this member has applied works at once); the negative cache; and only
-then at a linearizable read (a ReadIndex round on the meta group), so that a token created a
-moment ago on another member is found. A token found nowhere by that read is remembered as
-unknown (`NegativeTokenCache`: `auth_negative_ttl_s`, 5 s by default, well under the positive
-cache's minute; bounded, least recently added forgotten first), so repeating a bad token costs
-no further round. The negative cache is consulted *after* the local replica, which is the
-invalidation: once this member applied the `CreateAccount`/`AddToken` of a token that was
-remembered as unknown, the token works, whatever the negative entry says.
+The contract: a request that arrives after a revoke, disable or remove returned (on any member)
+is refused. So an answer is never older than the request: `auth(token)` looks up the token on a
+replica known to hold every command committed before the request arrived —
 
-Distinct bad tokens arriving together share ReadIndex rounds (`_SharedRounds`): a lookup waits
+- on a leader that has committed an entry of its own term and applied its whole commit index,
+  its own replica as it is: every command that returned was applied by a leader of this term
+  or committed before it (a leader deposed by a partition without knowing it keeps answering so
+  until check-quorum makes it step down, within an election timeout — the usual lease read);
+- anywhere else, after a ReadIndex round that started after the request arrived.
+
+There is no positive cache on a meta member (the replica lookup is two primary-key reads); a
+blockserver caches answers for `RemoteMetaClient.auth_ttl_s` (see `api.metaclient`).
+
+A bad token must stay cheap. `auth` first looks at the local replica; a token unknown there and
+remembered as unknown (`NegativeTokenCache`: `auth_negative_ttl_s`, 5 s by default; bounded,
+least recently added forgotten first) is refused with no round. Only then does it take a round
+(shared, below); a token that round does not find is remembered as unknown. The negative cache
+is consulted *after* the local replica, which is the invalidation: once this member applied the
+`CreateAccount`/`AddToken` of a token that was remembered as unknown, the token works, whatever
+the negative entry says.
+
+Lookups arriving together share ReadIndex rounds (`_SharedRounds`): a lookup waits
 for a round that *started after it asked* (so the read that follows is linearizable), and all
 the lookups that ask while one round runs share the next one — at most one round in flight and
 one queued, however many requests wait. `auth_read_rounds` counts the rounds run. The limit on
@@ -202,7 +214,6 @@ class MetaService:
         self.node = node
         self.store = store
         self.write_timeout_s = write_timeout_s
-        self._auth_cache = TokenCache()
         self._auth_unknown = NegativeTokenCache(auth_negative_ttl_s)
         self._auth_rounds = _SharedRounds(self._auth_read_round)
         self._enc = msgspec.msgpack.Encoder()
@@ -243,31 +254,36 @@ class MetaService:
 
     # -- accounts ------------------------------------------------------------------------------
     async def auth(self, token: str) -> Any | None:
-        """The account of a bearer token, or None (see the module docstring for the order)."""
+        """The account of a bearer token (possibly `disabled`), or None; never older than the
+        call (see the module docstring)."""
         h = token_hash(token)
-        acct = self.auth_known(token, h)
-        if acct is not None:
-            return acct
-        if h in self._auth_unknown:
+        if self._replica_is_current():
+            acct = self.store.auth_token(h)
+            if acct is not None or h in self._auth_unknown:
+                return acct
+        elif self.store.auth_token(h) is None and h in self._auth_unknown:
             return None
         await self._auth_rounds.wait()
         acct = self.store.auth_token(h)
         if acct is None:
             self._auth_unknown.add(h)
-            return None
-        self._auth_cache.put(h, acct)
         return acct
 
+    def _replica_is_current(self) -> bool:
+        """This member leads, has committed an entry of its term and applied all it committed:
+        its replica holds every command that returned before now (module docstring)."""
+        core = self.node.core
+        return (
+            core.role.name == "LEADER"
+            and core.log.term_or_zero(core.log.committed) == core.term
+            and core.log.applied >= core.log.committed
+        )
+
     def auth_known(self, token: str, h: bytes | None = None) -> Any | None:
-        """The account of `token` if it is known without a round trip (cached, or on the
-        local replica), else None — which does not mean the token is bad."""
-        h = token_hash(token) if h is None else h
-        acct = self._auth_cache.get(h)
-        if acct is None:
-            acct = self.store.auth_token(h)
-            if acct is not None:
-                self._auth_cache.put(h, acct)
-        return acct
+        """The account of `token` as this member's replica has it now, with no round trip, or
+        None — which does not mean the token is bad. (Used only to let known users through
+        while their address is rate-limited: a revoke may not have reached this replica yet.)"""
+        return self.store.auth_token(token_hash(token) if h is None else h)
 
     async def _auth_read_round(self) -> None:
         await self.node.read_index(timeout_s=self.write_timeout_s)
@@ -278,6 +294,14 @@ class MetaService:
         if isinstance(acct, C.MetaError):
             raise AccountError(acct.summary)
         return acct, token
+
+    async def list_accounts(self) -> list[tuple[Any, int]]:
+        """Every account with its number of tokens (a linearizable read)."""
+        return await self.read(lambda s: s.list_accounts())
+
+    async def revoke_token(self, token: str) -> bool:
+        """Revoke one token; True if it existed. Refused everywhere once this returns."""
+        return await self.write(C.RevokeToken(token_hash(token)))
 
     # -- cursors -------------------------------------------------------------------------------
     def sign_cursor(self, state: Any) -> str:

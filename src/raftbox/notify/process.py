@@ -8,6 +8,7 @@ import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -44,6 +45,9 @@ class NotifyProcessConfig:
     client_ssl: ssl.SSLContext | None = None  # to verify upstream https URLs
     max_connections: int = 1_000_000
     backlog: int = 4096
+    # the access log's aiohttp middleware (`raftbox.api.accesslog`), None: off. The front's
+    # own long-polls are not logged (they never reach aiohttp; see `front`)
+    access_log: Any = None
 
 
 class NotifyProcess:
@@ -71,6 +75,8 @@ class NotifyProcess:
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024)
+        if self.cfg.access_log is not None:
+            app.middlewares.append(self.cfg.access_log)
         self.service.add_routes(app)
         app.router.add_post("/2/" + ROUTE, self.service.api_longpoll)
         app.router.add_post("/2/raftbox/notify/status", self.service.api_status)
