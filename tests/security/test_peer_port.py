@@ -352,3 +352,20 @@ def test_bundles_and_member_names(tmp_path):
         cluster.init(str(tmp_path / "b"), {1: (HOST, 7001)})
     with pytest.raises(cluster.BundleError, match="not a member bundle"):
         cluster.load_bundle(str(tmp_path / "b" / "ca"))
+    out = subprocess.run(
+        [RAFTBOX, "cluster", "add-member", "--out", str(tmp_path / "b"), "--member", "2=h2:7002"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    b2 = cluster.load_bundle(str(tmp_path / "b" / "member-2"))
+    assert (b2.cluster_id, b2.member_id, b2.admin_token) == ("alpha", 2, b.admin_token)
+    assert b2.members == {1: (HOST, 7001), 2: ("h2", 7002)}
+    out = subprocess.run(
+        [RAFTBOX, "cluster", "add-member", "--out", str(tmp_path / "b"), "--member", "2=h2:7002"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "already exists" in out.stderr
