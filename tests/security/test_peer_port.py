@@ -369,3 +369,56 @@ def test_bundles_and_member_names(tmp_path):
         timeout=60,
     )
     assert out.returncode == 2 and "already exists" in out.stderr
+
+
+class _NullSM:
+    def __init__(self) -> None:
+        self.applied = 0
+
+    def applied_index(self) -> int:
+        return self.applied
+
+    def apply(self, index: int, command) -> None:
+        self.applied = index
+
+    def snapshot(self) -> bytes:
+        return b""
+
+    def restore(self, data: bytes) -> None:
+        pass
+
+
+def test_a_node_config_with_peers_and_no_tls_is_refused_and_a_lone_node_listens_nowhere(
+    tmp_path,
+):
+    """The `Server`/`NodeConfig` path, in process: no peer TLS, no peer port."""
+    from raftbox.raft.node import NodeConfig, NodeError, PeerPortRefused, RaftNode
+    from raftbox.raft.transport import TransportClosed
+
+    a, b = (HOST, free_port()), (HOST, free_port())
+    with pytest.raises(PeerPortRefused, match="raftbox cluster init"):
+        RaftNode(NodeConfig(1, str(tmp_path / "two"), a, {1: a, 2: b}), _NullSM())
+    with pytest.raises(PeerPortRefused, match="raftbox cluster init"):
+        RaftNode(NodeConfig(1, str(tmp_path / "join"), a, {1: a}, join=True), _NullSM())
+
+    async def lone() -> None:
+        node = RaftNode(NodeConfig(1, str(tmp_path / "one"), a, {1: a}, tick_s=0.01), _NullSM())
+        await node.start()
+        try:
+            assert not node.has_peer_port
+            with pytest.raises(TransportClosed, match="not listening"):
+                node.transport.listen_addr  # noqa: B018
+            assert not _port_open_at(a)
+            with pytest.raises(NodeError, match="no peer port"):
+                await node.add_member(2, b, timeout_s=1)
+        finally:
+            await node.stop()
+
+    asyncio.run(lone())
+
+
+def _port_open_at(addr) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(addr) == 0

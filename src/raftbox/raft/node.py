@@ -770,11 +770,8 @@ class RaftNode:
         self, kind: ConfChangeType, node_id: int, addr: Address | None, timeout_s: float = 10.0
     ) -> None:
         """Add a learner, promote to voter, or remove a member (forwarded to the leader)."""
-        if kind != ConfChangeType.REMOVE and not self.has_peer_port:
-            raise NodeError(
-                f"node {self.id} has no peer port (no peer TLS): it cannot add members; "
-                "start it with a cluster bundle (`raftbox cluster init`)"
-            )
+        if kind != ConfChangeType.REMOVE:
+            self._check_can_add()
         if self.role != StateRole.LEADER:
             leader = await self._wait_leader(timeout_s)
             payload = msgspec.msgpack.encode((int(kind), node_id, addr))
@@ -798,6 +795,7 @@ class RaftNode:
 
     async def add_member(self, node_id: int, addr: Address, timeout_s: float = 30.0) -> None:
         """Add a member as a learner, wait until it caught up, then promote it to voter."""
+        self._check_can_add()
         if self.role != StateRole.LEADER:
             # Only the leader knows how far the learner got: it runs both steps.
             leader = await self._wait_leader(timeout_s)
@@ -821,6 +819,13 @@ class RaftNode:
         await self.change_member(
             ConfChangeType.ADD_VOTER, node_id, addr, max(1.0, deadline - time.monotonic())
         )
+
+    def _check_can_add(self) -> None:
+        if not self.has_peer_port:
+            raise NodeError(
+                f"node {self.id} has no peer port (no peer TLS): it cannot add members; "
+                "start it with a cluster bundle (`raftbox cluster init`)"
+            )
 
     async def remove_member(self, node_id: int, timeout_s: float = 10.0) -> None:
         await self.change_member(ConfChangeType.REMOVE, node_id, None, timeout_s)
