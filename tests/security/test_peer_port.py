@@ -1,8 +1,8 @@
 """Attack 1 of issue 11: account takeover through the Raft peer port, and `raftbox up`'s port.
 
 The attack: connect to a member's peer port, send a `Hello` and an RPC `propose` carrying
-`AddToken(victim, sha256(own token))`; on the old code the answer was `ok` and the attacker's
-token then listed the victim's files. Here it is tried against a real `raftbox serve` member
+`AddToken(victim, sha256(a token of its choosing))`; on the old code the answer was `ok` and
+that token then listed the victim's files. Here it is tried against a real `raftbox serve` member
 started with a bundle from `raftbox cluster init`, in plain TCP, in TLS without a certificate,
 with a certificate of another CA, and with a valid certificate of member 2 claiming to be
 member 3. Each attempt must get nothing back (no `ok`, not even the listener's Hello), and the
@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 import shutil
 import ssl
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -60,9 +62,14 @@ def member(tmp_path_factory):
         m.proc.stop()
 
 
+@dataclass(frozen=True)
+class Victim:
+    account_id: str  # the victim's, who has /secret.txt
+    attacker_token: str  # the attacker's own account's token
+
+
 @pytest.fixture(scope="module")
-def victim(member):
-    """(victim account id, attacker token): the victim has a file the attacker must not see."""
+def victim(member) -> Victim:
     victim_id, victim_token = create_account_http(
         member.hostport, member.ca, member.admin_token, "victim@example.test"
     )
@@ -71,7 +78,7 @@ def victim(member):
     _, attacker_token = create_account_http(
         member.hostport, member.ca, member.admin_token, "attacker@example.test"
     )
-    return victim_id, attacker_token
+    return Victim(victim_id, attacker_token)
 
 
 async def _attempt(addr, ctx: ssl.SSLContext | None, claim: int, cluster_id: str, rpc) -> list:
@@ -99,10 +106,16 @@ async def _attempt(addr, ctx: ssl.SSLContext | None, claim: int, cluster_id: str
     return got
 
 
-def _add_token_rpc(victim_id: str, attacker_token: str) -> RpcRequest:
-    cmd = C.AddToken(victim_id, hashlib.sha256(attacker_token.encode()).digest())
-    command = Command(client_id=12345, seq=1, ack_below=0, stamp_ms=0, payload=_ENC.encode(cmd))
-    return RpcRequest(1, "propose", _ENC.encode(command))
+def _add_token_rpc(victim: Victim) -> tuple[RpcRequest, str]:
+    """The attack: `propose AddToken(victim, sha256(chosen))` for a token the attacker chose
+    (one nobody holds yet: on the old code the answer was `ok` and `chosen` opened the victim's
+    files). Returns the RPC and the chosen token."""
+    chosen = "rbx_" + secrets.token_urlsafe(32)
+    cmd = C.AddToken(victim.account_id, hashlib.sha256(chosen.encode()).digest())
+    command = Command(
+        client_id=secrets.randbits(62) | 1, seq=1, ack_below=0, stamp_ms=0, payload=_ENC.encode(cmd)
+    )
+    return RpcRequest(1, "propose", _ENC.encode(command)), chosen
 
 
 def _client_ctx(ca: str | None, cert: tuple[str, str] | None) -> ssl.SSLContext:
@@ -117,31 +130,33 @@ def _client_ctx(ca: str | None, cert: tuple[str, str] | None) -> ssl.SSLContext:
     return ctx
 
 
-def _assert_victim_safe(member: Member, victim) -> None:
-    victim_id, attacker_token = victim
-    me = member.post("users/get_current_account", attacker_token, None)
-    assert me.status_code == 200 and me.json()["account_id"] != victim_id, me.text
-    listed = member.post("files/list_folder", attacker_token, {"path": ""})
-    assert listed.status_code == 200, listed.text
-    assert [e["name"] for e in listed.json()["entries"]] == []
-    got = member.post("files/download", attacker_token, {"path": "/secret.txt"}, b"")
-    assert got.status_code == 409, got.text
+def _assert_victim_safe(member: Member, victim: Victim, chosen: str) -> None:
+    """The chosen token opens nothing; the attacker's own token still sees only its account."""
+    for route, arg in (("users/get_current_account", None), ("files/list_folder", {"path": ""})):
+        r = member.post(route, chosen, arg)
+        assert r.status_code == 401, (route, r.status_code, r.text)
+    got = member.post("files/download", chosen, {"path": "/secret.txt"}, b"")
+    assert got.status_code == 401, got.text
+    me = member.post("users/get_current_account", victim.attacker_token, None)
+    assert me.status_code == 200 and me.json()["account_id"] != victim.account_id, me.text
+    listed = member.post("files/list_folder", victim.attacker_token, {"path": ""})
+    assert listed.status_code == 200 and listed.json()["entries"] == [], listed.text
 
 
 def test_plain_tcp_hello_and_propose_get_nothing(member, victim):
-    rpc = _add_token_rpc(*victim)
+    rpc, chosen = _add_token_rpc(victim)
     got = asyncio.run(_attempt(member.peer, None, 2, member.bundle.cluster_id, rpc))
     assert got == []
-    _assert_victim_safe(member, victim)
+    _assert_victim_safe(member, victim, chosen)
 
 
 def test_tls_without_a_client_certificate_gets_nothing(member, victim):
-    rpc = _add_token_rpc(*victim)
+    rpc, chosen = _add_token_rpc(victim)
     got = asyncio.run(
         _attempt(member.peer, _client_ctx(None, None), 2, member.bundle.cluster_id, rpc)
     )
     assert got == []
-    _assert_victim_safe(member, victim)
+    _assert_victim_safe(member, victim, chosen)
 
 
 def test_a_certificate_of_another_ca_gets_nothing(member, victim, tmp_path):
@@ -153,11 +168,10 @@ def test_a_certificate_of_another_ca_gets_nothing(member, victim, tmp_path):
     (tmp_path / "c.pem").write_bytes(cert_pem)
     (tmp_path / "k.pem").write_bytes(key_pem)
     ctx = _client_ctx(None, (str(tmp_path / "c.pem"), str(tmp_path / "k.pem")))
-    got = asyncio.run(
-        _attempt(member.peer, ctx, 2, member.bundle.cluster_id, _add_token_rpc(*victim))
-    )
+    rpc, chosen = _add_token_rpc(victim)
+    got = asyncio.run(_attempt(member.peer, ctx, 2, member.bundle.cluster_id, rpc))
     assert got == []
-    _assert_victim_safe(member, victim)
+    _assert_victim_safe(member, victim, chosen)
 
 
 def test_the_public_server_certificate_is_no_member_certificate(member, victim):
@@ -166,9 +180,10 @@ def test_the_public_server_certificate_is_no_member_certificate(member, victim):
     b = member.bundle
     ctx = _client_ctx(member.ca, (b.server_cert, b.server_key))
     for claim in (1, 2):
-        got = asyncio.run(_attempt(member.peer, ctx, claim, b.cluster_id, _add_token_rpc(*victim)))
+        rpc, chosen = _add_token_rpc(victim)
+        got = asyncio.run(_attempt(member.peer, ctx, claim, b.cluster_id, rpc))
         assert got == []
-    _assert_victim_safe(member, victim)
+        _assert_victim_safe(member, victim, chosen)
 
 
 def test_a_member_certificate_claiming_another_member_is_refused_and_logged_once(member, victim):
@@ -180,9 +195,10 @@ def test_a_member_certificate_claiming_another_member_is_refused_and_logged_once
     got = asyncio.run(_attempt(member.peer, ctx, 2, cid, None))
     assert [type(e) for e in got] == [Hello] and got[0].node_id == 1
 
-    got = asyncio.run(_attempt(member.peer, ctx, 3, cid, _add_token_rpc(*victim)))
+    rpc, chosen = _add_token_rpc(victim)
+    got = asyncio.run(_attempt(member.peer, ctx, 3, cid, rpc))
     assert got == []
-    _assert_victim_safe(member, victim)
+    _assert_victim_safe(member, victim, chosen)
     needle = "Hello claims node 3, its certificate names member 2"
     wait_for(lambda: needle in member.proc.output(), 10, "the refusal is logged")
     lines = [ln for ln in member.proc.output().splitlines() if needle in ln]
