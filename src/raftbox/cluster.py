@@ -131,11 +131,11 @@ def init(
     os.makedirs(ca_dir, mode=0o700, exist_ok=True)
     ca_cert, ca_key = tls.make_ca(f"raftbox cluster {cluster_id} CA", valid_days=CA_DAYS)
     admin_token = "rbxadmin_" + secrets.token_urlsafe(32)  # never starts with "-"
-    tls._write_private(os.path.join(ca_dir, "ca.key"), tls._key_pem(ca_key))
-    tls._write_public(
+    tls.write_private(os.path.join(ca_dir, "ca.key"), tls.key_pem(ca_key))
+    tls.write_public(
         os.path.join(ca_dir, "ca.pem"), ca_cert.public_bytes(serialization.Encoding.PEM)
     )
-    tls._write_private(os.path.join(ca_dir, "admin.token"), (admin_token + "\n").encode())
+    tls.write_private(os.path.join(ca_dir, "admin.token"), (admin_token + "\n").encode())
     _write_cluster_json(ca_dir, cluster_id, members, common, per)
     return [
         _write_member(out, ca_cert, ca_key, cluster_id, nid, members, admin_token, common, per)
@@ -180,7 +180,7 @@ def _write_cluster_json(ca_dir, cluster_id, members, common, per) -> None:
         "members": {str(k): _fmt(v) for k, v in sorted(members.items())},
         "hosts": list(common),
     }
-    tls._write_public(os.path.join(ca_dir, "cluster.json"), json.dumps(info, indent=2).encode())
+    tls.write_public(os.path.join(ca_dir, "cluster.json"), json.dumps(info, indent=2).encode())
 
 
 def _write_member(out, ca_cert, ca_key, cluster_id, nid, members, admin_token, common, per) -> str:
@@ -205,14 +205,15 @@ def _write_member(out, ca_cert, ca_key, cluster_id, nid, members, admin_token, c
         "member_id": nid,
         "members": {str(k): _fmt(v) for k, v in sorted(members.items())},
     }
-    tls._write_public(os.path.join(tmp, "ca.pem"), ca_cert.public_bytes(serialization.Encoding.PEM))
-    tls._write_public(os.path.join(tmp, "member.json"), json.dumps(info, indent=2).encode())
-    tls._write_public(os.path.join(tmp, "peer.pem"), peer_pem)
-    tls._write_private(os.path.join(tmp, "peer.key"), peer_key)
-    tls._write_public(os.path.join(tmp, "server.pem"), srv_pem)
-    tls._write_private(os.path.join(tmp, "server.key"), srv_key)
-    tls._write_private(os.path.join(tmp, "admin.token"), (admin_token + "\n").encode())
+    tls.write_public(os.path.join(tmp, "ca.pem"), ca_cert.public_bytes(serialization.Encoding.PEM))
+    tls.write_public(os.path.join(tmp, "member.json"), json.dumps(info, indent=2).encode())
+    tls.write_public(os.path.join(tmp, "peer.pem"), peer_pem)
+    tls.write_private(os.path.join(tmp, "peer.key"), peer_key)
+    tls.write_public(os.path.join(tmp, "server.pem"), srv_pem)
+    tls.write_private(os.path.join(tmp, "server.key"), srv_key)
+    tls.write_private(os.path.join(tmp, "admin.token"), (admin_token + "\n").encode())
     os.rename(tmp, final)
+    tls.fsync_dir(out)
     return final
 
 

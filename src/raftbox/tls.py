@@ -41,26 +41,37 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _write_private(path: str, data: bytes) -> None:
+def write_private(path: str, data: bytes) -> None:
+    """Write a secret atomically (temporary file, fsync, rename, fsync dir), mode 0600."""
+    _write_atomic(path, data, 0o600)
+
+
+def write_public(path: str, data: bytes) -> None:
+    """Write atomically (temporary file, fsync, rename, fsync dir), mode 0644."""
+    _write_atomic(path, data, 0o644)
+
+
+def _write_atomic(path: str, data: bytes, mode: int) -> None:
     tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
 
 
-def _write_public(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def fsync_dir(path: str) -> None:
+    """Make a rename or a new file in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -130,7 +141,7 @@ def issue(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
 
 
 def ensure_local_ca(directory: str, hosts: tuple[str, ...]) -> tuple[str, str, str]:
@@ -140,8 +151,8 @@ def ensure_local_ca(directory: str, hosts: tuple[str, ...]) -> tuple[str, str, s
     srv_pem, srv_key = os.path.join(directory, "server.pem"), os.path.join(directory, "server.key")
     if not (os.path.exists(ca_pem) and os.path.exists(ca_keyf)):
         cert, key = make_ca("raftbox local CA", valid_days=3650)
-        _write_private(ca_keyf, _key_pem(key))
-        _write_public(ca_pem, cert.public_bytes(serialization.Encoding.PEM))
+        write_private(ca_keyf, key_pem(key))
+        write_public(ca_pem, cert.public_bytes(serialization.Encoding.PEM))
         for stale in (srv_pem, srv_key):
             if os.path.exists(stale):
                 os.unlink(stale)
@@ -150,9 +161,9 @@ def ensure_local_ca(directory: str, hosts: tuple[str, ...]) -> tuple[str, str, s
     with open(ca_keyf, "rb") as f:
         ca_key = serialization.load_pem_private_key(f.read(), password=None)
     if not _server_cert_ok(srv_pem, hosts):
-        cert_pem, key_pem = issue(ca_cert, ca_key, "raftbox", hosts, valid_days=365)  # type: ignore[arg-type]
-        _write_private(srv_key, key_pem)
-        _write_public(srv_pem, cert_pem)
+        cert_pem, srv_key_pem = issue(ca_cert, ca_key, "raftbox", hosts, valid_days=365)  # type: ignore[arg-type]
+        write_private(srv_key, srv_key_pem)
+        write_public(srv_pem, cert_pem)
     return ca_pem, srv_pem, srv_key
 
 
