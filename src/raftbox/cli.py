@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             peer_tls = bundle.peer_tls()
         if "meta" in roles and args.node_id is None:
             parser.error("the meta role needs --node-id (or --cluster DIR/member-N)")
+        if "meta" in roles and not args.peers:  # a group of one (it opens no peer port)
+            args.peers = {args.node_id: args.peer_listen or ("127.0.0.1", 0)}
         if (
             "meta" in roles
             and peer_tls is None

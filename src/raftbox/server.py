@@ -14,12 +14,12 @@ concurrent backend calls, and a fact cache (`--cache lru://` in-process, or
 `memcached://HOST:PORT` shared by a fleet) whose presence facts are keyed by the GC generation.
 `--chunking cdc|fixed` is the cluster's chunking setting. The meta leader collects garbage every
 `--gc-interval-s` (`raftbox.blocks.gc`). Every role is served on one public HTTPS address, routed by path
-whatever the Host header. `meta` also listens on a peer address for Raft and internal RPC (mutual TLS
-with the member certificates of a bundle from `raftbox cluster init`, `serve --cluster`; a
-single-member group without one opens no peer port), and serves the change feed notify roots
-follow. `notify` inside a meta process is a root fed by the
-local member; a process with `notify` alone is a root (`--meta URL,...`) or a leaf
-(`--notify-root URL,...`), see `raftbox.notify.process`.
+whatever the Host header. `meta` also listens on a peer address for Raft and internal RPC,
+in mutual TLS with the member certificates of a bundle from `raftbox cluster init` (`serve
+--cluster`; a single-member group without one opens no peer port), and serves the change feed
+notify roots follow. `notify` inside a meta process is a root fed by the local member; a process
+with `notify` alone is a root (`--meta URL,...`) or a leaf (`--notify-root URL,...`), see
+`raftbox.notify.process`.
 
 `raftbox up` is `serve` with every role, a single-member Raft group, a local block directory,
 TLS from a CA it makes on first start, and a first account; it prints how to point the official
