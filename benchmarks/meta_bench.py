@@ -136,30 +136,24 @@ def single(files: int, concurrency: int) -> dict:
 
 
 def cluster(files: int, concurrency: int, via: str) -> dict:
-    from raftbox.tls import issue, make_ca
-
     pr = Procs()
     try:
-        from cryptography.hazmat.primitives import serialization
+        from raftbox import cluster as bundles
 
-        ca_cert, ca_key = make_ca("bench CA", 2)
-        cert, key = issue(ca_cert, ca_key, "raftbox", ("127.0.0.1", "localhost"), 2)
-        ca = os.path.join(pr.dir, "ca.pem")
-        Path(ca).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        Path(pr.dir, "cert.pem").write_bytes(cert)
-        Path(pr.dir, "key.pem").write_bytes(key)
         ports = [free_port() for _ in range(3)]
         peer_ports = [free_port() for _ in range(3)]
-        peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(peer_ports))
-        admin = "bench-admin-token"
+        # As `raftbox cluster init --members 1=127.0.0.1:P1,... --out DIR/bundles` makes them.
+        made = bundles.init(
+            os.path.join(pr.dir, "bundles"),
+            {i + 1: ("127.0.0.1", p) for i, p in enumerate(peer_ports)},
+        )
+        ca = os.path.join(made[0], "ca.pem")
+        admin = Path(made[0], "admin.token").read_text().strip()
         for i in range(3):
             d = os.path.join(pr.dir, f"m{i + 1}")
-            pr.spawn([PY, "-m", "raftbox.cli", "serve", "--node-id", str(i + 1), "--data", d,
-                      "--listen", f"127.0.0.1:{ports[i]}", "--peer-listen", f"127.0.0.1:{peer_ports[i]}",
-                      "--peers", peers, "--admin-token", admin,
-                      "--blocks", "file://" + os.path.join(pr.dir, "blocks"),
-                      "--tls-cert", os.path.join(pr.dir, "cert.pem"),
-                      "--tls-key", os.path.join(pr.dir, "key.pem")], f"m{i + 1}")  # fmt: skip
+            pr.spawn([PY, "-m", "raftbox.cli", "serve", "--cluster", made[i], "--data", d,
+                      "--listen", f"127.0.0.1:{ports[i]}",
+                      "--blocks", "file://" + os.path.join(pr.dir, "blocks")], f"m{i + 1}")  # fmt: skip
         for i in range(3):
             wait_file(os.path.join(pr.dir, f"m{i + 1}", "url"))
         out = subprocess.run(

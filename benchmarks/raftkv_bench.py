@@ -39,7 +39,13 @@ class RaftKVCluster(ProcessCluster):
         self.base = base_port
         self.dir = Path(tempfile.mkdtemp(prefix="raftkv-bench-", dir=data_root))
         self.endpoints = [f"127.0.0.1:{base_port + i}" for i in (1, 2, 3)]
-        self.peers = ",".join(f"{i}=127.0.0.1:{base_port + 10 + i}" for i in (1, 2, 3))
+        # Mutual TLS between members, as `raftbox cluster init` makes it.
+        from raftbox import cluster
+
+        self.bundles = cluster.init(
+            os.path.join(self.dir, "bundles"),
+            {i: ("127.0.0.1", base_port + 10 + i) for i in (1, 2, 3)},
+        )
 
     def start(self) -> None:
         check_ports([self.base + i for i in (1, 2, 3, 11, 12, 13)])
@@ -48,11 +54,9 @@ class RaftKVCluster(ProcessCluster):
 
     def _start_one(self, i: int) -> None:
         n = i + 1
-        argv = [PY, "-m", "raftbox.cli", "raft-kv", "serve", "--id", str(n),
+        argv = [PY, "-m", "raftbox.cli", "raft-kv", "serve", "--cluster", self.bundles[i],
                 "--data", os.path.join(self.dir, f"m{n}"),
-                "--listen", self.endpoints[i],
-                "--peer-listen", f"127.0.0.1:{self.base + 10 + n}",
-                "--peers", self.peers]  # fmt: skip
+                "--listen", self.endpoints[i]]  # fmt: skip
         self.procs[i] = spawn(argv, log_path=Path(self.dir) / f"m{n}.log", cwd=ROOT)
 
     def status(self, i: int) -> dict | None:

@@ -114,11 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     _access_log_flags(up)
 
     sv = sub.add_parser("serve", help="run one member of a raftbox cluster")
+    sv.add_argument(
+        "--cluster",
+        help="a member bundle DIR/member-N from `raftbox cluster init`: sets the node id, the "
+        "peers, mutual TLS on the peer port, the admin token and the public certificate",
+    )
     sv.add_argument("--node-id", type=int, help="Raft member id (meta role)")
     sv.add_argument("--data", required=True)
     sv.add_argument("--listen", type=_addr, required=True, help="public HTTPS HOST:PORT")
     sv.add_argument("--peer-listen", type=_addr, help="Raft/RPC HOST:PORT (meta role)")
-    sv.add_argument("--peers", type=_peers, help="1=HOST:PORT,2=... advertised (meta role)")
+    sv.add_argument(
+        "--peers", type=_peers, help="1=HOST:PORT,2=... advertised (meta role; with --cluster: "
+        "overrides the bundle's address of the members named)",
+    )  # fmt: skip
     sv.add_argument("--roles", default="meta,block,notify", help="comma list of meta,block,notify")
     sv.add_argument(
         "--meta", default="", help="block or notify root without meta: URL[,URL] of members"
@@ -184,6 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--config", help="the client's config directory (see `raftbox login`)")
     _server_flags(tr)
 
+    cl = sub.add_parser("cluster", help="make the CA and member bundles of a cluster")
+    csub = cl.add_subparsers(dest="cluster_command", required=True)
+    ci = csub.add_parser("init", help="a cluster CA and one bundle per member in --out")
+    ci.add_argument("--members", required=True, help="1=HOST:PORT,2=HOST:PORT,... peer addresses")
+    ci.add_argument("--out", required=True, help="a new directory (DIR/ca, DIR/member-N)")
+    ci.add_argument("--hosts", default="", help="public names for the server certificates: "
+                    "NAME (every member) or ID=NAME, comma separated")  # fmt: skip
+    ci.add_argument("--cluster-id", help="default: random")
+    cadd = csub.add_parser("add-member", help="a bundle for a new member (start it with --join)")
+    cadd.add_argument("--out", required=True, help="the directory `cluster init` made")
+    cadd.add_argument("--member", required=True, help="ID=HOST:PORT of the new member")
+    cadd.add_argument("--hosts", default="", help="as for init")
+
     from raftbox.raft import kvcli
 
     kvcli.add_parser(sub)
@@ -195,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         return client_commands.run(args)
     if args.command == "raft-kv":
         return kvcli.run(args)
+    if args.command == "cluster":
+        return _cluster(args)
     if args.command == "version":
         from raftbox import __version__
 
@@ -230,8 +253,38 @@ def main(argv: list[str] | None = None) -> int:
         roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
         if unknown := set(roles) - {"meta", "block", "notify"}:
             parser.error(f"--roles: unknown role(s) {', '.join(sorted(unknown))}")
-        if "meta" in roles and (args.node_id is None or not args.peer_listen or not args.peers):
-            parser.error("the meta role needs --node-id, --peer-listen and --peers")
+        peer_tls = None
+        if args.cluster:
+            from raftbox.cluster import BundleError, load_bundle
+
+            try:
+                bundle = load_bundle(args.cluster)
+            except BundleError as e:
+                parser.error(f"--cluster: {e}")
+            if args.node_id not in (None, bundle.member_id):
+                parser.error(f"--node-id {args.node_id}: the bundle is member {bundle.member_id}")
+            args.node_id = bundle.member_id
+            args.peers = {**bundle.members, **(args.peers or {})}
+            args.peer_listen = args.peer_listen or bundle.members[bundle.member_id]
+            args.admin_token = args.admin_token or bundle.admin_token
+            if not (args.tls_cert or args.tls_key):
+                args.tls_cert, args.tls_key = bundle.server_cert, bundle.server_key
+            args.ca = args.ca or bundle.ca_file
+            peer_tls = bundle.peer_tls()
+        if "meta" in roles and args.node_id is None:
+            parser.error("the meta role needs --node-id (or --cluster DIR/member-N)")
+        if "meta" in roles and not args.peers:  # a group of one (it opens no peer port)
+            args.peers = {args.node_id: args.peer_listen or ("127.0.0.1", 0)}
+        if (
+            "meta" in roles
+            and peer_tls is None
+            and (args.join or set(args.peers or {}) - {args.node_id})
+        ):
+            parser.error(
+                "a cluster member needs mutual TLS on its peer port: make bundles with "
+                "`raftbox cluster init --members 1=HOST:PORT,... --out DIR` and start each member "
+                "with `raftbox serve --cluster DIR/member-N`"
+            )
         if "meta" not in roles and set(roles) not in ({"notify"}, {"block"}):
             parser.error("without meta, a process has the block role or the notify role")
         if roles == ("block",) and not args.meta:
@@ -246,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             listen=args.listen,
             peer_listen=args.peer_listen or ("127.0.0.1", 0),
             peers=args.peers or {},
+            peer_tls=peer_tls,
             roles=roles,
             meta_urls=tuple(u for u in args.meta.split(",") if u),
             notify_roots=tuple(u for u in args.notify_root.split(",") if u),
@@ -285,6 +339,30 @@ def main(argv: list[str] | None = None) -> int:
             args.email, args.data, args.server, args.admin_token, args.ca, args.name
         )
     return 2
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from raftbox import cluster
+
+    try:
+        if args.cluster_command == "init":
+            members = cluster.parse_members(args.members)
+            made = cluster.init(args.out, members, args.hosts, args.cluster_id)
+            print(f"cluster CA in {os.path.join(args.out, 'ca')} (keep ca.key offline)")
+            for path in made:
+                print(f"member bundle {path}")
+            print("start each member with: raftbox serve --cluster DIR/member-N --data ... "
+                  "--listen HOST:PORT")  # fmt: skip
+        else:
+            (nid, addr), *more = cluster.parse_members(args.member).items()
+            if more:
+                raise ValueError("--member: one ID=HOST:PORT")
+            path = cluster.add_member(args.out, nid, addr, args.hosts)
+            print(f"member bundle {path} (start it with: raftbox serve --cluster {path} --join)")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ concurrent backend calls, and a fact cache (`--cache lru://` in-process, or
 `memcached://HOST:PORT` shared by a fleet) whose presence facts are keyed by the GC generation.
 `--chunking cdc|fixed` is the cluster's chunking setting. The meta leader collects garbage every
 `--gc-interval-s` (`raftbox.blocks.gc`). Every role is served on one public HTTPS address, routed by path
-whatever the Host header. `meta` also listens on a peer address for Raft and internal RPC, and
-serves the change feed notify roots follow. `notify` inside a meta process is a root fed by the
-local member; a process with `notify` alone is a root (`--meta URL,...`) or a leaf
-(`--notify-root URL,...`), see `raftbox.notify.process`.
+whatever the Host header. `meta` also listens on a peer address for Raft and internal RPC,
+in mutual TLS with the member certificates of a bundle from `raftbox cluster init` (`serve
+--cluster`; a single-member group without one opens no peer port), and serves the change feed
+notify roots follow. `notify` inside a meta process is a root fed by the local member; a process
+with `notify` alone is a root (`--meta URL,...`) or a leaf (`--notify-root URL,...`), see
+`raftbox.notify.process`.
 
 At start, before serving, every meta member and blockserver checks that its `--blocks` is the
 cluster's one block store (`raftbox.storecheck`: a marker block the first leader wrote); if not,
@@ -39,7 +41,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import ssl
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -64,7 +65,7 @@ from raftbox.notify import LocalFeed, MetaFeedServer, NotifyConfig, NotifyServic
 from raftbox.notify.process import NotifyProcess, NotifyProcessConfig, raise_fd_limit
 from raftbox.notify.service import ROUTE as LONGPOLL_ROUTE
 from raftbox.raft.node import NodeConfig, RaftNode
-from raftbox.tls import ensure_local_ca, server_context
+from raftbox.tls import PeerTLS, ensure_local_ca, server_context
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class ServeConfig:
     peer_listen: Address
     peers: dict[int, Address]
     roles: tuple[str, ...] = ("meta", "block", "notify")
+    peer_tls: PeerTLS | None = None  # mutual TLS on the peer port (`serve --cluster`)
     blocks: str = ""  # block store URL; default file://DATA/blocks
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -244,6 +246,7 @@ class Server:
                 join=cfg.join,
                 tick_s=cfg.tick_ms / 1000,
                 election_ticks=cfg.election_ticks,
+                peer_tls=cfg.peer_tls,
             ),
             self.store,
             on_fatal=self._on_fatal,
@@ -437,26 +440,14 @@ async def serve(cfg: ServeConfig) -> None:
     _exit_if_failed(srv)
 
 
-def _free_peer_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 async def up(data: str, listen: Address, **notify_kw) -> None:
     data = os.path.abspath(data)
     os.makedirs(data, exist_ok=True)
-    peer_file = os.path.join(data, "peer.port")
-    if os.path.exists(peer_file):
-        with open(peer_file) as f:
-            peer_port = int(f.read())
-    else:
-        peer_port = _free_peer_port()
-        with open(peer_file, "w") as f:
-            f.write(str(peer_port))
-    peer = ("127.0.0.1", peer_port)
+    # A single-member group opens no peer port (raftbox.raft.node, "The peer port"); the port
+    # file older versions wrote is no longer used.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(data, "peer.port"))
+    peer = ("127.0.0.1", 0)  # never bound: the group has no other member
     cfg = ServeConfig(
         node_id=1, data=data, listen=listen, peer_listen=peer, peers={1: peer}, **notify_kw
     )

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -24,8 +22,8 @@ from pathlib import Path
 
 import requests
 
+from raftbox.cluster import init as _cluster_init
 from raftbox.testing.procs import free_port, proc_status_kb, quiet_port, wait_for  # noqa: F401
-from raftbox.tls import issue, make_ca
 
 HOST = "127.0.0.1"
 RAFTBOX = str(Path(sys.executable).with_name("raftbox"))
@@ -166,6 +164,13 @@ class UpServer:
         self.proc.stop()
 
 
+def make_bundles(out: Path, members: dict[int, tuple[str, int]]) -> dict[int, Path]:
+    """`raftbox cluster init --members ... --out out` (the same code): member id -> bundle."""
+    return {
+        i: Path(p) for i, p in zip(sorted(members), _cluster_init(str(out), members), strict=True)
+    }
+
+
 class Member:
     def __init__(self, i: int, base: Path) -> None:
         self.id = i
@@ -184,32 +189,27 @@ class Member:
 
 
 class ApiCluster:
-    """`n` members of `raftbox serve` (every role) with one CA, one admin token."""
+    """`n` members of `raftbox serve` (every role), each started with its bundle from
+    `raftbox cluster init` (`self.bundles`): one CA, one admin token, mutual TLS between
+    members."""
 
     def __init__(self, base: Path, n: int = 3, tick_ms: int = 20) -> None:
         self.base = base
         self.tick_ms = tick_ms
-        self.admin_token = "rbxadmin_" + secrets.token_urlsafe(24)  # never starts with "-"
         self.members = {i: Member(i, base) for i in range(1, n + 1)}
-        ca_cert, ca_key = make_ca("raftbox test cluster CA", valid_days=2)
-        cert_pem, key_pem = issue(ca_cert, ca_key, "raftbox", (HOST, "localhost"), valid_days=2)
-        from cryptography.hazmat.primitives import serialization
-
-        self.ca = str(base / "ca.pem")
-        Path(self.ca).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        self.cert, self.key = str(base / "server.pem"), str(base / "server.key")
-        Path(self.cert).write_bytes(cert_pem)
-        fd = os.open(self.key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key_pem)
+        self.bundles = make_bundles(
+            base / "bundles", {i: m.peer_addr for i, m in self.members.items()}
+        )
+        first = self.bundles[1]
+        self.admin_token = (first / "admin.token").read_text().strip()
+        self.ca = str(first / "ca.pem")
+        # Every member's server certificate names 127.0.0.1 and localhost: any one serves.
+        self.cert, self.key = str(first / "server.pem"), str(first / "server.key")
         # One block store for all: any member serves a download of blocks another one took.
         self.blocks = "file://" + str(base / "blocks")
-        peers = ",".join(f"{m.id}={HOST}:{m.peer_port}" for m in self.members.values())
         for m in self.members.values():
-            args = [RAFTBOX, "serve", "--node-id", str(m.id), "--data", str(m.data),
-                    "--listen", m.hostport, "--peer-listen", f"{HOST}:{m.peer_port}",
-                    "--peers", peers, "--admin-token", self.admin_token,
-                    "--tls-cert", self.cert, "--tls-key", self.key, "--blocks", self.blocks,
+            args = [RAFTBOX, "serve", "--cluster", str(self.bundles[m.id]), "--data", str(m.data),
+                    "--listen", m.hostport, "--blocks", self.blocks,
                     "--tick-ms", str(tick_ms)]  # fmt: skip
             m.proc = Proc(f"member {m.id}", args, base / f"m{m.id}.log")
 

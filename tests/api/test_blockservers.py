@@ -175,7 +175,7 @@ def _plain(hp: str, route: str, token: str, arg: dict, body: bytes = b"") -> req
 
 def test_upload_through_one_blockserver_download_through_the_other(fleet, tails_on_failure):
     _acct, token = procs.create_account_http(
-        fleet.hostport, fleet.cluster.ca, fleet.cluster.admin_token, "bs@example.test"
+        fleet.member.hostport, fleet.cluster.ca, fleet.cluster.admin_token, "bs@example.test"
     )
     a, b = fleet.bs_hostports
     body = data(6 * MiB + 5, seed=7)
@@ -201,7 +201,7 @@ def test_sdk_through_nginx_survives_losing_either_blockserver(fleet, tails_on_fa
     """The official SDK against nginx: uploads spread over the blockservers; with either one
     killed, everything still downloads through the other (and metadata comes from meta)."""
     _acct, token = procs.create_account_http(
-        fleet.hostport, fleet.cluster.ca, fleet.cluster.admin_token, "sdk-nginx@example.test"
+        fleet.member.hostport, fleet.cluster.ca, fleet.cluster.admin_token, "sdk-nginx@example.test"
     )
     dbx = connect(fleet.hostport, token, fleet.cluster.ca)
     files = {f"/n/f{i}.bin": data(MiB * (i + 1) + i, seed=20 + i) for i in range(4)}
@@ -236,7 +236,10 @@ def test_sdk_through_nginx_survives_losing_either_blockserver(fleet, tails_on_fa
 
 def test_native_protocol_through_nginx(fleet, tails_on_failure, tmp_path):
     _acct, token = procs.create_account_http(
-        fleet.hostport, fleet.cluster.ca, fleet.cluster.admin_token, "native-nginx@example.test"
+        fleet.member.hostport,
+        fleet.cluster.ca,
+        fleet.cluster.admin_token,
+        "native-nginx@example.test",
     )
     src = tmp_path / "src.bin"
     src.write_bytes(data(9 * MiB + 3, seed=40))
@@ -277,7 +280,7 @@ def test_native_protocol_through_nginx(fleet, tails_on_failure, tmp_path):
 
 def test_finish_batch_v2_through_a_blockserver(fleet, tails_on_failure):
     _acct, token = procs.create_account_http(
-        fleet.hostport, fleet.cluster.ca, fleet.cluster.admin_token, "batch-bs@example.test"
+        fleet.member.hostport, fleet.cluster.ca, fleet.cluster.admin_token, "batch-bs@example.test"
     )
     a, b = fleet.bs_hostports
     sids = []

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raftbox import cluster
 from raftbox.raft.kvclient import KVClient, KVError
 from raftbox.testing import FaultProxy
 
@@ -131,12 +132,18 @@ class Cluster:
         for i in range(1, n + 1):
             self._new_member(i)
         self.initial_ids = sorted(self.members)
+        # Mutual TLS between members: bundles from `raftbox cluster init`'s code (a member
+        # added later gets one from `add-member`'s); `--peers` still points members at proxies.
+        self.bundles = self.base_dir / "bundles"
+        cluster.init(str(self.bundles), {i: (HOST, m.peer_port) for i, m in self.members.items()})
         self.use_proxies = proxies
         self.links: dict[tuple[int, int], FaultProxy] = {}
 
     def _new_member(self, i: int, join: bool = False) -> Member:
         m = Member(i, self.base_dir / f"m{i}", self.base_dir / f"m{i}.log", join=join)
         self.members[i] = m
+        if join:
+            cluster.add_member(str(self.bundles), i, (HOST, m.peer_port))
         return m
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -193,7 +200,7 @@ class Cluster:
             _RAFTBOX,
             "raft-kv",
             "serve",
-            f"--id={i}",
+            f"--cluster={self.bundles / f'member-{i}'}",
             f"--data={m.data_dir}",
             f"--listen={HOST}:{m.client_port}",
             f"--peer-listen={m.peer_addr}",

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
+import ssl as ssl_
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from raftbox import cluster
 from raftbox.raft.kv import KVRequest, KVResponse
 from raftbox.raft.kvclient import KVClient, KVError
 from raftbox.raft.transport import Hello, RaftBatch, RpcRequest
@@ -428,18 +431,24 @@ def test_no_stale_read_from_deposed_leader(tmp_path: Path) -> None:
     run(body, 60)
 
 
-async def _send_and_wait_close(port: int, data: bytes, timeout_s: float = 10.0) -> None:
+async def _send_and_wait_close(
+    port: int, data: bytes, timeout_s: float = 10.0, ssl: ssl_.SSLContext | None = None
+) -> None:
     """Send `data`, half-close, and wait until the member closes the connection (it must: the
-    data breaks the protocol, or ends inside a frame)."""
-    reader, writer = await asyncio.open_connection(HOST, port)
+    data breaks the protocol, or ends inside a frame). Over TLS the half-close is the TCP one
+    (TLS has none): the member sees the stream end where the data ends."""
+    reader, writer = await asyncio.open_connection(HOST, port, ssl=ssl)
     try:
         writer.write(data)
         await writer.drain()
-        writer.write_eof()
+        if ssl is None:
+            writer.write_eof()
+        else:
+            writer.get_extra_info("socket").shutdown(socket.SHUT_WR)
         async with asyncio.timeout(timeout_s):
             while await reader.read(65536):
                 pass
-    except ConnectionError:
+    except (ConnectionError, ssl_.SSLError):
         pass
     finally:
         writer.transport.abort()
@@ -473,22 +482,25 @@ def _frame(payload: bytes) -> bytes:
 
 def test_garbage_on_peer_and_client_ports(tmp_path: Path) -> None:
     """Bytes that break either protocol cost the sender its connection, nothing more: the
-    member keeps serving and the cluster keeps working."""
+    member keeps serving and the cluster keeps working. The peer garbage is sent twice: in plain
+    TCP (the TLS handshake fails) and over TLS with member 2's certificate, past the Hello."""
     rng = random.Random(7)
     enc = msgspec.msgpack.encode
-    hello = _frame(enc(Hello(node_id=2)))
-    peer_garbage = [
-        rng.randbytes(64 * 1024),
-        b"\xff\xff\xff\xff" + rng.randbytes(100),  # a length far over the limit
-        LEN.pack(1000) + b"short",  # truncated frame
-        _frame(rng.randbytes(300)),  # not msgpack
-        _frame(enc([99, "what"])),  # unknown tag
-        hello + _frame(enc([2, [[1, 2, 3]]])),  # a batch of malformed messages
-        hello + _frame(enc(RaftBatch([]))) + _frame(rng.randbytes(50)),
-        hello + _frame(enc(RpcRequest(1, "propose", b"\xc1garbage"))),
-        hello + _frame(enc(RpcRequest(2, "no-such-method", b""))),
-        hello + _frame(enc(RpcRequest(3, "read_index", b"\x00"))) + b"\x00\x00",
-    ]
+
+    def peer_garbage_after(hello: bytes) -> list[bytes]:
+        return [
+            rng.randbytes(64 * 1024),
+            b"\xff\xff\xff\xff" + rng.randbytes(100),  # a length far over the limit
+            LEN.pack(1000) + b"short",  # truncated frame
+            _frame(rng.randbytes(300)),  # not msgpack
+            _frame(enc([99, "what"])),  # unknown tag
+            hello + _frame(enc([2, [[1, 2, 3]]])),  # a batch of malformed messages
+            hello + _frame(enc(RaftBatch([]))) + _frame(rng.randbytes(50)),
+            hello + _frame(enc(RpcRequest(1, "propose", b"\xc1garbage"))),
+            hello + _frame(enc(RpcRequest(2, "no-such-method", b""))),
+            hello + _frame(enc(RpcRequest(3, "read_index", b"\x00"))) + b"\x00\x00",
+        ]
+
     client_garbage = [
         rng.randbytes(64 * 1024),
         b"\xff\xff\xff\xff" + rng.randbytes(100),
@@ -510,9 +522,13 @@ def test_garbage_on_peer_and_client_ports(tmp_path: Path) -> None:
             await c.wait_leader()
             async with c.client() as kv:
                 await kv.put(b"before", b"1")
+            b2 = cluster.load_bundle(str(c.bundles / "member-2"))
+            as_member_2 = b2.peer_tls().client
+            hello = _frame(enc(Hello(node_id=2, cluster_id=b2.cluster_id)))
             for m in c.members.values():
-                for data in peer_garbage:
+                for data in peer_garbage_after(hello):
                     await _send_and_wait_close(m.peer_port, data)
+                    await _send_and_wait_close(m.peer_port, data, ssl=as_member_2)
                 for data in client_garbage:
                     await _send_and_wait_close(m.client_port, data)
                 frames = b"".join(_frame(enc(r)) for r in bad_requests + [KVRequest(5, "status")])

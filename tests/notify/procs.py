@@ -23,6 +23,7 @@ from typing import Any
 
 import requests
 
+from raftbox import cluster
 from raftbox.testing.procs import quiet_port, wait_for  # noqa: F401
 from raftbox.tls import issue, make_ca
 
@@ -132,11 +133,15 @@ class Net:
     def members(self, n: int, roles: str = "meta,block") -> list[Proc]:
         ports = [quiet_port() for _ in range(n)]
         peer_ports = [quiet_port() for _ in range(n)]
-        peers = ",".join(f"{i + 1}={HOST}:{p}" for i, p in enumerate(peer_ports))
+        # Peer TLS from `raftbox cluster init`'s code; the public certificate and the admin
+        # token stay the Net's (given explicitly, they override the bundle's).
+        bundles = cluster.init(
+            str(self.base / f"bundles-{len(self.procs)}"),
+            {i + 1: (HOST, p) for i, p in enumerate(peer_ports)},
+        )
         out = []
         for i in range(n):
-            argv = ["--node-id", str(i + 1), "--listen", f"{HOST}:{ports[i]}",
-                    "--peer-listen", f"{HOST}:{peer_ports[i]}", "--peers", peers,
+            argv = ["--cluster", bundles[i], "--listen", f"{HOST}:{ports[i]}",
                     "--roles", roles, "--admin-token", self.admin, "--tick-ms", "20",
                     "--blocks", f"file://{self.base / 'blocks'}",  # one store for all
                     *self.tls, *self.WAIT_CAP]  # fmt: skip

@@ -3,7 +3,9 @@
 The in-process sibling of tests/e2e/cluster.py: every member is a `RaftNode` with a durable log
 in its own directory and a `Recorder` state machine; with `proxies=True` (the default) member i
 is told that member j lives at the proxy of the link i -> j, so `isolate(i)` and `heal()` cut
-and restore what i can say and hear. Waiting is always for a condition with a deadline.
+and restore what i can say and hear. The members talk mutual TLS with bundles made by
+`raftbox cluster init`'s own code (`peer_tls(i)`; the external ids get bundles too). Waiting is
+always for a condition with a deadline.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from raftbox import cluster
 from raftbox.raft.messages import StateRole
 from raftbox.raft.node import NodeConfig, RaftNode
 from raftbox.raft.sessions import Command
@@ -87,6 +90,16 @@ class LocalCluster:
         self.external = dict(addresses or {})
         self.links: dict[tuple[int, int], FaultProxy] = {}
         self.nodes: dict[int, RaftNode] = {}
+        bundles = self.base / "bundles"
+        cluster.init(str(bundles), {j: self.addr(j) for j in [*self.ids, *self.external]})
+        self._tls = {
+            j: cluster.load_bundle(str(bundles / f"member-{j}")).peer_tls()
+            for j in [*self.ids, *self.external]
+        }
+
+    def peer_tls(self, i: int):
+        """Member i's `PeerTLS` (for a stand-in transport that must pass for member i)."""
+        return self._tls[i]
 
     def addr(self, i: int) -> tuple[str, int]:
         return self.external[i] if i in self.external else (HOST, self.ports[i])
@@ -125,6 +138,7 @@ class LocalCluster:
             tick_s=self.tick_s,
             election_ticks=self.election_ticks,
             seed=i,
+            peer_tls=self._tls[i],
             **self.node_kw,
         )
 

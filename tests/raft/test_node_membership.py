@@ -44,7 +44,11 @@ def test_a_removed_member_is_no_longer_dialed(tmp_path):
                 # The removed member keeps talking: a pre-vote at a stale term is answered (a
                 # rejection), and the answer is for member 3 — dropped, not dialed.
                 ghost = PeerTransport(
-                    3, (HOST, 0), {i: c.addr(i) for i in c.ids}, on_messages=lambda m: None
+                    3,
+                    (HOST, 0),
+                    {i: c.addr(i) for i in c.ids},
+                    on_messages=lambda m: None,
+                    tls=c.peer_tls(3),
                 )
                 await ghost.start()
                 before = fake.accepts

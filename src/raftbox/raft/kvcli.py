@@ -11,7 +11,7 @@ import sys
 
 from .kv import KVServer, KVStateMachine
 from .kvclient import KVClient, KVError
-from .node import NodeConfig, RaftNode
+from .node import NodeConfig, PeerPortRefused, RaftNode
 
 
 def parse_addr(s: str) -> tuple[str, int]:
@@ -36,15 +36,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     kv = p.add_subparsers(dest="kv_command", required=True)
 
     s = kv.add_parser("serve", help="run one member")
-    s.add_argument("--id", type=int, required=True)
+    s.add_argument(
+        "--cluster",
+        help="a member bundle DIR/member-N from `raftbox cluster init`: the id, the peers and "
+        "mutual TLS on the peer port",
+    )
+    s.add_argument("--id", type=int, help="member id (default: the bundle's)")
     s.add_argument("--data", required=True, help="data directory")
     s.add_argument("--listen", type=parse_addr, required=True, help="client HOST:PORT")
-    s.add_argument("--peer-listen", type=parse_addr, required=True, help="peer HOST:PORT")
+    s.add_argument(
+        "--peer-listen", type=parse_addr, help="peer HOST:PORT (default: the bundle's address)"
+    )
     s.add_argument(
         "--peers",
         type=parse_peers,
-        required=True,
-        help="advertised peer addresses: 1=HOST:PORT,2=HOST:PORT,...",
+        help="advertised peer addresses: 1=HOST:PORT,2=HOST:PORT,... (with --cluster: "
+        "overrides the bundle's address of the members named)",
+    )
+    s.add_argument(
+        "--insecure-plaintext-peers",
+        action="store_true",
+        help="BENCHMARKS ONLY: a plain-TCP peer port that trusts anyone who connects, "
+        "instead of --cluster; refused unless every peer address is a loopback address",
     )
     s.add_argument("--join", action="store_true", help="join an existing cluster (as a learner)")
     s.add_argument("--tick-ms", type=int, default=50)
@@ -77,11 +90,35 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    peer_tls = None
+    if args.cluster:
+        from ..cluster import BundleError, load_bundle
+
+        try:
+            bundle = load_bundle(args.cluster)
+        except BundleError as e:
+            raise SystemExit(f"error: --cluster: {e}") from None
+        if args.id not in (None, bundle.member_id):
+            raise SystemExit(f"error: --id {args.id}: the bundle is member {bundle.member_id}")
+        args.id = bundle.member_id
+        args.peers = {**bundle.members, **(args.peers or {})}
+        args.peer_listen = args.peer_listen or bundle.members[bundle.member_id]
+        peer_tls = bundle.peer_tls()
+    elif not args.insecure_plaintext_peers:
+        raise SystemExit(
+            "error: a raft-kv member needs mutual TLS on its peer port: make bundles with "
+            "`raftbox cluster init --members 1=HOST:PORT,... --out DIR` and pass "
+            "--cluster DIR/member-N"
+        )
+    if args.id is None or args.peer_listen is None or not args.peers:
+        raise SystemExit("error: give --cluster, or --id, --peer-listen and --peers")
     cfg = NodeConfig(
         node_id=args.id,
         data_dir=args.data,
         peer_listen=args.peer_listen,
         peers=args.peers,
+        peer_tls=peer_tls,
+        insecure_plaintext_peers=args.insecure_plaintext_peers and peer_tls is None,
         join=args.join,
         tick_s=args.tick_ms / 1000,
         election_ticks=args.election_ticks,
@@ -92,7 +129,10 @@ def _serve(args: argparse.Namespace) -> int:
         sm = KVStateMachine()
         stop = asyncio.Event()
         failed: list[BaseException] = []
-        node = RaftNode(cfg, sm, on_fatal=lambda e: (failed.append(e), stop.set()))
+        try:
+            node = RaftNode(cfg, sm, on_fatal=lambda e: (failed.append(e), stop.set()))
+        except PeerPortRefused as e:
+            raise SystemExit(f"error: {e}") from None
         await node.start()
         server = KVServer(node, sm, args.listen)
         addr = await server.start()

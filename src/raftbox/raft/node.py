@@ -49,6 +49,17 @@ the answer arrives). It is retired `retire_grace_ticks` after the removal was ap
 (`PeerTransport.retire_peer`: nothing new goes to it, the calls in flight finish, then it is
 forgotten and never redialed). A restarted node only dials current members.
 
+The peer port
+-------------
+A node opens its peer listener only with `NodeConfig.peer_tls` (mutual TLS with member
+certificates of the cluster CA, `raftbox.tls.PeerTLS`; a bundle from `raftbox cluster init`).
+A group whose only member is this node and that is not joining needs no listener and opens none
+without `peer_tls` (`raftbox up`); such a node refuses to add members. A node with other members
+(or joining) and no `peer_tls` refuses to start, naming `raftbox cluster init`.
+`insecure_plaintext_peers` is the one way around it — plain TCP, anyone who connects is trusted —
+for benchmarks against systems run the same way; it is refused unless every address involved is
+a loopback address.
+
 Commands and results
 --------------------
 A command is a `sessions.Command` `(client_id, seq, ack_below, stamp_ms, payload)`. `propose()`
@@ -87,6 +98,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from ..tls import PeerTLS
 from .core import Config, RawNode, Ready
 from .errors import NotLeader, ProposalDropped
 from .messages import (
@@ -150,6 +162,48 @@ class NodeConfig:
     max_inflight_msgs: int = 512
     max_size_per_msg_bytes: int = 1 << 20
     seed: int | None = None
+    peer_tls: PeerTLS | None = None  # mutual TLS on the peer port (see "The peer port")
+    insecure_plaintext_peers: bool = False  # loopback benchmarks only (see "The peer port")
+
+
+class PeerPortRefused(ValueError):
+    """The node would open a peer port it cannot authenticate."""
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _peer_listen(cfg: NodeConfig, members: set[int]) -> Address | None:
+    """Where the node listens for peers, or None (no listener); PeerPortRefused if insecure."""
+    others = (members or set(cfg.peers)) - {cfg.node_id}
+    if cfg.peer_tls is not None:
+        return cfg.peer_listen
+    if cfg.insecure_plaintext_peers:
+        hosts = [cfg.peer_listen[0], *(a[0] for a in cfg.peers.values())]
+        if not all(_is_loopback(h) for h in hosts):
+            raise PeerPortRefused(
+                "insecure plaintext peers are refused on a non-loopback address "
+                f"({', '.join(h for h in hosts if not _is_loopback(h))})"
+            )
+        log.warning(
+            "node %d: PLAINTEXT PEER PORT, NO AUTHENTICATION (benchmarks only)", cfg.node_id
+        )
+        return cfg.peer_listen
+    if cfg.join or others:
+        raise PeerPortRefused(
+            f"node {cfg.node_id} has peers ({', '.join(map(str, sorted(others))) or 'joining'}) "
+            "but no peer TLS: make a cluster bundle with `raftbox cluster init` and start each "
+            "member with its bundle (`raftbox serve --cluster DIR/member-N`)"
+        )
+    return None  # a single-member group: nobody to talk to, nothing to listen for
 
 
 class _Envelope(msgspec.Struct, array_like=True):
@@ -205,9 +259,15 @@ class RaftNode:
             )
         )
         members = self._members()
+        try:
+            listen = _peer_listen(cfg, members)
+        except PeerPortRefused:
+            self.disk.close()
+            raise
+        self.has_peer_port = listen is not None
         self.transport = PeerTransport(
             self.id,
-            cfg.peer_listen,
+            listen,
             {
                 p: a
                 for p, a in self.addresses.items()
@@ -217,6 +277,7 @@ class RaftNode:
             on_unreachable=self._on_unreachable,
             rpc_handler=self._on_rpc,
             rng=self.rng,
+            tls=cfg.peer_tls,
             **transport_kw,
         )
         self.client_id = self.rng.getrandbits(63) | 1
@@ -709,6 +770,8 @@ class RaftNode:
         self, kind: ConfChangeType, node_id: int, addr: Address | None, timeout_s: float = 10.0
     ) -> None:
         """Add a learner, promote to voter, or remove a member (forwarded to the leader)."""
+        if kind != ConfChangeType.REMOVE:
+            self._check_can_add()
         if self.role != StateRole.LEADER:
             leader = await self._wait_leader(timeout_s)
             payload = msgspec.msgpack.encode((int(kind), node_id, addr))
@@ -732,6 +795,7 @@ class RaftNode:
 
     async def add_member(self, node_id: int, addr: Address, timeout_s: float = 30.0) -> None:
         """Add a member as a learner, wait until it caught up, then promote it to voter."""
+        self._check_can_add()
         if self.role != StateRole.LEADER:
             # Only the leader knows how far the learner got: it runs both steps.
             leader = await self._wait_leader(timeout_s)
@@ -755,6 +819,13 @@ class RaftNode:
         await self.change_member(
             ConfChangeType.ADD_VOTER, node_id, addr, max(1.0, deadline - time.monotonic())
         )
+
+    def _check_can_add(self) -> None:
+        if not self.has_peer_port:
+            raise NodeError(
+                f"node {self.id} has no peer port (no peer TLS): it cannot add members; "
+                "start it with a cluster bundle (`raftbox cluster init`)"
+            )
 
     async def remove_member(self, node_id: int, timeout_s: float = 10.0) -> None:
         await self.change_member(ConfChangeType.REMOVE, node_id, None, timeout_s)

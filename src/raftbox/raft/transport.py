@@ -37,6 +37,17 @@ went out on — and the peer is removed like `remove_peer` as soon as the last o
 fails or times out. Either way it is never dialed again unless `set_peer` adds it back (which also
 cancels a retirement still waiting for its calls).
 
+Authentication (`tls=PeerTLS`, see `raftbox.tls`): both ends run TLS 1.3 with certificates of the
+cluster CA, and a member is who its certificate says. The listener refuses a connection without
+a client certificate of the CA (the handshake fails), and one whose certificate does not name,
+for this cluster, the member id its `Hello` claims: it is closed, logged once at warning, and
+nothing after the Hello is decoded. The dialer checks that the listener's certificate names the
+member it meant to dial before it sends anything. Host names are never checked: addresses may be
+proxies that pass TLS through. Without `tls` (or with the bare `ssl_server`/`ssl_client`
+contexts, which verify the CA but no member id) the transport trusts what the Hello says: that is
+for in-process tests only — `RaftNode` does not open a peer listener without `PeerTLS`.
+`listen=None` opens no listener at all (a node that only dials, or none of either).
+
 Inbound connections are trusted with nothing: the first frame must be a valid `Hello` within
 `hello_timeout_s`; a frame whose length prefix exceeds `max_frame_bytes` is refused before its body
 is read (nothing is allocated from an unchecked length); an undecodable or unexpected frame closes
@@ -92,6 +103,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from ..tls import PeerTLS
 from .messages import Message
 
 log = logging.getLogger(__name__)
@@ -298,7 +310,7 @@ class PeerTransport:
     def __init__(
         self,
         node_id: int,
-        listen: Address,
+        listen: Address | None,
         peers: dict[int, Address] | None = None,
         *,
         on_messages: OnMessages,
@@ -306,6 +318,7 @@ class PeerTransport:
         rpc_handler: RpcHandler | None = None,
         ssl_server: ssl.SSLContext | None = None,
         ssl_client: ssl.SSLContext | None = None,
+        tls: PeerTLS | None = None,
         cluster_id: str = "",
         max_frame_bytes: int = 16 * 1024 * 1024,
         send_queue_max_msgs: int = 4096,
@@ -329,6 +342,17 @@ class PeerTransport:
         self._on_messages = on_messages
         self._on_unreachable = on_unreachable
         self._rpc_handler = rpc_handler
+        if tls is not None:
+            if (
+                ssl_server is not None
+                or ssl_client is not None
+                or cluster_id not in ("", tls.cluster_id)
+            ):
+                raise ValueError(
+                    "give tls=PeerTLS, or bare ssl contexts and a cluster id, not both"
+                )
+            ssl_server, ssl_client, cluster_id = tls.server, tls.client, tls.cluster_id
+        self._tls = tls
         self._ssl_server = ssl_server
         self._ssl_client = ssl_client
         self._cluster_id = cluster_id
@@ -408,11 +432,19 @@ class PeerTransport:
     def listen_addr(self) -> Address:
         """The bound (host, port); with port 0 asked for, the port the OS chose."""
         if self._listen_addr is None:
-            raise TransportClosed("not started")
+            raise TransportClosed("not started" if self._listen else "not listening (listen=None)")
         return self._listen_addr
 
     async def _run(self, started: asyncio.Future[None]) -> None:
         try:
+            if self._listen is None:
+                async with asyncio.TaskGroup() as tg:
+                    self._tg = tg
+                    for peer in self._peers.values():
+                        self._start_peer(peer)
+                    started.set_result(None)
+                    await asyncio.Future()  # until close() cancels us
+                return
             try:
                 server = await asyncio.start_server(
                     self._accept,
@@ -738,6 +770,10 @@ class PeerTransport:
         self, peer: _Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> BaseException:
         """Run the writer and the reader of one outbound connection until either ends."""
+        if self._tls is not None:
+            named = self._tls.member_of(writer.get_extra_info("ssl_object"))
+            if named != peer.id:
+                return _FrameError(f"its certificate names member {named}, not node {peer.id}")
         _set_nodelay(writer)
         _write(writer, self._hello_frame)
         async with asyncio.TaskGroup() as tg:
@@ -825,6 +861,12 @@ class PeerTransport:
             _set_nodelay(writer)
             async with asyncio.timeout(self._hello_timeout_s):
                 hello = self._check_hello(await self._read_envelope(reader), None)
+            if self._tls is not None:
+                named = self._tls.member_of(writer.get_extra_info("ssl_object"))
+                if named != hello.node_id:
+                    raise _FrameError(
+                        f"Hello claims node {hello.node_id}, its certificate names member {named}"
+                    )
             who = f"node {hello.node_id} at {who}"
             _write(writer, self._hello_frame)
             while True:
