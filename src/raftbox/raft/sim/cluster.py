@@ -63,7 +63,6 @@ from ..messages import (
     EntryType,
     Message,
     MessageType,
-    Snapshot,
     StateRole,
 )
 from .faults import Disk, Network
@@ -344,7 +343,7 @@ class Sim:
         st = m.disk.cache
         snap = st.snapshot()
         if m.sm is None or snap.meta.index > m.sm.index:
-            m.sm = self._sm_from_snapshot(m, snap)
+            m.sm = self.inv.restore(m, snap)
         m.node = node = self._new_node(m, applied=m.sm.index)
         floor = max(st.hard_state.commit, snap.meta.index)
         if self.p.durable_sm:
@@ -445,7 +444,7 @@ class Sim:
         self._send(rest)
         # 3. Apply.
         if rd.snapshot is not None:
-            m.sm = self._sm_from_snapshot(m, rd.snapshot)
+            m.sm = self.inv.restore(m, rd.snapshot)
             if rd.snapshot.meta.index > 1:
                 self.n_installs += 1
         stop = rng.randint(0, len(rd.committed_entries)) if crash == "apply" else -1
@@ -463,9 +462,6 @@ class Sim:
         m.node.advance(rd)
         self.inv.after_advance(m)
         self._check(m)
-
-    def _sm_from_snapshot(self, m: Member, snap: Snapshot) -> StateMachine:
-        return self.inv.restore(m, snap)
 
     def _apply_entry(self, m: Member, e: Entry) -> None:
         self.inv.before_apply(m, e)
