@@ -92,6 +92,7 @@ class SqliteWork:
         self._db: sqlite3.Connection = store._db
         self._ops = ops
         self.units = 0
+        self._seen = 0  # units at the last delta()
 
     def _tick(self) -> int:
         self.units += 1
@@ -106,6 +107,5 @@ class SqliteWork:
 
     def delta(self) -> int:
         """The units since the last call (per-page work in a loop)."""
-        seen = getattr(self, "_seen", 0)
-        self._seen = self.units
+        seen, self._seen = self._seen, self.units
         return self.units - seen
