@@ -26,7 +26,12 @@ A violation raises `SimFailure(invariant, detail)`; the run stops and the report
 | commit monotonicity   | a member's commit index never goes back, not even over a restart |
 | durability            | every applied entry is still held by a majority at the end       |
 | ReadIndex             | a read's index covers everything applied before it was asked     |
-| liveness              | after healing, a leader appears and commits (cluster.py)         |
+| liveness              | after healing, a leader appears and commits (cluster.py); with   |
+|                       | the clocks stopped, the cluster goes quiet (no message storm)    |
+
+`Invariant.LEADER_APPEND_ONLY` (Figure 3) has no check of its own here: a leader that rewrote an
+entry of its term breaks log matching, but one that only dropped entries would go unseen until
+it broke another claim; tests/raft/test_paper.py checks it directly on its random runs.
 
 Any exception from the core (`RaftInvariantError`, an assertion, anything else) is a failure
 too, reported as `exception`.
