@@ -9,7 +9,6 @@ the cluster afterwards runs on one whose leader was killed and replaced.
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -39,6 +38,16 @@ def wait_all_serve(c: procs.ApiCluster, t: Target, acct: Account, timeout_s: flo
         procs.wait_for(ok, timeout_s, "every member serves reads and writes", poll_s=0.1)
     except TimeoutError as e:
         raise AssertionError(f"{e}\n{c.tails()}") from None
+
+
+def serves_at_first_try(acct: Account) -> None:
+    """One linearizable read and one write through every member, each at its first try: no
+    retry, and a client timeout (30 s) above the server's own bound on a stalled request (the
+    meta role's write timeout, 10 s), so a stall shows as that request's 503."""
+    for i in MEMBERS:
+        dbx = acct.dbx(i, max_retries_on_error=0, timeout=30)
+        dbx.files_list_folder("", limit=1)
+        dbx.files_upload(b"%d" % i, f"/.health/{i}", mode=files.WriteMode.overwrite)
 
 
 def test_read_through_another_member_sees_the_write(cluster_target: Target) -> None:
@@ -72,12 +81,11 @@ def test_no_majority_fails_with_503_after_a_bounded_wait(
         cluster.kill9(1)
         cluster.kill9(3)
 
-        def timed(fn):
-            t0 = time.monotonic()
+        def outcome(fn):
             try:
-                return fn(), time.monotonic() - t0
+                return fn()
             except Exception as e:  # noqa: BLE001 - returned to the test
-                return e, time.monotonic() - t0
+                return e
 
         calls = [
             lambda: raw.post(
@@ -95,27 +103,23 @@ def test_no_majority_fails_with_503_after_a_bounded_wait(
             ),
             lambda: dbx.files_create_folder_v2("/q/folder"),
         ]
+        # The wait is bounded by the server, not by the client: each call gets the server's
+        # own 503 (the raw calls would raise a timeout after their 60 s instead of returning a
+        # response; the SDK would raise a ReadTimeout, not an InternalServerError).
         with ThreadPoolExecutor(len(calls)) as pool:
-            results = list(pool.map(timed, calls))
-        (read, t_read), (write, t_write), (sdk_err, t_sdk) = results
+            read, write, sdk_err = pool.map(outcome, calls)
         assert isinstance(read, requests.Response) and read.status_code == 503, read
         assert isinstance(write, requests.Response) and write.status_code == 503, write
         assert isinstance(sdk_err, exceptions.InternalServerError), sdk_err
         assert sdk_err.status_code == 503
-        print(f"503 after {t_read:.1f}s (read), {t_write:.1f}s (write), {t_sdk:.1f}s (SDK)")
-        for t in (t_read, t_write, t_sdk):
-            assert t < 30, f"took {t:.1f}s"
     finally:
         raw.close()
-        t0 = time.monotonic()
         cluster.restart(*[i for i in (1, 3) if not cluster.proc(i).alive])
-        t1 = time.monotonic()
-    # Once a majority is back, every member (the one that was cut off too) serves again within
-    # a few election timeouts and transport back-offs — not after a stalled request's timeout.
-    wait_all_serve(cluster, cluster_target, acct, timeout_s=60)
-    recovered_s = time.monotonic() - t1
-    print(f"restart {t1 - t0:.1f}s, every member serving {recovered_s:.1f}s later")
-    assert recovered_s < 8, f"members took {recovered_s:.1f}s to serve again"
+    # Once a majority is back and the members agree on a leader, every member (the one that was
+    # cut off too) serves at its first try: no request waits out a stalled request's timeout
+    # and fails with 503. (How soon they recover is a benchmark's question, not a test's.)
+    cluster.leader(timeout_s=60)
+    serves_at_first_try(acct)
     # nothing was acknowledged, so nothing but what was written before is required; a write
     # that got 503 may or may not have been applied — but it is whole if it was
     dbx2 = acct.dbx(0)

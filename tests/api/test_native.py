@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import subprocess
+from pathlib import Path
 
 from raftbox.blocks import CDC
 from raftbox.blocks.chunker import chunk_bytes
@@ -50,14 +52,31 @@ def test_native_round_trip_and_no_leak(target: Target, tmp_path) -> None:
     assert a.dbx().files_get_metadata("/n/f.bin").size == len(body)
 
 
-def test_admin_gc_from_the_command_line(up: procs.UpServer, cluster: procs.ApiCluster) -> None:
+def blocks_on_disk(root: Path) -> int:
+    """The block files of a file:// store, counted from its layout (ab/cd/abcd...)."""
+    name = re.compile(r"[0-9a-f]{64}")
+    return sum(
+        1
+        for f in root.glob("??/??/*")
+        if name.fullmatch(f.name) and f.name[:2] == f.parent.parent.name and f.is_file()
+    )
+
+
+def test_admin_gc_from_the_command_line(
+    up: procs.UpServer, up_target: Target, cluster: procs.ApiCluster
+) -> None:
+    before = blocks_on_disk(up.data / "blocks")
+    up_target.new_account("gc").dbx().files_upload(data(2 * MiB, seed=12), "/gc/f.bin")
+    on_disk = blocks_on_disk(up.data / "blocks")
+    assert on_disk > before
     r = subprocess.run(
         [procs.RAFTBOX, "admin", "gc", "--data", str(up.data)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert report["listed"] >= 0 and report["deleted"] == 0  # nothing is past its grace period
+    assert report["listed"] == on_disk  # it saw every block in the store
+    assert report["deleted"] == 0  # nothing is past its grace period
     live = next(i for i in cluster.members if cluster.proc(i).alive)
     r = subprocess.run(
         [procs.RAFTBOX, "admin", "gc", "--server", f"https://{cluster.members[live].hostport}",
@@ -65,4 +84,6 @@ def test_admin_gc_from_the_command_line(up: procs.UpServer, cluster: procs.ApiCl
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["deleted"] == 0
+    report = json.loads(r.stdout)
+    assert report["listed"] == blocks_on_disk(Path(cluster.blocks.removeprefix("file://")))
+    assert report["deleted"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 
 from raftbox.meta.commands import (
     BlockRef,
@@ -76,3 +77,35 @@ def content_dump(store: MetaStore) -> dict:
     for t in ("kv", "client_sessions", "client_results"):
         d.pop(t)
     return d
+
+
+class SqliteWork:
+    """Counts the work SQLite does inside a `with` block, without a clock.
+
+    SQLite calls a progress handler every `ops` virtual-machine instructions; every row a
+    statement visits costs instructions, so `units` grows with the rows scanned, and is the
+    same on every run and every machine. Tests compare it at n and 2n to show that work grows
+    linearly (or stays flat), which a wall-clock limit cannot show reliably.
+    """
+
+    def __init__(self, store: MetaStore, ops: int = 16) -> None:
+        self._db: sqlite3.Connection = store._db
+        self._ops = ops
+        self.units = 0
+        self._seen = 0  # units at the last delta()
+
+    def _tick(self) -> int:
+        self.units += 1
+        return 0  # non-zero would abort the statement
+
+    def __enter__(self) -> SqliteWork:
+        self._db.set_progress_handler(self._tick, self._ops)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._db.set_progress_handler(None, 0)
+
+    def delta(self) -> int:
+        """The units since the last call (per-page work in a loop)."""
+        seen, self._seen = self._seen, self.units
+        return self.units - seen

@@ -12,6 +12,7 @@ leader's no-op is index 2.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import pytest
 
@@ -27,6 +28,7 @@ from raftbox.raft.messages import (
     MessageType,
     StateRole,
 )
+from raftbox.raft.sim import Invariant
 from raftbox.raft.storage import MemoryStorage
 
 MT = MessageType
@@ -567,6 +569,15 @@ def test_entries_of_previous_terms_commit_once_an_entry_of_the_current_term_comm
 
 
 # == The safety properties (§5.4.3), checked on seeded random runs ==================================
+@dataclass(frozen=True)
+class Violation:
+    """What a random run saw go wrong: which property (named as the simulator names it), and
+    the details for a person. Checks match on `invariant`, never on the wording of `detail`."""
+
+    invariant: Invariant
+    detail: str
+
+
 class RandomRun:
     """A 5-member cluster under random ticks, proposals, message loss and reordering,
     partitions and crashes; records what the safety properties talk about."""
@@ -578,7 +589,7 @@ class RandomRun:
         self.leaders: dict[int, int] = {}  # term -> leader
         self.committed_in: dict[int, tuple[int, int]] = {}  # index -> (entry term, commit term)
         self.leader_logs: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        self.violations: list[str] = []
+        self.violations: list[Violation] = []
         self.proposed = 0
         for _ in range(steps):
             self.step()
@@ -636,14 +647,21 @@ class RandomRun:
             n = mem.node
             if n.role == LEADER:
                 if self.leaders.setdefault(n.term, i) != i:
-                    self.violations.append(f"two leaders in term {n.term}")
+                    self.violations.append(
+                        Violation(Invariant.ELECTION_SAFETY, f"two leaders in term {n.term}")
+                    )
                 log = [(e.index, e.term) for e in log_entries(h, i)]
                 prev = self.leader_logs.get((i, n.term))
                 if prev is not None:
                     first = n.log.first_index()  # compaction may drop a prefix, nothing else
                     kept = [(x, t) for x, t in prev if x >= first]
                     if log[: len(kept)] != kept:
-                        self.violations.append(f"leader {i} of term {n.term} rewrote its log")
+                        self.violations.append(
+                            Violation(
+                                Invariant.LEADER_APPEND_ONLY,
+                                f"leader {i} of term {n.term} rewrote its log",
+                            )
+                        )
                 self.leader_logs[(i, n.term)] = log
                 for idx in range(n.log.first_index(), n.log.committed + 1):
                     self.committed_in.setdefault(idx, (n.log.term(idx), n.term))
@@ -652,13 +670,20 @@ class RandomRun:
     def logs(self) -> dict[int, dict[int, int]]:
         return {i: {e.index: e.term for e in log_entries(self.h, i)} for i in self.h.members}
 
+    def violations_of(self, invariant: Invariant) -> list[Violation]:
+        return [v for v in self.violations if v.invariant is invariant]
+
+
+def check_no_violation_of_any_kind(run: RandomRun) -> None:
+    assert run.violations == []
+
 
 def check_election_safety(run: RandomRun) -> None:
-    assert not [v for v in run.violations if "two leaders" in v]
+    assert run.violations_of(Invariant.ELECTION_SAFETY) == []
 
 
 def check_leader_append_only(run: RandomRun) -> None:
-    assert not [v for v in run.violations if "rewrote" in v]
+    assert run.violations_of(Invariant.LEADER_APPEND_ONLY) == []
 
 
 def check_log_matching(run: RandomRun) -> None:
@@ -693,6 +718,7 @@ def check_state_machine_safety(run: RandomRun) -> None:
 
 
 SAFETY_CHECKS = (
+    check_no_violation_of_any_kind,
     check_election_safety,
     check_leader_append_only,
     check_log_matching,
@@ -713,6 +739,10 @@ def test_random_runs_elect_leaders_and_commit(run):
     assert len(run.leaders) >= 3 and len(run.committed_in) >= 30, (run.leaders, run.committed_in)
 
 
+def test_random_runs_see_no_violation_of_any_kind(run):
+    check_no_violation_of_any_kind(run)
+
+
 def test_election_safety_at_most_one_leader_per_term(run):
     check_election_safety(run)
 
@@ -731,6 +761,33 @@ def test_leader_completeness_committed_entries_are_in_every_later_leaders_log(ru
 
 def test_state_machine_safety_no_two_servers_apply_different_entries_at_an_index(run):
     check_state_machine_safety(run)
+
+
+def test_the_random_run_observer_names_each_violation_it_sees():
+    # The checks above can fail: the observer records two leaders of one term, and a leader
+    # whose log lost an entry it held, each under its own invariant.
+    run = RandomRun(0, steps=0)
+    run.h.campaign(1)
+    run.observe()
+    assert run.violations == [] and run.leaders == {2: 1}
+    run.leaders[2] = 5  # as if member 5 had led term 2 before
+    run.observe()
+    assert [v.invariant for v in run.violations] == [Invariant.ELECTION_SAFETY]
+    with pytest.raises(AssertionError):
+        check_election_safety(run)
+    check_leader_append_only(run)  # a different property: not this check's business
+    with pytest.raises(AssertionError):
+        check_no_violation_of_any_kind(run)
+
+    run = RandomRun(0, steps=0)
+    run.h.campaign(1)
+    run.observe()
+    run.leader_logs[(1, 2)].append((99, 2))  # as if it had held entry 99 of term 2
+    run.observe()
+    assert [v.invariant for v in run.violations] == [Invariant.LEADER_APPEND_ONLY]
+    with pytest.raises(AssertionError):
+        check_leader_append_only(run)
+    check_election_safety(run)
 
 
 # == §6 Cluster membership changes =================================================================

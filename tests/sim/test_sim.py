@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from raftbox.raft.progress import Progress
-from raftbox.raft.sim import VARIANTS, main, run_seed
+from raftbox.raft.sim import VARIANTS, Invariant, main, run_seed
 
 CI_SEEDS = 300
 CI_STEPS = 4000
@@ -30,6 +30,15 @@ CAUGHT_WITHIN = {
     "vote-not-persisted": 60,
     "commit-on-unpersisted": 60,
     "no-log-check": 10,
+}
+
+# variant -> the invariants that may catch it (what it breaks, or what its bug makes it send).
+CAUGHT_BY = {
+    "commit-old-term": {Invariant.LEADER_COMPLETENESS, Invariant.COMMIT_SAFETY},
+    "double-vote": {Invariant.ELECTION_SAFETY, Invariant.DURABLE_BEFORE_ANSWER},
+    "vote-not-persisted": {Invariant.DURABLE_BEFORE_ANSWER, Invariant.ELECTION_SAFETY},
+    "commit-on-unpersisted": {Invariant.COMMIT_DURABILITY},
+    "no-log-check": {Invariant.LEADER_COMPLETENESS, Invariant.COMMIT_SAFETY},
 }
 
 
@@ -45,7 +54,7 @@ def test_correct_core_keeps_every_invariant_over_many_seeds():
 
 
 def test_every_broken_variant_has_a_test():
-    assert set(CAUGHT_WITHIN) == set(VARIANTS) - {"correct"}
+    assert set(CAUGHT_WITHIN) == set(CAUGHT_BY) == set(VARIANTS) - {"correct"}
 
 
 @pytest.mark.parametrize("variant", sorted(CAUGHT_WITHIN))
@@ -54,7 +63,9 @@ def test_broken_core_is_caught(variant: str):
         res = run_seed(seed, CI_STEPS, variant)
         if not res.ok:
             print(f"\n{variant}: caught by seed {seed} [{res.invariant}]\n{res.report}")
+            assert res.invariant in CAUGHT_BY[variant], res.report
             assert f"seed={seed}" in res.report
+            assert f"[{res.invariant}]" in res.report
             assert f"--seed {seed}" in res.report and f"--variant {variant}" in res.report
             return
     pytest.fail(f"{variant} survived seeds 0..{CAUGHT_WITHIN[variant] - 1}: the simulator is blind")
@@ -98,12 +109,24 @@ def test_a_run_does_not_depend_on_the_process_hash_seed():
     assert len(outs) == 1
 
 
+def test_python_dash_m_runs_the_package():
+    out = subprocess.run(
+        [sys.executable, "-m", "raftbox.raft.sim", "--seeds", "2", "--steps", "300", "-j", "2"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("sim: 2 seeds from 0 variant=correct: 0 violations")
+
+
 def test_cli_exit_status_and_failure_report(capsys):
     assert main(["--seeds", "2", "--steps", "500"]) == 0
     assert "2 seeds from 0" in capsys.readouterr().out
     assert main(["--seeds", "1", "--seed", "0", "--variant", "double-vote"]) == 1
     out = capsys.readouterr().out
     assert "FAIL seed=0 variant=double-vote" in out
-    assert "[durable before answer]" in out or "[election safety]" in out
+    res = run_seed(0, variant="double-vote")
+    assert res.invariant in CAUGHT_BY["double-vote"]
+    assert f"[{res.invariant}]" in out
     assert "replay: python -m raftbox.raft.sim --seeds 1 --seed 0 --variant double-vote" in out
     assert "1 violations" in out

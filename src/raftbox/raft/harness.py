@@ -6,7 +6,7 @@ order (persist, send, apply, advance); sent messages go to a shared queue that `
 drains, unless a link is cut (`isolate`, `cut`) or a filter drops them. Everything is
 deterministic: the only randomness is each member's seeded `random.Random`.
 
-This is the etcd `network` test helper; the randomized simulator lives in `sim.py`.
+This is the etcd `network` test helper; the randomized simulator lives in `sim/`.
 """
 
 from __future__ import annotations

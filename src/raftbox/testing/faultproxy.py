@@ -4,7 +4,8 @@
 traffic can be changed at any time, and applies to connections already open:
 
 * `delay_s`   — each chunk is forwarded `delay_s` after it was read (latency, not a bandwidth cap:
-  chunks are pipelined, order is kept).
+  chunks are pipelined, order is kept). A new value applies to the chunks already held too:
+  lowering it releases them sooner.
 * `drop_p`    — for each chunk, the probability that the whole connection is cut (both sides
   closed) instead of forwarding it.
 * `block(direction)` / `unblock(direction)` — discard what flows one way (`UP` = client to target,
@@ -14,8 +15,9 @@ traffic can be changed at any time, and applies to connections already open:
   with `blackhole=True` new connections are accepted and their bytes swallowed, never answered,
   like packets lost in the network. `heal()` ends it and cuts the blackholed connections.
 
-`accepted` and `discarded_bytes` count connections and swallowed bytes, so a test can wait for
-a fault to have happened instead of sleeping.
+`accepted`, `discarded_bytes` and `held_chunks` count connections, swallowed bytes and chunks
+read but not yet forwarded, so a test can wait for a fault to have happened instead of sleeping
+or timing it.
 
 As a process (for tests that run real members)::
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import enum
 import random
 import sys
@@ -77,7 +80,8 @@ class FaultProxy:
     ) -> None:
         self._listen = listen
         self.target = target
-        self.delay_s = delay_s
+        self._delay_s = delay_s
+        self._delay_changed = asyncio.Event()  # set (and replaced) when delay_s changes
         self.drop_p = drop_p
         self._connect_timeout_s = connect_timeout_s
         self._rng = rng or random.Random()
@@ -90,6 +94,17 @@ class FaultProxy:
         self._addr: Address | None = None
         self.accepted = 0  # connections accepted, for tests
         self.discarded_bytes = 0  # swallowed by a block or a blackhole, for tests
+        self.held_chunks = 0  # read and not yet forwarded (the delay), for tests
+
+    @property
+    def delay_s(self) -> float:
+        return self._delay_s
+
+    @delay_s.setter
+    def delay_s(self, value: float) -> None:
+        self._delay_s = value
+        changed, self._delay_changed = self._delay_changed, asyncio.Event()
+        changed.set()  # the chunks waiting out the old delay look again
 
     @property
     def address(self) -> Address:
@@ -230,31 +245,40 @@ class FaultProxy:
                         conn.gapped.add(direction)
                         self.discarded_bytes += len(data)
                         continue
-                    await pipe.put((loop.time() + self.delay_s, data))
+                    self.held_chunks += 1
+                    await pipe.put((loop.time(), data))
             except OSError:
                 conn.cut()
             await pipe.put(None)
 
-    @staticmethod
     async def _deliver(
-        conn: _Conn, pipe: asyncio.Queue[tuple[float, bytes] | None], dst: asyncio.StreamWriter
+        self,
+        conn: _Conn,
+        pipe: asyncio.Queue[tuple[float, bytes] | None],
+        dst: asyncio.StreamWriter,
     ) -> None:
         loop = asyncio.get_running_loop()
         try:
             while (item := await pipe.get()) is not None:
-                due, data = item
-                if (wait_s := due - loop.time()) > 0:
-                    await asyncio.sleep(wait_s)
-                if dst.is_closing():  # uvloop raises on a write to a closed transport
-                    raise ConnectionResetError("connection closed")
-                dst.write(data)
+                read_at, data = item
+                try:
+                    while (wait_s := read_at + self._delay_s - loop.time()) > 0:
+                        changed = self._delay_changed
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(wait_s):
+                                await changed.wait()
+                    if dst.is_closing():  # uvloop raises on a write to a closed transport
+                        raise ConnectionResetError("connection closed")
+                    dst.write(data)
+                finally:
+                    self.held_chunks -= 1
                 await dst.drain()
             if dst.can_write_eof() and not dst.is_closing():
                 dst.write_eof()  # pass the half-close on
         except OSError:
             conn.cut()
             while await pipe.get() is not None:  # let the reader finish
-                pass
+                self.held_chunks -= 1
 
 
 # --- the command line ---------------------------------------------------------------------------

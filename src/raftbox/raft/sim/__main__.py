@@ -1,0 +1,7 @@
+"""`python -m raftbox.raft.sim`: see `cli.py`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
