@@ -12,6 +12,11 @@ unreachable. `watch` runs passes whenever the folder changes (filesystem events 
 not needed), plus a periodic pass; when the OS runs out of watches it falls back to periodic
 scans with one message.
 
+Entries of the server's tree this client cannot represent here (a name or path too long for
+this file system, nested too deep, a name or metadata no client could hold: `limits`,
+`remote.Held`) are held out of the plan on every side and reported once per run beside the
+local entries that cannot be synced; everything else keeps syncing.
+
 Safety around the pass:
 - one process per folder: `DIR/.raftbox/lock` is held (flock) for the engine's lifetime; a
   second `raftbox sync` on the same folder fails at once with a clear message;
@@ -36,12 +41,22 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from raftbox.blocks.chunker import CDC, Chunking
+from raftbox.meta.paths import MalformedPath
 
 from .config import Config
 from .executor import TMP_DIR, Counters, Executor, Progress, clean_tmp
 from .index import STATE_DIR, Index
+from .limits import held_entries
+from .localfs import local_limits
 from .planner import OpKind, Plan, plan
-from .remote import Remote, RemoteError, ServerUnavailable, refresh_remote, remote_node
+from .remote import (
+    Remote,
+    RemoteError,
+    ServerUnavailable,
+    printable,
+    refresh_remote,
+    remote_node,
+)
 from .scanner import ScanResult, load_rules, scan
 from .trees import Node, Tree, agreed, path_key, same_content
 
@@ -171,6 +186,7 @@ class SyncEngine:
         self.remote_tree = Tree()  # as the last plan saw it
         self.rules = load_rules(self.root)
         self._told: set[tuple[str, str]] = set()  # skipped entries already reported
+        self.limits = local_limits(self.root)
         self._lock_fd: int | None = None
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -265,6 +281,8 @@ class SyncEngine:
         if "/" in result.unknown:
             why = dict(result.skipped).get("/", "cannot list it")
             raise SyncError(f"{self.root}: {why}; nothing was synced")
+        held = self.held(remote_tree)
+        result.skipped.extend((printable(path), why) for path, why in held)
         p = plan(
             result.tree,
             remote_tree,
@@ -274,10 +292,16 @@ class SyncEngine:
             max_delete_share=self.opt.max_delete_share,
             max_delete_floor=self.opt.max_delete_floor,
             ignore=rules,
-            hold=result.unknown,
+            hold=[*result.unknown, *(path for path, _ in held)],
         )
         self.rules = rules
         return p, result
+
+    def held(self, remote_tree: Tree) -> list[tuple[str, str]]:
+        """(path, reason) of the server's entries this client cannot represent here (see
+        `limits`): held out of the plan, with whatever this side has at their paths."""
+        assert self.index is not None
+        return [*self.index.held_all(), *held_entries(remote_tree.nodes(), self.limits)]
 
     async def _refresh(self) -> Tree:
         assert self.index is not None and self.remote is not None
@@ -337,7 +361,10 @@ class SyncEngine:
             except RemoteError:
                 continue
             for m in revs:
-                rem = remote_node({**m, ".tag": "file"})
+                try:
+                    rem = remote_node({**m, ".tag": "file"})
+                except (MalformedPath, KeyError, TypeError, ValueError):
+                    continue  # a revision this client cannot read: not the one it sent
                 if (
                     rem is not None
                     and rem.rev is not None
