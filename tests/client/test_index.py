@@ -123,9 +123,12 @@ def test_integers_out_of_sqlite_range_are_stored_never_raised(tmp_path: Path) ->
 def test_held_entries_follow_the_listing(tmp_path: Path) -> None:
     with Index(tmp_path) as ix:
         assert not ix.held_any()
-        ix.held_reset([("/a/bad\x00", "/a/bad\x00", "why"), ("/b", "/B", "why")])
-        ix.held_put("/a/c", "/a/C", "why")
-        assert ix.held_all() == [("/a/bad\x00", "why"), ("/a/C", "why"), ("/B", "why")]
+        ix.held_reset([("/a/bad\x00", "/a/bad\x00", "why", False), ("/b", "/B", "why", True)])
+        ix.held_put("/a/c\udcff", "/a/C\udcff", "why", False)  # stored escaped
+        assert ix.held_all() == [("/a/bad\x00", "why", False), ("/a/C\\udcff", "why", False),
+                                 ("/B", "why", True)]  # fmt: skip
+        ix.held_forget("/a/c\udcff", subtree=False)
+        assert len(ix.held_all()) == 2
         ix.held_forget("/a", subtree=True)
         ix.held_forget("/b", subtree=False)
         assert not ix.held_any()

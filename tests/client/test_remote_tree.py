@@ -106,10 +106,10 @@ def test_held_entries_leave_the_table_when_the_server_fixes_or_deletes_them() ->
         with ix.batch():  # a good file turns unreadable: forgotten, and held
             _apply_page(ix, [_file("/d/ok", size=10**30)])
         assert ix.remote_node("/d/ok") is None
-        assert [p for p, _ in ix.held_all()] == ["/d/bad\x00", "/d/ok"]
+        assert [p for p, _, _ in ix.held_all()] == ["/d/bad\x00", "/d/ok"]
         with ix.batch():
             _apply_page(ix, [_file("/d/ok")])  # readable again
-        assert [p for p, _ in ix.held_all()] == ["/d/bad\x00"]
+        assert [p for p, _, _ in ix.held_all()] == ["/d/bad\x00"]
         with ix.batch():
             _apply_page(ix, [{".tag": "deleted", "path_display": "/d", "name": "d"}])
         assert not ix.held_any() and ix.remote_node("/d/ok2") is None

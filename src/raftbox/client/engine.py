@@ -282,7 +282,7 @@ class SyncEngine:
             why = dict(result.skipped).get("/", "cannot list it")
             raise SyncError(f"{self.root}: {why}; nothing was synced")
         held = self.held(remote_tree)
-        result.skipped.extend((printable(path), why) for path, why in held)
+        result.skipped.extend((printable(path), why) for path, why, _ in held)
         p = plan(
             result.tree,
             remote_tree,
@@ -292,16 +292,18 @@ class SyncEngine:
             max_delete_share=self.opt.max_delete_share,
             max_delete_floor=self.opt.max_delete_floor,
             ignore=rules,
-            hold=[*result.unknown, *(path for path, _ in held)],
+            hold=[*result.unknown, *(path for path, _, valid in held if valid)],
         )
         self.rules = rules
         return p, result
 
-    def held(self, remote_tree: Tree) -> list[tuple[str, str]]:
-        """(path, reason) of the server's entries this client cannot represent here (see
-        `limits`): held out of the plan, with whatever this side has at their paths."""
+    def held(self, remote_tree: Tree) -> list[tuple[str, str, bool]]:
+        """(path, reason, valid) of the server's entries this client cannot represent here
+        (see `limits`): held out of the plan, with whatever this side has at their paths
+        (`valid`: the path is one this side could have; otherwise it is only reported)."""
         assert self.index is not None
-        return [*self.index.held_all(), *held_entries(remote_tree.nodes(), self.limits)]
+        here = held_entries(remote_tree.nodes(), self.limits)
+        return [*self.index.held_all(), *((p, why, True) for p, why in here)]
 
     async def _refresh(self) -> Tree:
         assert self.index is not None and self.remote is not None

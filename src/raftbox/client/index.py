@@ -15,7 +15,9 @@
 - `state`: small key/value pairs (the remote cursor, the server and account this folder is
   synced with, ...).
 - `held`: the server's entries this client cannot represent (`remote.Held`: key, path as the
-  server gave it, reason), kept current with the remote tree.
+  server gave it, reason, whether the path is valid), kept current with the remote tree. Lone
+  surrogates (bytes that were not UTF-8), which SQLite's TEXT cannot take, are stored escaped
+  (`\\udcff`), in keys and paths alike.
 
 Every integer written is within SQLite's INTEGER range, whatever the disk or the server says:
 mtimes are clamped (`limits.clamp_mtime_ns`: a local file may carry a date past 2262 too, and
@@ -71,7 +73,12 @@ CREATE TABLE IF NOT EXISTS scan_cache (
     blocklist TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS state (k TEXT PRIMARY KEY, v TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS held (key TEXT PRIMARY KEY, path TEXT NOT NULL, why TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS held (
+    key TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    why TEXT NOT NULL,
+    valid INTEGER NOT NULL
+);
 """
 
 
@@ -97,6 +104,15 @@ _COLS = (
 
 
 _U64 = 2**64
+
+
+def _text(s: str) -> str:
+    """`s` storable as SQLite TEXT (lone surrogates escaped)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
 
 
 def _ino_in(inode: int | None) -> int | None:
@@ -302,20 +318,28 @@ class Index:
 
     # -- held server entries ---------------------------------------------------------------
 
-    def held_all(self) -> list[tuple[str, str]]:
-        """(path, reason) of every held server entry, in key order."""
-        return self.db.execute("SELECT path, why FROM held ORDER BY key").fetchall()
+    def held_all(self) -> list[tuple[str, str, bool]]:
+        """(path, reason, valid) of every held server entry, in key order; `valid`: the path
+        is a valid one (to hold on every side), not only a name to report."""
+        rows = self.db.execute("SELECT path, why, valid FROM held ORDER BY key").fetchall()
+        return [(p, w, bool(v)) for p, w, v in rows]
 
     def held_any(self) -> bool:
         return self.db.execute("SELECT 1 FROM held LIMIT 1").fetchone() is not None
 
-    def held_put(self, key: str, path: str, why: str) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO held (key, path, why) VALUES (?, ?, ?)", (key, path, why)
-        )
+    def held_put(self, key: str, path: str, why: str, valid: bool) -> None:
+        self.held_put_many([(key, path, why, valid)])
+
+    def held_put_many(self, rows: Iterable[tuple[str, str, str, bool]]) -> None:
+        with self.batch():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO held (key, path, why, valid) VALUES (?, ?, ?, ?)",
+                [(_text(k), _text(p), w, int(v)) for k, p, w, v in rows],
+            )
 
     def held_forget(self, key: str, *, subtree: bool) -> None:
         """Forget the held entry at `key` (and, with `subtree`, every one below it)."""
+        key = _text(key)
         with self.batch():
             self.db.execute("DELETE FROM held WHERE key = ?", (key,))
             if subtree:
@@ -323,13 +347,11 @@ class Index:
                     "DELETE FROM held WHERE key >= ? AND key < ?", (key + "/", key + "0")
                 )
 
-    def held_reset(self, rows: Iterable[tuple[str, str, str]]) -> None:
-        """Replace every held entry with `rows` (key, path, reason)."""
+    def held_reset(self, rows: Iterable[tuple[str, str, str, bool]]) -> None:
+        """Replace every held entry with `rows` (key, path, reason, valid)."""
         with self.batch():
             self.db.execute("DELETE FROM held")
-            self.db.executemany(
-                "INSERT OR REPLACE INTO held (key, path, why) VALUES (?, ?, ?)", rows
-            )
+            self.held_put_many(rows)
 
     def save_synced(self, tree: Tree) -> None:
         """Replace the whole synced tree with `tree` (one transaction)."""

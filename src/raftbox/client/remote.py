@@ -29,7 +29,6 @@ path) out of the plan, and reports them. An entry that turns good again leaves t
 from __future__ import annotations
 
 import calendar
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -135,6 +134,7 @@ class Held:
     key: str
     path: str
     why: str
+    valid: bool  # the path is a valid one: held on every side, not only reported
 
 
 def held_key(path: str) -> str:
@@ -268,7 +268,7 @@ async def refresh_remote(index: Index, remote: Remote) -> tuple[Tree, str]:
     tree = Tree(rooted(nodes))
     with index.batch():
         index.apply_remote(tree.values(), reset=True)
-        index.held_reset((h.key, h.path, h.why) for h in held.values())
+        index.held_reset((h.key, h.path, h.why, h.valid) for h in held.values())
         index.set_state(CURSOR_STATE, res["cursor"])
     return tree, res["cursor"]
 
@@ -303,7 +303,7 @@ def _apply_page(index: Index, entries: list[dict[str, Any]]) -> None:
 
     for op in _ops(entries):
         if isinstance(op, Held):
-            index.held_put(op.key, op.path, op.why)
+            index.held_put(op.key, op.path, op.why, op.valid)
             any_held = True
             continue
         if any_held:  # the server's entry there now is readable, or gone
@@ -346,9 +346,12 @@ def _ops(entries: list[dict[str, Any]]) -> list[Node | str | Held]:
             if m.get(".tag") == "deleted":
                 out.append(key)  # a deleted entry with a name no client could hold
                 continue
-            with contextlib.suppress(MalformedPath):
+            try:
                 out.append(path_key(path))
-            out.append(Held(key, path, _reason(e)))
+                valid = True
+            except MalformedPath:
+                valid = False
+            out.append(Held(key, path, _reason(e), valid))
             continue
         if n is None or not n.is_folder:
             out.append(key)
