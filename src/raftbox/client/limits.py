@@ -105,7 +105,19 @@ def held_entries(nodes: Iterable[Node], limits: LocalLimits) -> list[tuple[str, 
     """(display path, reason) of every entry of a server tree this client cannot hold locally,
     outermost only (what is below a held entry is held with it), in path order."""
     found: dict[str, tuple[str, str]] = {}  # key -> (display path, reason)
+    # Cheap first: a code point is at most 4 bytes of UTF-8 and a component at least 2 chars
+    # ("/x"); the tree holds every ancestor, so each node's own name is the only new one.
+    path_chars = (limits.path_max_bytes - limits.root_bytes - 1) // 4
+    name_chars = limits.name_max_bytes // 4
+    depth_chars = 2 * limits.depth_max
     for n in nodes:
+        p = n.path
+        if (
+            len(p) <= path_chars
+            and len(p) <= depth_chars
+            and len(p) - p.rfind("/") - 1 <= name_chars
+        ):
+            continue
         deep = too_deep(n.path, limits.depth_max)
         if deep is not None:
             key = "/".join(n.key.split("/")[: limits.depth_max + 1])
