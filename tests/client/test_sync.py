@@ -506,6 +506,35 @@ def test_watch_falls_back_to_periodic_scans_when_the_os_limit_is_hit(pair, monke
     assert run_sync(b, cfg).counters.downloaded_files == 1
 
 
+def test_a_watch_task_that_fails_is_not_lost(pair, monkeypatch) -> None:
+    """Issue 12: a watcher task failing with an error nobody planned for ends `watch` with
+    that error (the command then exits non-zero) instead of dying unseen while the rest runs."""
+    import watchfiles
+
+    a, _, cfg = pair
+
+    async def broken(*args, **kw):
+        raise ValueError("the file watcher broke")
+        yield  # pragma: no cover (makes this an async generator)
+
+    monkeypatch.setattr(watchfiles, "awatch", broken)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        rounds: list[Summary] = []
+        async with SyncEngine(a, cfg) as e:
+            task = asyncio.create_task(e.watch(rounds.append, stop=stop))
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 30)
+            finally:
+                stop.set()  # (the old code ran on without its watcher until stopped)
+                await asyncio.wait_for(task, 30)
+
+    with pytest.raises(ExceptionGroup) as err:
+        asyncio.run(go())
+    assert err.group_contains(ValueError, match="the file watcher broke")
+
+
 def test_a_stuck_path_does_not_hold_up_the_others(pair) -> None:
     """A folder deleted on the server that cannot be removed here (a new file appeared in it
     after the scan) skips only its own subtree; the rest of the pass goes on."""
