@@ -535,6 +535,26 @@ def test_a_watch_task_that_fails_is_not_lost(pair, monkeypatch) -> None:
     assert err.group_contains(ValueError, match="the file watcher broke")
 
 
+def test_local_files_dated_past_2262_or_before_1970_sync(pair) -> None:
+    """A local mtime past what SQLite's INTEGER nanoseconds hold (2300) or before the epoch
+    used to stop the pass (OverflowError in the index); it syncs, the date sent within what
+    every server accepts, and the next pass finds nothing to do (issue 11)."""
+    a, b, cfg = pair
+    (a / "far.txt").write_text("dated 2300")
+    (a / "old.txt").write_text("dated 1900")
+    far_ns, old_ns = 10_413_792_000 * 10**9, -2_208_988_800 * 10**9
+    os.utime(a / "far.txt", ns=(far_ns, far_ns))
+    os.utime(a / "old.txt", ns=(old_ns, old_ns))
+    s = run_sync(a, cfg)
+    assert s.ok and s.counters.uploaded_files == 2
+    s = run_sync(a, cfg)
+    assert s.ok and s.passes == 1 and not s.counters.uploaded_files
+    s = run_sync(b, cfg)
+    assert s.ok and (b / "far.txt").read_text() == "dated 2300"
+    assert (b / "far.txt").stat().st_mtime_ns == 2**31 * 10**9 - 10**9  # 2038-01-19T03:14:07Z
+    assert (b / "old.txt").stat().st_mtime_ns == 0
+
+
 def test_a_stuck_path_does_not_hold_up_the_others(pair) -> None:
     """A folder deleted on the server that cannot be removed here (a new file appeared in it
     after the scan) skips only its own subtree; the rest of the pass goes on."""
