@@ -93,3 +93,42 @@ def test_scan_cache(tmp_path: Path) -> None:
         assert ix.cache_retain([9]) == 1
         assert ix.cache_get(10, 0, 1) is None
         assert ix.cache_get(9, 10, 11) == e
+
+
+def test_integers_out_of_sqlite_range_are_stored_never_raised(tmp_path: Path) -> None:
+    """A file dated 9999 on the server, or past 2262 on this disk, or an inode above 2**63:
+    the index clamps the dates (and never takes a clamped stat for a cache hit) and keeps the
+    inode exactly (issue 11: the OverflowError that stopped every sync)."""
+    from raftbox.client.limits import MTIME_MAX_NS, MTIME_MIN_NS
+
+    far, past, big_ino = 253402300799 * 10**9, -62135596800 * 10**9, 2**64 - 5
+    future = Node(path="/future", kind=Kind.FILE, content_hash="h", size=1, mtime_ns=far,
+                  inode=big_ino, remote_id="id:f", rev="0000000000010000")  # fmt: skip
+    old = Node(path="/past", kind=Kind.FILE, content_hash="h", size=1, mtime_ns=past)
+    with Index(tmp_path) as ix:
+        ix.apply(put=[future, old])
+        ix.apply_remote(put=[future, old], reset=True)
+        ix.pending_put("download", [(None, future)])
+        ix.cache_put_many([CacheEntry(big_ino, 1, far, "h", (("b", 1),))])
+    with Index(tmp_path) as ix:
+        for got in (ix.load_synced(), ix.load_remote()):
+            assert got["/future"].mtime_ns == MTIME_MAX_NS and got["/future"].inode == big_ino
+            assert got["/past"].mtime_ns == MTIME_MIN_NS
+        assert ix.pending_all()[0][2].inode == big_ino
+        assert ix.cache_get(big_ino, 1, far) is None  # 9999 and 2300 would both read as 2262
+        assert list(ix.cache_load_all()) == [big_ino]
+        assert ix.cache_retain([big_ino]) == 0
+
+
+def test_held_entries_follow_the_listing(tmp_path: Path) -> None:
+    with Index(tmp_path) as ix:
+        assert not ix.held_any()
+        ix.held_reset([("/a/bad\x00", "/a/bad\x00", "why", False), ("/b", "/B", "why", True)])
+        ix.held_put("/a/c\udcff", "/a/C\udcff", "why", False)  # stored escaped
+        assert ix.held_all() == [("/a/bad\x00", "why", False), ("/a/C\\udcff", "why", False),
+                                 ("/B", "why", True)]  # fmt: skip
+        ix.held_forget("/a/c\udcff", subtree=False)
+        assert len(ix.held_all()) == 2
+        ix.held_forget("/a", subtree=True)
+        ix.held_forget("/b", subtree=False)
+        assert not ix.held_any()

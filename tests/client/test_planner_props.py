@@ -244,3 +244,32 @@ def test_single_file_matches_the_reference_merge(in_synced, ls, rs, lc, rc):
         (OpKind.CONFLICT_COPY, OpKind.DOWNLOAD, OpKind.UPLOAD): "conflict",
     }[tuple(kinds)]
     assert got == want, (p.ops, lsn, rsn)
+
+
+def _op_paths(op) -> list[str]:
+    return [getattr(op, a) for a in ("path", "src", "dst", "new_path") if hasattr(op, a)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(initial=edits_st, edits=edits_st, pick=st.integers(0, 10**6))
+def test_a_held_entry_is_never_touched_on_any_side(initial, edits, pick):
+    """What the engine holds (an entry the server sent that cannot be represented here, or a
+    local one it could not read) is hidden on all three sides: no operation of the plan names
+    it or anything below it, whatever the two sides did (issue 11)."""
+    ex, ed = _world()
+    for e in initial:
+        ed.apply(e)
+    ex.sync()
+    for e in edits:
+        ed.apply(e)
+    local, remote, synced = ex.trees()
+    paths = sorted({n.path for t in (local, remote, synced) for n in t.values()})
+    if not paths:
+        return
+    held = paths[pick % len(paths)]
+    key = path_key(held)
+    p = plan(local, remote, synced, host=HOST, today=TODAY, max_delete_share=1.0, hold=[held])
+    for op in p.ops:
+        for path in _op_paths(op):
+            k = path_key(path)
+            assert k != key and not k.startswith(key + "/"), (held, op)

@@ -168,3 +168,26 @@ def test_a_changed_file_keeps_its_old_blocks_while_they_match(tmp_path: Path) ->
     assert kept and again.blocklists["/f.bin"][0] == first[0]
     assert again.tree.at("/f.bin").content_hash == content_hash(bytes(edited))
     assert sum(s for _, s in again.blocklists["/f.bin"]) == len(edited)
+
+
+def test_folders_nested_too_deep_are_held_at_the_limit(tmp_path: Path) -> None:
+    """The walk never goes below `DEPTH_MAX` folders: the folder at that depth, if it holds
+    anything, is skipped and held (its state unknown: never read as deleted), like the
+    server's entries that deep (`limits.held_entries`)."""
+    from raftbox.client.limits import DEPTH_MAX
+
+    deep = tmp_path / "deep"
+    d = deep
+    for _ in range(DEPTH_MAX + 2):
+        d = d / "d"
+    d.mkdir(parents=True)
+    (d / "bottom.txt").write_text("too deep")
+    (tmp_path / "fine.txt").write_text("fine")
+    res = scan(tmp_path, MemoryCache())
+    held = "/deep" + "/d" * (DEPTH_MAX - 1)
+    assert res.unknown == [held]
+    assert [why for rel, why in res.skipped if rel == held] == [
+        f"holds folders nested deeper than {DEPTH_MAX} levels"
+    ]
+    assert "/fine.txt" in {n.path for n in res.tree.values()}
+    assert max(n.depth for n in res.tree.values()) == DEPTH_MAX

@@ -506,6 +506,55 @@ def test_watch_falls_back_to_periodic_scans_when_the_os_limit_is_hit(pair, monke
     assert run_sync(b, cfg).counters.downloaded_files == 1
 
 
+def test_a_watch_task_that_fails_is_not_lost(pair, monkeypatch) -> None:
+    """Issue 12: a watcher task failing with an error nobody planned for ends `watch` with
+    that error (the command then exits non-zero) instead of dying unseen while the rest runs."""
+    import watchfiles
+
+    a, _, cfg = pair
+
+    async def broken(*args, **kw):
+        raise ValueError("the file watcher broke")
+        yield  # pragma: no cover (makes this an async generator)
+
+    monkeypatch.setattr(watchfiles, "awatch", broken)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        rounds: list[Summary] = []
+        async with SyncEngine(a, cfg) as e:
+            task = asyncio.create_task(e.watch(rounds.append, stop=stop))
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 30)
+            finally:
+                stop.set()  # (the old code ran on without its watcher until stopped)
+                await asyncio.wait_for(task, 30)
+
+    with pytest.raises(ExceptionGroup) as err:
+        asyncio.run(go())
+    assert err.group_contains(ValueError, match="the file watcher broke")
+
+
+def test_local_files_dated_past_2262_or_before_1970_sync(pair) -> None:
+    """A local mtime past what SQLite's INTEGER nanoseconds hold (2300) or before the epoch
+    used to stop the pass (OverflowError in the index); it syncs, the date sent within what
+    every server accepts, and the next pass finds nothing to do (issue 11)."""
+    a, b, cfg = pair
+    (a / "far.txt").write_text("dated 2300")
+    (a / "old.txt").write_text("dated 1900")
+    far_ns, old_ns = 10_413_792_000 * 10**9, -2_208_988_800 * 10**9
+    os.utime(a / "far.txt", ns=(far_ns, far_ns))
+    os.utime(a / "old.txt", ns=(old_ns, old_ns))
+    s = run_sync(a, cfg)
+    assert s.ok and s.counters.uploaded_files == 2
+    s = run_sync(a, cfg)
+    assert s.ok and s.passes == 1 and not s.counters.uploaded_files
+    s = run_sync(b, cfg)
+    assert s.ok and (b / "far.txt").read_text() == "dated 2300"
+    assert (b / "far.txt").stat().st_mtime_ns == 2**31 * 10**9 - 10**9  # 2038-01-19T03:14:07Z
+    assert (b / "old.txt").stat().st_mtime_ns == 0
+
+
 def test_a_stuck_path_does_not_hold_up_the_others(pair) -> None:
     """A folder deleted on the server that cannot be removed here (a new file appeared in it
     after the scan) skips only its own subtree; the rest of the pass goes on."""

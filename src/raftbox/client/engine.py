@@ -10,7 +10,14 @@ changed while it was read is taken up by the next pass), at most `max_passes`, a
 unreachable. `watch` runs passes whenever the folder changes (filesystem events through
 `watchfiles`, debounced) or the server says the account moved (the push stream; long-poll is
 not needed), plus a periodic pass; when the OS runs out of watches it falls back to periodic
-scans with one message.
+scans with one message. After an outage (a pass that found the server unreachable, or a push
+stream that connects again) it runs a full pass within seconds, so offline edits go up as soon
+as the server is back. Its tasks live in one TaskGroup (see `watch`).
+
+Entries of the server's tree this client cannot represent here (a name or path too long for
+this file system, nested too deep, a name or metadata no client could hold: `limits`,
+`remote.Held`) are held out of the plan on every side and reported once per run beside the
+local entries that cannot be synced; everything else keeps syncing.
 
 Safety around the pass:
 - one process per folder: `DIR/.raftbox/lock` is held (flock) for the engine's lifetime; a
@@ -36,12 +43,22 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from raftbox.blocks.chunker import CDC, Chunking
+from raftbox.meta.paths import MalformedPath
 
 from .config import Config
 from .executor import TMP_DIR, Counters, Executor, Progress, clean_tmp
 from .index import STATE_DIR, Index
+from .limits import held_entries
+from .localfs import local_limits
 from .planner import OpKind, Plan, plan
-from .remote import Remote, RemoteError, ServerUnavailable, refresh_remote, remote_node
+from .remote import (
+    Remote,
+    RemoteError,
+    ServerUnavailable,
+    printable,
+    refresh_remote,
+    remote_node,
+)
 from .scanner import ScanResult, load_rules, scan
 from .trees import Node, Tree, agreed, path_key, same_content
 
@@ -171,6 +188,7 @@ class SyncEngine:
         self.remote_tree = Tree()  # as the last plan saw it
         self.rules = load_rules(self.root)
         self._told: set[tuple[str, str]] = set()  # skipped entries already reported
+        self.limits = local_limits(self.root)
         self._lock_fd: int | None = None
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -265,6 +283,8 @@ class SyncEngine:
         if "/" in result.unknown:
             why = dict(result.skipped).get("/", "cannot list it")
             raise SyncError(f"{self.root}: {why}; nothing was synced")
+        held = self.held(remote_tree)
+        result.skipped.extend((printable(path), why) for path, why, _ in held)
         p = plan(
             result.tree,
             remote_tree,
@@ -274,10 +294,18 @@ class SyncEngine:
             max_delete_share=self.opt.max_delete_share,
             max_delete_floor=self.opt.max_delete_floor,
             ignore=rules,
-            hold=result.unknown,
+            hold=[*result.unknown, *(path for path, _, valid in held if valid)],
         )
         self.rules = rules
         return p, result
+
+    def held(self, remote_tree: Tree) -> list[tuple[str, str, bool]]:
+        """(path, reason, valid) of the server's entries this client cannot represent here
+        (see `limits`): held out of the plan, with whatever this side has at their paths
+        (`valid`: the path is one this side could have; otherwise it is only reported)."""
+        assert self.index is not None
+        here = held_entries(remote_tree.nodes(), self.limits)
+        return [*self.index.held_all(), *((p, why, True) for p, why in here)]
 
     async def _refresh(self) -> Tree:
         assert self.index is not None and self.remote is not None
@@ -337,7 +365,10 @@ class SyncEngine:
             except RemoteError:
                 continue
             for m in revs:
-                rem = remote_node({**m, ".tag": "file"})
+                try:
+                    rem = remote_node({**m, ".tag": "file"})
+                except (MalformedPath, KeyError, TypeError, ValueError):
+                    continue  # a revision this client cannot read: not the one it sent
                 if (
                     rem is not None
                     and rem.rev is not None
@@ -437,9 +468,28 @@ class SyncEngine:
         debounce_s: float = 0.3,
         periodic_s: float = 600.0,
         fallback_scan_s: float = 30.0,
+        unreachable_retry_max_s: float = 5.0,
         stop: asyncio.Event | None = None,
     ) -> None:
-        """Sync now, then whenever something changes, until `stop` is set (or forever)."""
+        """Sync now, then whenever something changes, until `stop` is set (or forever).
+
+        Four tasks, owned by one TaskGroup (nothing outlives `watch`, nothing dies unseen):
+
+        - `rounds` runs the passes: at once, on `wake`, and every `periodic_s`. A pass that
+          finds the server unreachable is retried after 1 s, doubling up to
+          `unreachable_retry_max_s`, so edits made during an outage go up within seconds of the
+          server's return even if nothing else wakes it. A pass that fails (a full disk, a
+          server error, a bug) is reported and retried after `fallback_scan_s`, doubling.
+        - `local_events` wakes it on filesystem events (debounced); when the OS runs out of
+          watches it hands over to periodic scans every `fallback_scan_s` and ends.
+        - `remote_events` wakes it when the push stream says the account moved; a lost stream
+          is reconnected with back-off (1 s doubling to 60 s), and the first message of a new
+          connection after a loss wakes it too: a full pass at once after the server's return.
+        - `stopped` ends the group when `stop` is set (a pass in flight is cancelled: every
+          step of a pass is resumable).
+
+        Any other failure of a task ends the group, and `watch` raises it.
+        """
         wake = asyncio.Event()
         have_cursor = asyncio.Event()
         stop = stop or asyncio.Event()
@@ -474,32 +524,36 @@ class SyncEngine:
         async def remote_events() -> None:
             assert self.remote is not None
             backoff = 1.0
+            lost = False
             await have_cursor.wait()  # the first pass sets it
-            while not stop.is_set():
+            while True:
                 cursor = self.cursor
                 assert cursor is not None
                 try:
                     async for msg in self.remote.stream(cursor):
                         backoff = 1.0
-                        if msg.get("op") in ("ev", "reset", "resync"):
+                        if lost:  # connected again: what changed meanwhile, both ways
+                            lost = False
                             wake.set()
-                        if msg.get("op") == "backoff":
-                            await asyncio.sleep(float(msg.get("backoff", 5)))
+                        op = msg.get("op")
+                        if op in ("ev", "reset", "resync"):
+                            wake.set()
+                        if op == "backoff":
+                            await asyncio.sleep(_bounded_s(msg.get("backoff"), 5.0, 60.0))
                 except Exception as e:  # noqa: BLE001 - any failure: reconnect with back-off
-                    if stop.is_set():
-                        return
                     self.progress.message(f"push stream lost ({type(e).__name__}); reconnecting")
+                lost = True
                 wake.set()  # changes may have been missed while disconnected
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
+                await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
 
         async def rounds() -> None:
-            failures = 0
-            while not stop.is_set():
+            failures = unreachable = 0
+            while True:
                 wake.clear()
                 try:
-                    on_round(await self.sync())
+                    s = await self.sync()
+                    on_round(s)
                     failures = 0
                 except Exception as e:  # noqa: BLE001 - a watcher must outlive any one pass
                     # (a full disk, a server error, a bug: say so, wait, try again)
@@ -508,44 +562,43 @@ class SyncEngine:
                     self.progress.message(
                         f"pass failed: {type(e).__name__}: {e}; trying again in {wait_s:g} s"
                     )
-                    wake.set()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), wait_s)
+                    await asyncio.sleep(wait_s)
                     continue
                 if self.cursor is not None:
                     have_cursor.set()
-                waiter = asyncio.create_task(wake.wait())
-                stopper = asyncio.create_task(stop.wait())
-                await asyncio.wait(
-                    {waiter, stopper},
-                    timeout=fallback["every"],
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                waiter.cancel()
-                stopper.cancel()
-                if not stop.is_set():  # let a burst of events settle into one pass
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), debounce_s)
+                if s.unavailable is not None:  # try again soon: the server may be back any time
+                    unreachable += 1
+                    wait_s = min(2.0 ** min(unreachable - 1, 10), unreachable_retry_max_s)
+                else:
+                    unreachable = 0
+                    wait_s = fallback["every"]
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await wake.wait()
+                await asyncio.sleep(debounce_s)  # let a burst of events settle into one pass
 
-        tasks = [
-            asyncio.create_task(rounds()),
-            asyncio.create_task(local_events()),
-            asyncio.create_task(remote_events()),
-        ]
+        async def stopped() -> None:
+            await stop.wait()
+            raise _Stopped
+
         try:
-            # Until stopped; a watcher task that ends by itself is a bug: raise it.
-            # (The filesystem watcher may end early: it hands over to periodic scans.)
-            stopper = asyncio.create_task(stop.wait())
-            must_run = {tasks[0], tasks[2]}
-            done, _ = await asyncio.wait({stopper, *must_run}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            for t in done & must_run:
-                if not stop.is_set():
-                    t.result()  # raises what ended it
-                    raise RuntimeError("a watch task ended by itself")
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(rounds(), name="sync rounds")
+                tg.create_task(local_events(), name="filesystem events")
+                tg.create_task(remote_events(), name="push stream")
+                tg.create_task(stopped(), name="stop")
+        except* _Stopped:
+            pass
+
+
+class _Stopped(Exception):
+    """`watch`'s stop event was set: ends its task group."""
+
+
+def _bounded_s(v: object, default: float, most: float) -> float:
+    """A delay a server asked for, as seconds within [0, most] (`default` if it is not one)."""
+    try:
+        s = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+    return s if 0.0 <= s <= most else most

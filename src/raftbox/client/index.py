@@ -14,6 +14,16 @@
   what happened (`engine` reconciles them before the next pass plans anything).
 - `state`: small key/value pairs (the remote cursor, the server and account this folder is
   synced with, ...).
+- `held`: the server's entries this client cannot represent (`remote.Held`: key, path as the
+  server gave it, reason, whether the path is valid), kept current with the remote tree. Lone
+  surrogates (bytes that were not UTF-8), which SQLite's TEXT cannot take, are stored escaped
+  (`\\udcff`), in keys and paths alike.
+
+Every integer written is within SQLite's INTEGER range, whatever the disk or the server says:
+mtimes are clamped (`limits.clamp_mtime_ns`: a local file may carry a date past 2262 too, and
+its cache entry then simply never hits), inodes above 2**63 (64-bit unsigned on some file
+systems) are stored as their two's complement and read back as they were, other integers are
+clamped. A value the index cannot hold never stops a sync.
 
 The database runs in WAL mode with `synchronous=NORMAL`: a crash loses at most the last
 transactions, never consistency. Writes happen in batches, one transaction each (`batch()`, or
@@ -31,6 +41,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .limits import INT64_MAX, clamp_int64, clamp_mtime_ns
 from .trees import Kind, Node, Tree, parent_key, path_key, rebase_path
 
 STATE_DIR = ".raftbox"
@@ -62,6 +73,12 @@ CREATE TABLE IF NOT EXISTS scan_cache (
     blocklist TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS state (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS held (
+    key TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    why TEXT NOT NULL,
+    valid INTEGER NOT NULL
+);
 """
 
 
@@ -86,17 +103,43 @@ _COLS = (
 )
 
 
+_U64 = 2**64
+
+
+def _text(s: str) -> str:
+    """`s` storable as SQLite TEXT (lone surrogates escaped)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
+
+
+def _ino_in(inode: int | None) -> int | None:
+    """An inode number as stored (64-bit unsigned ones above 2**63 as negative integers)."""
+    return inode - _U64 if inode is not None and inode > INT64_MAX else inode
+
+
+def _ino_out(v: int | None) -> int | None:
+    return v + _U64 if v is not None and v < 0 else v
+
+
+def _mtime_in(ns: int | None) -> int | None:
+    return None if ns is None else clamp_mtime_ns(ns)
+
+
 def _node(row: tuple) -> Node:
     key, path, kind, ch, size, mtime, inode, ex, target, rid, rev = row
-    return Node.trusted(key, path, _KINDS[kind], ch, size, mtime, inode, _opt_bool(ex), target,
-                        rid, rev)  # fmt: skip
+    return Node.trusted(key, path, _KINDS[kind], ch, size, mtime, _ino_out(inode), _opt_bool(ex),
+                        target, rid, rev)  # fmt: skip
 
 
 def _row(n: Node) -> tuple:
-    """`n` as the columns of `_COLS`."""
+    """`n` as the columns of `_COLS` (integers within SQLite's range: see the module doc)."""
     ex = None if n.executable is None else int(n.executable)
-    return (n.key, n.path, n.kind.value, n.content_hash, n.size, n.mtime_ns, n.inode, ex,
-            n.link_target, n.remote_id, n.rev)  # fmt: skip
+    return (n.key, n.path, n.kind.value, n.content_hash, clamp_int64(n.size),
+            _mtime_in(n.mtime_ns), _ino_in(n.inode), ex, n.link_target, n.remote_id,
+            n.rev)  # fmt: skip
 
 
 def rooted(nodes: dict[str, Node]) -> dict[str, Node]:
@@ -273,6 +316,43 @@ class Index:
                 [_row(n) for n in put],
             )
 
+    # -- held server entries ---------------------------------------------------------------
+
+    def held_all(self) -> list[tuple[str, str, bool]]:
+        """(path, reason, valid) of every held server entry, in key order; `valid`: the path
+        is a valid one (to hold on every side), not only a name to report."""
+        rows = self.db.execute("SELECT path, why, valid FROM held ORDER BY key").fetchall()
+        return [(p, w, bool(v)) for p, w, v in rows]
+
+    def held_any(self) -> bool:
+        return self.db.execute("SELECT 1 FROM held LIMIT 1").fetchone() is not None
+
+    def held_put(self, key: str, path: str, why: str, valid: bool) -> None:
+        self.held_put_many([(key, path, why, valid)])
+
+    def held_put_many(self, rows: Iterable[tuple[str, str, str, bool]]) -> None:
+        with self.batch():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO held (key, path, why, valid) VALUES (?, ?, ?, ?)",
+                [(_text(k), _text(p), w, int(v)) for k, p, w, v in rows],
+            )
+
+    def held_forget(self, key: str, *, subtree: bool) -> None:
+        """Forget the held entry at `key` (and, with `subtree`, every one below it)."""
+        key = _text(key)
+        with self.batch():
+            self.db.execute("DELETE FROM held WHERE key = ?", (key,))
+            if subtree:
+                self.db.execute(
+                    "DELETE FROM held WHERE key >= ? AND key < ?", (key + "/", key + "0")
+                )
+
+    def held_reset(self, rows: Iterable[tuple[str, str, str, bool]]) -> None:
+        """Replace every held entry with `rows` (key, path, reason, valid)."""
+        with self.batch():
+            self.db.execute("DELETE FROM held")
+            self.held_put_many(rows)
+
     def save_synced(self, tree: Tree) -> None:
         """Replace the whole synced tree with `tree` (one transaction)."""
         with self.batch():
@@ -282,10 +362,12 @@ class Index:
     # -- the scan cache --------------------------------------------------------------------
 
     def cache_get(self, inode: int, size: int, mtime_ns: int) -> CacheEntry | None:
+        if _mtime_in(mtime_ns) != mtime_ns:
+            return None  # stored clamped: two such stats would look alike
         row = self.db.execute(
             "SELECT content_hash, blocklist FROM scan_cache"
             " WHERE inode = ? AND size = ? AND mtime_ns = ?",
-            (inode, size, mtime_ns),
+            (_ino_in(inode), clamp_int64(size), _mtime_in(mtime_ns)),
         ).fetchone()
         if row is None:
             return None
@@ -302,7 +384,11 @@ class Index:
         rows = self.db.execute(
             "SELECT inode, size, mtime_ns, content_hash, blocklist FROM scan_cache"
         ).fetchall()
-        return {r[0]: CacheEntry(r[0], r[1], r[2], r[3], decode(r[4])) for r in rows}
+        out = {}
+        for r in rows:
+            ino = _ino_out(r[0])
+            out[ino] = CacheEntry(ino, r[1], r[2], r[3], decode(r[4]))
+        return out
 
     def cache_put_many(self, entries: Iterable[CacheEntry]) -> None:
         with self.batch():
@@ -311,9 +397,9 @@ class Index:
                 " blocklist) VALUES (?, ?, ?, ?, ?)",
                 [
                     (
-                        e.inode,
-                        e.size,
-                        e.mtime_ns,
+                        _ino_in(e.inode),
+                        clamp_int64(e.size),
+                        _mtime_in(e.mtime_ns),
                         e.content_hash,
                         json.dumps([list(b) for b in e.blocklist], separators=(",", ":")),
                     )  # fmt: skip
@@ -325,6 +411,9 @@ class Index:
         """Drop cache entries of every inode not in `inodes` (after a full scan); how many."""
         keep = set(inodes)
         with self.batch():
-            gone = [i for (i,) in self.db.execute("SELECT inode FROM scan_cache") if i not in keep]
+            gone = [
+                i for (i,) in self.db.execute("SELECT inode FROM scan_cache")
+                if _ino_out(i) not in keep
+            ]  # fmt: skip
             self.db.executemany("DELETE FROM scan_cache WHERE inode = ?", [(i,) for i in gone])
         return len(gone)

@@ -16,7 +16,9 @@ Everything here is about never losing a byte the user wrote:
 - `free_conflict_name(...)`: the conflicted-copy name of an entry, not yet taken in its folder.
 - `syncfs(path)`: one flush for a batch of small downloads (Linux), instead of an fsync each;
 - `local_node(rel, st, ...)`: the local tree's node for an entry just written or read, built
-  exactly as the scanner would build it (so a re-plan finds nothing to do).
+  exactly as the scanner would build it (so a re-plan finds nothing to do);
+- `local_limits(root)`: the file system's name and path length limits for the sync root
+  (`limits.LocalLimits`: what the engine holds back from the server's tree).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 from raftbox.blocks.chunker import CDC, Chunking, chunk_file
 from raftbox.meta.paths import component_key
 
+from .limits import LocalLimits
 from .planner import conflicted_copy_name
 from .scanner import RACY_NS
 from .trees import Kind, Node
@@ -169,6 +172,24 @@ def local_node(rel: str, st: os.stat_result, *, content_hash: str | None = None,
     return Node(path=rel, kind=Kind.FILE, content_hash=content_hash, size=st.st_size,
                 mtime_ns=st.st_mtime_ns, inode=st.st_ino,
                 executable=bool(st.st_mode & stat.S_IXUSR))  # fmt: skip
+
+
+def local_limits(root: str) -> LocalLimits:
+    """The limits of the file system holding `root` (`os.pathconf`; Linux's usual values where
+    the system does not say, and never more than the server allows)."""
+
+    def conf(name: str, default: int) -> int:
+        try:
+            v = os.pathconf(root, name)
+        except (OSError, ValueError):
+            return default
+        return default if v is None or v <= 0 else v
+
+    return LocalLimits(
+        name_max_bytes=min(conf("PC_NAME_MAX", 255), 255),
+        path_max_bytes=conf("PC_PATH_MAX", 4096),
+        root_bytes=len(os.fsencode(root)),
+    )
 
 
 _syncfs = _libc("syncfs", [ctypes.c_int])

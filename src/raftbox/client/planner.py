@@ -466,7 +466,16 @@ def _depth_first(n: Node) -> tuple[int, str]:
 
 
 class _Planner:
-    def __init__(self, local: Tree, remote: Tree, synced: Tree, *, host: str, today: str):
+    def __init__(
+        self,
+        local: Tree,
+        remote: Tree,
+        synced: Tree,
+        *,
+        host: str,
+        today: str,
+        reserved: Iterable[str] = (),
+    ):
         self.local = _Side(local.nodes())
         self.remote = _Side(remote.nodes())
         self.synced = _Side(synced.nodes())
@@ -475,9 +484,11 @@ class _Planner:
         self.structural: list[Op] = []
         self.transfers: list[Op] = []
         self.messages: list[str] = []
-        # Keys no new name may take: everything on any side, and every name handed out.
+        # Keys no new name may take: everything on any side (held keys too, hidden from the
+        # trees), and every name handed out.
         self.reserved: set[str] = {*self.local.nodes, *self.remote.nodes, *self.synced.nodes}
         self.reserved.update(n.key for n in self.twins)
+        self.reserved.update(reserved)
         self.local_dirty: set[str] = set()  # keys with a changed local entry strictly below
         self.remote_dirty: set[str] = set()
 
@@ -776,14 +787,18 @@ class _Planner:
         self.remote.remove_subtree(k)
 
 
-def _without_held(trees: list[Tree], hold: Iterable[str]) -> list[Tree]:
-    """The trees without the keys in `hold` (display paths) and everything below them."""
+def _held_keys(hold: Iterable[str]) -> set[str]:
     held: set[str] = set()
     for path in hold:
         try:
             held.add(path_key(path))
         except MalformedPath:
             continue
+    return held
+
+
+def _without_held(trees: list[Tree], held: set[str]) -> list[Tree]:
+    """The trees without the keys in `held` and everything below them."""
     if not held:
         return trees
 
@@ -838,15 +853,18 @@ def plan(
     `max_delete_share` (0..1) of the synced tree's entries, and more than `max_delete_floor`
     entries, is refused. `ignore` (default: the default patterns) hides entries on all sides;
     so does `hold` (display paths whose local state is unknown this pass, `ScanResult.unknown`:
-    absent from the local tree, they would otherwise read as deleted).
+    absent from the local tree, they would otherwise read as deleted; and the server's entries
+    this client cannot represent), and no new name (a twin's, a conflicted copy's) takes a
+    held key.
     """
     if not 0.0 <= max_delete_share <= 1.0:
         raise ValueError(f"max_delete_share must be within [0, 1], not {max_delete_share}")
+    held = _held_keys(hold)
     local, remote, synced = _without_ignored(
-        _without_held([local, remote, synced], hold),
+        _without_held([local, remote, synced], held),
         ignore if ignore is not None else IgnoreRules(),
     )
-    p = _Planner(local, remote, synced, host=host, today=today)
+    p = _Planner(local, remote, synced, host=host, today=today, reserved=held)
     p.rename_twins()
     p.follow_remote_moves()
     p.send_local_moves()

@@ -12,12 +12,18 @@ delete_v2 with parent_rev, move_v2, get_metadata, the account) and the push stre
   stops; the next pass re-plans from fresh trees, so nothing needs undoing.
 
 `remote_node(metadata)` turns a Dropbox metadata object into a `trees.Node` (symlinks from
-`symlink_info`, the executable bit from raftbox's `executable` field, client_modified as mtime).
+`symlink_info`, the executable bit from raftbox's `executable` field, client_modified as mtime,
+clamped to what this client can hold: `limits.clamp_mtime_ns`). It checks the types of what it
+reads and raises `ValueError`/`TypeError`/`MalformedPath` for what this client cannot represent;
+no value a server sends can stop a pass (issue 11).
 
 `refresh_remote(index, remote)` brings the remote tree kept in the index up to date: a full
 recursive listing the first time (or after the server resets the cursor), then only the deltas
 of `list_folder/continue` from the stored cursor. Returns the tree and the cursor, which is also
-what the push stream watches.
+what the push stream watches. Entries this client cannot represent (a name the server's own rules
+refuse, metadata of the wrong type) are not in the tree: they are recorded in the index's `held`
+table with the reason (`Held`), and the engine keeps them (and whatever this side has at their
+path) out of the plan, and reports them. An entry that turns good again leaves the table.
 """
 
 from __future__ import annotations
@@ -26,14 +32,16 @@ import calendar
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from raftbox.blocks.native import NativeClient, NativeError
-from raftbox.meta.paths import MalformedPath
+from raftbox.meta.paths import MalformedPath, component_key
 
 from .index import Index, rooted
+from .limits import INT64_MAX, clamp_mtime_ns, clamp_sent_s
 from .trees import Kind, Node, Tree, ancestor_keys, path_key
 
 STREAM_PATH = "/2/raftbox/notify/stream"
@@ -53,38 +61,109 @@ class ServerUnavailable(Exception):
     """The server could not be reached or answered 5xx/429: try again later."""
 
 
-def parse_ts_ns(s: str | None) -> int | None:
-    """A Dropbox timestamp ("2024-05-01T12:00:00Z") as nanoseconds since the epoch."""
-    if not s:
+def parse_ts_ns(s: object) -> int | None:
+    """A Dropbox timestamp ("2024-05-01T12:00:00Z") as nanoseconds since the epoch, clamped to
+    what this client holds (`limits.clamp_mtime_ns`: year 9999 becomes 2262-04-11); None if it
+    is not a timestamp."""
+    if not s or not isinstance(s, str):
         return None
     try:
-        return calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ")) * 1_000_000_000
-    except ValueError:
+        return clamp_mtime_ns(
+            calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ")) * 1_000_000_000
+        )
+    except (ValueError, OverflowError):
         return None
 
 
 def format_ts(mtime_ns: int | None) -> str:
+    """`client_modified` for an upload, within what every server accepts (`limits.clamp_sent_s`)."""
     t = (mtime_ns if mtime_ns is not None else time.time_ns()) // 1_000_000_000
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(t, 0)))
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clamp_sent_s(t)))
+
+
+def _opt_str(m: dict[str, Any], field: str) -> str | None:
+    v = m.get(field)
+    if v is not None and not isinstance(v, str):
+        raise TypeError(f"{field} is not a string")
+    return v
+
+
+def _size(v: object) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= INT64_MAX:
+        raise ValueError(f"size {str(v)[:40]} is not a size this client can hold")
+    return v
 
 
 def remote_node(m: dict[str, Any]) -> Node | None:
-    """The node of a file or folder metadata object (None for `deleted` entries)."""
+    """The node of a file or folder metadata object (None for `deleted` entries). Raises
+    `MalformedPath`, `TypeError`, `ValueError` or `KeyError` for what it cannot represent."""
     tag = m.get(".tag")
     path = m["path_display"]
+    if not isinstance(path, str):
+        raise TypeError("path_display is not a string")
+    name = m.get("name")
+    if isinstance(name, str) and "/" in name:
+        raise MalformedPath("a name cannot contain '/'")
+    rid = _opt_str(m, "id")
     if tag == "folder":
-        return Node(path, Kind.FOLDER, remote_id=m.get("id"))
+        return Node(path, Kind.FOLDER, remote_id=rid)
     if tag != "file":
         return None
+    rev = _opt_str(m, "rev")
     link = m.get("symlink_info")
     if link is not None:
-        return Node(path, Kind.SYMLINK, link_target=link["target"], size=m.get("size", 0),
-                    mtime_ns=parse_ts_ns(m.get("client_modified")), remote_id=m.get("id"),
-                    rev=m.get("rev"))  # fmt: skip
-    return Node(path, Kind.FILE, content_hash=m["content_hash"], size=m["size"],
+        target = link["target"]
+        if not isinstance(target, str):
+            raise TypeError("symlink target is not a string")
+        return Node(path, Kind.SYMLINK, link_target=target, size=_size(m.get("size", 0)),
+                    mtime_ns=parse_ts_ns(m.get("client_modified")), remote_id=rid,
+                    rev=rev)  # fmt: skip
+    content_hash = m["content_hash"]
+    if not isinstance(content_hash, str):
+        raise TypeError("content_hash is not a string")
+    return Node(path, Kind.FILE, content_hash=content_hash, size=_size(m["size"]),
                 mtime_ns=parse_ts_ns(m.get("client_modified")),
-                executable=bool(m.get("executable", False)), remote_id=m.get("id"),
-                rev=m.get("rev"))  # fmt: skip
+                executable=bool(m.get("executable", False)), remote_id=rid,
+                rev=rev)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A server entry this client cannot represent: its key (`held_key`), path, and why."""
+
+    key: str
+    path: str
+    why: str
+    valid: bool  # the path is a valid one: held on every side, not only reported
+
+
+def held_key(path: str) -> str:
+    """The key of a display path, also for paths `path_key` refuses (each component keyed as
+    a valid one would be, so a held entry lies in its folder's key range)."""
+    try:
+        return path_key(path)
+    except MalformedPath:
+        return "/".join(component_key(c) for c in path.split("/"))
+
+
+def printable(path: str) -> str:
+    """`path` fit for a terminal: control characters and lone surrogates escaped."""
+    if path.isprintable():
+        return path
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in path
+    )
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, MalformedPath):
+        if "surrogate" in str(e):
+            return "name from the server is not valid UTF-8"
+        return f"name from the server not valid here: {e}"
+    if isinstance(e, KeyError):
+        return f"entry from the server lacks {e}"
+    return f"entry from the server not readable here: {e}"
 
 
 class Remote(NativeClient):
@@ -100,8 +179,8 @@ class Remote(NativeClient):
             status, _ctype, raw = await self.post_json(f"/2/{route}", arg)
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise ServerUnavailable(f"{route}: cannot reach {self.base}: {type(e).__name__}") from e
-        if status == 200:
-            return json.loads(raw) if raw else {}
+        if status == 200:  # bytes that are not UTF-8 become lone surrogates: names to hold
+            return json.loads(raw.decode("utf-8", "surrogateescape")) if raw else {}
         if status >= 500 or status == 429:
             raise ServerUnavailable(f"{route}: HTTP {status}")
         summary, parsed = f"HTTP {status}", None
@@ -172,10 +251,14 @@ async def refresh_remote(index: Index, remote: Remote) -> tuple[Tree, str]:
                 raise
     res = await remote.api("files/list_folder", {"path": "", "recursive": True, "limit": 2000})
     nodes: dict[str, Node] = {}
+    held: dict[str, Held] = {}
     while True:
         for op in _ops(res["entries"]):
             if isinstance(op, Node):
                 nodes[op.key] = op
+                held.pop(op.key, None)
+            elif isinstance(op, Held):
+                held[op.key] = op
             elif op in nodes:  # rare in a full listing: drop the subtree
                 for k in [k for k in nodes if k == op or k.startswith(op + "/")]:
                     del nodes[k]
@@ -185,6 +268,7 @@ async def refresh_remote(index: Index, remote: Remote) -> tuple[Tree, str]:
     tree = Tree(rooted(nodes))
     with index.batch():
         index.apply_remote(tree.values(), reset=True)
+        index.held_reset((h.key, h.path, h.why, h.valid) for h in held.values())
         index.set_state(CURSOR_STATE, res["cursor"])
     return tree, res["cursor"]
 
@@ -209,6 +293,7 @@ def _apply_page(index: Index, entries: list[dict[str, Any]]) -> None:
     puts: list[Node] = []
     put_keys: set[str] = set()  # the gathered puts' keys and all their ancestors' keys
     gone: list[str] = []
+    any_held = index.held_any()  # held entries are rare: no work per entry without them
 
     def flush() -> None:
         index.apply_remote(put=puts, delete=gone)
@@ -217,6 +302,12 @@ def _apply_page(index: Index, entries: list[dict[str, Any]]) -> None:
         gone.clear()
 
     for op in _ops(entries):
+        if isinstance(op, Held):
+            index.held_put(op.key, op.path, op.why, op.valid)
+            any_held = True
+            continue
+        if any_held:  # the server's entry there now is readable, or gone
+            index.held_forget(op.key if isinstance(op, Node) else op, subtree=isinstance(op, str))
         if isinstance(op, Node):
             if op.is_folder:
                 # A page names each changed path once, in its current state: a folder deleted
@@ -237,16 +328,31 @@ def _apply_page(index: Index, entries: list[dict[str, Any]]) -> None:
     flush()
 
 
-def _ops(entries: list[dict[str, Any]]) -> list[Node | str]:
+def _ops(entries: list[dict[str, Any]]) -> list[Node | str | Held]:
     """A listing's entries as tree operations, in order: a key to forget (with its subtree:
-    a deleted entry, or a file replacing whatever was there) or a node to record."""
-    out: list[Node | str] = []
+    a deleted entry, or a file replacing whatever was there), a node to record, or an entry to
+    hold (`Held`: after forgetting what was at its key, if the key is a valid one)."""
+    out: list[Node | str | Held] = []
     for m in entries:
+        path = m.get("path_display") if isinstance(m, dict) else None
+        if not isinstance(path, str):
+            continue  # nothing to name, nothing it could stand for here
         try:
             n = remote_node(m)
-            key = path_key(m["path_display"]) if n is None else n.key
-        except (MalformedPath, KeyError, TypeError, ValueError):
-            continue  # a name this client cannot hold; the server's problem, not a crash
+            key = path_key(path) if n is None else n.key
+        except (MalformedPath, KeyError, TypeError, ValueError) as e:
+            # Not representable here: hold it (and what this side has there), never a crash.
+            key = held_key(path)
+            if m.get(".tag") == "deleted":
+                out.append(key)  # a deleted entry with a name no client could hold
+                continue
+            try:
+                out.append(path_key(path))
+                valid = True
+            except MalformedPath:
+                valid = False
+            out.append(Held(key, path, _reason(e), valid))
+            continue
         if n is None or not n.is_folder:
             out.append(key)
         if n is not None:

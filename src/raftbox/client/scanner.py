@@ -16,7 +16,9 @@ returns a `ScanResult`: the local tree (built with `Tree.from_nodes`, so collidi
   then reported as unstable, never cached;
 - anything else (sockets, fifos, devices), names the server would refuse (`malformed_path`) and
   names that are not valid UTF-8 are skipped and reported in `skipped`; so is anything that
-  vanished or could not be read during the scan.
+  vanished or could not be read during the scan, and a folder at depth `limits.DEPTH_MAX`
+  that holds anything (held whole, as the engine holds the server's: the walk never recurses
+  deeper than that).
 
 Ignore rules are `ignore.IgnoreRules` with the root's `.raftboxignore` (defaults include the
 `.raftbox/` state folder); an ignored folder is not descended into. The cache is anything with
@@ -55,6 +57,7 @@ from raftbox.meta.paths import PATH_MAX_BYTES, MalformedPath, component_key, val
 
 from .ignore import IGNORE_FILE, IgnoreRules
 from .index import CacheEntry
+from .limits import DEPTH_MAX, deep_reason
 from .trees import Kind, Node, Tree
 
 # A file modified less than this before it was read is not cached: another write within the
@@ -182,6 +185,10 @@ def _scan(
         except OSError as e:
             skipped.append((rel_dir or "/", f"cannot list: {e.strerror}"))
             unknown.append(rel_dir or "/")
+            return
+        if entries and rel_dir.count("/") >= DEPTH_MAX:  # as `limits.held_entries` holds it
+            skipped.append((rel_dir, deep_reason()))
+            unknown.append(rel_dir)
             return
         for de in entries:
             name = de.name

@@ -7,7 +7,9 @@
 - `sync --watch DIR`: the same, then keeps syncing on filesystem events and the server's push
   stream, one summary line per round that did something; Ctrl-C (SIGINT) or SIGTERM stops it
   (a file being installed is either in place or not: temp file and rename). A server that
-  cannot be reached, at start or later, is retried with back-off (up to a minute).
+  cannot be reached at start is retried with back-off (up to a minute); one that goes away
+  later is retried every few seconds (said once), so edits made meanwhile go up soon after it
+  is back.
 - `status DIR`: what a pass would do now (counts and the first paths), without doing it; if a
   sync is running on the folder, says so and shows its last round instead.
 """
@@ -107,11 +109,15 @@ async def _sync(args: argparse.Namespace, cfg: Any) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         first = True
+        was_unavailable = False
 
         def on_round(s: Summary) -> None:
-            nonlocal first
+            nonlocal first, was_unavailable
             _write_stats(args.stats_json, s)
-            if first or s.did_something or not s.ok:
+            # During an outage the rounds retry every few seconds: say so once, not each time.
+            again = was_unavailable and s.unavailable is not None and not s.did_something
+            was_unavailable = s.unavailable is not None
+            if (first or s.did_something or not s.ok) and not again:
                 progress.message(f"{time.strftime('%H:%M:%S')} {summary_line(args.dir, s)[9:]}")
             if first:
                 progress.message(f"watching {args.dir} for changes (Ctrl-C to stop)")
