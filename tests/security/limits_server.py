@@ -35,6 +35,7 @@ class LimitedUp:
         self.args += flags
         self.proc: subprocess.Popen | None = None
         self.token = self.ca = ""
+        self.log_offset = 0  # `log()` starts here: set by `mark()`, e.g. at a test's start
 
     def start(self, timeout_s: float = 90.0) -> None:
         with open(self.log_path, "ab") as log:
@@ -62,10 +63,16 @@ class LimitedUp:
             self.proc.wait(timeout=10)
 
     def log(self) -> str:
+        """What the server printed since the last `mark()`."""
         try:
-            return self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset)
+                return f.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def mark(self) -> None:
+        self.log_offset = self.log_path.stat().st_size
 
     def context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca)

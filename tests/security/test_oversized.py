@@ -35,6 +35,12 @@ def up(tmp_path_factory):
         srv.stop()
 
 
+@pytest.fixture(autouse=True)
+def _own_log(up):
+    """Each test reads only what the server logged during it."""
+    up.mark()
+
+
 def no_traceback(up: LimitedUp) -> None:
     log = up.log()
     assert "Traceback" not in log, log[-6000:]
