@@ -53,9 +53,10 @@ private fields, named where used. Per connection:
   and decides from the connection's state what that deadline is: in a head, its start plus
   `header_timeout_s`; in a body (aiohttp's `_current_request` has a payload not at EOF), the
   last byte plus `body_idle_timeout_s`, unless reading is paused (`_reading_paused`); while
-  writing is paused (`writing_paused`), the stall's start plus `send_stall_timeout_s`; otherwise
-  it looks again one tick later (the smallest of the timeouts). A deadline passed: the
-  connection is closed (`force_close`).
+  writing is paused (from `pause_writing` to `resume_writing`: the client takes nothing), the
+  pause's start plus `send_stall_timeout_s`; otherwise it looks again one tick later (the
+  smallest of the timeouts). A deadline passed: the connection is aborted (a graceful close
+  would wait to flush to a client that does not read) and counted (`ConnectionLimiter.cut`).
 - `handle_error` (aiohttp's answer to a malformed request, or to an exception out of a
   handler): a malformed request gets the Dropbox-shaped 400 and one INFO line; a client that
   hung up or sent a broken body gets one DEBUG line; only a real server fault keeps aiohttp's
@@ -68,6 +69,7 @@ unusual connections to `HttpSite.handler`; both count against the same `Connecti
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import logging
 import re
@@ -131,6 +133,14 @@ class ConnectionLimiter:
         self.open = 0
         self.by_address: dict[str, int] = {}  # only addresses with an open connection
         self.refused = 0
+        self.cut: collections.Counter[str] = collections.Counter()  # closed by a timeout, by why
+
+    def count_cut(self, why: str) -> None:
+        """Count a connection closed for `why` (a limit's name); log 1, 2, 4, 8... of each."""
+        self.cut[why] += 1
+        n = self.cut[why]
+        if n & (n - 1) == 0:
+            log.info("closed %d connection(s) so far: %s", n, why)
 
     def admit(self, key: str) -> bool:
         """Take a slot for a connection from `key`; False (and counted) if over a cap."""
@@ -271,6 +281,15 @@ class LimitedHandler(RequestHandler):
             elif self._head_bytes > self._limits.header_total_max_bytes:
                 self._refuse_head(f"request head over {self._limits.header_total_max_bytes} bytes")
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._stalled_since = self._loop.time()  # the client stopped taking our answer
+        self._arm(self._stalled_since + self._limits.send_stall_timeout_s)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stalled_since = None
+
     def resume_reading(self, resume_parser: bool = True) -> None:
         self._last_byte_at = self._loop.time()  # the pause was ours: the client's clock restarts
         super().resume_reading(resume_parser)
@@ -321,7 +340,7 @@ class LimitedHandler(RequestHandler):
         due = now + lim.tick_s
         if self._head_started_at is not None:
             if now >= self._head_started_at + lim.header_timeout_s:
-                return self._cut("no complete request head within header_timeout_s")
+                return self._cut("header_timeout_s")
             due = self._head_started_at + lim.header_timeout_s
         else:
             req = self._current_request  # aiohttp: the request whose handler runs
@@ -329,20 +348,21 @@ class LimitedHandler(RequestHandler):
                 if self._reading_paused:  # we stopped reading: not the client's fault
                     self._last_byte_at = now
                 elif now >= self._last_byte_at + lim.body_idle_timeout_s:
-                    return self._cut("no body byte within body_idle_timeout_s")
+                    return self._cut("body_idle_timeout_s")
                 due = min(due, self._last_byte_at + lim.body_idle_timeout_s)
-        if self.writing_paused:
-            if self._stalled_since is None:
-                self._stalled_since = now
-            elif now >= self._stalled_since + lim.send_stall_timeout_s:
-                return self._cut("the client took no byte within send_stall_timeout_s")
+        if self._stalled_since is not None:
+            if now >= self._stalled_since + lim.send_stall_timeout_s:
+                return self._cut("send_stall_timeout_s")
             due = min(due, self._stalled_since + lim.send_stall_timeout_s)
-        else:
-            self._stalled_since = None
         self._watchdog = self._loop.call_at(max(due, now + 0.01), self._check)
 
     def _cut(self, why: str) -> None:
-        log.info("closing a connection from %s: %s", self._addr, why)
+        """Close now, dropping anything unsent (a stalled client would hold a graceful close)."""
+        log.debug("closing a connection from %s: %s", self._addr, why)
+        self._limiter.count_cut(why)
+        t = self.transport
+        if t is not None:
+            t.abort()
         self.force_close()
 
     def _refuse_head(self, why: str) -> None:

@@ -78,10 +78,14 @@ class LimitedUp:
         return ssl.create_default_context(cafile=self.ca)
 
     # -- blocking clients ------------------------------------------------------------------
-    def connect(self, source: str = HOST, timeout_s: float = 30.0) -> ssl.SSLSocket:
-        raw = socket.create_connection(
-            (HOST, self.port), timeout=timeout_s, source_address=(source, 0)
-        )
+    def connect(self, source: str = HOST, timeout_s: float = 30.0,
+                rcvbuf_bytes: int | None = None) -> ssl.SSLSocket:  # fmt: skip
+        raw = socket.socket()
+        if rcvbuf_bytes is not None:  # before connecting, so the window is small from the start
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf_bytes)
+        raw.settimeout(timeout_s)
+        raw.bind((source, 0))
+        raw.connect((HOST, self.port))
         return self.context().wrap_socket(raw, server_hostname=HOST)
 
     async def open(self, source: str = HOST) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -9,9 +9,13 @@ never asserts on elapsed time. Before the limits existed every one of these conn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import ssl
 
 import pytest
+
+from raftbox.testing.procs import wait_for
 
 from .limits_server import LimitedUp, closed_by_peer, read_response, wait_closed
 
@@ -28,6 +32,7 @@ def up(tmp_path_factory):
             "--body-idle-timeout-s", str(LIMIT_S),
             "--keepalive-timeout-s", str(2 * LIMIT_S),
             "--tls-handshake-timeout-s", str(LIMIT_S),
+            "--send-stall-timeout-s", str(LIMIT_S),
         ],
     )  # fmt: skip
     try:
@@ -132,3 +137,24 @@ def test_silent_new_connection_is_closed(up):
     s = up.connect()
     with s:
         assert closed_by_peer(s, DEADLINE_S)
+
+
+def test_download_to_a_client_that_does_not_read_is_cut_off(up):
+    """A client that asks for 16 MiB and reads nothing: the server stops holding the answer."""
+    body = bytes(range(256)) * (16 * 4096)
+    s = up.connect()
+    with s:
+        s.sendall(up.head("files/upload", length=len(body), arg={"path": "/big.bin"}) + body)
+        status, _h, resp = read_response(s)
+        assert status == 200, resp
+    s = up.connect(rcvbuf_bytes=4096)
+    with s:
+        s.sendall(up.head("files/download", length=None, arg={"path": "/big.bin"}))
+        # the server says when it gives up (its log line counts connections it cut, by limit)
+        wait_for(lambda: "send_stall_timeout_s" in up.log(), DEADLINE_S, "the server let go")
+        got = 0
+        s.settimeout(DEADLINE_S)
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            while piece := s.recv(1 << 20):
+                got += len(piece)
+        assert got < len(body)  # the answer ended early: the rest was never sent
