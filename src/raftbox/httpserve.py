@@ -257,7 +257,7 @@ class LimitedHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._admitted:
+        if not self._admitted or self.transport is None:  # refused, or closed by us
             return
         now = self._loop.time()
         if data:  # (aiohttp feeds b"" to reparse what it holds)
@@ -423,11 +423,10 @@ class HttpSite:
         """A new aiohttp protocol for one connection."""
         server = self.runner.server
         assert server is not None, "start() first"
-        kwargs = dict(server._kwargs)  # aiohttp: what AppRunner was given for its handlers
+        kwargs = server._kwargs  # aiohttp: what AppRunner was given for its handlers
         return LimitedHandler(
-            server, loop=asyncio.get_running_loop(), limits=self.limits, limiter=self.limiter,
-            **kwargs,
-        )  # fmt: skip
+            server, loop=server._loop, limits=self.limits, limiter=self.limiter, **kwargs
+        )
 
     async def start(self) -> str:
         await self.runner.setup()
