@@ -308,6 +308,8 @@ class LimitedHandler(RequestHandler):
             return resp
         if _client_fault(exc):
             log.debug("request from %s ended by the client: %r", self._addr, exc)
+            if request.writer.output_size > 0:  # an answer was begun: cut it, append nothing
+                raise ConnectionError("the answer was begun; closing the connection")
             resp = web.Response(status=400, text=bad_input_text(self._route(), "request broken"))
             resp.force_close()
             return resp

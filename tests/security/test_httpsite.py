@@ -41,11 +41,20 @@ async def big(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def breaks_mid_answer(request: web.Request) -> web.StreamResponse:
+    """What `files/download` does when a block fails after the headers went out."""
+    resp = web.StreamResponse(headers={"Content-Length": "100"})
+    await resp.prepare(request)
+    await resp.write(b"0123456789")
+    raise ConnectionResetError("failed mid-stream")
+
+
 class Site:
     def __init__(self, tls: bool = False) -> None:
         app = web.Application()
         app.router.add_post("/2/echo", echo)
         app.router.add_post("/2/big", big)
+        app.router.add_post("/2/break", breaks_mid_answer)
         self.ca = ThrowawayCA() if tls else None
         ctx = (
             self.ca.server_context(self.ca.issue("site"), require_client_cert=False)
@@ -152,3 +161,14 @@ async def test_tls_handshake_timeout_and_tls_limits():
         w.write(b"POST /2/echo HTTP/1.1\r\nHost: x\r\n")
         assert await eof(r) == b""
         w.close()
+
+
+@async_test
+async def test_an_answer_broken_midway_is_cut_not_followed_by_another():
+    """Nothing is appended to a begun answer: the client sees a short body and the close."""
+    async with Site() as s:
+        r, w = await s.open()
+        w.write(b"POST /2/break HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        answer = await eof(r)
+        w.close()
+        assert answer.endswith(b"\r\n\r\n0123456789"), answer
