@@ -96,10 +96,17 @@ def _http_limit_flags(p: argparse.ArgumentParser) -> None:
         ("header_field_max_bytes", int, "longest header, Dropbox-API-Arg included (longer: 400)"),
         ("header_total_max_bytes", int, "largest request head (larger: 400)"),
         ("header_count_max", int, "most headers in a request (more: 400)"),
-        ("connections_per_address_max", int, "open connections per client address (0: no cap)"),
     ):
         flag = "--" + name.replace("_", "-")
         g.add_argument(flag, type=kind, default=getattr(d, name), help=f"{what} (%(default)s)")
+    g.add_argument(
+        "--connections-per-address-max",
+        type=int,
+        default=None,
+        help=f"open connections per client address (IPv6: per /64); 0: no cap, for a process "
+        f"behind a proxy or balancer, whose address every client shares (default "
+        f"{d.connections_per_address_max}, or 0 with --plain-http)",
+    )
     g.add_argument(
         "--max-connections",
         type=int,
@@ -111,8 +118,13 @@ def _http_limit_flags(p: argparse.ArgumentParser) -> None:
 def _http_limits(args: argparse.Namespace):
     from raftbox.httpserve import HttpLimits
 
-    names = [f for f in HttpLimits.__dataclass_fields__ if f != "connections_max"]
-    return HttpLimits(**{n: getattr(args, n) for n in names})
+    skip = ("connections_max", "connections_per_address_max")
+    kw = {n: getattr(args, n) for n in HttpLimits.__dataclass_fields__ if n not in skip}
+    if args.connections_per_address_max is not None:
+        kw["connections_per_address_max"] = args.connections_per_address_max
+    elif getattr(args, "plain_http", False):  # only ever behind a balancer: one address for all
+        kw["connections_per_address_max"] = 0
+    return HttpLimits(**kw)
 
 
 def main(argv: list[str] | None = None) -> int:
