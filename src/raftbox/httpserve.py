@@ -10,7 +10,9 @@ The limits (`HttpLimits`, every bound with its unit in its name)
   `ssl_handshake_timeout`; the connection is not yet an HTTP connection, and is not counted).
 - `header_timeout_s`: a request head (request line and headers) must be complete within this of
   its first byte; the first head of a connection, within this of the handshake's end. No answer:
-  the connection is closed (what nginx does for `client_header_timeout`).
+  the connection is closed (what nginx does for `client_header_timeout`). A head pipelined
+  behind a request still being handled starts its clock only at its next byte; the keep-alive
+  timeout bounds it meanwhile.
 - `keepalive_timeout_s`: after an answer, a connection that does not complete its next request
   head within this is closed (aiohttp's own `keepalive_timeout`).
 - `body_idle_timeout_s`: while a request body is being read, no byte for this long closes the
@@ -19,7 +21,8 @@ The limits (`HttpLimits`, every bound with its unit in its name)
 - `send_stall_timeout_s`: while an answer is being written, a client that accepts no byte for
   this long (our write buffer stays full) is closed.
 - `request_line_max_bytes`, `header_field_max_bytes`, `header_count_max` (aiohttp's parser
-  limits) and `header_total_max_bytes` (ours: the whole head). Past any of them: 400 with a
+  limits) and `header_total_max_bytes` (ours: the whole head, checked after each read, so a head
+  can pass it by at most one read before it is refused). Past any of them: 400 with a
   Dropbox-shaped text body (`Error in call to API function "ROUTE": ...`, what the SDK turns
   into `BadInputError`) and the connection is closed. `header_field_max_bytes` is above
   `api.http.ARG_HEADER_MAX_BYTES`, so an oversized `Dropbox-API-Arg` up to it gets the route's
@@ -33,8 +36,9 @@ The limits (`HttpLimits`, every bound with its unit in its name)
 
 Body sizes are per route and enforced by the routes (`api.http`: `UPLOAD_MAX_BYTES` on the
 declared `Content-Length` before reading and on the bytes while reading, chunked bodies
-included; `RPC_BODY_MAX_BYTES` through aiohttp's `client_max_size`; the native block routes by
-their frame count and frame size).
+included; `RPC_BODY_MAX_BYTES` on the declared length and through aiohttp's `client_max_size`;
+the native block routes by their frame count and frame size). A refused body is not read:
+aiohttp reads and drops what follows for at most its lingering time (10 s), then closes.
 
 How: aiohttp has no header-read or body-idle timeout
 -----------------------------------------------------
@@ -63,7 +67,11 @@ private fields, named where used. Per connection:
   ERROR line with its traceback.
 
 A notify-only process puts its own lean protocol (`notify.front.Front`) in front and hands
-unusual connections to `HttpSite.handler`; both count against the same `ConnectionLimiter`.
+unusual connections to `HttpSite.handler`; both count against the same `ConnectionLimiter` (the
+front answers its refusals with a long-poll backoff or a 503, and bounds a connection that does
+not complete a request by `keepalive_timeout_s`). Connections still in their TLS handshake are
+held by asyncio, counted by nobody: the handshake timeout and the process's open-file limit
+bound them.
 """
 
 from __future__ import annotations
@@ -190,9 +198,7 @@ def _raw_response(status: str, body: str, extra: str = "") -> bytes:
 
 def _client_fault(exc: BaseException | None) -> bool:
     """An error the client caused (hung up, broke its body): not worth a traceback."""
-    return isinstance(
-        exc, (ConnectionError, RequestPayloadError, HttpProcessingError, asyncio.TimeoutError)
-    )
+    return isinstance(exc, (ConnectionError, RequestPayloadError, HttpProcessingError))
 
 
 class LimitedHandler(RequestHandler):
