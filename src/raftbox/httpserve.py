@@ -388,11 +388,16 @@ def _describe(exc: BaseException) -> str:
     return "bad request: " + text.replace("\n", " ")[:200]
 
 
+ProtocolFactory = Callable[[], asyncio.Protocol]
+FrontFactory = Callable[[ProtocolFactory, ConnectionLimiter], ProtocolFactory]
+
+
 class HttpSite:
     """One public address serving `app` within `limits`: `await start()`, then `await stop()`.
 
     `front`, if given, makes the protocol factory from (`handler`, `limiter`): the notify-only
-    process puts its long-poll front there and hands other connections to `handler`."""
+    process puts its long-poll front there and hands other connections to `handler`.
+    `runner_kwargs` go to `web.AppRunner` as they are (e.g. an access logger)."""
 
     def __init__(
         self,
@@ -403,10 +408,8 @@ class HttpSite:
         *,
         handler_cancellation: bool = False,
         backlog: int = 4096,
-        front: Callable[
-            [Callable[[], asyncio.Protocol], ConnectionLimiter], Callable[[], asyncio.Protocol]
-        ]
-        | None = None,  # fmt: skip
+        front: FrontFactory | None = None,
+        runner_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.app = app
         self.listen = listen
@@ -415,8 +418,7 @@ class HttpSite:
         self.backlog = backlog
         self.front = front
         self.limiter = ConnectionLimiter(limits.connections_max, limits.connections_per_address_max)
-        self.runner = web.AppRunner(
-            app,
+        kwargs: dict[str, Any] = dict(
             access_log=None,
             handler_cancellation=handler_cancellation,
             keepalive_timeout=limits.keepalive_timeout_s,
@@ -424,6 +426,8 @@ class HttpSite:
             max_field_size=limits.header_field_max_bytes,
             max_headers=limits.header_count_max,
         )
+        kwargs.update(runner_kwargs or {})
+        self.runner = web.AppRunner(app, **kwargs)
         self.server: asyncio.Server | None = None
         self.url = ""
 
@@ -438,7 +442,7 @@ class HttpSite:
 
     async def start(self) -> str:
         await self.runner.setup()
-        factory: Callable[[], asyncio.Protocol] = self.handler
+        factory: ProtocolFactory = self.handler
         if self.front is not None:
             factory = self.front(self.handler, self.limiter)
         host, port = self.listen
