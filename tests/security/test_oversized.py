@@ -1,6 +1,7 @@
 """Attacks 3 and 6 of issue 11: oversized heads and bodies, broken framing, too many connections.
 
-One `raftbox up` with the default size limits and a per-address cap of 20 connections. Every
+One `raftbox up` with the default size limits, a per-address cap of 20 connections, and long
+timeouts. Every
 refusal is the Dropbox-shaped answer the SDK expects (a 400 whose text body starts with
 `Error in call to API function`, a 409 `payload_too_large`, a 503 the SDK retries), and nothing
 a client sends leaves a traceback in the server's log.
@@ -26,7 +27,15 @@ DEADLINE_S = 30.0
 def up(tmp_path_factory):
     srv = LimitedUp(
         tmp_path_factory.mktemp("oversized"),
-        ["--connections-per-address-max", str(PER_ADDRESS)],
+        # long timeouts: connections held open by a test stay open however slow the machine
+        [
+            "--connections-per-address-max",
+            str(PER_ADDRESS),
+            "--header-timeout-s",
+            "300",
+            "--keepalive-timeout-s",
+            "300",
+        ],  # fmt: skip
     )
     try:
         srv.start()
