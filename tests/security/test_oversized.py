@@ -28,14 +28,8 @@ def up(tmp_path_factory):
     srv = LimitedUp(
         tmp_path_factory.mktemp("oversized"),
         # long timeouts: connections held open by a test stay open however slow the machine
-        [
-            "--connections-per-address-max",
-            str(PER_ADDRESS),
-            "--header-timeout-s",
-            "300",
-            "--keepalive-timeout-s",
-            "300",
-        ],  # fmt: skip
+        ["--connections-per-address-max", str(PER_ADDRESS)]
+        + ["--header-timeout-s", "300", "--keepalive-timeout-s", "300"],
     )
     try:
         srv.start()
