@@ -98,6 +98,53 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca", help="CA file to trust for --server")
 
 
+def _http_limit_flags(p: argparse.ArgumentParser) -> None:
+    """The public port's limits (raftbox.httpserve.HttpLimits); defaults suit a public host."""
+    from raftbox.httpserve import HttpLimits
+
+    d = HttpLimits()
+    g = p.add_argument_group("limits of the public port")
+    for name, kind, what in (
+        ("header_timeout_s", float, "a request head must be complete this long after it began"),
+        ("body_idle_timeout_s", float, "close an upload that sends no byte for this long"),
+        ("keepalive_timeout_s", float, "close a connection idle this long between requests"),
+        ("tls_handshake_timeout_s", float, "drop a TLS handshake not done by then"),
+        ("send_stall_timeout_s", float, "close a client that takes no byte of an answer"),
+        ("request_line_max_bytes", int, "longest request line (longer: 400)"),
+        ("header_field_max_bytes", int, "longest header, Dropbox-API-Arg included (longer: 400)"),
+        ("header_total_max_bytes", int, "largest request head (larger: 400)"),
+        ("header_count_max", int, "most headers in a request (more: 400)"),
+    ):
+        flag = "--" + name.replace("_", "-")
+        g.add_argument(flag, type=kind, default=getattr(d, name), help=f"{what} (%(default)s)")
+    g.add_argument(
+        "--connections-per-address-max",
+        type=int,
+        default=None,
+        help=f"open connections per client address (IPv6: per /64); 0: no cap, for a process "
+        f"behind a proxy or balancer, whose address every client shares (default "
+        f"{d.connections_per_address_max}, or 0 with --plain-http)",
+    )
+    g.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="open connections per process (default 1,000,000 notify-only, else 100,000)",
+    )
+
+
+def _http_limits(args: argparse.Namespace):
+    from raftbox.httpserve import HttpLimits
+
+    skip = ("connections_max", "connections_per_address_max")
+    kw = {n: getattr(args, n) for n in HttpLimits.__dataclass_fields__ if n not in skip}
+    if args.connections_per_address_max is not None:
+        kw["connections_per_address_max"] = args.connections_per_address_max
+    elif getattr(args, "plain_http", False):  # only ever behind a balancer: one address for all
+        kw["connections_per_address_max"] = 0
+    return HttpLimits(**kw)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="raftbox", description="a self-hosted Dropbox")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     _block_flags(up)
     _gc_flags(up)
     _access_log_flags(up)
+    _http_limit_flags(up)
 
     sv = sub.add_parser("serve", help="run one member of a raftbox cluster")
     sv.add_argument(
@@ -138,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="block- or notify-only: serve plain HTTP (only behind a TLS-terminating balancer)",
     )
-    sv.add_argument("--max-connections", type=int, default=1_000_000, help="notify-only cap")
     _longpoll_test_flags(sv)
     _block_flags(sv)
     _gc_flags(sv)
     _access_log_flags(sv)
+    _http_limit_flags(sv)
     sv.add_argument("--tls-cert")
     sv.add_argument("--tls-key")
     sv.add_argument("--admin-token", help="default: $RAFTBOX_ADMIN_TOKEN, else DATA/admin.token")
@@ -242,7 +290,12 @@ def main(argv: list[str] | None = None) -> int:
             gc_upload_keep_s=args.gc_upload_keep_s,
             access_log=args.access_log,
             access_log_file=args.access_log_file,
+            max_connections=args.max_connections,
         )
+        try:
+            longpoll["http"] = _http_limits(args)
+        except ValueError as e:
+            parser.error(str(e))
         if not 0 <= args.compress_level <= 22:
             parser.error("--compress-level: 0 (off) or a zstd level 1..22")
         if args.gc_grace_s <= args.cache_present_ttl_s:
@@ -305,7 +358,6 @@ def main(argv: list[str] | None = None) -> int:
             notify_roots=tuple(u for u in args.notify_root.split(",") if u),
             ca=args.ca,
             plain_http=args.plain_http,
-            max_connections=args.max_connections,
             **longpoll,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -58,6 +59,7 @@ from raftbox.blocks.chunker import Chunking
 from raftbox.blocks.gc import GarbageCollector, GcConfig, GenerationKeyedCache
 from raftbox.blocks.service import BlockService
 from raftbox.blocks.stack import build_store
+from raftbox.httpserve import HttpLimits, HttpSite
 from raftbox.meta import commands as C
 from raftbox.meta.fsm import MetaStore
 from raftbox.meta.service import MetaService
@@ -95,7 +97,8 @@ class ServeConfig:
     notify_roots: tuple[str, ...] = ()
     ca: str | None = None
     plain_http: bool = False
-    max_connections: int = 1_000_000
+    max_connections: int | None = None  # per process; None: 1,000,000 notify-only, else 100,000
+    http: HttpLimits = field(default_factory=HttpLimits)  # the public port's limits
     longpoll_min_timeout_s: float = 30.0  # test-only below 30 (the API minimum)
     longpoll_wait_cap_s: float | None = None  # test-only: end every wait after this
     worker_threads: int = 32
@@ -138,6 +141,13 @@ class ServeConfig:
             present_ttl_s=self.cache_present_ttl_s,
         )
         return BlockService(store, Chunking.parse(self.chunking))
+
+    def http_limits(self) -> HttpLimits:
+        """The public port's limits, with `max_connections` (or the role's default) in them."""
+        cap = self.max_connections
+        if cap is None:
+            cap = 1_000_000 if set(self.roles) == {"notify"} else self.http.connections_max
+        return dataclasses.replace(self.http, connections_max=cap)
 
     def notify_config(self) -> NotifyConfig:
         return NotifyConfig(
@@ -201,7 +211,7 @@ class Server:
         self.notify: NotifyService | None = None
         self.notify_process: NotifyProcess | None = None
         self.feed: MetaFeedServer | None = None
-        self.runner: web.AppRunner | None = None
+        self.site: HttpSite | None = None
         self.ca_file: str | None = None
         self.url = ""
         self.blocks: BlockService | None = None
@@ -280,12 +290,8 @@ class Server:
             self.notify.add_routes(app)
             await self.notify.start()
         ctx, self.ca_file = tls_context(cfg)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, cfg.listen[0], cfg.listen[1], ssl_context=ctx)
-        await site.start()
-        host, port = self.runner.addresses[0][:2]
-        self.url = f"https://{host}:{port}"
+        self.site = HttpSite(app, cfg.listen, ctx, cfg.http_limits())
+        self.url = await self.site.start()
         with open(os.path.join(cfg.data, "url"), "w") as f:
             f.write(self.url + "\n")
         self._gc_task = asyncio.create_task(self.gc.run_periodically())
@@ -338,12 +344,8 @@ class Server:
         ctx = None
         if not cfg.plain_http:
             ctx, self.ca_file = tls_context(cfg)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, cfg.listen[0], cfg.listen[1], ssl_context=ctx)
-        await site.start()
-        host, port = self.runner.addresses[0][:2]
-        self.url = f"{'http' if ctx is None else 'https'}://{host}:{port}"
+        self.site = HttpSite(app, cfg.listen, ctx, cfg.http_limits())
+        self.url = await self.site.start()
         with open(os.path.join(cfg.data, "url"), "w") as f:
             f.write(self.url + "\n")
 
@@ -360,7 +362,7 @@ class Server:
                 root_urls=cfg.notify_roots,
                 ssl_context=ctx,
                 client_ssl=ssl.create_default_context(cafile=cfg.ca),
-                max_connections=cfg.max_connections,
+                limits=cfg.http_limits(),
                 access_log=self.access_log,
             ),
             cfg.notify_config(),
@@ -386,8 +388,8 @@ class Server:
             await self.notify.stop()  # answers waiting long-polls before the runner closes
         if self.feed is not None:
             await self.feed.close()
-        if self.runner is not None:
-            await self.runner.cleanup()
+        if self.site is not None:
+            await self.site.stop()
         if self.node is not None:
             await self.node.stop()
         if self.blocks is not None:

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from raftbox.httpserve import ConnectionLimiter
 from raftbox.notify.front import Front
 from raftbox.notify.service import ROUTE, NotifyConfig, NotifyService
 from raftbox.testing import ThrowawayCA, wait_until
@@ -26,8 +27,10 @@ class Rig:
     def __init__(self, svc: NotifyService, front: Front, port: int, tls: ssl.SSLContext | None):
         self.svc, self.front, self.port, self.client_tls = svc, front, port, tls
 
-    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection(HOST, self.port, ssl=self.client_tls)
+    async def open(self, source: str = HOST) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(
+            HOST, self.port, ssl=self.client_tls, local_addr=(source, 0)
+        )
 
     @property
     def url(self) -> str:
@@ -166,6 +169,33 @@ def test_past_the_connection_cap_a_longpoll_gets_backoff_and_anything_else_503_t
             assert status == 503 and headers["retry-after"] == "60"
             for w in (w1, w2, w3):
                 w.close()
+
+    run(body)
+
+
+def test_the_process_limiter_caps_connections_per_address_and_frees_slots():
+    """With the process's `ConnectionLimiter` (here 1 per address), a second connection from one
+    address is refused like one past `max_connections`, another address still gets in, and
+    every slot is given back when its connection ends (memory: no entry per gone address)."""
+
+    async def body():
+        limiter = ConnectionLimiter(connections_max=100, per_address_max=1)
+        async with rig(limiter=limiter) as g:
+            r1, w1 = await g.open()
+            w1.write(poll(sign(ALICE, 7, 5)))
+            await wait_until(lambda: g.svc.hub.waiting == 1)
+            r2, w2 = await g.open()
+            w2.write(poll(sign(ALICE, 7, 5)))
+            status, _, b = await read_response(r2)
+            assert status == 200 and json.loads(b) == {"changes": False, "backoff": 60}
+            assert await r2.read() == b""
+            r3, w3 = await g.open(source="127.0.0.2")
+            w3.write(poll(sign(ALICE, 7, 5)))
+            await wait_until(lambda: g.svc.hub.waiting == 2)
+            assert limiter.by_address == {"127.0.0.1": 1, "127.0.0.2": 1} and limiter.refused == 1
+            for w in (w1, w2, w3):
+                w.close()
+            await wait_until(lambda: limiter.open == 0 and not limiter.by_address)
 
     run(body)
 

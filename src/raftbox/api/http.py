@@ -52,6 +52,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from raftbox.blocks.service import BlockService, Ingested, PayloadTooLarge
 from raftbox.meta import commands as C
@@ -234,6 +235,10 @@ class ApiServer:
             return await handler(request, who)
         except BadInput as e:
             return web.Response(status=400, text=str(e), content_type="text/plain")
+        except RequestPayloadError as e:  # a broken body (e.g. bad chunked framing): 400
+            log.info("%s: broken request body from %s: %s", route, request.remote, e)
+            text = str(BadInput(route, "request body: malformed"))
+            return web.Response(status=400, text=text, content_type="text/plain")
         except AuthFailed as e:
             body = {"error_summary": f"{e.tag}/..", "error": {".tag": e.tag}}
             return json_response(body, status=401)
@@ -282,6 +287,8 @@ class ApiServer:
 
     # -- argument parsing ----------------------------------------------------------------------
     async def rpc_args(self, request: web.Request, route: str) -> Args:
+        if (request.content_length or 0) > RPC_BODY_MAX_BYTES:  # refused before reading
+            raise BadInput(route, f"request body: over {RPC_BODY_MAX_BYTES} bytes")
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:  # the caller's fault: 400, not a 500 to retry
@@ -573,6 +580,8 @@ class ApiServer:
         want = a.str("content_hash")
         if want is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", want):
             raise BadInput(a.route, "content_hash: expected 64 hex characters")
+        if (request.content_length or 0) > limit:  # refused before reading (and while reading)
+            raise ApiError(["payload_too_large"])
         gen = await self.mc.gc_generation()
         try:
             ing = await self.blocks.ingest(request.content, limit)

@@ -22,7 +22,9 @@ framings, other routes — is handed, bytes already read included, to the aiohtt
 the process (`fallback`: `web.AppRunner.server`, which makes aiohttp's own protocol object), so
 this parser only has to be right about the one simple request shape it accepts.
 
-Past `max_connections` a new connection is answered once — `{"changes": false, "backoff": N}` to
+Past `max_connections`, or when the process's `ConnectionLimiter` (`raftbox.httpserve`: caps per
+process and per client address, shared with the aiohttp connections) refuses it, a new connection
+is answered once — `{"changes": false, "backoff": N}` to
 a long-poll, 503 with `Retry-After` to anything else — and closed: a clean refusal the SDKs
 understand, instead of a connection left hanging.
 """
@@ -34,6 +36,8 @@ import enum
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from raftbox.httpserve import ConnectionLimiter, address_key
 
 from .service import LONGPOLL_BODY_MAX_BYTES, BadRequest, parse_longpoll
 
@@ -77,11 +81,13 @@ class Front:
         *,
         max_connections: int = 1_000_000,
         idle_timeout_s: float = 75.0,
+        limiter: ConnectionLimiter | None = None,
     ) -> None:
         self.service = service
         self.fallback = fallback
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
+        self.limiter = limiter
         self.conns: set[_Conn] = set()
         # Connections not waiting on a long-poll, in deadline order (one timeout for all, so
         # insertion order is deadline order): one sweep a second instead of a timer each.
@@ -122,7 +128,7 @@ class Front:
 
 
 class _Conn(asyncio.Protocol):
-    __slots__ = ("front", "transport", "buf", "state", "keep", "shed", "busy")
+    __slots__ = ("front", "transport", "buf", "state", "keep", "shed", "busy", "addr")
 
     def __init__(self, front: Front) -> None:
         self.front = front
@@ -132,6 +138,7 @@ class _Conn(asyncio.Protocol):
         self.keep = True
         self.shed = False
         self.busy = False
+        self.addr: str | None = None  # the limiter's key while this holds a slot
 
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -141,6 +148,13 @@ class _Conn(asyncio.Protocol):
         if len(front.conns) > front.max_connections:
             self.shed = True
             front.refused += 1
+        elif front.limiter is not None:
+            key = address_key(transport.get_extra_info("peername"))
+            if front.limiter.admit(key):
+                self.addr = key
+            else:
+                self.shed = True
+                front.refused += 1
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -201,6 +215,10 @@ class _Conn(asyncio.Protocol):
         self.state = State.CLOSED
         self._disarm()
         self.front.conns.discard(self)
+        if self.addr is not None:  # a handed-off connection takes a new slot in aiohttp's handler
+            assert self.front.limiter is not None
+            self.front.limiter.release(self.addr)
+            self.addr = None
 
     def _fail(self, status: int, message: bytes) -> None:
         t = self.transport

@@ -1,16 +1,21 @@
 """A process whose only role is notify: a root (`--meta URL,...`) or a leaf (`--notify-root
 URL,...`). Its public address is served by the lean `Front` (long-poll) with everything else —
-the push stream, unusual requests — handed to a small aiohttp application."""
+the push stream, unusual requests — handed to a small aiohttp application. The address, its TLS and its limits (connections per
+process and per address, header and body timeouts) are `raftbox.httpserve.HttpSite`'s; the
+front takes its connection slots from the same `ConnectionLimiter`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import ssl
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from raftbox.httpserve import ConnectionLimiter, HttpLimits, HttpSite
 
 from .feed import StreamLink
 from .front import Front
@@ -43,7 +48,7 @@ class NotifyProcessConfig:
     root_urls: tuple[str, ...] = ()  # a leaf: follow these roots
     ssl_context: ssl.SSLContext | None = None  # None: plain HTTP (behind a TLS load balancer)
     client_ssl: ssl.SSLContext | None = None  # to verify upstream https URLs
-    max_connections: int = 1_000_000
+    limits: HttpLimits = field(default_factory=lambda: HttpLimits(connections_max=1_000_000))
     backlog: int = 4096
     # the access log's aiohttp middleware (`raftbox.api.accesslog`), None: off. The front's
     # own long-polls are not logged (they never reach aiohttp; see `front`)
@@ -64,8 +69,7 @@ class NotifyProcess:
             ssl_context=cfg.client_ssl,
         )
         self.service = NotifyService(self.link, notify_cfg, cfg.admin_token)
-        self.runner: web.AppRunner | None = None
-        self.server: asyncio.Server | None = None
+        self.site: HttpSite | None = None
         self.front: Front | None = None
         self.url = ""
 
@@ -80,28 +84,34 @@ class NotifyProcess:
         self.service.add_routes(app)
         app.router.add_post("/2/" + ROUTE, self.service.api_longpoll)
         app.router.add_post("/2/raftbox/notify/status", self.service.api_status)
-        self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self.runner.setup()
         await self.service.start()
+        self.site = HttpSite(
+            app,
+            self.cfg.listen,
+            self.cfg.ssl_context,
+            self.cfg.limits,
+            handler_cancellation=True,
+            backlog=self.cfg.backlog,
+            front=self._make_front,
+        )
+        self.url = await self.site.start()
+
+    def _make_front(
+        self, fallback: Callable[[], asyncio.Protocol], limiter: ConnectionLimiter
+    ) -> Front:
         self.front = Front(
-            self.service, self.runner.server, max_connections=self.cfg.max_connections
+            self.service,
+            fallback,
+            limiter=limiter,
+            idle_timeout_s=self.cfg.limits.keepalive_timeout_s,
         )
-        loop = asyncio.get_running_loop()
-        host, port = self.cfg.listen
-        self.server = await loop.create_server(
-            self.front, host, port, ssl=self.cfg.ssl_context, backlog=self.cfg.backlog
-        )
-        port = self.server.sockets[0].getsockname()[1]
-        scheme = "https" if self.cfg.ssl_context is not None else "http"
-        self.url = f"{scheme}://{host}:{port}"
+        return self.front
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        if self.site is not None:
+            self.site.stop_accepting()
         await self.service.stop()
         if self.front is not None:
             self.front.close_all()
-        if self.runner is not None:
-            await self.runner.cleanup()
-        if self.server is not None:
-            await self.server.wait_closed()
+        if self.site is not None:
+            await self.site.stop()
