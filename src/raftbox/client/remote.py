@@ -32,6 +32,7 @@ import aiohttp
 
 from raftbox.blocks.native import NativeClient, NativeError
 from raftbox.meta.paths import MalformedPath
+from raftbox.meta.values import clamp_mtime_s
 
 from .index import Index, rooted
 from .trees import Kind, Node, Tree, ancestor_keys, path_key
@@ -65,7 +66,7 @@ def parse_ts_ns(s: str | None) -> int | None:
 
 def format_ts(mtime_ns: int | None) -> str:
     t = (mtime_ns if mtime_ns is not None else time.time_ns()) // 1_000_000_000
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(t, 0)))
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clamp_mtime_s(t)))
 
 
 def remote_node(m: dict[str, Any]) -> Node | None:

@@ -78,7 +78,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from ..raft.sessions import Command, SessionExpired, SessionTable
-from . import paths
+from . import paths, values
 from .commands import (
     BLOCK_WINDOW_BYTES,
     MAX_FILE_BYTES,
@@ -132,7 +132,6 @@ SCHEMA_VERSION = 1
 GC_DELETED_KEEP_MS = 3600 * 1000
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 _blocks_enc = msgspec.msgpack.Encoder()
 _blocks_dec = msgspec.msgpack.Decoder(list[BlockRef])
 _digests_dec = msgspec.msgpack.Decoder(list[bytes] | None)
@@ -294,13 +293,8 @@ def format_ts(ms: int) -> str:
 
 
 def _valid_ts(s: str) -> bool:
-    if _TS.fullmatch(s) is None:
-        return False
-    try:
-        datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        return False
-    return True
+    """A storable client_modified: the format and the range of `raftbox.meta.values`."""
+    return values.timestamp_problem(s) is None
 
 
 def _b64(b: bytes) -> str:
@@ -616,7 +610,11 @@ class MetaStore:
 
     def _create_account(self, c: CreateAccount) -> AccountInfo:
         email = c.email.strip()
-        if not email or len(email) > 320 or len(c.display_name) > 1000:
+        if (
+            not email
+            or values.text_problem(email, values.EMAIL_MAX_CHARS)
+            or values.text_problem(c.display_name, values.DISPLAY_NAME_MAX_CHARS)
+        ):
             raise _Fail("invalid_command", reason="bad email or display name")
         ekey = email.casefold()
         db = self._db
@@ -770,6 +768,8 @@ class MetaStore:
             return Path(e.display, e.key)
         if ref.ns is not None and ref.ns != ns:
             raise _Fail(outer, "no_write_permission")
+        if paths.depth_problem(ref.path):
+            raise _Fail(outer, "malformed_path")
         return ref.path
 
     def _lookup_live(self, ns: int, s: str, outer: str) -> _E:
@@ -941,7 +941,8 @@ class MetaStore:
         if c.mode == "update" and not paths.valid_rev(c.update_rev or ""):
             raise _Fail("invalid_command", reason="update mode needs a valid rev")
         if c.client_modified is not None and not _valid_ts(c.client_modified):
-            raise _Fail("invalid_command", reason="client_modified must be %Y-%m-%dT%H:%M:%SZ")
+            why = values.timestamp_problem(c.client_modified)
+            raise _Fail("invalid_command", reason=f"client_modified: {why}")
         if c.symlink_target is not None:
             _validate_symlink(c)
 
