@@ -152,12 +152,11 @@ class Server:
         while page["has_more"]:
             page = self.ok("files/list_folder/continue", {"cursor": page["cursor"]}, token)
             tree += page["entries"]
-        cur = self.ok(
-            "files/list_folder/get_latest_cursor",
-            {"path": "", "recursive": True, "include_deleted": True},
-            token,
-        )["cursor"]
-        return sorted(tree, key=lambda m: m["path_lower"]), cur
+        return sorted(tree, key=lambda m: m["path_lower"]), self.latest_cursor(token)
+
+    def latest_cursor(self, token: str = "") -> str:
+        arg = {"path": "", "recursive": True, "include_deleted": True}
+        return self.ok("files/list_folder/get_latest_cursor", arg, token)["cursor"]
 
     def changes_since(self, cursor: str, token: str = "") -> list:
         return self.ok("files/list_folder/continue", {"cursor": cursor}, token)["entries"]

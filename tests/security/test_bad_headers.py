@@ -74,6 +74,8 @@ def test_bad_arg_header_is_400(srv: Server, clean: None, route: str, arg: bytes)
 BAD_BODIES = [
     ("files/list_folder", DEEP),
     ("files/list_folder", DEEPISH),
+    ("files/list_folder/longpoll", b"[" * 2000 + b"]" * 2000),  # (its body max is 16 KiB)
+    ("files/list_folder/longpoll", b'{"cursor": "c", "timeout": NaN}'),
     ("files/list_folder", b'{"path": "", "limit": NaN}'),
     ("files/list_folder", b'{"path": "", "limit": -Infinity}'),
     ("files/list_folder", b'{"path": "", "limit": 1e400}'),
