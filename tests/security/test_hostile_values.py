@@ -256,3 +256,31 @@ def test_commit_batch_sizes_and_ints(srv: Server, clean: None) -> None:
         {"path": "/n.txt", "blocks": blocks, "content_hash": hashlib.sha256(b"").hexdigest()[:63]},
     ):
         expect_400(srv.rpc("raftbox/commit_batch", {"entries": [entry]}), "raftbox/commit_batch")
+
+
+def test_a_move_or_copy_cannot_carry_a_subtree_past_the_bounds() -> None:
+    """Every entry of a moved or copied folder gets a new path: each within the bounds."""
+    from meta.helpers import Driver, content_dump
+    from raftbox.meta.commands import Copy, CreateFolder, Move
+
+    d = Driver()
+    ns = d.setup()
+    deep = "/x" + "/d" * (PATH_MAX_DEPTH - 1)  # PATH_MAX_DEPTH components: the most allowed
+    assert d.apply(CreateFolder(ns, deep)).path_display == deep
+    assert d.apply(CreateFolder(ns, "/a/b")).path_display == "/a/b"
+    long_name = "/y/" + "n" * 255
+    for _ in range(14):
+        long_name += "/" + "n" * 255
+    long_name += "/" + "m" * 150
+    assert d.apply(CreateFolder(ns, long_name)).path_display == long_name  # 3,993 bytes
+    before = content_dump(d.store)
+    for cmd in (
+        Move(ns, "/x", "/a/b/x"),
+        Copy(ns, "/x", "/a/x"),
+        Move(ns, "/y", "/a/" + "z" * 250),
+        Copy(ns, "/y", "/a/b/" + "z" * 250),
+    ):
+        assert d.apply(cmd).tags == ["to", "malformed_path"], cmd
+    assert content_dump(d.store) == before
+    # moving up (no growth) is fine
+    assert d.apply(Move(ns, "/x/d", "/d")).path_display == "/d"

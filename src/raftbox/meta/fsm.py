@@ -286,6 +286,22 @@ class _TooMany(Exception):
     """The entry ran out of positions (revs/ids) — too many items in one raft entry."""
 
 
+def _check_relocated(src: _E, to: Path, rows: list[_E]) -> None:
+    """A move or copy must not carry an entry of the subtree past the bounds of a new path
+    (`paths.PATH_MAX_BYTES`, `paths.PATH_MAX_DEPTH`): `to/malformed_path` if it would. Only
+    growth is checked, so a subtree stored before the bounds existed can still move up."""
+    more_bytes = len(to.display.encode()) - len(src.display.encode())
+    more_depth = to.display.count("/") - src.display.count("/")
+    if more_bytes <= 0 and more_depth <= 0:
+        return
+    for e in rows:
+        if (
+            len(e.display.encode()) + more_bytes > paths.PATH_MAX_BYTES
+            or e.display.count("/") + more_depth > paths.PATH_MAX_DEPTH
+        ):
+            raise _Fail("to", "malformed_path")
+
+
 def format_ts(ms: int) -> str:
     """`%Y-%m-%dT%H:%M:%SZ` of a stamped time (a pure conversion, not a clock read)."""
     t = datetime.datetime.fromtimestamp(ms // 1000, tz=datetime.UTC)
@@ -1227,6 +1243,7 @@ class MetaStore:
                     (ns, lo, hi),
                 )
             ]
+        _check_relocated(src, to, rows)
         if not case_only:
             # The destination holds no live entry (checked), so at most deleted history here.
             lo, hi = paths.subtree_range(to.key)
