@@ -249,3 +249,35 @@ def test_far_future_date_through_the_sdk(srv: Server, clean: None) -> None:
     for when in (dt.datetime(2263, 1, 1), dt.datetime(9999, 12, 31), dt.datetime(1969, 12, 31)):
         with pytest.raises(exceptions.BadInputError):
             dbx.files_upload(b"x", "/far.txt", client_modified=when)
+
+
+def _raw_exchange(srv: Server, request: bytes) -> bytes:
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=srv.ca)
+    host, port = srv.hostport.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as raw:
+        with ctx.wrap_socket(raw, server_hostname=host) as c:
+            c.sendall(request)
+            out = b""
+            while chunk := c.recv(65536):
+                out += chunk
+            return out
+
+
+def test_http_parser_refusals_are_quiet(srv: Server, clean: None) -> None:
+    """What aiohttp's HTTP parser refuses (a bad chunk size, a control byte in a header) is a
+    400 and one INFO line, not an ERROR with a traceback."""
+    head = (
+        f"POST /2/files/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {srv.token}\r\n"
+        'Dropbox-API-Arg: {"path": "/chunked.bin"}\r\n'
+        "Content-Type: application/octet-stream\r\n"
+    ).encode()
+    for req in (
+        head + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nxx\r\n0\r\n\r\n",
+        head + b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 20 + b"\r\nabc\r\n0\r\n\r\n",
+        head + b"X-Bad: a\x01b\r\nContent-Length: 1\r\n\r\nx",
+    ):
+        answer = _raw_exchange(srv, req)
+        assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), answer[:200]

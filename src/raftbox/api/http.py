@@ -59,6 +59,7 @@ import hmac
 import logging
 import re
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -169,6 +170,24 @@ class FailedAuthLimiter:
         self._buckets[addr] = (tokens, now)
 
 
+class ProtocolLog(logging.LoggerAdapter):
+    """aiohttp's connection logger for the API: a request its HTTP parser refused (a bad
+    chunk size, a control byte in a header, a line too long — `HttpProcessingError`, the
+    client's fault; aiohttp answers it 400) is one INFO line, not an ERROR with a traceback.
+    Anything else aiohttp reports keeps its level and traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+
+    def exception(self, msg: Any, *args: Any, exc_info: Any = True, **kw: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError):
+            why = " ".join(str(getattr(exc, "message", "") or exc).split())[:300]
+            self.info(f"{msg}: refused by the HTTP parser: %s", *args, why, **kw)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kw)
+
+
 class ApiServer:
     def __init__(
         self,
@@ -223,7 +242,9 @@ class ApiServer:
         self.routes[name] = (auth, handler)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=RPC_BODY_MAX_BYTES)
+        app = web.Application(
+            client_max_size=RPC_BODY_MAX_BYTES, handler_args={"logger": ProtocolLog()}
+        )
         app.router.add_post("/2/{route:.+}", self.dispatch)
         return app
 
