@@ -912,7 +912,7 @@ def _refs(ing: Ingested) -> list:
 
 
 _RANGE = re.compile(r"[ \t]*bytes[ \t]*=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*")
-_RANGE_BIG = 2**63  # a number of more digits than this has is "past any end"
+_RANGE_BIG = 2**63  # stands for any number of 19 digits or more: past the end of any file
 
 
 def _range_int(digits: str) -> int:
