@@ -6,7 +6,9 @@ of the account (a far-future date broke the sync client's SQLite index). So the 
 checked where the API parses a request — the answer is the Dropbox error the SDK expects, a
 400 for an argument, `malformed_path` for a path — and again by the state machine, which
 refuses a command outside it with `invalid_command`. Only new writes are checked: values
-stored before these bounds existed are served as they are.
+stored before these bounds existed are served as they are. (Applying stays deterministic for
+members of one version; an entry an older leader accepted with such a value would be refused by
+an upgraded member applying it, so members are upgraded with no such write in flight.)
 
 Dates (`client_modified`, on every route that writes a file: `files/upload`, the upload
 session finishes, and the native `commit_batch`): from 1970-01-01T00:00:00Z up to
