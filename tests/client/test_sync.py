@@ -23,6 +23,7 @@ from raftbox.client.config import Config, save
 from raftbox.client.engine import Options, Summary, SyncEngine, SyncError
 from raftbox.client.executor import Executor
 from raftbox.client.remote import Remote
+from raftbox.meta.values import CLIENT_MODIFIED_MAX_S
 from raftbox.testing.procs import wait_for
 
 from .conftest import RAFTBOX
@@ -551,7 +552,7 @@ def test_local_files_dated_past_2262_or_before_1970_sync(pair) -> None:
     assert s.ok and s.passes == 1 and not s.counters.uploaded_files
     s = run_sync(b, cfg)
     assert s.ok and (b / "far.txt").read_text() == "dated 2300"
-    assert (b / "far.txt").stat().st_mtime_ns == 2**31 * 10**9 - 10**9  # 2038-01-19T03:14:07Z
+    assert (b / "far.txt").stat().st_mtime_ns == CLIENT_MODIFIED_MAX_S * 10**9  # 2199-12-31
     assert (b / "old.txt").stat().st_mtime_ns == 0
 
 

@@ -36,6 +36,19 @@ blockserver (no meta role, no replica) cannot tell, and answers 429 until the bu
 Error → HTTP: `BadInput` 400 text; `AuthFailed` 401 JSON; `ApiError` 409 (or its status) JSON;
 `RateLimited` 429 JSON with `retry_after`; `Unavailable` (no majority) 503; anything else 500,
 logged, and no state changed (every write is one state machine command).
+
+No client input reaches that 500 (issue 11): every header, argument and body is checked where
+it is parsed (`wire.load_json`, `Args`, `_ns_path` for paths, `parse_range`), every stored value
+within `raftbox.meta.values`. A client that hangs up mid-request (`ConnectionError` while its
+body is read or the answer written) is logged at INFO, one line, no traceback; a body the
+client breaks off or garbles (`ClientPayloadError`, a bad chunked encoding) is a 400.
+
+Downloads (`files/download`) read the file's first block before the status line is sent: a
+block this member cannot read (missing from its store — a cluster whose members do not share
+one — or corrupt) is a 503, which the SDKs retry (another member may serve it), not a 409: the
+file exists, and a client must not take it for gone. A block that fails later, once `200` and
+the length are sent, is logged once at ERROR (the file's path and id, the rev, the block id; no
+traceback) and the connection is aborted, so the client sees a truncated transfer.
 """
 
 from __future__ import annotations
@@ -43,19 +56,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import re
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from raftbox.blocks.errors import BlockStoreError
 from raftbox.blocks.service import BlockService, Ingested, PayloadTooLarge
 from raftbox.meta import commands as C
+from raftbox.meta import paths as P
+from raftbox.meta import values as V
 from raftbox.meta.service import AccountError, CursorInvalid, MetaService
 from raftbox.raft.node import NodeError
 
@@ -74,6 +91,7 @@ READ_PATH = re.compile(
 )
 LIST_PATH = re.compile(r"^((/(.|[\r\n])*)?|id:.*|(ns:[0-9]+(/(.|[\r\n])*)?))$", re.S)
 ARG_HEADER_MAX_BYTES = 64 * 1024
+TOKEN_MAX_BYTES = 1024  # ours are 47; longer (or non-ASCII) is refused without a lookup
 MAX_FINISH_BATCH_ENTRIES = 1000
 RPC_BODY_MAX_BYTES = 4 * 1024 * 1024
 
@@ -154,6 +172,24 @@ class FailedAuthLimiter:
         self._buckets[addr] = (tokens, now)
 
 
+class ProtocolLog(logging.LoggerAdapter):
+    """aiohttp's connection logger for the API: a request its HTTP parser refused (a bad
+    chunk size, a control byte in a header, a line too long — `HttpProcessingError`, the
+    client's fault; aiohttp answers it 400) is one INFO line, not an ERROR with a traceback.
+    Anything else aiohttp reports keeps its level and traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+
+    def exception(self, msg: Any, *args: Any, exc_info: Any = True, **kw: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError):
+            why = " ".join(str(getattr(exc, "message", "") or exc).split())[:300]
+            self.info(f"{msg}: refused by the HTTP parser: %s", *args, why, **kw)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kw)
+
+
 class ApiServer:
     def __init__(
         self,
@@ -212,7 +248,9 @@ class ApiServer:
         self.routes[name] = (auth, handler)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=RPC_BODY_MAX_BYTES)
+        app = web.Application(
+            client_max_size=RPC_BODY_MAX_BYTES, handler_args={"logger": ProtocolLog()}
+        )
         app.router.add_post("/2/{route:.+}", self.dispatch)
         return app
 
@@ -234,11 +272,11 @@ class ApiServer:
                 self._authenticate_admin(request)
             return await handler(request, who)
         except BadInput as e:
-            return web.Response(status=400, text=str(e), content_type="text/plain")
+            return web.Response(status=400, body=e.body_bytes(), content_type="text/plain")
         except RequestPayloadError as e:  # a broken body (e.g. bad chunked framing): 400
             log.info("%s: broken request body from %s: %s", route, request.remote, e)
-            text = str(BadInput(route, "request body: malformed"))
-            return web.Response(status=400, text=text, content_type="text/plain")
+            body = BadInput(route, "request body: malformed").body_bytes()
+            return web.Response(status=400, body=body, content_type="text/plain")
         except AuthFailed as e:
             body = {"error_summary": f"{e.tag}/..", "error": {".tag": e.tag}}
             return json_response(body, status=401)
@@ -255,7 +293,18 @@ class ApiServer:
         except (NodeError, TimeoutError) as e:
             log.warning("%s: unavailable: %s", route, e)
             return web.Response(status=503, text=f"service unavailable: {e}")
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionError as e:
+            if not client_gone(request):  # a link of ours failed, not the client's
+                log.exception("internal error in %s", route)
+                return web.Response(status=500, text="internal server error")
+            log.info("%s: the client went away: %s", route, e)
+            return web.Response(status=400, text="the client went away")  # never sent
+        except (ClientPayloadError, HttpProcessingError) as e:  # a broken-off or garbled body
+            msg = f"request body: {getattr(e, 'message', None) or e}"
+            return web.Response(
+                status=400, body=BadInput(route, msg).body_bytes(), content_type="text/plain"
+            )
+        except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("internal error in %s", route)
@@ -263,8 +312,7 @@ class ApiServer:
 
     async def _authenticate(self, request: web.Request) -> Any:
         addr = request.remote or ""
-        h = request.headers.get("Authorization", "")
-        token = h[7:].strip() if h.startswith("Bearer ") else ""
+        token = _bearer(request)
         if not token:  # costs nothing to refuse: not counted
             raise AuthFailed("invalid_access_token")
         wait = self.auth_failures.retry_after_s(addr)
@@ -280,8 +328,7 @@ class ApiServer:
         return _admitted(request, acct)
 
     def _authenticate_admin(self, request: web.Request) -> None:
-        h = request.headers.get("Authorization", "")
-        token = h[7:].strip() if h.startswith("Bearer ") else ""
+        token = _bearer(request)
         if not token or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
             raise AuthFailed("invalid_access_token")
 
@@ -298,11 +345,7 @@ class ApiServer:
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
         if ctype and ctype not in ("application/json", "text/plain"):
             raise BadInput(route, f'Bad HTTP "Content-Type" header: "{ctype}".')
-        try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise BadInput(route, "request body: could not decode input as JSON") from None
-        return Args(route, obj)
+        return Args(route, wire.load_json(route, raw, "request body"))
 
     def header_args(self, request: web.Request, route: str) -> Args:
         raw = request.headers.get("Dropbox-API-Arg")
@@ -314,25 +357,35 @@ class ApiServer:
             )
         if len(raw) > ARG_HEADER_MAX_BYTES:
             raise BadInput(route, "Dropbox-API-Arg is too large")
-        try:
-            obj = json.loads(raw)
-        except ValueError:
+        if "Dropbox-API-Arg" in request.headers and not raw.isascii():
+            # aiohttp decodes header bytes as UTF-8 with surrogateescape: any byte >= 0x80
             raise BadInput(
-                route, 'HTTP header "Dropbox-API-Arg": could not decode input as JSON'
-            ) from None
-        return Args(route, obj)
+                route,
+                'HTTP header "Dropbox-API-Arg": could not decode input as JSON (non-ASCII '
+                "characters must be sent as \\uXXXX escapes)",
+            )
+        return Args(route, wire.load_json(route, raw, 'HTTP header "Dropbox-API-Arg"'))
 
     @staticmethod
     def _path(a: Args, name: str, pattern: re.Pattern, required: bool = True, default=None) -> str:
-        p = a.str(name, default=default, required=required)
+        p = a.str(name, default=default, required=required, path=True)
         if p is None:
             return p
         if not pattern.match(p):
-            raise BadInput(a.route, f"{name}: '{p}' did not match pattern")
+            raise BadInput(a.route, f"{name}: {p[:200]!r} did not match pattern")
         return p
 
-    def _ns_path(self, who: Any, path: str, tags_prefix: list[str]) -> str:
-        """Map 'ns:N/...' onto the account's own namespace; anything else passes through."""
+    def _ns_path(self, who: Any, path: str, tags_prefix: list[str], write: bool = False) -> str:
+        """Map 'ns:N/...' onto the account's own namespace; anything else passes through.
+        The path is checked first (`raftbox.meta.paths`; a new path's depth too if `write`):
+        `tags_prefix + ["malformed_path"]` if it is not one, before any lookup."""
+        try:
+            ref = P.parse_ref(path, allow_root=True, allow_rev=True)
+            why = P.depth_problem(ref.path) if write and ref.path is not None else None
+        except P.MalformedPath as e:
+            why = str(e)
+        if why is not None:
+            raise ApiError(tags_prefix + ["malformed_path"])
         if path.startswith("ns:"):
             head, _, rest = path[3:].partition("/")
             if not head.isdigit() or int(head) != who.namespace_id:
@@ -342,7 +395,7 @@ class ApiServer:
 
     async def _resolve_write_path(self, who: Any, path: str, tags_prefix: list[str]) -> str:
         """id:… on a write route → the item's current path."""
-        path = self._ns_path(who, path, tags_prefix)
+        path = self._ns_path(who, path, tags_prefix, write=True)
         if path.startswith("id:"):
             m = await self.mc.query("resolve", who.namespace_id, path)
             if isinstance(m, C.MetaError):
@@ -407,12 +460,15 @@ class ApiServer:
     async def admin_create_account(self, request: web.Request, who: Any) -> web.Response:
         a = await self.rpc_args(request, "raftbox/admin/create_account")
         email = a.str("email", required=True)
-        if "@" not in email or len(email) > 254:
-            raise BadInput(a.route, "email: not an email address")
+        why = V.email_problem(email)
+        if why is not None:
+            raise BadInput(a.route, f"email: {why}")
+        name = a.str("display_name", default="") or ""
+        why = V.text_problem(name, V.DISPLAY_NAME_MAX_CHARS)
+        if why is not None:
+            raise BadInput(a.route, f"display_name: {why}")
         try:
-            acct, token = await self.meta.create_account(
-                email, a.str("display_name", default="") or ""
-            )
+            acct, token = await self.meta.create_account(email, name)
         except AccountError:
             raise ApiError(["email_taken"]) from None
         return json_response({"account_id": acct.account_id, "email": acct.email, "token": token})
@@ -432,9 +488,10 @@ class ApiServer:
 
     async def list_folder(self, request: web.Request, who: Any) -> web.Response:
         a = await self.rpc_args(request, "files/list_folder")
-        path = self._ns_path(who, self._path(a, "path", LIST_PATH, default=""), ["path"])
+        path = self._path(a, "path", LIST_PATH, default="")
         if path == "/":
             raise BadInput(a.route, "path: root folder is the empty string, not '/'")
+        path = self._ns_path(who, path, ["path"])
         recursive = a.bool("recursive")
         include_deleted = a.bool("include_deleted")
         limit = a.int("limit", default=None, lo=1, hi=2000) or 2000
@@ -506,7 +563,7 @@ class ApiServer:
     # -- metadata writes -----------------------------------------------------------------------
     async def create_folder(self, request: web.Request, who: Any) -> web.Response:
         a = await self.rpc_args(request, "files/create_folder_v2")
-        path = self._ns_path(who, self._path(a, "path", WRITE_PATH), ["path"])
+        path = self._ns_path(who, self._path(a, "path", WRITE_PATH), ["path"], write=True)
         if path.startswith("id:"):
             raise ApiError(["path", "malformed_path"])
         m = await self.meta.write(C.CreateFolder(who.namespace_id, path, a.bool("autorename")))
@@ -525,7 +582,7 @@ class ApiServer:
         src = await self._resolve_write_path(
             who, self._path(a, "from_path", WRITE_PATH), ["from_lookup"]
         )
-        dst = self._ns_path(who, self._path(a, "to_path", WRITE_PATH), ["to"])
+        dst = self._ns_path(who, self._path(a, "to_path", WRITE_PATH), ["to"], write=True)
         if dst.startswith("id:"):
             raise ApiError(["to", "malformed_path"])
         cls = C.Copy if copy else C.Move
@@ -636,19 +693,45 @@ class ApiServer:
         resp.content_length = length
         if status == 206:
             resp.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        await resp.prepare(request)
+        chunks = self.blocks.read_range(blocks, start, end + 1) if length else _no_chunks()
+        what = f"{meta.path_display} ({meta.id}) rev {meta.rev}"
         try:
-            if length:
-                async for chunk in self.blocks.read_range(blocks, start, end + 1):
-                    await resp.write(chunk)
-        except ConnectionResetError:
-            raise
-        except Exception as e:
-            # Too late for an error answer: the status and length are sent. Break the
-            # connection (the client sees a short body) instead of letting `dispatch` append
-            # a second, 500 response to this one's body.
-            log.exception("files/download: failed after the headers were sent")
-            raise ConnectionResetError(f"download failed mid-stream: {e!r}") from e
+            first = await anext(chunks, b"")  # before the status line: a 503 still possible
+        except BlockStoreError as e:
+            await chunks.aclose()
+            log.error("files/download: %s: cannot read block %s: %r", what, _block_of(e), e)
+            return web.Response(status=503, text="service unavailable: a block of this file "
+                                "cannot be read on this server")  # fmt: skip
+        sent = 0
+        try:
+            await resp.prepare(request)
+            if first:
+                await resp.write(first)
+                sent += len(first)
+            async for chunk in chunks:
+                await resp.write(chunk)
+                sent += len(chunk)
+        except ConnectionError as e:
+            if not client_gone(request):
+                log.exception("files/download: %s: failed after the headers were sent", what)
+                abort_connection(request)
+                return resp
+            log.info("files/download: %s: the client went away after %d of %d bytes: %s",
+                     what, sent, length, e)  # fmt: skip
+            return resp  # aiohttp finds the connection gone and says nothing more
+        except BlockStoreError as e:
+            # Too late for an error answer: the status and length are sent. Abort the
+            # connection so the client sees a truncated transfer, never a short file.
+            log.error("files/download: %s: block %s failed after %d of %d bytes were sent "
+                      "(connection aborted): %r", what, _block_of(e), sent, length, e)  # fmt: skip
+            abort_connection(request)
+            return resp
+        except Exception:
+            log.exception("files/download: %s: failed after the headers were sent", what)
+            abort_connection(request)
+            return resp
+        finally:
+            await chunks.aclose()
         await resp.write_eof()
         return resp
 
@@ -680,7 +763,9 @@ class ApiServer:
     def _session_cursor(self, a: Args, prefix: list[str]) -> tuple[str, int]:
         c = a.obj_("cursor", required=True)
         assert c is not None
-        return c.str("session_id", required=True), c.int("offset", required=True)
+        return c.str("session_id", required=True), c.int(
+            "offset", required=True, hi=C.MAX_FILE_BYTES
+        )
 
     async def session_append(self, request: web.Request, who: Any) -> web.Response:
         a = self.header_args(request, "files/upload_session/append_v2")
@@ -749,6 +834,7 @@ class ApiServer:
         a = self.header_args(request, "files/upload_session/finish")
         session_id, offset, commit, path = self._finish_args(a)
         ns = who.namespace_id
+        self._ns_path(who, path, ["path"], write=True)  # a malformed path changes nothing
         # Check the session before storing any of the body (up to 150 MiB) for it.
         head = await self.mc.query("session_head", session_id)
         if head is None or head[0] != ns:
@@ -811,23 +897,65 @@ def _admitted(request: web.Request, acct: Any) -> Any:
     return acct
 
 
+async def _no_chunks() -> Any:
+    return
+    yield b""
+
+
+def _block_of(e: BaseException) -> str:
+    """The block id a block store error names (`BlockNotFound(id)`), else "?"."""
+    arg = e.args[0] if e.args else ""
+    return arg if isinstance(arg, str) and re.fullmatch(r"[0-9a-f]{64}", arg) else "?"
+
+
+def abort_connection(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
+
+
+def client_gone(request: web.Request) -> bool:
+    """True once the client's connection is closed or closing (it hung up)."""
+    t = request.transport
+    return t is None or t.is_closing()
+
+
+def _bearer(request: web.Request) -> str:
+    """The bearer token, or "" when there is none that could be valid (none, another scheme,
+    not ASCII — aiohttp decodes header bytes with surrogateescape —, or over TOKEN_MAX_BYTES):
+    refused without looking anything up."""
+    h = request.headers.get("Authorization", "")
+    token = h[7:].strip() if h.startswith("Bearer ") else ""
+    if not token.isascii() or len(token) > TOKEN_MAX_BYTES:
+        return ""
+    return token
+
+
 def _refs(ing: Ingested) -> list:
     return [C.BlockRef(b, s) for b, s in ing.blocks]
 
 
+_RANGE = re.compile(r"[ \t]*bytes[ \t]*=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*")
+_RANGE_BIG = 2**63  # stands for any number of 19 digits or more: past the end of any file
+
+
+def _range_int(digits: str) -> int:
+    return int(digits) if len(digits) <= 18 else _RANGE_BIG
+
+
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """`bytes=a-b`, `bytes=a-`, `bytes=-n` → inclusive (start, end); None if unsatisfiable."""
-    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    """`bytes=a-b`, `bytes=a-`, `bytes=-n` → inclusive (start, end); None if unsatisfiable,
+    malformed, or several ranges (ASCII digits only; any number of digits)."""
+    m = _RANGE.fullmatch(header)
     if not m or (not m.group(1) and not m.group(2)):
         return None
     a, b = m.group(1), m.group(2)
     if a == "":
-        n = int(b)
+        n = _range_int(b)
         if n == 0 or size == 0:
             return None
         return max(0, size - n), size - 1
-    start = int(a)
-    end = int(b) if b else size - 1
+    start = _range_int(a)
+    end = _range_int(b) if b else size - 1
     if start >= size or end < start:
         return None
     return start, min(end, size - 1)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
-from raftbox.blocks.errors import BlockMismatch
+from raftbox.blocks.errors import BlockMismatch, BlockStoreError
 from raftbox.blocks.hashing import BLOCK_WINDOW_BYTES, content_hash_from_digests
 from raftbox.blocks.native import (
     MAX_COMMIT_ENTRIES,
@@ -40,6 +40,7 @@ from raftbox.blocks.native import (
 from raftbox.meta import commands as C
 
 from . import wire
+from .http import abort_connection, client_gone
 from .wire import ApiError, Args, BadInput
 
 if TYPE_CHECKING:
@@ -154,19 +155,45 @@ class NativeRoutes:
             raise ApiError(["not_found"], {"ids": missing})
         resp = web.StreamResponse(status=200)
         resp.content_type = "application/octet-stream"
-        await resp.prepare(request)
+        blocks = [(bid, 0) for bid in ids]  # read_blocks needs the ids only
+        chunks = self.api.blocks.read_blocks(blocks)
+        k = 0
+        try:  # the first block before the status line (as files/download: see api.http)
+            first = await anext(chunks, None)
+        except BlockStoreError as e:
+            await chunks.aclose()
+            log.error("raftbox/blocks/get: cannot read block %s: %r", ids[0], e)
+            return web.Response(
+                status=503, text="service unavailable: a block cannot be read on this server"
+            )
         try:
-            blocks = [(bid, 0) for bid in ids]  # read_range needs sizes only to cut ranges
-            k = 0
-            async for data in self.api.blocks.read_blocks(blocks):
+            await resp.prepare(request)
+            if first is not None:
+                await resp.write(frame_header(ids[0], len(first)))
+                await resp.write(first)
+                k = 1
+            async for data in chunks:
                 await resp.write(frame_header(ids[k], len(data)))
                 await resp.write(data)
                 k += 1
-        except ConnectionResetError:
-            raise
-        except Exception as e:
+        except ConnectionError as e:
+            if client_gone(request):
+                log.info("raftbox/blocks/get: the client went away after %d blocks: %s", k, e)
+            else:
+                log.exception("raftbox/blocks/get: failed after the headers were sent")
+                abort_connection(request)
+            return resp
+        except BlockStoreError as e:
+            log.error("raftbox/blocks/get: block %s failed after %d blocks were sent "
+                      "(connection aborted): %r", ids[k], k, e)  # fmt: skip
+            abort_connection(request)
+            return resp
+        except Exception:
             log.exception("raftbox/blocks/get: failed after the headers were sent")
-            raise ConnectionResetError(f"blocks/get failed mid-stream: {e!r}") from e
+            abort_connection(request)
+            return resp
+        finally:
+            await chunks.aclose()
         await resp.write_eof()
         return resp
 
@@ -191,21 +218,21 @@ class NativeRoutes:
             raise BadInput(a.route, "paths: expected a list of paths")
         if len(paths) > MAX_LIST_PATHS:
             raise BadInput(a.route, f"paths: at most {MAX_LIST_PATHS}")
-        mine: list[str | None] = []  # None: another namespace's ("ns:N/...")
+        mine: list[str | C.MetaError] = []  # another namespace's ("ns:N/..."): not_found
         for p in paths:
             if not READ_PATH.match(p):
                 raise BadInput(a.route, f"paths: {p[:200]!r} did not match pattern")
             try:
                 mine.append(self.api._ns_path(who, p, ["path"]))
-            except ApiError:
-                mine.append(None)
-        asked = [p for p in mine if p is not None]
+            except ApiError as e:
+                mine.append(C.MetaError(e.tags, e.extra))
+        asked = [p for p in mine if isinstance(p, str)]
         found = iter(
             await self.api.mc.query("file_blocks_many", who.namespace_id, asked) if asked else []
         )
         entries = []
         for p in mine:
-            r = C.MetaError(["path", "not_found"]) if p is None else next(found)
+            r = p if isinstance(p, C.MetaError) else next(found)
             if isinstance(r, C.MetaError):
                 tags = r.tags[1:] if r.tags[:1] == ["path"] and len(r.tags) > 1 else r.tags
                 entries.append({"error": wire.union(tags, r.extra)})
@@ -229,7 +256,7 @@ class NativeRoutes:
             ea = Args(a.route, e)
             if not isinstance(e, dict):
                 raise BadInput(a.route, "entries: each entry is an object")
-            path = api._ns_path(who, api._path(ea, "path", WRITE_PATH), ["path"])
+            path = api._ns_path(who, api._path(ea, "path", WRITE_PATH), ["path"], write=True)
             wire.write_mode(ea)
             raw = e.get("blocks")
             if not isinstance(raw, list):

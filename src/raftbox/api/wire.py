@@ -19,7 +19,17 @@ field `"executable": true`, present only when true (the SDKs ignore fields they 
 
 Errors: `ApiError(status, tags, extra)` renders `{"error_summary": "a/b/..", "error": <nested
 union>}`; the first tag is the route error's member. `BadInput` is a 400 with a plain-text body,
-as Dropbox answers a request it cannot parse.
+as Dropbox answers a request it cannot parse; its message may quote what the client sent, so it
+is cut to `BAD_INPUT_QUOTE_CHARS` and rendered with `body_bytes()` (a lone surrogate the client
+sent as `\\ud800` comes back escaped, never as an encoding error).
+
+Arguments (`load_json`): strict JSON — a JSON body or `Dropbox-API-Arg` that is not UTF-8, uses
+NaN/Infinity (not JSON), nests deeper than `ARG_DEPTH_MAX`, or holds an integer of more digits
+than Python parses is a 400. `Dropbox-API-Arg` must be ASCII (non-ASCII characters are sent as
+`\\uXXXX` escapes, as every SDK does; HTTP gives raw header bytes no charset). Strings read with
+`Args.str` must be valid Unicode (no lone surrogate); path strings are checked by the path rules
+instead (`raftbox.meta.paths`: `malformed_path`). Integers are at most `values.INT_ARG_MAX`
+unless a route says less; timestamps must lie in the range of `raftbox.meta.values`.
 """
 
 from __future__ import annotations
@@ -29,8 +39,12 @@ import json
 import re
 from typing import Any
 
+from raftbox.meta import values
+
 REV_RE = re.compile(r"^[0-9a-f]{9,}$")
-TS_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+TS_FORMAT = values.TS_FORMAT
+ARG_DEPTH_MAX = 32  # the deepest argument of the subset nests 4 levels
+BAD_INPUT_QUOTE_CHARS = 2000
 
 
 def dumps(obj: Any) -> bytes:
@@ -42,7 +56,13 @@ class BadInput(Exception):
     """HTTP 400: the request could not be understood (the caller's fault; don't retry)."""
 
     def __init__(self, route: str, message: str) -> None:
+        if len(message) > BAD_INPUT_QUOTE_CHARS:
+            message = message[:BAD_INPUT_QUOTE_CHARS] + "..."
         super().__init__(f'Error in call to API function "{route}": {message}')
+
+    def body_bytes(self) -> bytes:
+        """The text as UTF-8, whatever the client's text held (lone surrogates escaped)."""
+        return str(self).encode("utf-8", "backslashreplace")
 
 
 class AuthFailed(Exception):
@@ -101,13 +121,47 @@ def ts_from_ms(ms: int) -> str:
 
 
 def parse_ts(route: str, field: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise BadInput(route, f"{field}: expected a timestamp string")
-    try:
-        dt.datetime.strptime(value, TS_FORMAT)
-    except ValueError:
-        raise BadInput(route, f"{field}: timestamp does not match format {TS_FORMAT!r}") from None
+    """A storable timestamp (`raftbox.meta.values.timestamp_problem`), else `BadInput`."""
+    why = values.timestamp_problem(value)
+    if why is not None:
+        raise BadInput(route, f"{field}: {why}")
     return value
+
+
+# -- JSON in ---------------------------------------------------------------------------------
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth(obj: Any) -> int:
+    """How deep `obj` nests (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            o = list(o.values())
+        if isinstance(o, list):
+            deepest = max(deepest, d)
+            if d <= ARG_DEPTH_MAX:
+                stack.extend((v, d + 1) for v in o if isinstance(v, dict | list))
+    return deepest
+
+
+def load_json(route: str, raw: bytes | str, where: str) -> Any:
+    """Strict JSON of a request argument (see the module docstring), or `BadInput`."""
+    try:
+        # Strict UTF-8: json.loads(bytes) would also take UTF-16/32, and surrogates encoded
+        # as UTF-8 bytes ("surrogatepass").
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        obj = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        # RecursionError: nested past the interpreter's limit; ValueError includes integers
+        # over sys.get_int_max_str_digits() and invalid UTF-8 (UnicodeDecodeError).
+        raise BadInput(route, f"{where}: could not decode input as JSON") from None
+    if _depth(obj) > ARG_DEPTH_MAX:
+        raise BadInput(route, f"{where}: nested deeper than {ARG_DEPTH_MAX} levels")
+    return obj
 
 
 # -- argument helpers ------------------------------------------------------------------------
@@ -129,10 +183,15 @@ class Args:
             return default
         return self.obj[name]
 
-    def str(self, name: str, default: str | None = None, required: bool = False) -> Any:
+    def str(
+        self, name: str, default: str | None = None, required: bool = False, path: bool = False
+    ) -> Any:
+        """A string; valid Unicode unless `path` (the path rules then answer malformed_path)."""
         v = self._get(name, default, required)
         if v is not None and not isinstance(v, str):
             raise BadInput(self.route, f"{name}: expected a string")
+        if v is not None and not path and values.has_surrogate(v):
+            raise BadInput(self.route, f"{name}: not valid Unicode (a lone surrogate)")
         return v
 
     def bool(self, name: str, default: bool = False) -> bool:
@@ -142,15 +201,21 @@ class Args:
         return v
 
     def int(
-        self, name: str, default: int | None = None, required: bool = False, lo: int = 0, hi=None
+        self,
+        name: str,
+        default: int | None = None,
+        required: bool = False,
+        lo: int = 0,
+        hi: int = values.INT_ARG_MAX,
     ) -> Any:
         v = self._get(name, default, required)
         if v is None:
             return None
         if isinstance(v, bool) or not isinstance(v, int):
             raise BadInput(self.route, f"{name}: expected an integer")
-        if v < lo or (hi is not None and v > hi):
-            raise BadInput(self.route, f"{name}: {v} is out of range [{lo}, {hi}]")
+        if v < lo or v > hi:
+            shown = v if abs(v) < 10**30 else "a number"  # not thousands of digits
+            raise BadInput(self.route, f"{name}: {shown} is out of range [{lo}, {hi}]")
         return v
 
     def obj_(self, name: str, required: bool = False) -> Args | None:

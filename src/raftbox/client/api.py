@@ -164,4 +164,6 @@ class Api:
 def _ts(t: float) -> str:
     import time
 
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    from raftbox.meta.values import clamp_mtime_s
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clamp_mtime_s(t)))

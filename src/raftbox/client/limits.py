@@ -26,15 +26,17 @@ never stop a sync. Contract:
   INTEGER, `os.stat_result.st_mtime_ns` of an ordinary file and `os.utime(ns=)` all take; the
   kernel clamps further to what the file system holds (ext4: 1901 to 2446). The index clamps
   every mtime it stores to the same range (a local file may carry a date past 2262 too).
-- **Dates sent** (`clamp_sent_s`) stay within 1970-01-01T00:00:00Z .. 2038-01-19T03:14:07Z (a
-  signed 32-bit `time_t`): inside the range any server, older or newer, accepts for
-  `client_modified`, so an odd local mtime can never make an upload refused pass after pass.
+- **Dates sent** (`clamp_sent_s`) stay within the range the server accepts for
+  `client_modified` (`raftbox.meta.values`: 1970-01-01T00:00:00Z .. 2199-12-31T23:59:59Z), so an
+  odd local mtime can never make an upload refused pass after pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from raftbox.meta.values import CLIENT_MODIFIED_MAX_S
 
 from .trees import Node
 
@@ -44,7 +46,7 @@ _NS = 1_000_000_000
 MTIME_MAX_NS = INT64_MAX // _NS * _NS  # 2262-04-11T23:47:16Z
 MTIME_MIN_NS = -(INT64_MAX // _NS * _NS)  # 1677-09-21T00:12:44Z
 SENT_MIN_S = 0  # 1970-01-01T00:00:00Z
-SENT_MAX_S = 2**31 - 1  # 2038-01-19T03:14:07Z
+SENT_MAX_S = CLIENT_MODIFIED_MAX_S  # 2199-12-31T23:59:59Z
 DEPTH_MAX = 256  # folders below the root; the scanner's recursion stays far from Python's limit
 
 

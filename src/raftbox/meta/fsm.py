@@ -83,7 +83,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from ..raft.sessions import Command, SessionExpired, SessionTable
-from . import paths
+from . import paths, values
 from .commands import (
     BLOCK_WINDOW_BYTES,
     MAX_FILE_BYTES,
@@ -142,7 +142,6 @@ SCHEMA_VERSION = 1
 GC_DELETED_KEEP_MS = 3600 * 1000
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 _blocks_enc = msgspec.msgpack.Encoder()
 _blocks_dec = msgspec.msgpack.Decoder(list[BlockRef])
 _digests_dec = msgspec.msgpack.Decoder(list[bytes] | None)
@@ -298,6 +297,22 @@ class _TooMany(Exception):
     """The entry ran out of positions (revs/ids) — too many items in one raft entry."""
 
 
+def _check_relocated(src: _E, to: Path, rows: list[_E]) -> None:
+    """A move or copy must not carry an entry of the subtree past the bounds of a new path
+    (`paths.PATH_MAX_BYTES`, `paths.PATH_MAX_DEPTH`): `to/malformed_path` if it would. Only
+    growth is checked, so a subtree stored before the bounds existed can still move up."""
+    more_bytes = len(to.display.encode()) - len(src.display.encode())
+    more_depth = to.display.count("/") - src.display.count("/")
+    if more_bytes <= 0 and more_depth <= 0:
+        return
+    for e in rows:
+        if (
+            len(e.display.encode()) + more_bytes > paths.PATH_MAX_BYTES
+            or e.display.count("/") + more_depth > paths.PATH_MAX_DEPTH
+        ):
+            raise _Fail("to", "malformed_path")
+
+
 def format_ts(ms: int) -> str:
     """`%Y-%m-%dT%H:%M:%SZ` of a stamped time (a pure conversion, not a clock read)."""
     t = datetime.datetime.fromtimestamp(ms // 1000, tz=datetime.UTC)
@@ -305,13 +320,8 @@ def format_ts(ms: int) -> str:
 
 
 def _valid_ts(s: str) -> bool:
-    if _TS.fullmatch(s) is None:
-        return False
-    try:
-        datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        return False
-    return True
+    """A storable client_modified: the format and the range of `raftbox.meta.values`."""
+    return values.timestamp_problem(s) is None
 
 
 def _b64(b: bytes) -> str:
@@ -630,7 +640,11 @@ class MetaStore:
 
     def _create_account(self, c: CreateAccount) -> AccountInfo:
         email = c.email.strip()
-        if not email or len(email) > 320 or len(c.display_name) > 1000:
+        if (
+            not email
+            or values.text_problem(email, values.EMAIL_MAX_CHARS)
+            or values.text_problem(c.display_name, values.DISPLAY_NAME_MAX_CHARS)
+        ):
             raise _Fail("invalid_command", reason="bad email or display name")
         ekey = email.casefold()
         db = self._db
@@ -827,6 +841,8 @@ class MetaStore:
             return Path(e.display, e.key)
         if ref.ns is not None and ref.ns != ns:
             raise _Fail(outer, "no_write_permission")
+        if paths.depth_problem(ref.path):
+            raise _Fail(outer, "malformed_path")
         return ref.path
 
     def _lookup_live(self, ns: int, s: str, outer: str) -> _E:
@@ -998,7 +1014,8 @@ class MetaStore:
         if c.mode == "update" and not paths.valid_rev(c.update_rev or ""):
             raise _Fail("invalid_command", reason="update mode needs a valid rev")
         if c.client_modified is not None and not _valid_ts(c.client_modified):
-            raise _Fail("invalid_command", reason="client_modified must be %Y-%m-%dT%H:%M:%SZ")
+            why = values.timestamp_problem(c.client_modified)
+            raise _Fail("invalid_command", reason=f"client_modified: {why}")
         if c.symlink_target is not None:
             _validate_symlink(c)
 
@@ -1283,6 +1300,7 @@ class MetaStore:
                     (ns, lo, hi),
                 )
             ]
+        _check_relocated(src, to, rows)
         if not case_only:
             # The destination holds no live entry (checked), so at most deleted history here.
             lo, hi = paths.subtree_range(to.key)

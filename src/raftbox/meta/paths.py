@@ -16,7 +16,9 @@ range-scans a folder.
 Rejected with `MalformedPath`: no leading slash, a trailing slash, empty components, "." and
 "..", control characters (U+0000–U+001F, U+007F), lone surrogates (not encodable as UTF-8),
 a component over `NAME_MAX_BYTES` or a path over `PATH_MAX_BYTES` UTF-8 bytes, and "/" itself
-(real Dropbox rejects it).
+(real Dropbox rejects it). A path written anew is also at most `PATH_MAX_DEPTH` components deep
+(`depth_problem`; reads are not bounded, so an older, deeper entry stays reachable). The
+ranges, and why: `raftbox.meta.values`.
 
 Other path forms (`parse_ref`): `"id:<opaque>"`, `"rev:<hex ≥ 9>"` and `"ns:<digits>[/…]"`.
 """
@@ -30,6 +32,7 @@ from typing import Literal
 
 NAME_MAX_BYTES = 255
 PATH_MAX_BYTES = 4096
+PATH_MAX_DEPTH = 256  # components; a bound for recursive tools (the bytes bound allows 2048)
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _REV = re.compile(r"[0-9a-f]{9,}")
@@ -152,6 +155,13 @@ def parse_path(s: str, *, allow_root: bool = False) -> Path:
     return Path(s, "/" + "/".join(keys))
 
 
+def depth_problem(path: Path) -> str | None:
+    """Why a path cannot be written anew (too deep), or None."""
+    if len(path.components) > PATH_MAX_DEPTH:
+        return f"path deeper than {PATH_MAX_DEPTH} components"
+    return None
+
+
 def make_key(s: str) -> str:
     """The key of a path string (validating it); `""` for the root."""
     return parse_path(s, allow_root=True).key
@@ -174,6 +184,14 @@ class Ref:
     path: Path | None = None
     value: str = ""
     ns: int | None = None
+
+
+def _utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def is_id(s: str) -> bool:
@@ -203,7 +221,7 @@ def parse_ref(
         if not allow_id:
             raise MalformedPath("an id is not allowed here")
         v = s[3:]
-        if not v or "/" in v or _CONTROL.search(v) or len(v) > NAME_MAX_BYTES:
+        if not v or "/" in v or _CONTROL.search(v) or len(v) > NAME_MAX_BYTES or not _utf8(v):
             raise MalformedPath("malformed id")
         return Ref("id", value=s)
     if s.startswith("rev:"):

@@ -147,7 +147,7 @@ def parse_longpoll(raw: bytes, min_timeout_s: float) -> tuple[str, float]:
         raise BadRequest("request body: expected a JSON object with a cursor")
     try:
         obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested past the interpreter's limit
         raise BadRequest("request body: could not decode input as JSON") from None
     if not isinstance(obj, dict):
         raise BadRequest("request body: expected a JSON object")
