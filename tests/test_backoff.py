@@ -28,9 +28,8 @@ def test_reset_starts_again_from_the_minimum():
 
 
 def test_the_same_seed_gives_the_same_delays_and_jitter_spreads_them():
-    a = [Backoff(random.Random(7), 0.1, 5.0).next_delay_s() for _ in range(1)]
-    b = [Backoff(random.Random(7), 0.1, 5.0).next_delay_s() for _ in range(1)]
-    assert a == b
+    a, b = Backoff(random.Random(7), 0.1, 5.0), Backoff(random.Random(7), 0.1, 5.0)
+    assert [a.next_delay_s() for _ in range(8)] == [b.next_delay_s() for _ in range(8)]
     spread = {Backoff(random.Random(s), 1.0, 1.0).next_delay_s() for s in range(20)}
     assert len(spread) == 20 and all(0.5 <= d <= 1.0 for d in spread)
 

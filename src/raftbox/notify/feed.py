@@ -104,10 +104,17 @@ class LocalFeed:
 
     follows_all = True
 
-    def __init__(self, node: RaftNode, store: MetaStore, idle_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        node: RaftNode,
+        store: MetaStore,
+        idle_s: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
         self.node = node
         self.store = store
         self.idle_s = idle_s
+        self.rng = rng or random.Random()
         self._asks: set[int] = set()
         self._asked = asyncio.Event()
 
@@ -144,6 +151,7 @@ class LocalFeed:
     async def _lookups(self, sink: NotifyService) -> None:
         from raftbox.raft.node import NodeError
 
+        backoff = Backoff(self.rng, min(0.05, self.idle_s), self.idle_s)
         while True:
             await self._asked.wait()
             self._asked.clear()
@@ -153,9 +161,10 @@ class LocalFeed:
             except (NodeError, TimeoutError) as e:
                 log.info("namespace lookup failed (%s); retrying", e)
                 self._asks.update(asks)
-                await asyncio.sleep(self.idle_s)  # retry back-off: no majority right now
+                await backoff.sleep()  # no majority right now
                 self._asked.set()
                 continue
+            backoff.reset()
             sink.on_info([(ns, owner, pos) for ns, owner, pos in infos])
 
 
