@@ -117,14 +117,14 @@ def test_a_hello_without_the_secret_is_retried_and_logged_once_and_long_polls_st
             link, service = _leaf(first.url)
             await service.start()
             try:
-                await wait_until(lambda: link.connected_url, 10, what="the link is up")
+                await wait_until(lambda: link.connected_url, 30, what="the link is up")
                 answer = Answer()
                 service.longpoll(sign(ALICE, 7, 5), 30, answer)
-                await wait_until(lambda: service.hub.waiting == 1, 10, what="the poll waits")
+                await wait_until(lambda: service.hub.waiting == 1, 30, what="the poll waits")
                 link.urls = [bad.url]  # from now on every connection fails
                 await first.runner.cleanup()  # type: ignore[union-attr]
-                await wait_until(lambda: link.failures >= 5, 10, what="the link keeps retrying")
-                await wait_until(lambda: answer.got, 10, what="the waiting long-poll expires")
+                await wait_until(lambda: link.failures >= 5, 30, what="the link keeps retrying")
+                await wait_until(lambda: answer.got, 30, what="the waiting long-poll expires")
                 assert answer.got == [FALSE]
                 assert service._task is not None and not service._task.done()
             finally:
@@ -132,7 +132,7 @@ def test_a_hello_without_the_secret_is_retried_and_logged_once_and_long_polls_st
         assert bad.connections >= 4
         assert len(_warnings(caplog, "no secret in hello")) == 1  # once, not once per retry
 
-    asyncio.run(asyncio.wait_for(main(), 60))
+    asyncio.run(asyncio.wait_for(main(), 120))
 
 
 @pytest.mark.parametrize(
@@ -153,14 +153,14 @@ def test_a_malformed_frame_drops_the_connection_and_the_link_reconnects(caplog, 
             link, service = _leaf(root.url)
             await service.start()
             try:
-                await wait_until(lambda: link.sessions >= 3, 10, what="it reconnects")
+                await wait_until(lambda: link.sessions >= 3, 30, what="it reconnects")
                 assert link.failures >= 2 and "BadFrame" in (link.last_failure or "")
                 assert service._task is not None and not service._task.done()
             finally:
                 await service.stop()
         assert _warnings(caplog, "BadFrame")
 
-    asyncio.run(asyncio.wait_for(main(), 60))
+    asyncio.run(asyncio.wait_for(main(), 120))
 
 
 def test_a_bad_frame_on_the_push_stream_closes_that_stream_only(caplog):
@@ -194,7 +194,7 @@ def test_a_bad_frame_on_the_push_stream_closes_that_stream_only(caplog):
             await runner.cleanup()
         assert any("bad frame" in r.getMessage() for r in caplog.records)
 
-    asyncio.run(asyncio.wait_for(main(), 60))
+    asyncio.run(asyncio.wait_for(main(), 120))
 
 
 # -- real processes: kill the far end of each link, again and again ----------------------------
