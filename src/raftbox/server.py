@@ -224,6 +224,15 @@ class Server:
         self.failed = exc
         self.stop_requested.set()
 
+    async def _owned(self, what: str, coro: Any) -> None:
+        """A background part of this process, owned by the server: `stop()` cancels and awaits
+        it; if it fails (it retries its own expected errors), the process stops, exit 70."""
+        try:
+            await coro
+        except Exception as e:
+            log.exception("%s failed: stopping this process", what)
+            self._on_fatal(e)
+
     async def start(self) -> None:
         """Bring every role up; if any part fails, take down what started and re-raise."""
         try:
@@ -294,7 +303,7 @@ class Server:
         self.url = await self.site.start()
         with open(os.path.join(cfg.data, "url"), "w") as f:
             f.write(self.url + "\n")
-        self._gc_task = asyncio.create_task(self.gc.run_periodically())
+        self._gc_task = asyncio.create_task(self._owned("GC", self.gc.run_periodically()))
 
     def _log_requests(self, app: web.Application) -> None:
         if self.access_log is not None:

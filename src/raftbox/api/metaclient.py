@@ -24,7 +24,9 @@ routes a meta member serves (`InternalRoutes`, admin/cluster token only):
 The remote client holds its own Raft client session (`client_id`, `seq`): a write retried on
 another member after a timeout or a leader change carries the same (client_id, seq), so the
 state machine applies it once and answers the retry with the first result. It cycles through
-its meta URLs on connection errors, timeouts and 503s, within `timeout_s` per call.
+its meta URLs on connection errors, timeouts and 503s, within `timeout_s` per call, waiting a
+`Backoff` delay (`retry_min_s`..`retry_max_s`, jittered, from the start for each call) between
+attempts: a dead member costs one failed attempt, a leaderless cluster a few spaced-out ones.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from raftbox.backoff import Backoff
 from raftbox.meta import commands as C
 from raftbox.meta.service import MetaService, TokenCache, _typed, token_hash
 from raftbox.raft.node import NodeError, Unavailable
@@ -170,10 +173,14 @@ class RemoteMetaClient:
         attempt_timeout_s: float = 12.0,
         auth_ttl_s: float = 10.0,
         gc_gen_max_age_s: float = 10.0,
+        retry_min_s: float = 0.02,
+        retry_max_s: float = 1.0,
         rng: random.Random | None = None,
     ) -> None:
         if not urls:
             raise ValueError("a remote meta client needs at least one URL")
+        self.retry_min_s = retry_min_s
+        self.retry_max_s = retry_max_s
         self.urls = [u.rstrip("/") for u in urls]
         self.admin_token = admin_token
         self.ssl_context = ssl_context
@@ -188,6 +195,7 @@ class RemoteMetaClient:
         self._auth = TokenCache(auth_ttl_s)
         self._gen = _GcGenCache(gc_gen_max_age_s)
         self.failovers = 0
+        self._failing: set[str] = set()  # members whose last call failed (logged once)
 
     def _new_client(self) -> None:
         self.client_id = self.rng.getrandbits(63) | 1
@@ -208,7 +216,7 @@ class RemoteMetaClient:
     async def _call(self, path: str, body: bytes) -> bytes:
         """POST `body` to the first meta member that answers 200 (failover within the deadline)."""
         deadline = time.monotonic() + self.timeout_s
-        delay = 0.02
+        backoff = Backoff(self.rng, self.retry_min_s, self.retry_max_s)
         last: str = "no attempt"
         while True:
             url = self.urls[self._i]
@@ -221,19 +229,26 @@ class RemoteMetaClient:
                 ) as resp:
                     data = await resp.read()
                     if resp.status == 200:
+                        if url in self._failing:
+                            self._failing.discard(url)
+                            log.warning("meta member %s answers again", url)
                         return data
                     last = f"{url}: {resp.status} {data[:200]!r}"
                     if resp.status not in (502, 503, 504):
                         raise NodeError(f"meta refused an internal call: {last}")
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 last = f"{url}: {type(e).__name__}: {e}"
-            log.info("meta call failed (%s); trying the next member", last)
+            if url in self._failing:  # logged when it started failing: once per outage
+                log.debug("meta call failed (%s); trying the next member", last)
+            else:
+                self._failing.add(url)
+                log.warning("meta call failed (%s); trying the next member", last)
             self._i = (self._i + 1) % len(self.urls)
             self.failovers += 1
-            if time.monotonic() + delay > deadline:
+            delay_s = backoff.next_delay_s()
+            if time.monotonic() + delay_s > deadline:
                 raise MetaUnreachable(f"no meta member answered in time (last: {last})")
-            await asyncio.sleep(delay * (0.5 + self.rng.random()))  # retry back-off
-            delay = min(1.0, delay * 2)
+            await asyncio.sleep(delay_s)  # retry back-off
 
     async def query(self, name: str, *args: Any) -> Any:
         _, typ = QUERIES[name]

@@ -755,14 +755,20 @@ class Executor:
 
             sending: asyncio.Task | None = None
             done = False
-            while not done:
-                batch, done = await asyncio.to_thread(cut)
-                if sending is not None:
-                    await sending
-                sending = asyncio.create_task(self._send_missing(batch))
-                self.progress.advance("upload", 0, sum(len(d) for d in batch.values()))
-            if sending is not None:
+            try:
+                while not done:
+                    batch, done = await asyncio.to_thread(cut)
+                    if sending is not None:
+                        await sending
+                    sending = asyncio.create_task(self._send_missing(batch))
+                    self.progress.advance("upload", 0, sum(len(d) for d in batch.values()))
+                assert sending is not None  # the loop ran at least once
                 await sending
+                sending = None
+            finally:
+                # `cut()` (a read error) or the caller's cancellation left the send of the
+                # previous piece running: this function owns it, so it ends it before leaving.
+                await _abandon(sending)
         finally:
             f.close()
         after = localfs.lstat_or_none(p)
@@ -1039,6 +1045,17 @@ class Executor:
 
 
 _CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+async def _abandon(task: asyncio.Task | None) -> None:
+    """Cancel `task` if it still runs and wait until it has ended. Its outcome is dropped: the
+    caller is already leaving with an error of its own (or was cancelled)."""
+    if task is None:
+        return
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # retrieved: not reported later as "never retrieved"
 
 
 def _keys(op: Op) -> list[str]:

@@ -36,9 +36,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from raftbox.blocks.native import NativeClient, NativeError
 from raftbox.meta.paths import MalformedPath, component_key
+from raftbox.notify import frames as F
 
 from .index import Index, rooted
 from .limits import INT64_MAX, clamp_mtime_ns, clamp_sent_s
@@ -227,15 +229,17 @@ class Remote(NativeClient):
         """The push stream's messages for one cursor (see `raftbox.notify.service`).
 
         The cursor is the credential; the stream is opened without the account's token (the
-        route reads an Authorization header as a cluster peer's admin token)."""
+        route reads an Authorization header as a cluster peer's admin token). Frames are the
+        typed `raftbox.notify.frames`, yielded as plain dicts (`{"op": ..., ...}`); one that does
+        not decode raises `BadFrame` (the caller reconnects, as after any failure)."""
         async with (
             aiohttp.ClientSession() as plain,
             plain.ws_connect(f"{self.base}{STREAM_PATH}", ssl=self.ssl, heartbeat=30.0) as ws,
         ):
-            await ws.send_str(json.dumps({"op": "watch", "cursors": [{"cursor": cursor}]}))
+            await ws.send_str(F.encode(F.Watch([F.WatchCursor(cursor)])))
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
-                    yield json.loads(msg.data)
+                    yield msgspec.to_builtins(F.decode_stream_down(msg.data))
                 elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                     return
 

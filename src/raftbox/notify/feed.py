@@ -27,6 +27,20 @@ Theory of operation
   namespaces its service asks for, with the positions seen; on reconnect the service subscribes
   everything again). It cycles through its URLs: a dead, unreachable or leaderless member, or a
   dead root, costs one reconnect to the next.
+
+Frames are the typed values of `frames.py`, shared by both ends; a frame that does not decode is
+the other end's fault (`BadFrame`): logged, and that connection dropped.
+
+Failure and ownership
+---------------------
+A link lives as long as its owner (the `NotifyService` task group that runs `StreamLink.run`):
+every failure of a connection — refused, reset, timed out, a heartbeat missed, a `LinkError`, a
+bad frame — ends that connection only. It is logged once (a warning without a traceback for the
+expected network and protocol errors; the same failure repeated on the same URL is logged at
+debug level until something changes), and the link tries the next URL after a `Backoff` delay,
+forever. An unexpected exception (a bug) is logged with its traceback and retried the same way.
+Only cancellation, by the owner, ends `run`. The reader and writer of one connection live in a
+task group whose errors come out as an `ExceptionGroup`: `run` catches them with `except*`.
 """
 
 from __future__ import annotations
@@ -34,16 +48,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import random
 import ssl
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import msgspec
 from aiohttp import WSMsgType, web
 
+from raftbox.backoff import Backoff
+
+from . import frames as F
 from .hub import GONE
 
 if TYPE_CHECKING:
@@ -55,15 +70,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHANGES_PATH = "/2/raftbox/internal/changes"
-_json = msgspec.json.Encoder()
 
 
 class LinkError(Exception):
     """The other end misbehaved or cannot serve us: move on to the next URL."""
-
-
-def _frame(obj: Any) -> str:
-    return _json.encode(obj).decode()
 
 
 def _chunks(items: list, n: int):
@@ -94,10 +104,17 @@ class LocalFeed:
 
     follows_all = True
 
-    def __init__(self, node: RaftNode, store: MetaStore, idle_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        node: RaftNode,
+        store: MetaStore,
+        idle_s: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
         self.node = node
         self.store = store
         self.idle_s = idle_s
+        self.rng = rng or random.Random()
         self._asks: set[int] = set()
         self._asked = asyncio.Event()
 
@@ -134,6 +151,7 @@ class LocalFeed:
     async def _lookups(self, sink: NotifyService) -> None:
         from raftbox.raft.node import NodeError
 
+        backoff = Backoff(self.rng, min(0.05, self.idle_s), self.idle_s)
         while True:
             await self._asked.wait()
             self._asked.clear()
@@ -143,9 +161,10 @@ class LocalFeed:
             except (NodeError, TimeoutError) as e:
                 log.info("namespace lookup failed (%s); retrying", e)
                 self._asks.update(asks)
-                await asyncio.sleep(self.idle_s)  # retry back-off: no majority right now
+                await backoff.sleep()  # no majority right now
                 self._asked.set()
                 continue
+            backoff.reset()
             sink.on_info([(ns, owner, pos) for ns, owner, pos in infos])
 
 
@@ -193,8 +212,9 @@ class MetaFeedServer:
         self._conns.add(ws)
         try:
             await self._serve(ws, after)
-        except (ConnectionError, RuntimeError, TimeoutError) as e:
-            log.debug("change feed connection ended: %s", e)
+        except* (ConnectionError, RuntimeError, TimeoutError) as eg:
+            # the root went away, or this member could not catch up in time: it reconnects
+            log.debug("change feed connection ended: %s", eg.exceptions)
         finally:
             self._conns.discard(ws)
             with contextlib.suppress(Exception):
@@ -206,13 +226,13 @@ class MetaFeedServer:
         if after is not None and after > store.applied_index():
             if node.role.name == "LEADER" and after > node.core.log.committed:
                 log.warning("a root resumes after index %d, never committed here: resync", after)
-                await ws.send_str(_frame({"op": "resync"}))
+                await ws.send_str(F.encode(F.Resync()))
                 after = None
             else:
                 await node.wait_for(lambda: store.applied_index() >= after, self.catch_up_s)
         last = store.applied_index() if after is None else after
         secret = base64.b64encode(store.secret()).decode()
-        await ws.send_str(_frame({"op": "hello", "secret": secret, "index": last}))
+        await ws.send_str(F.encode(F.Hello(secret=secret, index=last)))
         async with asyncio.TaskGroup() as tg:
             reader = tg.create_task(self._reader(ws))
             try:
@@ -223,17 +243,15 @@ class MetaFeedServer:
                         )
                     except TimeoutError:
                         leader = node.leader != 0
-                        await ws.send_str(_frame({"op": "hb", "index": last, "leader": leader}))
+                        await ws.send_str(F.encode(F.Hb(index=last, leader=leader)))
                         continue
                     now = store.applied_index()
                     events = store.changed_since(last)
                     last = now
                     chunks = list(_chunks(events, self.frame_max_events)) or [[]]
                     for k, chunk in enumerate(chunks):
-                        frame: dict = {"op": "ev", "ev": chunk}
-                        if k == len(chunks) - 1:
-                            frame["index"] = now
-                        await ws.send_str(_frame(frame))
+                        index = now if k == len(chunks) - 1 else None
+                        await ws.send_str(F.encode(F.Ev(ev=chunk, index=index)))
             finally:
                 reader.cancel()
 
@@ -244,19 +262,20 @@ class MetaFeedServer:
             if msg.type != WSMsgType.TEXT:
                 return
             try:
-                frame = json.loads(msg.data)
-                if frame["op"] != "sub":
-                    continue  # unsub: a root follows everything anyway
-                asks = [int(item[0]) for item in frame["ns"]]
-            except (ValueError, KeyError, TypeError, IndexError):
+                frame = F.decode_feed_up(msg.data)
+            except F.BadFrame as e:
+                log.warning("change feed: a bad frame from a root (%s): dropping it", e)
                 await ws.close(code=1008, message=b"bad frame")
                 return
+            if not isinstance(frame, F.Sub):
+                continue  # unsub: a root follows everything anyway
+            asks = [ns for ns, _seen in frame.ns]
             try:
                 infos = await _lookup(self.node, self.store, asks)
             except (NodeError, TimeoutError):
                 continue  # the root's lookup times out; it asks again after a reconnect
             for chunk in _chunks(infos, self.frame_max_events):
-                await ws.send_str(_frame({"op": "info", "ns": chunk}))
+                await ws.send_str(F.encode(F.Info(ns=chunk)))
 
 
 class StreamLink:
@@ -272,6 +291,7 @@ class StreamLink:
         rng: random.Random | None = None,
         heartbeat_s: float = 5.0,
         connect_timeout_s: float = 5.0,
+        retry_min_s: float = 0.05,
         retry_max_s: float = 2.0,
         leaderless_s: float = 3.0,
         frame_max_items: int = 10_000,
@@ -288,12 +308,15 @@ class StreamLink:
         self.rng = rng or random.Random()
         self.heartbeat_s = heartbeat_s
         self.connect_timeout_s = connect_timeout_s
-        self.retry_max_s = retry_max_s
+        self.backoff = Backoff(self.rng, retry_min_s, retry_max_s)
         self.leaderless_s = leaderless_s
         self.frame_max_items = frame_max_items
         self.index: int | None = None  # follows_all: the raft index received up to
         self.connected_url: str | None = None
         self.sessions = 0  # how many times it connected (tests watch failovers)
+        self.failures = 0  # how many connections failed (tests watch retries)
+        self.last_failure: str | None = None
+        self._logged: dict[str, str] = {}  # url -> the failure last logged for it
         self._want: dict[int, int] = {}
         self._release: set[int] = set()
         self._wake = asyncio.Event()
@@ -315,26 +338,45 @@ class StreamLink:
         self._wake.set()
 
     async def run(self, sink: NotifyService) -> None:
+        """Connect, serve, and on any failure move to the next URL after a back-off — until
+        cancelled (see "Failure and ownership" in the module docstring)."""
         i = self.rng.randrange(len(self.urls))
-        delay = 0.05
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 url = self.urls[i]
-                good = False
+                problem, bug = "connection closed by the other end", None
                 try:
-                    good = await self._session(session, url, sink)
-                except (aiohttp.ClientError, OSError, TimeoutError, LinkError, ValueError) as e:
-                    log.info("notify link to %s: %s", url, e or type(e).__name__)
+                    await self._session(session, url, sink)
+                except* (LinkError, F.BadFrame) as eg:  # the other end's fault
+                    problem = _describe(eg)
+                except* (aiohttp.ClientError, OSError, TimeoutError) as eg:  # the network's
+                    problem = _describe(eg)
+                except* Exception as eg:  # a bug: log where, and keep the link alive
+                    problem, bug = _describe(eg), eg
                 finally:
                     if self.connected_url is not None:
                         self.connected_url = None
+                        self.backoff.reset()  # it was up: the next attempt goes at once
                         sink.on_disconnected()
+                self._failed(url, problem, bug)
                 i = (i + 1) % len(self.urls)
-                delay = 0.05 if good else min(self.retry_max_s, delay * 2)
-                await asyncio.sleep(delay * (0.5 + self.rng.random()))  # retry back-off
+                await self.backoff.sleep()
 
-    async def _session(self, session: aiohttp.ClientSession, url: str, sink: NotifyService) -> bool:
+    def _failed(self, url: str, problem: str, bug: BaseException | None) -> None:
+        """Count a failure; log it unless it is the one last logged for this URL."""
+        self.failures += 1
+        self.last_failure = f"{url}: {problem}"
+        if self._logged.get(url) == problem:
+            log.debug("notify link to %s: %s (again)", url, problem)
+            return
+        self._logged[url] = problem
+        if bug is not None:
+            log.error("notify link to %s failed unexpectedly (retrying)", url, exc_info=bug)
+        else:
+            log.warning("notify link to %s: %s (retrying)", url, problem)
+
+    async def _session(self, session: aiohttp.ClientSession, url: str, sink: NotifyService) -> None:
         params = {}
         if self.follows_all and self.index is not None:
             params["after"] = str(self.index)
@@ -352,48 +394,61 @@ class StreamLink:
             async with asyncio.TaskGroup() as tg:
                 writer = tg.create_task(self._writer(ws))
                 try:
-                    return await self._reader(ws, url, sink)  # True: it was up for a while
+                    await self._reader(ws, url, sink)
                 finally:
                     writer.cancel()
 
-    async def _reader(self, ws: aiohttp.ClientWebSocketResponse, url: str, sink) -> bool:
+    async def _reader(self, ws: aiohttp.ClientWebSocketResponse, url: str, sink) -> None:
+        """Until the connection closes; raises `LinkError` or `BadFrame` if the other end
+        misbehaves."""
         loop = asyncio.get_running_loop()
+        decode = F.decode_feed_down if self.follows_all else F.decode_stream_down
         leaderless_since: float | None = None
         while True:
             msg = await ws.receive()
             if msg.type != WSMsgType.TEXT:
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
-                    return self.connected_url is not None
+                    if self.connected_url is None:
+                        raise LinkError(f"closed before hello ({ws.close_code})")
+                    return
                 if msg.type == WSMsgType.ERROR:
                     raise LinkError(f"websocket error: {ws.exception()}")
                 raise LinkError(f"unexpected message type {msg.type}")
-            frame = json.loads(msg.data)
-            op = frame.get("op")
-            if op == "ev":
-                sink.on_events([(int(ns), int(pos)) for ns, pos in frame["ev"]])
-                if self.follows_all and "index" in frame:
-                    self.index = max(self.index or 0, int(frame["index"]))
-            elif op == "info":
-                sink.on_info([(int(ns), owner, int(pos)) for ns, owner, pos in frame["ns"]])
-            elif op == "hello":
-                if "secret" not in frame:
+            frame = decode(msg.data)
+            if isinstance(frame, F.Ev):
+                sink.on_events(frame.ev)
+                if self.follows_all and frame.index is not None:
+                    self.index = max(self.index or 0, frame.index)
+            elif isinstance(frame, F.Info):
+                sink.on_info(frame.ns)
+            elif isinstance(frame, F.Hello):
+                if frame.secret is None:
                     raise LinkError("no secret in hello: is the admin token right?")
-                sink.on_secret(base64.b64decode(frame["secret"]))
+                try:
+                    secret = base64.b64decode(frame.secret, validate=True)
+                except ValueError:
+                    raise F.BadFrame("hello: the secret is not base64") from None
+                if self.follows_all and frame.index is None:
+                    raise F.BadFrame("hello: no index from a change feed")
+                sink.on_secret(secret)
                 if self.follows_all and self.index is None:
-                    self.index = int(frame["index"])
+                    self.index = frame.index
                 if self.connected_url is None:
                     self.connected_url = url
                     self.sessions += 1
-                    log.info("notify link up: %s", url)
+                    if self._logged.pop(url, None) is not None:
+                        log.warning("notify link up again: %s", url)
+                    else:
+                        log.info("notify link up: %s", url)
                     sink.on_connected()
-            elif op == "hb":
-                if frame.get("leader", True):
+            elif isinstance(frame, F.Hb):
+                if frame.leader:
                     leaderless_since = None
                 elif leaderless_since is None:
                     leaderless_since = loop.time()
                 elif loop.time() - leaderless_since > self.leaderless_s:
                     raise LinkError("member has had no leader for too long")
-            elif op == "resync":
+            elif isinstance(frame, F.Resync):
                 self.index = None
                 sink.on_resync()
 
@@ -404,9 +459,17 @@ class StreamLink:
             if self._release:
                 rel, self._release = sorted(self._release), set()
                 for chunk in _chunks(rel, self.frame_max_items):
-                    await ws.send_str(_frame({"op": "unsub", "ns": chunk}))
+                    await ws.send_str(F.encode(F.Unsub(ns=chunk)))
             if self._want:
                 want, self._want = self._want, {}
-                items = [[ns, seen] for ns, seen in want.items()]
+                items = list(want.items())
                 for chunk in _chunks(items, self.frame_max_items):
-                    await ws.send_str(_frame({"op": "sub", "ns": chunk}))
+                    await ws.send_str(F.encode(F.Sub(ns=chunk)))
+
+
+def _describe(eg: BaseExceptionGroup) -> str:
+    """One line for a connection's failure: its first leaf exception."""
+    e: BaseException = eg
+    while isinstance(e, BaseExceptionGroup):
+        e = e.exceptions[0]
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__

@@ -53,6 +53,18 @@ owner, position], ...]}` per subscribed namespace (cluster peers; position -2 = 
 `{"op": "ev", "ev": [[ns, position], ...]}` whenever watched namespaces move — coalesced: a slow
 reader gets the newest position of each namespace, never a backlog; `{"op": "resync"}` when
 the server lost continuity (the client re-checks every namespace it watches).
+
+These frames are the typed values of `frames.py` (`StreamUp`, `StreamDown`); a frame that does
+not decode, or asks for more than its bounds, is the client's fault: logged and its connection
+closed (code 1008).
+
+Tasks
+-----
+`start()` makes one task, owned by the service (`stop()` cancels and awaits it), that runs a task
+group of two: the upstream, and the ticker that expires waiting long-polls. The upstream's `run`
+is retried with back-off whatever it raises (a link's own failures never leave it: see
+`feed.py`); a `tick` that raises is logged and the ticker goes on. So nothing a peer does can
+stop long-polls from expiring.
 """
 
 from __future__ import annotations
@@ -71,9 +83,11 @@ from typing import Any, Protocol
 import msgspec
 from aiohttp import WSMsgType, web
 
+from raftbox.backoff import Backoff
 from raftbox.meta.commands import CursorState
 from raftbox.meta.service import CursorInvalid, open_signed_cursor
 
+from . import frames as F
 from .hub import GONE, UNKNOWN, Hub, HubFull, Wake
 
 log = logging.getLogger(__name__)
@@ -116,6 +130,8 @@ class NotifyConfig:
     tick_s: float = 0.1
     stream_heartbeat_s: float = 15.0
     frame_max_events: int = 10_000
+    upstream_retry_min_s: float = 0.1  # after `upstream.run` raised (a bug): back-off bounds
+    upstream_retry_max_s: float = 5.0
 
 
 class Waiter(Protocol):
@@ -192,7 +208,7 @@ class _Peer:
         self.ns: set[int] = set()
         self.events: dict[int, int] = {}
         self.infos: dict[int, tuple[str | None, int]] = {}
-        self.notes: list[dict] = []  # watch answers (bounded by max_ns per watch frame)
+        self.notes: list[F.Watching | F.Reset | F.BackoffAnswer | F.Resync] = []  # watch answers
         self.wake = asyncio.Event()
         self.closed = False
         self.max_ns = max_ns
@@ -206,7 +222,7 @@ class _Peer:
         self.infos[ns] = (owner, position)
         self.wake.set()
 
-    def note(self, msg: dict) -> None:
+    def note(self, msg: F.Watching | F.Reset | F.BackoffAnswer | F.Resync) -> None:
         self.notes.append(msg)
         self.wake.set()
 
@@ -243,14 +259,34 @@ class NotifyService:
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         started = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._main(started))
+        self._task = asyncio.create_task(self._main(started), name="notify-service")
+        self._task.add_done_callback(self._main_ended)
         await started
+
+    def _main_ended(self, task: asyncio.Task) -> None:
+        """Its children retry their own failures, so this only reports a bug (or `stop`)."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the notify service stopped", exc_info=task.exception())
 
     async def _main(self, started: asyncio.Future) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.upstream.run(self))
-            tg.create_task(self._ticker())
+            tg.create_task(self._run_upstream(), name="notify-upstream")
+            tg.create_task(self._ticker(), name="notify-ticker")
             started.set_result(None)
+
+    async def _run_upstream(self) -> None:
+        """`upstream.run` until cancelled: if it ever returns or raises, log it and run it
+        again after a back-off (a link retries its own connections; this catches bugs)."""
+        backoff = Backoff(self.rng, self.cfg.upstream_retry_min_s, self.cfg.upstream_retry_max_s)
+        while True:
+            try:
+                await self.upstream.run(self)
+                log.error("notify upstream stopped by itself; restarting it")
+            except Exception:
+                log.exception("notify upstream failed; restarting it")
+            if self.upstream_connected:
+                self.on_disconnected()
+            await backoff.sleep()
 
     async def stop(self) -> None:
         """Answer every waiting long-poll `false` (its client polls again, elsewhere), close
@@ -276,9 +312,16 @@ class NotifyService:
         return asyncio.get_running_loop().time()
 
     async def _ticker(self) -> None:
+        failed = False
         while True:
-            await asyncio.sleep(self.cfg.tick_s)
-            self.tick(self._now())
+            await asyncio.sleep(self.cfg.tick_s)  # the tick period
+            try:
+                self.tick(self._now())
+                failed = False
+            except Exception:
+                if not failed:  # once per run of failing ticks
+                    log.exception("notify tick failed; ticking on")
+                failed = True
 
     def tick(self, now: float) -> None:
         for key in self.hub.expire(now):
@@ -454,7 +497,7 @@ class NotifyService:
             self._asked.pop(ns, None)
             self._ask(ns)
         for peer in self._peers:
-            peer.note({"op": "resync"})
+            peer.note(F.Resync())
 
     def _dispatch(self, wakes: list[Wake]) -> None:
         for w in wakes:
@@ -572,26 +615,25 @@ class NotifyService:
             if msg.type != WSMsgType.TEXT:
                 break
             try:
-                frame = json.loads(msg.data)
-                op = frame["op"]
-                if op == "watch":
-                    self._watch(peer, frame["cursors"])
-                elif op == "sub" and peer.cluster:
-                    self._sub(peer, frame["ns"])
-                elif op == "unsub" and peer.cluster:
-                    for ns in frame["ns"]:
-                        self._unsub(peer, int(ns))
+                frame = F.decode_stream_up(msg.data)
+                if isinstance(frame, F.Watch):
+                    self._watch(peer, frame.cursors)
+                elif isinstance(frame, F.Sub) and peer.cluster:
+                    self._sub(peer, frame.ns)
+                elif isinstance(frame, F.Unsub) and peer.cluster:
+                    for ns in frame.ns:
+                        self._unsub(peer, ns)
                 else:
-                    raise ValueError(f"unknown op {op!r}")
-            except (ValueError, KeyError, TypeError, IndexError) as e:
+                    raise F.BadFrame(f"{type(frame).__name__.lower()}: for cluster peers only")
+            except (F.BadFrame, ValueError) as e:
+                log.info("push stream: a bad frame (%s): closing the connection", e)
                 await peer.ws.close(code=1008, message=f"bad frame: {e}"[:120].encode())
                 break
             if peer.closed:
                 break
 
-    def _sub(self, peer: _Peer, items: list) -> None:
+    def _sub(self, peer: _Peer, items: list[tuple[int, int]]) -> None:
         for ns, seen in items:
-            ns, seen = int(ns), int(seen)
             if ns not in peer.ns and len(peer.ns) >= peer.max_ns:
                 raise ValueError("too many namespaces")
             try:
@@ -618,44 +660,44 @@ class NotifyService:
                 waiting.discard(peer)
         self._release_evicted()
 
-    def _watch(self, peer: _Peer, cursors: list) -> None:
+    def _watch(self, peer: _Peer, cursors: list[F.WatchCursor]) -> None:
+        busy = self.cfg.backoff_s
         if self.secret is None:
             for idx in range(len(cursors)):
-                peer.note({"op": "backoff", "cursor": idx, "backoff": self.cfg.backoff_s})
+                peer.note(F.BackoffAnswer(cursor=idx, backoff=busy))
             return
         if len(cursors) > peer.max_ns or len(peer.notes) > 4 * peer.max_ns:
             raise ValueError("too many cursors (or answers it does not read)")
         for idx, c in enumerate(cursors):
             try:
-                account, ns, state = self._open(str(c["cursor"]))
+                account, ns, state = self._open(c.cursor)
             except CursorReset:
-                peer.note({"op": "reset", "cursor": idx})
+                peer.note(F.Reset(cursor=idx))
                 continue
-            seen = c.get("position")
+            seen = c.position
             if seen is None:
                 seen = -1 if state.resume is not None else state.position
-            seen = int(seen)
 
             def decide(info, idx=idx, account=account, ns=ns, seen=seen) -> None:
                 if peer.closed:
                     return
                 if info is None:
-                    peer.note({"op": "backoff", "cursor": idx, "backoff": self.cfg.backoff_s})
+                    peer.note(F.BackoffAnswer(cursor=idx, backoff=busy))
                     return
                 owner, pos = info
                 if pos == GONE or owner is None or owner != account:
-                    peer.note({"op": "reset", "cursor": idx})
+                    peer.note(F.Reset(cursor=idx))
                     return
                 if ns not in peer.ns and len(peer.ns) >= peer.max_ns:
-                    peer.note({"op": "backoff", "cursor": idx, "backoff": self.cfg.backoff_s})
+                    peer.note(F.BackoffAnswer(cursor=idx, backoff=busy))
                     return
                 try:
                     self.hub.subscribe(ns, peer, seen)
                 except HubFull:
-                    peer.note({"op": "backoff", "cursor": idx, "backoff": self.cfg.backoff_s})
+                    peer.note(F.BackoffAnswer(cursor=idx, backoff=busy))
                     return
                 peer.ns.add(ns)
-                peer.note({"op": "watching", "cursor": idx, "ns": ns})
+                peer.note(F.Watching(cursor=idx, ns=ns))
                 if pos > seen:
                     peer.push(ns, pos)
 
@@ -666,10 +708,10 @@ class NotifyService:
         if peer.cluster:
             await self.secret_known.wait()
             assert self.secret is not None
-            hello = {"op": "hello", "secret": base64.b64encode(self.secret).decode()}
+            hello = F.Hello(secret=base64.b64encode(self.secret).decode())
         else:
-            hello = {"op": "hello"}
-        await ws.send_str(_json.encode(hello).decode())
+            hello = F.Hello()
+        await ws.send_str(F.encode(hello))
         step = self.cfg.frame_max_events
         while not peer.closed:
             await peer.wake.wait()
@@ -677,21 +719,17 @@ class NotifyService:
             if peer.notes:
                 notes, peer.notes = peer.notes, []
                 for n in notes:
-                    await ws.send_str(_json.encode(n).decode())
+                    await ws.send_str(F.encode(n))
             if peer.infos:
                 infos, peer.infos = peer.infos, {}
-                items = [[ns, o, p] for ns, (o, p) in infos.items()]
+                items = [(ns, o, p) for ns, (o, p) in infos.items()]
                 for k in range(0, len(items), step):
-                    await ws.send_str(
-                        _json.encode({"op": "info", "ns": items[k : k + step]}).decode()
-                    )
+                    await ws.send_str(F.encode(F.Info(ns=items[k : k + step])))
             if peer.events:
                 events, peer.events = peer.events, {}
-                items = [[ns, p] for ns, p in events.items()]
-                for k in range(0, len(items), step):
-                    await ws.send_str(
-                        _json.encode({"op": "ev", "ev": items[k : k + step]}).decode()
-                    )
+                evs = list(events.items())
+                for k in range(0, len(evs), step):
+                    await ws.send_str(F.encode(F.Ev(ev=evs[k : k + step])))
 
 
 __all__ = [
