@@ -58,7 +58,8 @@ class ScriptedRoot:
     async def __aenter__(self) -> ScriptedRoot:
         app = web.Application()
         app.router.add_get(STREAM_PATH, self.handle)
-        self.runner = web.AppRunner(app)
+        # Streams still open at the end are cut at once (aiohttp waits 60 s for them by default).
+        self.runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, HOST, 0)
         await site.start()
@@ -287,7 +288,8 @@ def test_a_blockserver_keeps_taking_uploads_while_each_meta_member_in_turn_is_do
         members = net.members(3)
         bs = Proc(net, "bs", ["--roles", "block", "--listen", f"{HOST}:0", "--meta",
                               ",".join(p.url for p in members), "--ca", net.ca,
-                              "--admin-token", net.admin, *net.tls])  # fmt: skip
+                              "--admin-token", net.admin, *net.tls,
+                              "--blocks", f"file://{net.base / 'blocks'}"])  # fmt: skip
         net._add(bs).start().ready()
         token = net.account(members[0], "blockserver-rounds@example.test")
         for k, victim in enumerate(members):
