@@ -58,7 +58,7 @@ class ScriptedRoot:
     async def __aenter__(self) -> ScriptedRoot:
         app = web.Application()
         app.router.add_get(STREAM_PATH, self.handle)
-        self.runner = web.AppRunner(app)
+        self.runner = web.AppRunner(app, shutdown_timeout=1.0)  # open streams: cut at once
         await self.runner.setup()
         site = web.TCPSite(self.runner, HOST, 0)
         await site.start()
@@ -170,7 +170,7 @@ def test_a_bad_frame_on_the_push_stream_closes_that_stream_only(caplog):
         service = NotifyService(FakeUpstream(), NotifyConfig(tick_s=0.02), "admin")
         app = web.Application()
         service.add_routes(app)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, shutdown_timeout=1.0)
         await runner.setup()
         await web.TCPSite(runner, HOST, 0).start()
         url = f"http://{HOST}:{runner.addresses[0][1]}{STREAM_PATH}"
