@@ -321,6 +321,11 @@ def _answers(net: Net, p: Proc) -> bool:
     return r.status_code == 200
 
 
+def follows(n: Proc) -> None:
+    """Until notify process `n` follows its upstream (it knows the cluster secret)."""
+    wait_for(lambda: n.status()["upstream"], 60, f"{n.name} follows its upstream")
+
+
 def test_a_client_push_stream_resumes_across_its_servers_restart(tmp_path):
     with Net(tmp_path) as net:
         [m] = net.members(1)
@@ -347,11 +352,13 @@ def test_a_client_push_stream_resumes_across_its_servers_restart(tmp_path):
 
         async def main() -> None:
             async with aiohttp.ClientSession() as s:
+                await asyncio.to_thread(follows, root)
                 _ns, seen = await watch_once(s, None)
                 for k in range(3):
                     root.kill()
                     await asyncio.to_thread(upload, dbx, f"/while-down-{k}.txt", b"x")
                     await asyncio.to_thread(lambda: root.start().ready())
+                    await asyncio.to_thread(follows, root)  # else it answers `backoff`
                     _ns, pos = await watch_once(s, seen)
                     assert pos > seen
                     seen = pos
