@@ -246,7 +246,9 @@ def _change_is_delivered_while_down(net, notify: Proc, victim: Proc, how: str, t
         wait_for(lambda: waiting(notify) > before or fut.done(), 30, "the long-poll waits")
         take_down(victim, how)
         try:
-            upload(net.sdk(token, api), f"/{name}.txt", name.encode())
+            # (a write during the election that follows a leader's death may fail: retry it)
+            writer = net.sdk(token, api)
+            wait_for(lambda: upload(writer, f"/{name}.txt", name.encode()) or True, 60, "upload")
             fut.result(timeout=120)
         finally:
             bring_back(victim, how)
