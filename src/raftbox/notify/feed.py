@@ -359,6 +359,7 @@ class StreamLink:
                         self.connected_url = None
                         self.backoff.reset()  # it was up: the next attempt goes at once
                         sink.on_disconnected()
+                _raise_if_cancelled()
                 self._failed(url, problem, bug)
                 i = (i + 1) % len(self.urls)
                 await self.backoff.sleep()
@@ -465,6 +466,14 @@ class StreamLink:
                 items = list(want.items())
                 for chunk in _chunks(items, self.frame_max_items):
                     await ws.send_str(F.encode(F.Sub(ns=chunk)))
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a task group swallowed: on Python 3.11, a group whose body
+    failed while its owner was being cancelled raises only the body's error."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
 
 
 def _describe(eg: BaseExceptionGroup) -> str:

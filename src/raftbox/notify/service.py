@@ -283,6 +283,9 @@ class NotifyService:
                 await self.upstream.run(self)
                 log.error("notify upstream stopped by itself; restarting it")
             except Exception:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError() from None  # stop() cancelled us meanwhile
                 log.exception("notify upstream failed; restarting it")
             if self.upstream_connected:
                 self.on_disconnected()
