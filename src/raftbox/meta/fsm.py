@@ -26,7 +26,8 @@ Where each concern lives (`raftbox.meta`):
   `accounts`: accounts and tokens; `gcstate`: block rights and the GC's replicated state;
 - `queries`: the read queries (`MetaQueries`, this class's base): listings, cursors, revisions;
 - `snapshot`: snapshot images (the only files the store touches besides its database);
-- this module: the dispatcher — the transaction, the client session table, the applied index.
+- `clients`: the exactly-once client session table, kept in the database;
+- this module: the dispatcher — the transaction, the applied index.
 
 Not thread-safe: use one thread at a time (the node's event loop).
 """
@@ -40,8 +41,8 @@ from typing import Any
 
 import msgspec
 
-from ..raft.sessions import Command, SessionExpired, SessionTable
-from . import accounts, gcstate, schema, sessions, snapshot, writes
+from ..raft.sessions import Command, SessionExpired
+from . import accounts, clients, gcstate, schema, sessions, snapshot, writes
 from .commands import (
     SESSION_TTL_MS,
     AddToken,
@@ -68,7 +69,6 @@ from .commands import (
     SetDisabled,
     SetStoreMarker,
     decode_command,
-    decode_result,
 )
 from .context import ApplyContext, atomic
 from .gcstate import gc_mark_db
@@ -89,7 +89,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
-_result_enc = msgspec.msgpack.Encoder()
 
 # The function that applies each command: (ApplyContext, command) -> result, or raises `Fail`.
 HANDLERS: dict[type, Callable[[ApplyContext, Any], Any]] = {
@@ -205,7 +204,7 @@ class MetaStore(MetaQueries):
             result = st.apply(command, run)
             if isinstance(result, SessionExpired):
                 result = MetaError(["client_session_expired"], {"reason": str(result)})
-            self._persist_client(cid, command.seq, ran, result, had, n_before)
+            clients.persist(self._db, st, cid, command.seq, ran, result, had, n_before)
             set_kv(self._db, "applied", index)
             self._db.execute("COMMIT")
         except BaseException:
@@ -239,58 +238,11 @@ class MetaStore(MetaQueries):
         schema.create(self._db)
         self._load()
 
-    # -- loading / persisting the small state ----------------------------------------------
+    # -- loading the small state ------------------------------------------------------------
     def _load(self) -> None:
         self._applied = int(get_kv(self._db, "applied", 0))
         self._secret = bytes(get_kv(self._db, "secret", b"") or b"")
-        st = SessionTable(session_ttl_ms=self._session_ttl_ms)
-        clock = get_kv(self._db, "sessions")
-        newest, next_sweep = msgspec.msgpack.decode(clock) if clock else (0, 0)
-        sessions: dict[int, dict] = {}
-        for cid, last_ms, floor in self._db.execute(
-            "SELECT client_id, last_ms, floor FROM client_sessions ORDER BY client_id"
-        ):
-            sessions[cid] = {"last_ms": last_ms, "floor": floor, "results": {}}
-        for cid, seq, blob in self._db.execute(
-            "SELECT client_id, seq, result FROM client_results ORDER BY client_id, seq"
-        ):
-            if cid in sessions:
-                sessions[cid]["results"][seq] = msgspec.msgpack.decode(blob)
-        st.load(msgspec.msgpack.encode([newest, next_sweep, sessions]))
-        for s in st.sessions.values():
-            s.results = {seq: decode_result(r) for seq, r in s.results.items()}
-        self.sessions = st
-
-    def _persist_client(
-        self, cid: int, seq: int, ran: bool, result: Any, had: bool, n_before: int
-    ) -> None:
-        st = self.sessions
-        db = self._db
-        # `next_sweep_ms` decides at which command the next expiry sweep runs: it must survive
-        # a restart, or a restarted replica would expire sessions at a different index.
-        set_kv(self._db, "sessions", msgspec.msgpack.encode([st.newest_ms, st.next_sweep_ms]))
-        expected = n_before + (1 if cid and not had and cid in st.sessions else 0)
-        if len(st.sessions) != expected:  # a sweep or an eviction dropped sessions
-            live = set(st.sessions)
-            gone = [
-                c for (c,) in db.execute("SELECT client_id FROM client_sessions") if c not in live
-            ]
-            for c in gone:
-                db.execute("DELETE FROM client_sessions WHERE client_id = ?", (c,))
-                db.execute("DELETE FROM client_results WHERE client_id = ?", (c,))
-        s = st.sessions.get(cid) if cid else None
-        if s is None:
-            return
-        db.execute(
-            "INSERT OR REPLACE INTO client_sessions (client_id, last_ms, floor) VALUES (?, ?, ?)",
-            (cid, s.last_ms, s.floor),
-        )
-        db.execute("DELETE FROM client_results WHERE client_id = ? AND seq < ?", (cid, s.floor))
-        if ran and seq in s.results:
-            db.execute(
-                "INSERT OR REPLACE INTO client_results (client_id, seq, result) VALUES (?, ?, ?)",
-                (cid, seq, _result_enc.encode(result)),
-            )
+        self.sessions = clients.load(self._db, self._session_ttl_ms)
 
     # -- running one command ---------------------------------------------------------------
     def _run(self, ctx: ApplyContext, payload: bytes) -> Any:
