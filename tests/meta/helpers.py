@@ -89,7 +89,7 @@ class SqliteWork:
     """
 
     def __init__(self, store: MetaStore, ops: int = 16) -> None:
-        self._db: sqlite3.Connection = store._db
+        self._db: sqlite3.Connection = store.db
         self._ops = ops
         self.units = 0
         self._seen = 0  # units at the last delta()

@@ -11,7 +11,8 @@ import pytest
 
 from raftbox.meta import commands as C
 from raftbox.meta.fsm import MetaStore
-from raftbox.meta.service import MetaService, NegativeTokenCache, _SharedRounds, token_hash
+from raftbox.meta.service import MetaService
+from raftbox.meta.tokens import NegativeTokenCache, SharedRounds, token_hash
 from raftbox.raft.node import NodeConfig, RaftNode, Unavailable
 from raftbox.testing.procs import free_port
 
@@ -122,7 +123,7 @@ def test_a_shared_round_counts_only_if_it_started_after_the_caller_asked():
             gates.append(gate)
             await gate.wait()
 
-        rounds = _SharedRounds(round_)
+        rounds = SharedRounds(round_)
         first = asyncio.create_task(rounds.wait())
         while not gates:
             await asyncio.sleep(0)
@@ -146,7 +147,7 @@ def test_a_failed_round_fails_every_lookup_that_shared_it():
             await asyncio.sleep(0)
             raise Unavailable("no majority")
 
-        rounds = _SharedRounds(round_)
+        rounds = SharedRounds(round_)
         results = await asyncio.gather(*(rounds.wait() for _ in range(5)), return_exceptions=True)
         assert all(isinstance(r, Unavailable) for r in results)
         assert rounds.runs <= 2
@@ -166,7 +167,7 @@ def test_a_cancelled_round_is_run_again_for_the_others():
                 await asyncio.Event().wait()  # never ends: its caller gives up
             await gate.wait()
 
-        rounds = _SharedRounds(round_)
+        rounds = SharedRounds(round_)
         first = asyncio.create_task(rounds.wait())
         await asyncio.sleep(0)
         other = asyncio.create_task(rounds.wait())

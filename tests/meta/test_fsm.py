@@ -5,6 +5,7 @@ import re
 import msgspec
 import pytest
 
+from raftbox.meta import fsm, writes
 from raftbox.meta.commands import (
     AccountInfo,
     AddToken,
@@ -666,7 +667,7 @@ def test_results_survive_the_propose_rpc(d, ns):
 
 
 def test_too_many_items_in_one_entry(d, ns, monkeypatch):
-    from raftbox.meta import fsm
+    from raftbox.meta import context
 
     d.apply(
         CommitBatch(
@@ -674,7 +675,7 @@ def test_too_many_items_in_one_entry(d, ns, monkeypatch):
         )
     )
     before = content_dump(d.store)
-    monkeypatch.setattr(fsm, "MAX_POS", 5)
+    monkeypatch.setattr(context, "MAX_POS", 5)
     assert d.apply(Copy(ns, "/d", "/e")) == err("too_many_files")
     assert content_dump(d.store) == before
 
@@ -682,11 +683,11 @@ def test_too_many_items_in_one_entry(d, ns, monkeypatch):
 def test_a_bug_in_a_command_rolls_back_and_answers_internal_error(d, ns, monkeypatch):
     before = content_dump(d.store)
 
-    def broken(self, c):
-        self._ensure_parents(c.ns, parse_path("/p/q/x"), "path")  # writes, then fails
+    def broken(ctx, c):
+        writes.ensure_parents(ctx, c.ns, parse_path("/p/q/x"), "path")  # writes, then fails
         raise AttributeError("oops")
 
-    monkeypatch.setitem(MetaStore._handlers, CreateFolder, broken)
+    monkeypatch.setitem(fsm.HANDLERS, CreateFolder, broken)
     assert d.apply(CreateFolder(ns, "/x")) == err("internal_error", reason="AttributeError")
     assert content_dump(d.store) == before
 

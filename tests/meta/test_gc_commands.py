@@ -35,7 +35,7 @@ def test_record_upload_grants_the_right_to_commit() -> None:
     assert d.apply(RecordUpload(ns, [block(A)], 0)) is None
     r = d.apply(CommitFile(ns, "/a", [block(A)], 1000, content_hash(A)))
     assert r.kind == "file"
-    row = d.store._db.execute(
+    row = d.store.db.execute(
         "SELECT last_ms, last_idx FROM ns_blocks WHERE ns = ? AND block_id = ?", (ns, block(A).id)
     ).fetchone()
     assert row == (d.now_ms, d.index)  # touched by the commit that referenced it
@@ -117,7 +117,7 @@ def test_a_store_of_the_previous_schema_is_migrated(tmp_path) -> None:
     db.commit()
     db.close()
     s = MetaStore(path)
-    assert s._db.execute("SELECT * FROM ns_blocks").fetchall() == [(1, "x", 3, 0, 0)]
+    assert s.db.execute("SELECT * FROM ns_blocks").fetchall() == [(1, "x", 3, 0, 0)]
     s.close()
 
 

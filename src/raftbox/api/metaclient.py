@@ -46,7 +46,8 @@ from aiohttp import web
 
 from raftbox.backoff import Backoff
 from raftbox.meta import commands as C
-from raftbox.meta.service import MetaService, TokenCache, _typed, token_hash
+from raftbox.meta.service import MetaService
+from raftbox.meta.tokens import TokenCache, token_hash
 from raftbox.raft.node import NodeError, Unavailable
 from raftbox.raft.sessions import Command
 
@@ -267,7 +268,7 @@ class RemoteMetaClient:
                 )
             finally:
                 self._inflight.discard(seq)
-            result = _typed(msgspec.msgpack.decode(raw))
+            result = C.typed_result(msgspec.msgpack.decode(raw))
             if isinstance(result, C.MetaError) and result.tags == ["client_session_expired"]:
                 # Our session was idle past the cluster's session TTL and forgotten: this seq
                 # was never applied (nothing of ours was in flight that long). A fresh session.

@@ -481,6 +481,20 @@ def decode_result(obj: Any) -> Result:
     return msgspec.convert(obj, Result)
 
 
+def typed_result(r: Any) -> Any:
+    """A command's result as it came out of msgpack (a follower's answer crossed the propose
+    RPC), typed again: a result, or a list of them for a batch; what is no result stays as it
+    is (True, None, a count)."""
+    if isinstance(r, list):
+        return [typed_result(x) for x in r]
+    if isinstance(r, dict):
+        try:
+            return decode_result(r)
+        except msgspec.ValidationError:
+            return r
+    return r
+
+
 def is_error(x: Any) -> bool:
     return isinstance(x, MetaError)
 

@@ -10,8 +10,10 @@
   when the read arrived, then runs `fn(store)`: a read after a successful write on any member
   sees it (linearizable). `stale=True` skips the round trip.
 - Cursors: opaque strings, HMAC-SHA256-signed with the cluster secret held in the replicated
-  state, so they cannot be forged (long-poll takes them without any other credential).
-- Tokens: bearer tokens are 256-bit random strings; only their SHA-256 is replicated. An
+  state, so they cannot be forged (long-poll takes them without any other credential):
+  `raftbox.meta.cursors`.
+- Tokens: bearer tokens are 256-bit random strings; only their SHA-256 is replicated
+  (`raftbox.meta.tokens`, with the caches below). An
   account can be disabled (its tokens answer `user_suspended`, its data is kept) or removed,
   and a token revoked (`RevokeToken`, `RevokeTokens`): from the moment such a command returns,
   every member refuses the token (below).
@@ -39,7 +41,7 @@ is consulted *after* the local replica, which is the invalidation: once this mem
 `CreateAccount`/`AddToken` of a token that was remembered as unknown, the token works, whatever
 the negative entry says.
 
-Lookups arriving together share ReadIndex rounds (`_SharedRounds`): a lookup waits
+Lookups arriving together share ReadIndex rounds (`tokens.SharedRounds`): a lookup waits
 for a round that *started after it asked* (so the read that follows is linearizable), and all
 the lookups that ask while one round runs share the next one — at most one round in flight and
 one queued, however many requests wait. `auth_read_rounds` counts the rounds run. The limit on
@@ -53,14 +55,9 @@ the database.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import logging
 import os
-import secrets
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -68,139 +65,26 @@ import msgspec
 from raftbox.raft.node import RaftNode, Unavailable
 
 from . import commands as C
+from .cursors import CursorInvalid, open_signed_cursor, sign_cursor
 from .fsm import MetaStore
+from .tokens import NegativeTokenCache, SharedRounds, TokenCache, new_token, token_hash
+
+__all__ = [  # the tokens and cursors names, importable from here as before
+    "AccountError",
+    "CursorInvalid",
+    "MetaService",
+    "NegativeTokenCache",
+    "TokenCache",
+    "new_token",
+    "open_signed_cursor",
+    "token_hash",
+]
 
 log = logging.getLogger(__name__)
 
 
-def token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
-def new_token() -> str:
-    # A fixed prefix: recognisable in logs and config files, and a token never starts with
-    # "-" (which a command line would take for an option: `--token -abc…`).
-    return "rbx_" + secrets.token_urlsafe(32)
-
-
-class TokenCache:
-    """Bearer token hash → account, remembered for `ttl_s` so a revoked token stops working
-    within that time on every process; bounded to `max_entries` (cleared when full)."""
-
-    def __init__(self, ttl_s: float = 60.0, max_entries: int = 10_000) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._entries: dict[bytes, tuple[float, Any]] = {}
-
-    def get(self, h: bytes) -> Any | None:
-        hit = self._entries.get(h)
-        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
-            return hit[1]
-        return None
-
-    def put(self, h: bytes, acct: Any) -> None:
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        self._entries[h] = (time.monotonic(), acct)
-
-
-class NegativeTokenCache:
-    """Token hashes a linearizable read found unknown, remembered for `ttl_s`; bounded to
-    `max_entries` (the oldest forgotten first). See the module docstring for why an entry
-    needs no explicit invalidation."""
-
-    def __init__(self, ttl_s: float = 5.0, max_entries: int = 10_000) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._entries: dict[bytes, float] = {}  # insertion order = age
-
-    def __contains__(self, h: bytes) -> bool:
-        at = self._entries.get(h)
-        if at is None:
-            return False
-        if time.monotonic() - at < self.ttl_s:
-            return True
-        del self._entries[h]
-        return False
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def add(self, h: bytes) -> None:
-        self._entries.pop(h, None)
-        while len(self._entries) >= self.max_entries:
-            del self._entries[next(iter(self._entries))]
-        self._entries[h] = time.monotonic()
-
-    def discard(self, h: bytes) -> None:
-        self._entries.pop(h, None)
-
-
-class _SharedRounds:
-    """`wait()` returns once a run of `fn` that started after the call has finished (or
-    raises what that run raised). Callers that arrive while a run is in flight share the next
-    one, which the first of them runs: at most one run in flight, however many callers."""
-
-    def __init__(self, fn: Callable[[], Awaitable[Any]]) -> None:
-        self._fn = fn
-        self._started = 0  # runs started
-        self._running = False
-        self._last: tuple[int, BaseException | None] = (0, None)  # the last run that ended
-        self._ended = asyncio.Event()
-        self.runs = 0
-
-    async def wait(self) -> None:
-        need = self._started + 1  # the run in flight, if any, started before us
-        while True:
-            gen, exc = self._last
-            if gen >= need:
-                if exc is not None:
-                    raise exc
-                return
-            if self._running:
-                await self._ended.wait()
-                continue
-            await self._run()
-
-    async def _run(self) -> None:
-        self._running = True
-        self._started += 1
-        gen = self._started
-        exc: BaseException | None = None
-        ended = True
-        try:
-            self.runs += 1
-            await self._fn()
-        except Exception as e:  # shared with every caller waiting for this run
-            exc = e
-        except BaseException:  # this caller was cancelled: the run did not end, another runs
-            ended = False
-            raise
-        finally:
-            self._running = False
-            if ended:
-                self._last = (gen, exc)
-            self._ended.set()
-            self._ended = asyncio.Event()
-
-
-class CursorInvalid(Exception):
-    pass
-
-
 class AccountError(Exception):
     """An account could not be created (e.g. the email is taken)."""
-
-
-def _typed(r: Any) -> Any:
-    if isinstance(r, list):
-        return [_typed(x) for x in r]
-    if isinstance(r, dict):
-        try:
-            return C.decode_result(r)
-        except msgspec.ValidationError:
-            return r
-    return r
 
 
 class MetaService:
@@ -215,7 +99,7 @@ class MetaService:
         self.store = store
         self.write_timeout_s = write_timeout_s
         self._auth_unknown = NegativeTokenCache(auth_negative_ttl_s)
-        self._auth_rounds = _SharedRounds(self._auth_read_round)
+        self._auth_rounds = SharedRounds(self._auth_read_round)
         self._enc = msgspec.msgpack.Encoder()
 
     @property
@@ -245,7 +129,7 @@ class MetaService:
         batch, or a `MetaError`) — on a follower the result crossed the propose RPC as msgpack."""
         payload = self._enc.encode(cmd)
         r = await self.node.propose(self.node.new_command(payload), self.write_timeout_s)
-        return _typed(r)
+        return C.typed_result(r)
 
     async def read(self, fn: Callable[[MetaStore], Any], stale: bool = False) -> Any:
         if not stale:
@@ -305,31 +189,7 @@ class MetaService:
 
     # -- cursors -------------------------------------------------------------------------------
     def sign_cursor(self, state: Any) -> str:
-        body = msgspec.msgpack.encode(state)
-        mac = hmac.new(self.store.secret(), body, hashlib.sha256).digest()[:16]
-        return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
+        return sign_cursor(self.store.secret(), state)
 
     def open_cursor(self, cursor: str) -> Any:
         return open_signed_cursor(self.store.secret(), cursor)
-
-
-def open_signed_cursor(secret: bytes, cursor: str) -> Any:
-    """The state a cursor signed with `secret` carries; `CursorInvalid` if it was not signed so.
-    (A function, so that a notify process, which holds the secret but no MetaStore, can check
-    the long-poll cursors it is given.)"""
-    if not secret:
-        raise CursorInvalid("no cluster secret")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-    except (ValueError, TypeError):
-        raise CursorInvalid("undecodable") from None
-    if len(raw) < 17:
-        raise CursorInvalid("too short")
-    mac, body = raw[:16], raw[16:]
-    want = hmac.new(secret, body, hashlib.sha256).digest()[:16]
-    if not hmac.compare_digest(mac, want):
-        raise CursorInvalid("bad signature")
-    try:
-        return msgspec.msgpack.decode(body)
-    except msgspec.DecodeError:
-        raise CursorInvalid("bad body") from None

@@ -85,7 +85,7 @@ from aiohttp import WSMsgType, web
 
 from raftbox.backoff import Backoff
 from raftbox.meta.commands import CursorState
-from raftbox.meta.service import CursorInvalid, open_signed_cursor
+from raftbox.meta.cursors import CursorInvalid, open_signed_cursor
 
 from . import frames as F
 from .hub import GONE, UNKNOWN, Hub, HubFull, Wake

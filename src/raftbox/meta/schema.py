@@ -1,0 +1,151 @@
+"""The metadata store's tables, how an older store is brought up to them, and the kv table.
+
+Holds the DDL (`SCHEMA`), the migration of a store made by an older version (`migrate`), the
+kinds of an `entries` row and the two `kv` accessors. Pure of I/O but the SQLite connection it
+is given; everything else in `raftbox.meta` reads and writes these tables.
+
+Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
+
+- kv(k, v): "applied", "secret", "sessions" (the client table's clock), "schema",
+  "store_marker" (the id of the block store's marker block: `SetStoreMarker`), and the GC's
+  "gc_gen", "gc_floor", "gc_lease".
+- accounts(account_id, email_key, email, display_name, home_ns, created_ms, disabled);
+  tokens(token_hash, account_id) — hashes only; namespaces(ns, owner, journal_end, last_index).
+  `RemoveAccount` deletes the account, its tokens and its namespace with every row of it
+  (entries, revisions, journal, ns_blocks, upload sessions): a namespace id is never reused
+  (it is the raft index of its CreateAccount), so nothing can refer to it again by mistake.
+- entries(ns, key, parent_key, name, display, kind, id, rev, deleted_ms): the current state of
+  every path: kind 1 file (rev = current revision), 2 folder, 3 deleted (keeps the last id/rev
+  and the deletion time). Live entries always have live folders as ancestors, and a descendant's
+  `display` always starts with its parent's `display` (moves rewrite the subtree).
+- revisions(ns, rev, id, key, display, size, content_hash, client_modified, server_modified,
+  stamp_ms, blocks, symlink, executable): every file version with its blocklist (msgpack list
+  of BlockRef) and attributes (`symlink`: the target of a symlink, else NULL; `executable`
+  0/1; see `commands.CommitFile`). A file keeps its newest `revisions_keep` versions and every
+  version younger than `revisions_keep_ms`. Copy, move and restore copy the attributes along
+  with the blocks.
+- journal(ns, pos, key, parent_key, display, idx, kind): every change to a namespace, numbered
+  1, 2, … per namespace; a cursor is a position in it.
+- ns_blocks(ns, block_id, size, last_ms, last_idx): blocks a namespace has uploaded or
+  references — its right to reference them (the Dropship guard) — with the stamp and raft index
+  of the last command that uploaded or referenced them (garbage collection reads both).
+- gc_condemned(block_id, run_id), gc_deleted(block_id, gen, ms), kv "gc_gen", "gc_floor",
+  "gc_lease": the garbage collector's replicated half (`raftbox.meta.gcstate`).
+- upload_sessions, upload_pieces: replicated upload sessions, so any blockserver continues one
+  (`raftbox.meta.sessions`).
+- client_sessions, client_results: `raft.sessions.SessionTable`, persisted incrementally.
+
+Schema changes: a store made by an older version is brought up to date when opened or restored
+from a snapshot (`migrate`: columns added with the value every old row means — `ns_blocks`
+times 0, `revisions.symlink` NULL and `executable` 0, `accounts.disabled` 0), the same on every
+replica, so a migrated replica and a fresh one hold the same rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+FILE, FOLDER, DELETED = 1, 2, 3  # entries.kind
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS accounts (
+  account_id TEXT PRIMARY KEY, email_key TEXT NOT NULL UNIQUE, email TEXT NOT NULL,
+  display_name TEXT NOT NULL, home_ns INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+  disabled INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tokens (
+  token_hash BLOB PRIMARY KEY, account_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tokens_account ON tokens (account_id);
+CREATE TABLE IF NOT EXISTS namespaces (
+  ns INTEGER PRIMARY KEY, owner TEXT NOT NULL,
+  journal_end INTEGER NOT NULL DEFAULT 0, last_index INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS namespaces_changed ON namespaces (last_index);
+CREATE TABLE IF NOT EXISTS entries (
+  ns INTEGER NOT NULL, key TEXT NOT NULL, parent_key TEXT NOT NULL, name TEXT NOT NULL,
+  display TEXT NOT NULL, kind INTEGER NOT NULL, id TEXT, rev TEXT, deleted_ms INTEGER,
+  PRIMARY KEY (ns, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_parent ON entries (ns, parent_key, key);
+CREATE INDEX IF NOT EXISTS entries_id ON entries (ns, id);
+CREATE TABLE IF NOT EXISTS revisions (
+  ns INTEGER NOT NULL, rev TEXT NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL,
+  display TEXT NOT NULL, size INTEGER NOT NULL, content_hash TEXT NOT NULL,
+  client_modified TEXT NOT NULL, server_modified TEXT NOT NULL, stamp_ms INTEGER NOT NULL,
+  blocks BLOB NOT NULL, symlink TEXT, executable INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (ns, rev)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS revisions_id ON revisions (ns, id, rev);
+CREATE INDEX IF NOT EXISTS revisions_key ON revisions (ns, key, rev);
+CREATE TABLE IF NOT EXISTS journal (
+  ns INTEGER NOT NULL, pos INTEGER NOT NULL, key TEXT NOT NULL, parent_key TEXT NOT NULL,
+  display TEXT NOT NULL, idx INTEGER NOT NULL, kind INTEGER NOT NULL,
+  PRIMARY KEY (ns, pos)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ns_blocks (
+  ns INTEGER NOT NULL, block_id TEXT NOT NULL, size INTEGER NOT NULL,
+  last_ms INTEGER NOT NULL DEFAULT 0, last_idx INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (ns, block_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gc_condemned (
+  block_id TEXT PRIMARY KEY, run_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS gc_condemned_run ON gc_condemned (run_id, block_id);
+CREATE TABLE IF NOT EXISTS gc_deleted (
+  block_id TEXT PRIMARY KEY, gen INTEGER NOT NULL, ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS gc_deleted_ms ON gc_deleted (ms, block_id);
+CREATE TABLE IF NOT EXISTS upload_sessions (
+  session_id TEXT PRIMARY KEY, ns INTEGER NOT NULL, concurrent INTEGER NOT NULL,
+  started_ms INTEGER NOT NULL, closed INTEGER NOT NULL, length INTEGER NOT NULL, total INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS upload_sessions_started ON upload_sessions (started_ms, session_id);
+CREATE TABLE IF NOT EXISTS upload_pieces (
+  session_id TEXT NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
+  blocks BLOB NOT NULL, digests BLOB NOT NULL,
+  PRIMARY KEY (session_id, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS client_sessions (
+  client_id INTEGER PRIMARY KEY, last_ms INTEGER NOT NULL, floor INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS client_results (
+  client_id INTEGER NOT NULL, seq INTEGER NOT NULL, result BLOB NOT NULL,
+  PRIMARY KEY (client_id, seq)
+) WITHOUT ROWID;
+"""
+
+
+def create(db: sqlite3.Connection) -> None:
+    """Create the missing tables of `db` and bring the existing ones up to this schema."""
+    db.executescript(SCHEMA)
+    migrate(db)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring a store made by an older version up to this schema (same on every replica)."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(ns_blocks)")}
+    if "last_idx" not in cols:
+        db.execute("ALTER TABLE ns_blocks ADD COLUMN last_ms INTEGER NOT NULL DEFAULT 0")
+        db.execute("ALTER TABLE ns_blocks ADD COLUMN last_idx INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX IF NOT EXISTS ns_blocks_block ON ns_blocks (block_id, ns)")
+    cols = {r[1] for r in db.execute("PRAGMA table_info(revisions)")}
+    if "symlink" not in cols:
+        db.execute("ALTER TABLE revisions ADD COLUMN symlink TEXT")
+    if "executable" not in cols:
+        db.execute("ALTER TABLE revisions ADD COLUMN executable INTEGER NOT NULL DEFAULT 0")
+    cols = {r[1] for r in db.execute("PRAGMA table_info(accounts)")}
+    if "disabled" not in cols:
+        db.execute("ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0")
+
+
+def get_kv(db: sqlite3.Connection, k: str, default: Any = None) -> Any:
+    row = db.execute("SELECT v FROM kv WHERE k = ?", (k,)).fetchone()
+    return default if row is None else row[0]
+
+
+def set_kv(db: sqlite3.Connection, k: str, v: Any) -> None:
+    db.execute("INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", (k, v))
