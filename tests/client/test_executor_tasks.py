@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from raftbox.client import executor as X
+from raftbox.client.executor import core as X
 from raftbox.client.planner import Upload
 from raftbox.client.trees import Kind, Node
 

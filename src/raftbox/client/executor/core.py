@@ -59,10 +59,10 @@ from raftbox.blocks.chunker import CDC, Chunker, Chunking
 from raftbox.blocks.hashing import ContentHasher
 from raftbox.meta.paths import MalformedPath, is_in_subtree
 
-from . import localfs
-from .ignore import IgnoreRules
-from .index import CacheEntry, Index
-from .planner import (
+from .. import localfs
+from ..ignore import IgnoreRules
+from ..index import CacheEntry, Index
+from ..planner import (
     ConflictCopy,
     DeleteLocal,
     DeleteRemote,
@@ -77,9 +77,9 @@ from .planner import (
     UpdateSynced,
     Upload,
 )
-from .remote import Remote, RemoteError, ServerUnavailable, format_ts, remote_node
-from .scanner import as_hint, racy, remembered, same_stat
-from .trees import Kind, Node, Tree, agreed, path_key, rebase_path, same_content
+from ..remote import Remote, RemoteError, ServerUnavailable, format_ts, remote_node
+from ..scanner import as_hint, racy, remembered, same_stat
+from ..trees import Kind, Node, Tree, agreed, path_key, rebase_path, same_content
 
 MiB = 1024 * 1024
 SMALL_BYTES = 4 * MiB
