@@ -35,6 +35,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import socket
 import ssl
 import time
@@ -42,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from raftbox.backoff import Backoff
 from raftbox.blocks.chunker import CDC, Chunking
 from raftbox.meta.paths import MalformedPath
 
@@ -175,8 +177,10 @@ class SyncEngine:
         cfg: Config,
         options: Options | None = None,
         progress: Progress | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.root = os.path.abspath(os.fspath(root))
+        self.rng = rng if rng is not None else random.Random()  # the jitter of `watch`'s retries
         self.cfg = cfg
         self.opt = options or Options()
         self.progress = progress or Progress()
@@ -476,20 +480,30 @@ class SyncEngine:
         Four tasks, owned by one TaskGroup (nothing outlives `watch`, nothing dies unseen):
 
         - `rounds` runs the passes: at once, on `wake`, and every `periodic_s`. A pass that
-          finds the server unreachable is retried after 1 s, doubling up to
+          finds the server unreachable is retried after about 1 s, doubling up to
           `unreachable_retry_max_s`, so edits made during an outage go up within seconds of the
           server's return even if nothing else wakes it. A pass that fails (a full disk, a
-          server error, a bug) is reported and retried after `fallback_scan_s`, doubling.
+          server error, a bug) is reported and retried after about `fallback_scan_s`, doubling
+          up to 16 times that (at most 600 s).
         - `local_events` wakes it on filesystem events (debounced); when the OS runs out of
           watches it hands over to periodic scans every `fallback_scan_s` and ends.
         - `remote_events` wakes it when the push stream says the account moved; a lost stream
-          is reconnected with back-off (1 s doubling to 60 s), and the first message of a new
-          connection after a loss wakes it too: a full pass at once after the server's return.
+          is reconnected with back-off (about 1 s doubling to 60 s), and the first message of a
+          new connection after a loss wakes it too: a full pass at once after the server's
+          return.
         - `stopped` ends the group when `stop` is set (a pass in flight is cancelled: every
           step of a pass is resumable).
 
-        Any other failure of a task ends the group, and `watch` raises it.
+        Any other failure of a task ends the group, and `watch` raises it. Every retry waits
+        a `raftbox.backoff.Backoff` delay (jittered by `self.rng`), reset by a success.
         """
+        stream_retry = Backoff(self.rng, 1.0, 60.0)
+        failed_retry = Backoff(
+            self.rng, min(fallback_scan_s, 600.0), min(fallback_scan_s * 16, 600.0)
+        )
+        unreachable_retry = Backoff(
+            self.rng, min(1.0, unreachable_retry_max_s), unreachable_retry_max_s
+        )
         wake = asyncio.Event()
         have_cursor = asyncio.Event()
         stop = stop or asyncio.Event()
@@ -523,7 +537,6 @@ class SyncEngine:
 
         async def remote_events() -> None:
             assert self.remote is not None
-            backoff = 1.0
             lost = False
             await have_cursor.wait()  # the first pass sets it
             while True:
@@ -531,7 +544,7 @@ class SyncEngine:
                 assert cursor is not None
                 try:
                     async for msg in self.remote.stream(cursor):
-                        backoff = 1.0
+                        stream_retry.reset()
                         if lost:  # connected again: what changed meanwhile, both ways
                             lost = False
                             wake.set()
@@ -544,33 +557,29 @@ class SyncEngine:
                     self.progress.message(f"push stream lost ({type(e).__name__}); reconnecting")
                 lost = True
                 wake.set()  # changes may have been missed while disconnected
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
+                await stream_retry.sleep()
 
         async def rounds() -> None:
-            failures = unreachable = 0
             while True:
                 wake.clear()
                 try:
                     s = await self.sync()
                     on_round(s)
-                    failures = 0
+                    failed_retry.reset()
                 except Exception as e:  # noqa: BLE001 - a watcher must outlive any one pass
                     # (a full disk, a server error, a bug: say so, wait, try again)
-                    failures += 1
-                    wait_s = min(fallback_scan_s * 2 ** min(failures - 1, 4), 600.0)
+                    wait_s = failed_retry.next_delay_s()
                     self.progress.message(
-                        f"pass failed: {type(e).__name__}: {e}; trying again in {wait_s:g} s"
+                        f"pass failed: {type(e).__name__}: {e}; trying again in {wait_s:.1f} s"
                     )
-                    await asyncio.sleep(wait_s)
+                    await asyncio.sleep(wait_s)  # retry back-off
                     continue
                 if self.cursor is not None:
                     have_cursor.set()
                 if s.unavailable is not None:  # try again soon: the server may be back any time
-                    unreachable += 1
-                    wait_s = min(2.0 ** min(unreachable - 1, 10), unreachable_retry_max_s)
+                    wait_s = unreachable_retry.next_delay_s()
                 else:
-                    unreachable = 0
+                    unreachable_retry.reset()
                     wait_s = fallback["every"]
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait_s):
