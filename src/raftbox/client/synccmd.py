@@ -35,6 +35,7 @@ from .display import PlainProgress, make_progress, summary_line
 from .engine import Options, Summary, SyncEngine, SyncError
 from .index import STATE_DIR
 from .remote import RemoteError, ServerUnavailable
+from .watch import watch
 
 COMMANDS = ("sync", "status")
 
@@ -130,7 +131,7 @@ async def _sync(args: argparse.Namespace, cfg: Any) -> int:
         while not stop.is_set():
             try:
                 async with SyncEngine(args.dir, cfg, _options(args), progress) as eng:
-                    await eng.watch(on_round, stop=stop)
+                    await watch(eng, on_round, stop=stop)
                 return 0
             except SyncError as e:
                 if not str(e).startswith("cannot reach the server"):
