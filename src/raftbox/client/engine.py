@@ -1,7 +1,7 @@
 """One sync folder kept in step with the server: passes and the pass loop.
 
 A **pass** (`SyncEngine.one_pass`) is: bring the remote tree up to date from the stored cursor
-(`remote.refresh_remote`); settle what a killed process left in flight (`_reconcile`: the
+(`remote.refresh_remote`); settle what a killed process left in flight (`reconcile`: the
 index's write-ahead `pending` rows) and delete its temporary files; scan the folder
 (`scanner.scan`, incremental: unchanged files are not read); plan (`planner.plan`, pure); carry
 the plan out (`executor.Executor`). `sync` repeats passes until one finds nothing to do or
@@ -40,24 +40,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from raftbox.blocks.chunker import CDC, Chunking
-from raftbox.meta.paths import MalformedPath
 
 from .config import Config
-from .executor import TMP_DIR, Counters, Executor, Progress, clean_tmp
+from .executor import Counters, Executor, Progress, clean_tmp
 from .index import STATE_DIR, Index
 from .limits import held_entries
 from .localfs import local_limits
 from .planner import OpKind, Plan, plan
-from .remote import (
-    Remote,
-    RemoteError,
-    ServerUnavailable,
-    printable,
-    refresh_remote,
-    remote_node,
-)
+from .reconcile import reconcile
+from .remote import Remote, RemoteError, ServerUnavailable, printable, refresh_remote
 from .scanner import ScanResult, load_rules, scan
-from .trees import Node, Tree, agreed, path_key, same_content
+from .trees import Tree
 
 LOCK_FILE = "lock"
 
@@ -130,14 +123,6 @@ class Summary:
 
 def ssl_context(cfg: Config) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cfg.ca) if cfg.ca else ssl.create_default_context()
-
-
-def _rev_after(a: str, b: str) -> bool:
-    """Is rev `a` newer than rev `b`? (Revs are hexadecimal and grow with the Raft log.)"""
-    try:
-        return int(a, 16) > int(b, 16)
-    except ValueError:
-        return False
 
 
 class _Throttled:
@@ -267,7 +252,7 @@ class SyncEngine:
         assert self.index is not None and self.remote is not None
         remote_tree, self.cursor = await refresh_remote(self.index, self.remote)
         self.remote_tree = remote_tree
-        await self._reconcile(remote_tree)
+        await reconcile(self.root, self.index, self.remote, remote_tree)
         clean_tmp(self.root)  # after the reconciliation, which looks at them
         synced = self.index.load_synced()
         rules = load_rules(self.root)
@@ -310,78 +295,6 @@ class SyncEngine:
         assert self.index is not None and self.remote is not None
         tree, self.cursor = await refresh_remote(self.index, self.remote)
         return tree
-
-    async def _reconcile(self, remote_tree: Tree) -> None:
-        """Settle the transfers a killed process left in flight (`index.pending`).
-
-        A move whose source is gone here (a local move), or whose destination on the server
-        holds the moved entry's id (a server move), was made: the synced subtree moves too.
-        A download whose temp file is gone was renamed into place: record it as synced (what
-        is at the path now, or its absence, is then judged against that, like any change).
-
-        An upload whose content is the server's file there now got there: that is recorded
-        as synced. An upload in update(parent_rev) mode (the row keeps `parent_rev` in its
-        `rev`) whose content is in a revision of the path newer than `parent_rev` got there — ours, or an
-        identical one from elsewhere, either way the same bytes — so that revision is recorded
-        as synced. Older revisions never count: a file reverted to an old version's content
-        must not be taken for one the server already has. An upload in add mode has no such
-        bound and, unless the server's file there now has its content, is forgotten (after a kill
-        at exactly that moment the next pass may make a needless conflicted copy: a duplicate,
-        never a loss)."""
-        assert self.index is not None and self.remote is not None
-        pending = self.index.pending_all()
-        if not pending:
-            return
-        tmp = os.path.join(self.root, STATE_DIR, TMP_DIR)
-        puts: list[Node] = []
-        moves: list[tuple[str, str]] = []
-        for op, name, node in pending:
-            if op in ("move_local", "move_remote") and name is not None:
-                if op == "move_local":
-                    done = not os.path.lexists(self.root + node.path)
-                else:
-                    there = remote_tree.get(path_key(name))
-                    done = there is not None and there.remote_id == node.remote_id
-                if done:
-                    moves.append((node.key, name))
-                continue
-            if op == "download":
-                if name is None or not os.path.lexists(os.path.join(tmp, name)):
-                    puts.append(node)
-                continue
-            now = remote_tree.get(node.key)
-            if now is not None and now.rev is not None and same_content(now, node):
-                # The server has these bytes there now (from this commit or an identical
-                # one): that is what both sides last agreed on, whatever the file is now.
-                if node.rev is None or _rev_after(now.rev, node.rev):
-                    puts.append(agreed(node, now))
-                continue
-            if node.rev is None:
-                continue  # add mode, and not there: it did not happen
-            try:
-                revs = (await self.remote.api(
-                    "files/list_revisions", {"path": node.path, "limit": 100}))["entries"]  # fmt: skip
-            except RemoteError:
-                continue
-            for m in revs:
-                try:
-                    rem = remote_node({**m, ".tag": "file"})
-                except (MalformedPath, KeyError, TypeError, ValueError):
-                    continue  # a revision this client cannot read: not the one it sent
-                if (
-                    rem is not None
-                    and rem.rev is not None
-                    and _rev_after(rem.rev, node.rev)
-                    and rem.kind is node.kind
-                    and same_content(rem, node)
-                ):
-                    puts.append(agreed(node, rem))
-                    break
-        with self.index.batch():
-            for src_key, dst in moves:
-                self.index.move(src_key, dst)
-            self.index.apply(put=puts, delete=[n.key for n in puts if not n.is_folder])
-            self.index.pending_drop(n.key for _, _, n in pending)
 
     async def one_pass(self, counters: Counters) -> PassReport:
         assert self.index is not None and self.remote is not None

@@ -129,7 +129,7 @@ class Downloads(PassBase):
             self._sync_dirs()
             return out
 
-        # On any failure the rows stay: the next pass settles them (`engine._reconcile`).
+        # On any failure the rows stay: the next pass settles them (`reconcile`).
         results = await asyncio.to_thread(install_all)
         done = self._record_downloads(ops, results, lists, drop=[op.node.key for op, _ in staged])
         for _, (t, _n) in staged:  # the ones not renamed (skipped, or already there)

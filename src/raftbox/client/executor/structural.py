@@ -9,7 +9,7 @@ else one line saying why it was skipped (its re-check failed, or the server or t
 on, in one transaction. A local entry is re-checked (`localfs.unchanged`) just before it is
 deleted; a changed one is kept (an edit wins over a delete). A move of a synced entry is
 written ahead (`_move_ahead`) so that a kill between the move and its record is settled by the
-next start (`engine._reconcile`). A folder deleted here is deleted on the server only if
+next start (`reconcile`). A folder deleted here is deleted on the server only if
 nothing the client syncs is left in it there; a folder the server deleted is kept here if it
 holds entries the client never syncs (ignored ones, or not regular files). `OSError`s that
 are not expected re-checks leave to `core`, which counts them as a skipped operation.
@@ -126,7 +126,7 @@ class Structural(PassBase):
     def _move_ahead(self, op: str, src: str, dst: str) -> bool:
         """Write-ahead for a move of a synced entry: if the process dies after the move and
         before `_moved` records it, the next start finds the row and checks which happened
-        (`engine._reconcile`), so the entry is not taken for one deleted at `src` and new at
+        (`reconcile`), so the entry is not taken for one deleted at `src` and new at
         `dst`. False if `src` is not in the synced tree (nothing to record then)."""
         node = self.index.synced_node(path_key(src))
         if node is None:
