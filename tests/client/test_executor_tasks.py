@@ -11,7 +11,8 @@ import asyncio
 
 import pytest
 
-from raftbox.client import executor as X
+from raftbox.client.executor import Executor
+from raftbox.client.executor import uploads as U
 from raftbox.client.planner import Upload
 from raftbox.client.trees import Kind, Node
 
@@ -38,7 +39,7 @@ class StuckRemote:
         raise AssertionError("never reached")
 
 
-class FailingChunker(X.Chunker):
+class FailingChunker(U.Chunker):
     """Cuts the first piece, then the disk fails."""
 
     calls = 0
@@ -53,14 +54,14 @@ class FailingChunker(X.Chunker):
 def test_a_failed_cut_ends_the_send_in_flight_before_the_error_leaves_the_upload(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(X, "STREAM_BYTES", 1)  # one 4 MiB read per piece
-    monkeypatch.setattr(X, "Chunker", FailingChunker)
+    monkeypatch.setattr(U, "STREAM_BYTES", 1)  # one 4 MiB read per piece
+    monkeypatch.setattr(U, "Chunker", FailingChunker)
     FailingChunker.calls = 0
     (tmp_path / "big.bin").write_bytes(b"\x01" * (9 << 20))
     remote = StuckRemote()
 
     async def main() -> None:
-        ex = X.Executor(str(tmp_path), None, remote, host="h", today="2026-01-01")  # type: ignore[arg-type]
+        ex = Executor(str(tmp_path), None, remote, host="h", today="2026-01-01")  # type: ignore[arg-type]
         op = Upload("/big.bin", Node("/big.bin", Kind.FILE, content_hash="x"), None)
         with pytest.raises(OSError):
             async with asyncio.timeout(30):

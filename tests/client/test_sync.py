@@ -23,6 +23,7 @@ from raftbox.client.config import Config, save
 from raftbox.client.engine import Options, Summary, SyncEngine, SyncError
 from raftbox.client.executor import Executor
 from raftbox.client.remote import Remote
+from raftbox.client.watch import watch
 from raftbox.meta.values import CLIENT_MODIFIED_MAX_S
 from raftbox.testing.procs import wait_for
 
@@ -488,7 +489,7 @@ def test_watch_falls_back_to_periodic_scans_when_the_os_limit_is_hit(pair, monke
         rounds: list[Summary] = []
         async with SyncEngine(a, cfg, progress=Collect()) as e:
             task = asyncio.create_task(
-                e.watch(rounds.append, stop=stop, fallback_scan_s=0.2, periodic_s=600)
+                watch(e, rounds.append, stop=stop, fallback_scan_s=0.2, periodic_s=600)
             )
             await asyncio.to_thread(
                 wait_for, lambda: len(rounds) >= 1, 30.0, "the first round", poll_s=0.02
@@ -524,7 +525,7 @@ def test_a_watch_task_that_fails_is_not_lost(pair, monkeypatch) -> None:
         stop = asyncio.Event()
         rounds: list[Summary] = []
         async with SyncEngine(a, cfg) as e:
-            task = asyncio.create_task(e.watch(rounds.append, stop=stop))
+            task = asyncio.create_task(watch(e, rounds.append, stop=stop))
             try:
                 await asyncio.wait_for(asyncio.shield(task), 30)
             finally:

@@ -1,18 +1,14 @@
-"""One sync folder kept in step with the server: passes, the pass loop, and watching.
+"""One sync folder kept in step with the server: passes and the pass loop.
 
 A **pass** (`SyncEngine.one_pass`) is: bring the remote tree up to date from the stored cursor
-(`remote.refresh_remote`); settle what a killed process left in flight (`_reconcile`: the
+(`remote.refresh_remote`); settle what a killed process left in flight (`reconcile`: the
 index's write-ahead `pending` rows) and delete its temporary files; scan the folder
 (`scanner.scan`, incremental: unchanged files are not read); plan (`planner.plan`, pure); carry
 the plan out (`executor.Executor`). `sync` repeats passes until one finds nothing to do or
 carries out its whole plan with nothing deferred (a conflict, a twin rename, or a file that
-changed while it was read is taken up by the next pass), at most `max_passes`, and stops early if the plan is refused by the max-delete check or the server is
-unreachable. `watch` runs passes whenever the folder changes (filesystem events through
-`watchfiles`, debounced) or the server says the account moved (the push stream; long-poll is
-not needed), plus a periodic pass; when the OS runs out of watches it falls back to periodic
-scans with one message. After an outage (a pass that found the server unreachable, or a push
-stream that connects again) it runs a full pass within seconds, so offline edits go up as soon
-as the server is back. Its tasks live in one TaskGroup (see `watch`).
+changed while it was read is taken up by the next pass), at most `max_passes`, and stops early
+if the plan is refused by the max-delete check or the server is unreachable. Running passes
+whenever the folder or the account changes is `watch.watch`'s concern.
 
 Entries of the server's tree this client cannot represent here (a name or path too long for
 this file system, nested too deep, a name or metadata no client could hold: `limits`,
@@ -35,6 +31,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import socket
 import ssl
 import time
@@ -43,24 +40,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from raftbox.blocks.chunker import CDC, Chunking
-from raftbox.meta.paths import MalformedPath
 
 from .config import Config
-from .executor import TMP_DIR, Counters, Executor, Progress, clean_tmp
+from .executor import Counters, Executor, Progress, clean_tmp
 from .index import STATE_DIR, Index
 from .limits import held_entries
 from .localfs import local_limits
 from .planner import OpKind, Plan, plan
-from .remote import (
-    Remote,
-    RemoteError,
-    ServerUnavailable,
-    printable,
-    refresh_remote,
-    remote_node,
-)
+from .reconcile import reconcile
+from .remote import Remote, RemoteError, ServerUnavailable, printable, refresh_remote
 from .scanner import ScanResult, load_rules, scan
-from .trees import Node, Tree, agreed, path_key, same_content
+from .trees import Tree
 
 LOCK_FILE = "lock"
 
@@ -135,14 +125,6 @@ def ssl_context(cfg: Config) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cfg.ca) if cfg.ca else ssl.create_default_context()
 
 
-def _rev_after(a: str, b: str) -> bool:
-    """Is rev `a` newer than rev `b`? (Revs are hexadecimal and grow with the Raft log.)"""
-    try:
-        return int(a, 16) > int(b, 16)
-    except ValueError:
-        return False
-
-
 class _Throttled:
     """Sums (files, bytes) reports and passes them on at most every 100 ms (a progress bar
     update costs microseconds; a rescan makes one report per file)."""
@@ -175,8 +157,10 @@ class SyncEngine:
         cfg: Config,
         options: Options | None = None,
         progress: Progress | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.root = os.path.abspath(os.fspath(root))
+        self.rng = rng if rng is not None else random.Random()  # jitter for `watch.watch`'s retries
         self.cfg = cfg
         self.opt = options or Options()
         self.progress = progress or Progress()
@@ -268,7 +252,7 @@ class SyncEngine:
         assert self.index is not None and self.remote is not None
         remote_tree, self.cursor = await refresh_remote(self.index, self.remote)
         self.remote_tree = remote_tree
-        await self._reconcile(remote_tree)
+        await reconcile(self.root, self.index, self.remote, remote_tree)
         clean_tmp(self.root)  # after the reconciliation, which looks at them
         synced = self.index.load_synced()
         rules = load_rules(self.root)
@@ -311,78 +295,6 @@ class SyncEngine:
         assert self.index is not None and self.remote is not None
         tree, self.cursor = await refresh_remote(self.index, self.remote)
         return tree
-
-    async def _reconcile(self, remote_tree: Tree) -> None:
-        """Settle the transfers a killed process left in flight (`index.pending`).
-
-        A move whose source is gone here (a local move), or whose destination on the server
-        holds the moved entry's id (a server move), was made: the synced subtree moves too.
-        A download whose temp file is gone was renamed into place: record it as synced (what
-        is at the path now, or its absence, is then judged against that, like any change).
-
-        An upload whose content is the server's file there now got there: that is recorded
-        as synced. An upload in update(parent_rev) mode (the row keeps `parent_rev` in its
-        `rev`) whose content is in a revision of the path newer than `parent_rev` got there — ours, or an
-        identical one from elsewhere, either way the same bytes — so that revision is recorded
-        as synced. Older revisions never count: a file reverted to an old version's content
-        must not be taken for one the server already has. An upload in add mode has no such
-        bound and, unless the server's file there now has its content, is forgotten (after a kill
-        at exactly that moment the next pass may make a needless conflicted copy: a duplicate,
-        never a loss)."""
-        assert self.index is not None and self.remote is not None
-        pending = self.index.pending_all()
-        if not pending:
-            return
-        tmp = os.path.join(self.root, STATE_DIR, TMP_DIR)
-        puts: list[Node] = []
-        moves: list[tuple[str, str]] = []
-        for op, name, node in pending:
-            if op in ("move_local", "move_remote") and name is not None:
-                if op == "move_local":
-                    done = not os.path.lexists(self.root + node.path)
-                else:
-                    there = remote_tree.get(path_key(name))
-                    done = there is not None and there.remote_id == node.remote_id
-                if done:
-                    moves.append((node.key, name))
-                continue
-            if op == "download":
-                if name is None or not os.path.lexists(os.path.join(tmp, name)):
-                    puts.append(node)
-                continue
-            now = remote_tree.get(node.key)
-            if now is not None and now.rev is not None and same_content(now, node):
-                # The server has these bytes there now (from this commit or an identical
-                # one): that is what both sides last agreed on, whatever the file is now.
-                if node.rev is None or _rev_after(now.rev, node.rev):
-                    puts.append(agreed(node, now))
-                continue
-            if node.rev is None:
-                continue  # add mode, and not there: it did not happen
-            try:
-                revs = (await self.remote.api(
-                    "files/list_revisions", {"path": node.path, "limit": 100}))["entries"]  # fmt: skip
-            except RemoteError:
-                continue
-            for m in revs:
-                try:
-                    rem = remote_node({**m, ".tag": "file"})
-                except (MalformedPath, KeyError, TypeError, ValueError):
-                    continue  # a revision this client cannot read: not the one it sent
-                if (
-                    rem is not None
-                    and rem.rev is not None
-                    and _rev_after(rem.rev, node.rev)
-                    and rem.kind is node.kind
-                    and same_content(rem, node)
-                ):
-                    puts.append(agreed(node, rem))
-                    break
-        with self.index.batch():
-            for src_key, dst in moves:
-                self.index.move(src_key, dst)
-            self.index.apply(put=puts, delete=[n.key for n in puts if not n.is_folder])
-            self.index.pending_drop(n.key for _, _, n in pending)
 
     async def one_pass(self, counters: Counters) -> PassReport:
         assert self.index is not None and self.remote is not None
@@ -458,147 +370,3 @@ class SyncEngine:
             if self.index is not None:
                 self.index.set_state("last_sync", json.dumps({"at": time.time(), **s.as_json()}))
         return s
-
-    # -- watching ------------------------------------------------------------------------------
-
-    async def watch(
-        self,
-        on_round: Callable[[Summary], None],
-        *,
-        debounce_s: float = 0.3,
-        periodic_s: float = 600.0,
-        fallback_scan_s: float = 30.0,
-        unreachable_retry_max_s: float = 5.0,
-        stop: asyncio.Event | None = None,
-    ) -> None:
-        """Sync now, then whenever something changes, until `stop` is set (or forever).
-
-        Four tasks, owned by one TaskGroup (nothing outlives `watch`, nothing dies unseen):
-
-        - `rounds` runs the passes: at once, on `wake`, and every `periodic_s`. A pass that
-          finds the server unreachable is retried after 1 s, doubling up to
-          `unreachable_retry_max_s`, so edits made during an outage go up within seconds of the
-          server's return even if nothing else wakes it. A pass that fails (a full disk, a
-          server error, a bug) is reported and retried after `fallback_scan_s`, doubling.
-        - `local_events` wakes it on filesystem events (debounced); when the OS runs out of
-          watches it hands over to periodic scans every `fallback_scan_s` and ends.
-        - `remote_events` wakes it when the push stream says the account moved; a lost stream
-          is reconnected with back-off (1 s doubling to 60 s), and the first message of a new
-          connection after a loss wakes it too: a full pass at once after the server's return.
-        - `stopped` ends the group when `stop` is set (a pass in flight is cancelled: every
-          step of a pass is resumable).
-
-        Any other failure of a task ends the group, and `watch` raises it.
-        """
-        wake = asyncio.Event()
-        have_cursor = asyncio.Event()
-        stop = stop or asyncio.Event()
-        fallback = {"every": periodic_s}
-
-        async def local_events() -> None:
-            import watchfiles
-
-            def keep(_change: Any, path: str) -> bool:
-                rel = os.path.relpath(path, self.root)
-                return rel != STATE_DIR and not rel.startswith(STATE_DIR + os.sep)
-
-            try:
-                async for _changes in watchfiles.awatch(
-                    self.root,
-                    watch_filter=keep,
-                    debounce=int(debounce_s * 1000),
-                    step=50,
-                    stop_event=stop,
-                    recursive=True,
-                    ignore_permission_denied=True,
-                ):
-                    wake.set()
-            except (OSError, RuntimeError) as e:
-                fallback["every"] = fallback_scan_s
-                self.progress.message(
-                    f"cannot watch {self.root} for changes ({e}); raise the OS limit "
-                    f"(fs.inotify.max_user_watches); scanning every {fallback_scan_s:g} s instead"
-                )
-                wake.set()  # re-arm the wait with the shorter period
-
-        async def remote_events() -> None:
-            assert self.remote is not None
-            backoff = 1.0
-            lost = False
-            await have_cursor.wait()  # the first pass sets it
-            while True:
-                cursor = self.cursor
-                assert cursor is not None
-                try:
-                    async for msg in self.remote.stream(cursor):
-                        backoff = 1.0
-                        if lost:  # connected again: what changed meanwhile, both ways
-                            lost = False
-                            wake.set()
-                        op = msg.get("op")
-                        if op in ("ev", "reset", "resync"):
-                            wake.set()
-                        if op == "backoff":
-                            await asyncio.sleep(_bounded_s(msg.get("backoff"), 5.0, 60.0))
-                except Exception as e:  # noqa: BLE001 - any failure: reconnect with back-off
-                    self.progress.message(f"push stream lost ({type(e).__name__}); reconnecting")
-                lost = True
-                wake.set()  # changes may have been missed while disconnected
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
-
-        async def rounds() -> None:
-            failures = unreachable = 0
-            while True:
-                wake.clear()
-                try:
-                    s = await self.sync()
-                    on_round(s)
-                    failures = 0
-                except Exception as e:  # noqa: BLE001 - a watcher must outlive any one pass
-                    # (a full disk, a server error, a bug: say so, wait, try again)
-                    failures += 1
-                    wait_s = min(fallback_scan_s * 2 ** min(failures - 1, 4), 600.0)
-                    self.progress.message(
-                        f"pass failed: {type(e).__name__}: {e}; trying again in {wait_s:g} s"
-                    )
-                    await asyncio.sleep(wait_s)
-                    continue
-                if self.cursor is not None:
-                    have_cursor.set()
-                if s.unavailable is not None:  # try again soon: the server may be back any time
-                    unreachable += 1
-                    wait_s = min(2.0 ** min(unreachable - 1, 10), unreachable_retry_max_s)
-                else:
-                    unreachable = 0
-                    wait_s = fallback["every"]
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait_s):
-                        await wake.wait()
-                await asyncio.sleep(debounce_s)  # let a burst of events settle into one pass
-
-        async def stopped() -> None:
-            await stop.wait()
-            raise _Stopped
-
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(rounds(), name="sync rounds")
-                tg.create_task(local_events(), name="filesystem events")
-                tg.create_task(remote_events(), name="push stream")
-                tg.create_task(stopped(), name="stop")
-        except* _Stopped:
-            pass
-
-
-class _Stopped(Exception):
-    """`watch`'s stop event was set: ends its task group."""
-
-
-def _bounded_s(v: object, default: float, most: float) -> float:
-    """A delay a server asked for, as seconds within [0, most] (`default` if it is not one)."""
-    try:
-        s = float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
-    return s if 0.0 <= s <= most else most

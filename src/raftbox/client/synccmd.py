@@ -21,17 +21,21 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import sys
 import time
 from collections import Counter
 from typing import Any
 
+from raftbox.backoff import Backoff
+
 from .config import ConfigError, load
 from .display import PlainProgress, make_progress, summary_line
 from .engine import Options, Summary, SyncEngine, SyncError
 from .index import STATE_DIR
 from .remote import RemoteError, ServerUnavailable
+from .watch import watch
 
 COMMANDS = ("sync", "status")
 
@@ -123,19 +127,19 @@ async def _sync(args: argparse.Namespace, cfg: Any) -> int:
                 progress.message(f"watching {args.dir} for changes (Ctrl-C to stop)")
             first = False
 
-        backoff = 1.0
+        retry = Backoff(random.Random(), 1.0, 60.0)
         while not stop.is_set():
             try:
                 async with SyncEngine(args.dir, cfg, _options(args), progress) as eng:
-                    await eng.watch(on_round, stop=stop)
+                    await watch(eng, on_round, stop=stop)
                 return 0
             except SyncError as e:
                 if not str(e).startswith("cannot reach the server"):
                     raise
-                progress.message(f"raftbox: {e}; trying again in {backoff:.0f} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, 60.0)
+                delay_s = retry.next_delay_s()
+                progress.message(f"raftbox: {e}; trying again in {delay_s:.1f} s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay_s)  # retry back-off, or stop
         return 0
     finally:
         _close(progress)
