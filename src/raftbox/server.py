@@ -13,7 +13,7 @@ built by `raftbox.blocks.build_store`: zstd at `--compress-level` (0: off), retr
 concurrent backend calls, and a fact cache (`--cache lru://` in-process, or
 `memcached://HOST:PORT` shared by a fleet) whose presence facts are keyed by the GC generation.
 `--chunking cdc|fixed` is the cluster's chunking setting. The meta leader collects garbage every
-`--gc-interval-s` (`raftbox.blocks.gc`). Every role is served on one public HTTPS address, routed by path
+`--gc-interval-s` (`raftbox.gc`). Every role is served on one public HTTPS address, routed by path
 whatever the Host header. `meta` also listens on a peer address for Raft and internal RPC,
 in mutual TLS with the member certificates of a bundle from `raftbox cluster init` (`serve
 --cluster`; a single-member group without one opens no peer port), and serves the change feed
@@ -56,9 +56,9 @@ from raftbox.api.http import ApiServer
 from raftbox.api.metaclient import InternalRoutes, LocalMetaClient, RemoteMetaClient
 from raftbox.blocks.cache import open_cache
 from raftbox.blocks.chunker import Chunking
-from raftbox.blocks.gc import GarbageCollector, GcConfig, GenerationKeyedCache
 from raftbox.blocks.service import BlockService
 from raftbox.blocks.stack import build_store
+from raftbox.gc import GarbageCollector, GcConfig, GenerationKeyedCache
 from raftbox.httpserve import HttpLimits, HttpSite
 from raftbox.meta import commands as C
 from raftbox.meta.fsm import MetaStore

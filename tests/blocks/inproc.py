@@ -20,8 +20,8 @@ from aiohttp import web
 from raftbox.api.http import ApiServer
 from raftbox.api.metaclient import InternalRoutes, LocalMetaClient, MetaClient
 from raftbox.blocks import CDC, Chunking, MemoryStore
-from raftbox.blocks.gc import GarbageCollector, GcConfig
 from raftbox.blocks.service import BlockService
+from raftbox.gc import GarbageCollector, GcConfig
 from raftbox.meta.fsm import MetaStore
 from raftbox.meta.service import MetaService
 from raftbox.raft.node import NodeConfig, RaftNode

@@ -1,6 +1,10 @@
 """Garbage collection of blocks: delete what no kept revision references, never what an upload
 may still commit, and never under an upload's feet.
 
+Where it lives: a job of the meta role (the leader runs it; `raftbox admin gc` asks for a run),
+which reads the metadata (`raftbox.meta`) and deletes from a `BlockStore`; so it sits above both,
+and `raftbox.blocks` stays a storage layer that imports nothing above it.
+
 Theory of operation
 -------------------
 A run (`GarbageCollector.run`, on a meta member: the leader every `interval_s`, or on demand
@@ -65,11 +69,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from raftbox.blocks.cache import FactCache, Key
+from raftbox.blocks.store import BlockStore
 from raftbox.meta import commands as C
 from raftbox.meta.fsm import gc_mark_db
-
-from .cache import FactCache, Key
-from .store import BlockStore
 
 if TYPE_CHECKING:
     from raftbox.meta.service import MetaService
