@@ -61,7 +61,6 @@ import logging
 import os
 import secrets
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -69,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from raftbox import atomic
 from raftbox.blocks.cache import FactCache, Key
 from raftbox.blocks.store import BlockStore
 from raftbox.meta import commands as C
@@ -143,36 +143,12 @@ class GcState:
     def save(self) -> None:
         if not self.path:
             return
-        d = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".gc-state-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(msgspec.msgpack.encode(_StateFile(self.first_seen, self.run_id)))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with _suppress():
-                os.unlink(tmp)
-            raise
-        dfd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomic.replace(self.path, msgspec.msgpack.encode(_StateFile(self.first_seen, self.run_id)))
 
 
 class _StateFile(msgspec.Struct):
     first_seen: dict[str, int]
     run_id: str | None = None
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True
 
 
 class GarbageCollector:

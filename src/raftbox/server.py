@@ -50,7 +50,7 @@ from typing import Any
 
 from aiohttp import web
 
-from raftbox import storecheck
+from raftbox import atomic, storecheck
 from raftbox.api import accesslog
 from raftbox.api.http import ApiServer
 from raftbox.api.metaclient import InternalRoutes, LocalMetaClient, RemoteMetaClient
@@ -166,9 +166,7 @@ def load_admin_token(cfg: ServeConfig) -> str:
         with open(path) as f:
             return f.read().strip()
     token = "rbxadmin_" + secrets.token_urlsafe(32)  # never starts with "-" (see new_token)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    atomic.replace(path, token + "\n", 0o600)
     return token
 
 
@@ -301,8 +299,7 @@ class Server:
         ctx, self.ca_file = tls_context(cfg)
         self.site = HttpSite(app, cfg.listen, ctx, cfg.http_limits())
         self.url = await self.site.start()
-        with open(os.path.join(cfg.data, "url"), "w") as f:
-            f.write(self.url + "\n")
+        atomic.replace(os.path.join(cfg.data, "url"), self.url + "\n")
         self._gc_task = asyncio.create_task(self._owned("GC", self.gc.run_periodically()))
 
     def _log_requests(self, app: web.Application) -> None:
@@ -355,8 +352,7 @@ class Server:
             ctx, self.ca_file = tls_context(cfg)
         self.site = HttpSite(app, cfg.listen, ctx, cfg.http_limits())
         self.url = await self.site.start()
-        with open(os.path.join(cfg.data, "url"), "w") as f:
-            f.write(self.url + "\n")
+        atomic.replace(os.path.join(cfg.data, "url"), self.url + "\n")
 
     async def _start_notify_only(self) -> None:
         cfg = self.cfg
@@ -379,8 +375,7 @@ class Server:
         await self.notify_process.start()
         self.notify = self.notify_process.service
         self.url = self.notify_process.url
-        with open(os.path.join(cfg.data, "url"), "w") as f:
-            f.write(self.url + "\n")
+        atomic.replace(os.path.join(cfg.data, "url"), self.url + "\n")
 
     @property
     def hostport(self) -> str:
@@ -468,9 +463,7 @@ async def up(data: str, listen: Address, **notify_kw) -> None:
     token_file = os.path.join(data, "token")
     if not os.path.exists(token_file):
         _acct, token = await srv.meta.create_account("you@localhost", "raftbox user")
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
+        atomic.replace(token_file, token + "\n", 0o600)
     with open(token_file) as f:
         token = f.read().strip()
     print(banner(srv.url, token, srv.ca_file or "", data), flush=True)
