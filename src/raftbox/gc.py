@@ -40,8 +40,8 @@ none was released (deleted) by a generation after `g`: if the deletion's release
 deleted; if the condemnation came after the command, the command's touch made the condemnation
 refuse the block. A refused command is answered 503 (`gc_retry`), the client retries, and the
 retry stores the block again. Presence facts in the block cache are keyed by the generation the
-blockserver believes (`GenerationKeyedCache`), so a fact learned before a deletion is never
-used after the blockserver has moved past it.
+blockserver believes (`raftbox.blocks.cache.GenerationKeyedCache`), so a fact learned before a
+deletion is never used after the blockserver has moved past it.
 
 A run is safe to interrupt anywhere: before condemning it changed nothing but the state file
 (replaced atomically); a batch condemned but not yet released stays condemned (those uploads
@@ -69,7 +69,6 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from raftbox import atomic
-from raftbox.blocks.cache import FactCache, Key
 from raftbox.blocks.store import BlockStore
 from raftbox.meta import commands as C
 from raftbox.meta.fsm import gc_mark_db
@@ -294,29 +293,3 @@ class GarbageCollector:
                 raise
             except Exception:
                 log.exception("GC run failed; the next one retries")
-
-
-class GenerationKeyedCache:
-    """A `FactCache` whose keys carry the GC generation `generation()` returns, for the block
-    cache of a blockserver: after the blockserver reads a new generation (blocks were deleted),
-    every presence fact learned before is a miss (see the module docstring)."""
-
-    def __init__(self, inner: FactCache, generation: Callable[[], int]) -> None:
-        self.inner = inner
-        self.generation = generation
-
-    def _k(self, key: Key) -> bytes:
-        k = key.encode() if isinstance(key, str) else bytes(key)
-        return b"g%d:" % self.generation() + k
-
-    async def get(self, key: Key) -> bytes | None:
-        return await self.inner.get(self._k(key))
-
-    async def set(self, key: Key, value: bytes, ttl_s: int = 0) -> None:
-        await self.inner.set(self._k(key), value, ttl_s)
-
-    async def delete(self, key: Key) -> None:
-        await self.inner.delete(self._k(key))
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

@@ -54,11 +54,11 @@ from raftbox import atomic, storecheck
 from raftbox.api import accesslog
 from raftbox.api.http import ApiServer
 from raftbox.api.metaclient import InternalRoutes, LocalMetaClient, RemoteMetaClient
-from raftbox.blocks.cache import open_cache
+from raftbox.blocks.cache import GenerationKeyedCache, open_cache
 from raftbox.blocks.chunker import Chunking
 from raftbox.blocks.service import BlockService
 from raftbox.blocks.stack import build_store
-from raftbox.gc import GarbageCollector, GcConfig, GenerationKeyedCache
+from raftbox.gc import GarbageCollector, GcConfig
 from raftbox.httpserve import HttpLimits, HttpSite
 from raftbox.meta import commands as C
 from raftbox.meta.fsm import MetaStore
