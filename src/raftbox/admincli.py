@@ -1,30 +1,114 @@
-"""`raftbox user list|disable|enable|remove` and `raftbox token revoke`: thin clients of the
-admin routes (`raftbox.api.accounts`) of a running server, found as `raftbox user add` finds it
-(`--data DIR` of a local server, or `--server URL --admin-token T [--ca F]`).
+"""The admin commands of the command line: thin HTTP clients of a running server's admin routes
+(`raftbox.api.accounts`, `raftbox/admin/gc`).
+
+`raftbox user add|list|disable|enable|remove`, `raftbox admin gc` and `raftbox token revoke
+--email E --all` POST an admin route of a running server, found by `--data DIR` (a local
+server's data directory: its `url`, `admin.token` and `ca.pem`) or by `--server URL
+--admin-token T [--ca F]`. Each prints what happened and returns the process's exit status:
+0 done, 1 the server refused or could not be reached (the reason on stderr), 2 bad usage.
 
 `raftbox token revoke` revokes one token through Dropbox's own `auth/token/revoke`, which needs
 no admin token: the token given by `--token` (on the server of `--server`/`--data`, else of the
 client's configuration), or, with no `--token`, the one `raftbox login` saved. With
 `--email E --all` it revokes every token of that account instead (admin).
+
+The HTTP client is `requests` (the one the project's other blocking callers use); a request's
+body is always JSON, `null` when the route takes no argument.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import ssl
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
-from raftbox.server import _admin_call, _url_from_data
+import requests
 
 TIMEOUT_S = 60.0
+GC_TIMEOUT_S = 3600.0  # a run lists the whole store
+
+
+def admin_call(
+    route: str,
+    body: Any,
+    data: str | None,
+    server: str | None,
+    admin_token: str | None,
+    ca: str | None,
+    timeout_s: float,
+) -> dict | int:
+    """POST an admin route of a running server (found from a local data dir, or by URL with an
+    admin token); the decoded answer, or an exit status after printing the error."""
+    if data:
+        url = url_from_data(data)
+        if not admin_token:
+            with open(os.path.join(data, "admin.token")) as f:
+                admin_token = f.read().strip()
+        ca = ca or os.path.join(data, "ca.pem")
+    else:
+        url = server
+    if not url or not admin_token:
+        print("error: give --data DIR, or --server URL and --admin-token", file=sys.stderr)
+        return 2
+    r = _post(url, route, admin_token, body, ca, timeout_s)
+    if isinstance(r, int):
+        return r
+    if r.status_code >= 400:
+        print(f"error: {r.status_code} {r.text}", file=sys.stderr)
+        return 1
+    return r.json()
+
+
+def _post(
+    url: str, route: str, token: str, body: Any, ca: str | None, timeout_s: float
+) -> requests.Response | int:
+    """POST `body` as JSON to `url`/2/`route` with a bearer token; 1 (printed) if unreachable."""
+    try:
+        return requests.post(
+            url.rstrip("/") + "/2/" + route,
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            verify=ca or True,
+            timeout=timeout_s,
+        )
+    except requests.RequestException as e:
+        print(f"error: cannot reach {url}: {e}", file=sys.stderr)
+        return 1
+
+
+def url_from_data(data: str) -> str:
+    """The URL a running server recorded in its data directory."""
+    path = os.path.join(data, "url")
+    if not os.path.exists(path):
+        raise SystemExit(f"error: no running server recorded in {data} (is `raftbox up` running?)")
+    with open(path) as f:
+        return f.read().strip()
 
 
 def _admin(route: str, body: Any, args: Any) -> dict | int:
-    return _admin_call(route, body, args.data, args.server, args.admin_token, args.ca, TIMEOUT_S)
+    return admin_call(route, body, args.data, args.server, args.admin_token, args.ca, TIMEOUT_S)
+
+
+def user_add(email: str, data: str | None, server: str | None, admin_token: str | None,
+             ca: str | None, display_name: str = "") -> int:  # fmt: skip
+    """Create an account on a running server; print its token on the last line."""
+    body = {"email": email, "display_name": display_name}
+    out = admin_call("raftbox/admin/create_account", body, data, server, admin_token, ca, 30)
+    if isinstance(out, int):
+        return out
+    print(f"account {out['account_id']} ({out['email']})")
+    print(out["token"])
+    return 0
+
+
+def admin_gc(data: str | None, server: str | None, admin_token: str | None, ca: str | None) -> int:
+    """Run garbage collection now on a running meta member; print its report (JSON)."""
+    out = admin_call("raftbox/admin/gc", None, data, server, admin_token, ca, GC_TIMEOUT_S)
+    if isinstance(out, int):
+        return out
+    print(json.dumps(out, indent=2))
+    return 1 if out.get("busy") else 0
 
 
 def user_list(args: Any) -> int:
@@ -80,7 +164,7 @@ def _revoke_one(args: Any) -> int:
     token, url, ca = args.token, args.server, args.ca
     saved = not token
     if args.data:
-        url = _url_from_data(args.data)
+        url = url_from_data(args.data)
         ca = ca or os.path.join(args.data, "ca.pem")
     if not token or not url:
         from raftbox.client.config import ConfigError, load
@@ -93,25 +177,14 @@ def _revoke_one(args: Any) -> int:
         token = token or cfg.token
         url = url or cfg.server
         ca = ca or cfg.ca
-    ctx = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
-    req = urllib.request.Request(
-        url.rstrip("/") + "/2/auth/token/revoke",
-        data=b"null",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(req, context=ctx, timeout=TIMEOUT_S) as resp:
-            resp.read()
-    except urllib.error.HTTPError as e:
-        body = e.read().decode(errors="replace")
-        if e.code == 401:
-            print(f"error: the token is not valid (already revoked?): {body}", file=sys.stderr)
-        else:
-            print(f"error: {e.code} {body}", file=sys.stderr)
+    r = _post(url, "auth/token/revoke", token, None, ca, TIMEOUT_S)
+    if isinstance(r, int):
+        return r
+    if r.status_code == 401:
+        print(f"error: the token is not valid (already revoked?): {r.text}", file=sys.stderr)
         return 1
-    except OSError as e:
-        print(f"error: cannot reach {url}: {e}", file=sys.stderr)
+    if r.status_code >= 400:
+        print(f"error: {r.status_code} {r.text}", file=sys.stderr)
         return 1
     print("token revoked" + (" (log in again with a new token: `raftbox login`)" if saved else ""))
     return 0

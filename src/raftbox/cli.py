@@ -368,26 +368,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         server.run(server.serve(cfg))
         return 0
-    if args.command == "admin":
-        from raftbox import server
+    if args.command in ("admin", "token", "user"):
+        from raftbox import admincli
 
-        return server.admin_gc(args.data, args.server, args.admin_token, args.ca)
-    if args.command == "token":
-        from raftbox import accounts_cli
-
-        return accounts_cli.token_revoke(args)
-    if args.command == "user" and args.user_command == "list":
-        from raftbox import accounts_cli
-
-        return accounts_cli.user_list(args)
-    if args.command == "user" and args.user_command != "add":
-        from raftbox import accounts_cli
-
-        return accounts_cli.user_change(args)
-    if args.command == "user":
-        from raftbox import server
-
-        return server.user_add(
+        if args.command == "admin":
+            return admincli.admin_gc(args.data, args.server, args.admin_token, args.ca)
+        if args.command == "token":
+            return admincli.token_revoke(args)
+        if args.user_command == "list":
+            return admincli.user_list(args)
+        if args.user_command != "add":
+            return admincli.user_change(args)
+        return admincli.user_add(
             args.email, args.data, args.server, args.admin_token, args.ca, args.name
         )
     return 2

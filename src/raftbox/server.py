@@ -1,5 +1,5 @@
-"""Assemble roles into one process: `raftbox serve`, `raftbox up`, `raftbox user add`,
-`raftbox admin gc`.
+"""Assemble roles into one process: `raftbox serve`, `raftbox up`. (The admin commands that
+call a running process, `raftbox user ...`, `raftbox admin gc`, are `raftbox.admincli`.)
 
 A process hosts any of the roles `meta` (a Raft member with the metadata state machine and the
 api routes), `block` (content routes; blocks in a `BlockStore`) and `notify` (long-poll and the
@@ -500,75 +500,3 @@ Keep a folder in sync with the raftbox client (from another terminal):
 
 More accounts: raftbox user add EMAIL --data {data}
 Stop with Ctrl-C."""
-
-
-def _admin_call(
-    route: str,
-    body: Any,
-    data: str | None,
-    server: str | None,
-    admin_token: str | None,
-    ca: str | None,
-    timeout_s: float,
-) -> dict | int:
-    """POST an admin route of a running server (found from a local data dir, or by URL with an
-    admin token); the decoded answer, or an exit status after printing the error."""
-    import json
-    import urllib.request
-
-    if data:
-        url = _url_from_data(data)
-        admin_token = admin_token or open(os.path.join(data, "admin.token")).read().strip()
-        ca = ca or os.path.join(data, "ca.pem")
-    else:
-        url = server
-    if not url or not admin_token:
-        print("error: give --data DIR, or --server URL and --admin-token", file=sys.stderr)
-        return 2
-    ctx = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
-    req = urllib.request.Request(
-        url.rstrip("/") + "/2/" + route,
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(req, context=ctx, timeout=timeout_s) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        print(f"error: {e.code} {e.read().decode(errors='replace')}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"error: cannot reach {url}: {e}", file=sys.stderr)
-        return 1
-
-
-def user_add(email: str, data: str | None, server: str | None, admin_token: str | None,
-             ca: str | None, display_name: str = "") -> int:  # fmt: skip
-    """Create an account on a running server; print its token on the last line."""
-    body = {"email": email, "display_name": display_name}
-    out = _admin_call("raftbox/admin/create_account", body, data, server, admin_token, ca, 30)
-    if isinstance(out, int):
-        return out
-    print(f"account {out['account_id']} ({out['email']})")
-    print(out["token"])
-    return 0
-
-
-def admin_gc(data: str | None, server: str | None, admin_token: str | None, ca: str | None) -> int:
-    """Run garbage collection now on a running meta member; print its report (JSON)."""
-    import json
-
-    out = _admin_call("raftbox/admin/gc", None, data, server, admin_token, ca, 3600)
-    if isinstance(out, int):
-        return out
-    print(json.dumps(out, indent=2))
-    return 1 if out.get("busy") else 0
-
-
-def _url_from_data(data: str) -> str:
-    path = os.path.join(data, "url")
-    if not os.path.exists(path):
-        raise SystemExit(f"error: no running server recorded in {data} (is `raftbox up` running?)")
-    with open(path) as f:
-        return f.read().strip()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from raftbox.admincli import user_add
 from raftbox.client.config import Config
-from raftbox.server import user_add
 from raftbox.testing.procs import free_port, wait_for
 
 RAFTBOX = str(Path(sys.executable).with_name("raftbox"))
