@@ -74,8 +74,19 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 
 
+ROLES = ("meta", "block", "notify")
+
+
+class ConfigError(ValueError):
+    """Settings that cannot work together: the process does not start, and the message says
+    what to change (the CLI prints it as a usage error, exit status 2)."""
+
+
 @dataclass
 class ServeConfig:
+    """Everything a process is started with (`raftbox serve`'s flags; `up_config` for `raftbox
+    up`). `validate()` holds every rule about which roles need which settings, in one place."""
+
     node_id: int
     data: str
     listen: Address
@@ -115,6 +126,50 @@ class ServeConfig:
     access_log: str = "plain"
     access_log_file: str | None = None
     store_marker_wait_s: float = 30.0  # how long a process waits for the cluster's store marker
+
+    def validate(self) -> None:
+        """`ConfigError` naming the first setting, or combination of roles and settings, that
+        cannot work; nothing is touched. `Server` calls it; the CLI calls it first, to print
+        the message as a usage error."""
+        roles = set(self.roles)
+        if unknown := roles - set(ROLES):
+            raise ConfigError(f"--roles: unknown role(s) {', '.join(sorted(unknown))}")
+        if not 0 <= self.compress_level <= 22:
+            raise ConfigError("--compress-level: 0 (off) or a zstd level 1..22")
+        if self.gc_grace_s <= self.cache_present_ttl_s:
+            raise ConfigError("--gc-grace-s must be longer than the cache's presence TTL")
+        if "meta" in roles:
+            self._validate_member()
+        else:
+            self._validate_without_meta(roles)
+
+    def _validate_member(self) -> None:
+        if self.node_id <= 0:
+            raise ConfigError("the meta role needs --node-id (or --cluster DIR/member-N)")
+        if self.peer_tls is None and (self.join or set(self.peers) - {self.node_id}):
+            raise ConfigError(
+                "a cluster member needs mutual TLS on its peer port: make bundles with "
+                "`raftbox cluster init --members 1=HOST:PORT,... --out DIR` and start each member "
+                "with `raftbox serve --cluster DIR/member-N`"
+            )
+        if self.plain_http:
+            raise ConfigError("--plain-http is for block- or notify-only processes (not meta)")
+
+    def _validate_without_meta(self, roles: set[str]) -> None:
+        if roles not in ({"notify"}, {"block"}):
+            raise ConfigError("without meta, a process has the block role or the notify role")
+        if roles == {"block"} and not self.meta_urls:
+            raise ConfigError("a block-only process (a blockserver) needs --meta URL[,URL]")
+        if roles == {"notify"} and bool(self.meta_urls) == bool(self.notify_roots):
+            raise ConfigError(
+                "a notify-only process needs --meta (a root) or --notify-root (a leaf)"
+            )
+        if not (
+            self.admin_token
+            or os.environ.get("RAFTBOX_ADMIN_TOKEN")
+            or os.path.exists(os.path.join(self.data, "admin.token"))
+        ):
+            raise ConfigError("a process without the meta role needs the cluster's --admin-token")
 
     @property
     def blocks_url(self) -> str:
@@ -190,14 +245,9 @@ class Server:
     """One raftbox process. `start()` brings every role up; `stop()` takes them down."""
 
     def __init__(self, cfg: ServeConfig) -> None:
+        cfg.validate()
         self.cfg = cfg
         os.makedirs(cfg.data, exist_ok=True)
-        if "meta" not in cfg.roles and not (
-            cfg.admin_token
-            or os.environ.get("RAFTBOX_ADMIN_TOKEN")
-            or os.path.exists(os.path.join(cfg.data, "admin.token"))
-        ):
-            raise ValueError("a process without the meta role needs the cluster's --admin-token")
         self.admin_token = load_admin_token(cfg)
         self.store = (
             MetaStore(os.path.join(cfg.data, "meta.sqlite3")) if "meta" in cfg.roles else None
@@ -446,17 +496,27 @@ async def serve(cfg: ServeConfig) -> None:
     _exit_if_failed(srv)
 
 
-async def up(data: str, listen: Address, **notify_kw) -> None:
-    data = os.path.abspath(data)
+def up_config(data: str, listen: Address, **settings: Any) -> ServeConfig:
+    """`raftbox up`'s configuration: every role, a single-member group, `settings` as given."""
+    peer = ("127.0.0.1", 0)  # never bound: the group has no other member
+    return ServeConfig(
+        node_id=1,
+        data=os.path.abspath(data),
+        listen=listen,
+        peer_listen=peer,
+        peers={1: peer},
+        **settings,
+    )
+
+
+async def up(cfg: ServeConfig) -> None:
+    """Run `cfg` (from `up_config`) until stopped; make the first account on first start."""
+    data = cfg.data
     os.makedirs(data, exist_ok=True)
     # A single-member group opens no peer port (raftbox.raft.node, "The peer port"); the port
     # file older versions wrote is no longer used.
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(data, "peer.port"))
-    peer = ("127.0.0.1", 0)  # never bound: the group has no other member
-    cfg = ServeConfig(
-        node_id=1, data=data, listen=listen, peer_listen=peer, peers={1: peer}, **notify_kw
-    )
     srv = Server(cfg)
     await _start_or_exit(srv)
     assert srv.meta is not None
