@@ -287,7 +287,8 @@ def test_a_blockserver_keeps_taking_uploads_while_each_meta_member_in_turn_is_do
         members = net.members(3)
         bs = Proc(net, "bs", ["--roles", "block", "--listen", f"{HOST}:0", "--meta",
                               ",".join(p.url for p in members), "--ca", net.ca,
-                              "--admin-token", net.admin, *net.tls])  # fmt: skip
+                              "--admin-token", net.admin, *net.tls,  # the members' block store:
+                              "--blocks", f"file://{net.base / 'blocks'}"])  # fmt: skip
         net._add(bs).start().ready()
         token = net.account(members[0], "blockserver-rounds@example.test")
         for k, victim in enumerate(members):
