@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import time
 from typing import Any
 
@@ -25,14 +24,9 @@ from raftbox.gc import GarbageCollector, GcConfig
 from raftbox.meta.fsm import MetaStore
 from raftbox.meta.service import MetaService
 from raftbox.raft.node import NodeConfig, RaftNode
+from raftbox.testing.procs import free_port
 
 ADMIN = "admin-token-for-tests"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Clock:
