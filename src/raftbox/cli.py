@@ -145,6 +145,16 @@ def _http_limits(args: argparse.Namespace):
     return HttpLimits(**kw)
 
 
+def _validate(parser: argparse.ArgumentParser, cfg) -> None:
+    """A configuration that cannot work is a usage error (`ServeConfig.validate`)."""
+    from raftbox.server import ConfigError
+
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        parser.error(str(e))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="raftbox", description="a self-hosted Dropbox")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -277,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         from raftbox import server
 
-        longpoll = dict(
+        # The settings `up` and `serve` share: long-poll (tests only), blocks, GC, access log,
+        # HTTP limits.
+        settings = dict(
             longpoll_min_timeout_s=args.longpoll_min_timeout_s,
             longpoll_wait_cap_s=args.longpoll_wait_cap_s,
             chunking=args.chunking,
@@ -293,19 +305,15 @@ def main(argv: list[str] | None = None) -> int:
             max_connections=args.max_connections,
         )
         try:
-            longpoll["http"] = _http_limits(args)
+            settings["http"] = _http_limits(args)
         except ValueError as e:
             parser.error(str(e))
-        if not 0 <= args.compress_level <= 22:
-            parser.error("--compress-level: 0 (off) or a zstd level 1..22")
-        if args.gc_grace_s <= args.cache_present_ttl_s:
-            parser.error("--gc-grace-s must be longer than the cache's presence TTL")
         if args.command == "up":
-            server.run(server.up(args.data, args.listen, **longpoll))
+            cfg = server.up_config(args.data, args.listen, **settings)
+            _validate(parser, cfg)
+            server.run(server.up(cfg))
             return 0
         roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
-        if unknown := set(roles) - {"meta", "block", "notify"}:
-            parser.error(f"--roles: unknown role(s) {', '.join(sorted(unknown))}")
         peer_tls = None
         if args.cluster:
             from raftbox.cluster import BundleError, load_bundle
@@ -324,28 +332,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.tls_cert, args.tls_key = bundle.server_cert, bundle.server_key
             args.ca = args.ca or bundle.ca_file
             peer_tls = bundle.peer_tls()
-        if "meta" in roles and args.node_id is None:
-            parser.error("the meta role needs --node-id (or --cluster DIR/member-N)")
-        if "meta" in roles and not args.peers:  # a group of one (it opens no peer port)
+        if "meta" in roles and args.node_id is not None and not args.peers:
+            # a group of one (it opens no peer port)
             args.peers = {args.node_id: args.peer_listen or ("127.0.0.1", 0)}
-        if (
-            "meta" in roles
-            and peer_tls is None
-            and (args.join or set(args.peers or {}) - {args.node_id})
-        ):
-            parser.error(
-                "a cluster member needs mutual TLS on its peer port: make bundles with "
-                "`raftbox cluster init --members 1=HOST:PORT,... --out DIR` and start each member "
-                "with `raftbox serve --cluster DIR/member-N`"
-            )
-        if "meta" not in roles and set(roles) not in ({"notify"}, {"block"}):
-            parser.error("without meta, a process has the block role or the notify role")
-        if roles == ("block",) and not args.meta:
-            parser.error("a block-only process (a blockserver) needs --meta URL[,URL]")
-        if "meta" not in roles and "notify" in roles and bool(args.meta) == bool(args.notify_root):
-            parser.error("a notify-only process needs --meta (a root) or --notify-root (a leaf)")
-        if "meta" not in roles and not (args.admin_token or os.environ.get("RAFTBOX_ADMIN_TOKEN")):
-            parser.error("a process without meta needs the cluster's --admin-token")
         cfg = server.ServeConfig(
             node_id=args.node_id or 0,
             data=args.data,
@@ -358,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             notify_roots=tuple(u for u in args.notify_root.split(",") if u),
             ca=args.ca,
             plain_http=args.plain_http,
-            **longpoll,
+            **settings,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             admin_token=args.admin_token,
@@ -366,28 +355,21 @@ def main(argv: list[str] | None = None) -> int:
             election_ticks=args.election_ticks,
             join=args.join,
         )
+        _validate(parser, cfg)
         server.run(server.serve(cfg))
         return 0
-    if args.command == "admin":
-        from raftbox import server
+    if args.command in ("admin", "token", "user"):
+        from raftbox import admincli
 
-        return server.admin_gc(args.data, args.server, args.admin_token, args.ca)
-    if args.command == "token":
-        from raftbox import accounts_cli
-
-        return accounts_cli.token_revoke(args)
-    if args.command == "user" and args.user_command == "list":
-        from raftbox import accounts_cli
-
-        return accounts_cli.user_list(args)
-    if args.command == "user" and args.user_command != "add":
-        from raftbox import accounts_cli
-
-        return accounts_cli.user_change(args)
-    if args.command == "user":
-        from raftbox import server
-
-        return server.user_add(
+        if args.command == "admin":
+            return admincli.admin_gc(args.data, args.server, args.admin_token, args.ca)
+        if args.command == "token":
+            return admincli.token_revoke(args)
+        if args.user_command == "list":
+            return admincli.user_list(args)
+        if args.user_command != "add":
+            return admincli.user_change(args)
+        return admincli.user_add(
             args.email, args.data, args.server, args.admin_token, args.ca, args.name
         )
     return 2

@@ -37,7 +37,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from raftbox import tls
+from raftbox import atomic, tls
 
 Address = tuple[str, int]
 
@@ -212,8 +212,8 @@ def _write_member(out, ca_cert, ca_key, cluster_id, nid, members, admin_token, c
     tls.write_public(os.path.join(tmp, "server.pem"), srv_pem)
     tls.write_private(os.path.join(tmp, "server.key"), srv_key)
     tls.write_private(os.path.join(tmp, "admin.token"), (admin_token + "\n").encode())
-    os.rename(tmp, final)
-    tls.fsync_dir(out)
+    os.rename(tmp, final)  # a directory: `raftbox.atomic` writes files
+    atomic.fsync_dir(out)
     return final
 
 

@@ -1,5 +1,5 @@
-"""Assemble roles into one process: `raftbox serve`, `raftbox up`, `raftbox user add`,
-`raftbox admin gc`.
+"""Assemble roles into one process: `raftbox serve`, `raftbox up`. (The admin commands that
+call a running process, `raftbox user ...`, `raftbox admin gc`, are `raftbox.admincli`.)
 
 A process hosts any of the roles `meta` (a Raft member with the metadata state machine and the
 api routes), `block` (content routes; blocks in a `BlockStore`) and `notify` (long-poll and the
@@ -13,7 +13,7 @@ built by `raftbox.blocks.build_store`: zstd at `--compress-level` (0: off), retr
 concurrent backend calls, and a fact cache (`--cache lru://` in-process, or
 `memcached://HOST:PORT` shared by a fleet) whose presence facts are keyed by the GC generation.
 `--chunking cdc|fixed` is the cluster's chunking setting. The meta leader collects garbage every
-`--gc-interval-s` (`raftbox.blocks.gc`). Every role is served on one public HTTPS address, routed by path
+`--gc-interval-s` (`raftbox.gc`). Every role is served on one public HTTPS address, routed by path
 whatever the Host header. `meta` also listens on a peer address for Raft and internal RPC,
 in mutual TLS with the member certificates of a bundle from `raftbox cluster init` (`serve
 --cluster`; a single-member group without one opens no peer port), and serves the change feed
@@ -50,15 +50,15 @@ from typing import Any
 
 from aiohttp import web
 
-from raftbox import storecheck
+from raftbox import atomic, storecheck
 from raftbox.api import accesslog
 from raftbox.api.http import ApiServer
 from raftbox.api.metaclient import InternalRoutes, LocalMetaClient, RemoteMetaClient
-from raftbox.blocks.cache import open_cache
+from raftbox.blocks.cache import GenerationKeyedCache, open_cache
 from raftbox.blocks.chunker import Chunking
-from raftbox.blocks.gc import GarbageCollector, GcConfig, GenerationKeyedCache
 from raftbox.blocks.service import BlockService
 from raftbox.blocks.stack import build_store
+from raftbox.gc import GarbageCollector, GcConfig
 from raftbox.httpserve import HttpLimits, HttpSite
 from raftbox.meta import commands as C
 from raftbox.meta.fsm import MetaStore
@@ -74,8 +74,19 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 
 
+ROLES = ("meta", "block", "notify")
+
+
+class ConfigError(ValueError):
+    """Settings that cannot work together: the process does not start, and the message says
+    what to change (the CLI prints it as a usage error, exit status 2)."""
+
+
 @dataclass
 class ServeConfig:
+    """Everything a process is started with (`raftbox serve`'s flags; `up_config` for `raftbox
+    up`). `validate()` holds every rule about which roles need which settings, in one place."""
+
     node_id: int
     data: str
     listen: Address
@@ -115,6 +126,50 @@ class ServeConfig:
     access_log: str = "plain"
     access_log_file: str | None = None
     store_marker_wait_s: float = 30.0  # how long a process waits for the cluster's store marker
+
+    def validate(self) -> None:
+        """`ConfigError` naming the first setting, or combination of roles and settings, that
+        cannot work; nothing is touched. `Server` calls it; the CLI calls it first, to print
+        the message as a usage error."""
+        roles = set(self.roles)
+        if unknown := roles - set(ROLES):
+            raise ConfigError(f"--roles: unknown role(s) {', '.join(sorted(unknown))}")
+        if not 0 <= self.compress_level <= 22:
+            raise ConfigError("--compress-level: 0 (off) or a zstd level 1..22")
+        if self.gc_grace_s <= self.cache_present_ttl_s:
+            raise ConfigError("--gc-grace-s must be longer than the cache's presence TTL")
+        if "meta" in roles:
+            self._validate_member()
+        else:
+            self._validate_without_meta(roles)
+
+    def _validate_member(self) -> None:
+        if self.node_id <= 0:
+            raise ConfigError("the meta role needs --node-id (or --cluster DIR/member-N)")
+        if self.peer_tls is None and (self.join or set(self.peers) - {self.node_id}):
+            raise ConfigError(
+                "a cluster member needs mutual TLS on its peer port: make bundles with "
+                "`raftbox cluster init --members 1=HOST:PORT,... --out DIR` and start each member "
+                "with `raftbox serve --cluster DIR/member-N`"
+            )
+        if self.plain_http:
+            raise ConfigError("--plain-http is for block- or notify-only processes (not meta)")
+
+    def _validate_without_meta(self, roles: set[str]) -> None:
+        if roles not in ({"notify"}, {"block"}):
+            raise ConfigError("without meta, a process has the block role or the notify role")
+        if roles == {"block"} and not self.meta_urls:
+            raise ConfigError("a block-only process (a blockserver) needs --meta URL[,URL]")
+        if roles == {"notify"} and bool(self.meta_urls) == bool(self.notify_roots):
+            raise ConfigError(
+                "a notify-only process needs --meta (a root) or --notify-root (a leaf)"
+            )
+        if not (
+            self.admin_token
+            or os.environ.get("RAFTBOX_ADMIN_TOKEN")
+            or os.path.exists(os.path.join(self.data, "admin.token"))
+        ):
+            raise ConfigError("a process without the meta role needs the cluster's --admin-token")
 
     @property
     def blocks_url(self) -> str:
@@ -166,9 +221,7 @@ def load_admin_token(cfg: ServeConfig) -> str:
         with open(path) as f:
             return f.read().strip()
     token = "rbxadmin_" + secrets.token_urlsafe(32)  # never starts with "-" (see new_token)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    atomic.replace(path, token + "\n", 0o600)
     return token
 
 
@@ -192,14 +245,9 @@ class Server:
     """One raftbox process. `start()` brings every role up; `stop()` takes them down."""
 
     def __init__(self, cfg: ServeConfig) -> None:
+        cfg.validate()
         self.cfg = cfg
         os.makedirs(cfg.data, exist_ok=True)
-        if "meta" not in cfg.roles and not (
-            cfg.admin_token
-            or os.environ.get("RAFTBOX_ADMIN_TOKEN")
-            or os.path.exists(os.path.join(cfg.data, "admin.token"))
-        ):
-            raise ValueError("a process without the meta role needs the cluster's --admin-token")
         self.admin_token = load_admin_token(cfg)
         self.store = (
             MetaStore(os.path.join(cfg.data, "meta.sqlite3")) if "meta" in cfg.roles else None
@@ -301,8 +349,7 @@ class Server:
         ctx, self.ca_file = tls_context(cfg)
         self.site = HttpSite(app, cfg.listen, ctx, cfg.http_limits())
         self.url = await self.site.start()
-        with open(os.path.join(cfg.data, "url"), "w") as f:
-            f.write(self.url + "\n")
+        atomic.replace(os.path.join(cfg.data, "url"), self.url + "\n")
         self._gc_task = asyncio.create_task(self._owned("GC", self.gc.run_periodically()))
 
     def _log_requests(self, app: web.Application) -> None:
@@ -355,8 +402,7 @@ class Server:
             ctx, self.ca_file = tls_context(cfg)
         self.site = HttpSite(app, cfg.listen, ctx, cfg.http_limits())
         self.url = await self.site.start()
-        with open(os.path.join(cfg.data, "url"), "w") as f:
-            f.write(self.url + "\n")
+        atomic.replace(os.path.join(cfg.data, "url"), self.url + "\n")
 
     async def _start_notify_only(self) -> None:
         cfg = self.cfg
@@ -379,8 +425,7 @@ class Server:
         await self.notify_process.start()
         self.notify = self.notify_process.service
         self.url = self.notify_process.url
-        with open(os.path.join(cfg.data, "url"), "w") as f:
-            f.write(self.url + "\n")
+        atomic.replace(os.path.join(cfg.data, "url"), self.url + "\n")
 
     @property
     def hostport(self) -> str:
@@ -451,26 +496,34 @@ async def serve(cfg: ServeConfig) -> None:
     _exit_if_failed(srv)
 
 
-async def up(data: str, listen: Address, **notify_kw) -> None:
-    data = os.path.abspath(data)
+def up_config(data: str, listen: Address, **settings: Any) -> ServeConfig:
+    """`raftbox up`'s configuration: every role, a single-member group, `settings` as given."""
+    peer = ("127.0.0.1", 0)  # never bound: the group has no other member
+    return ServeConfig(
+        node_id=1,
+        data=os.path.abspath(data),
+        listen=listen,
+        peer_listen=peer,
+        peers={1: peer},
+        **settings,
+    )
+
+
+async def up(cfg: ServeConfig) -> None:
+    """Run `cfg` (from `up_config`) until stopped; make the first account on first start."""
+    data = cfg.data
     os.makedirs(data, exist_ok=True)
     # A single-member group opens no peer port (raftbox.raft.node, "The peer port"); the port
     # file older versions wrote is no longer used.
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(data, "peer.port"))
-    peer = ("127.0.0.1", 0)  # never bound: the group has no other member
-    cfg = ServeConfig(
-        node_id=1, data=data, listen=listen, peer_listen=peer, peers={1: peer}, **notify_kw
-    )
     srv = Server(cfg)
     await _start_or_exit(srv)
     assert srv.meta is not None
     token_file = os.path.join(data, "token")
     if not os.path.exists(token_file):
         _acct, token = await srv.meta.create_account("you@localhost", "raftbox user")
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
+        atomic.replace(token_file, token + "\n", 0o600)
     with open(token_file) as f:
         token = f.read().strip()
     print(banner(srv.url, token, srv.ca_file or "", data), flush=True)
@@ -507,75 +560,3 @@ Keep a folder in sync with the raftbox client (from another terminal):
 
 More accounts: raftbox user add EMAIL --data {data}
 Stop with Ctrl-C."""
-
-
-def _admin_call(
-    route: str,
-    body: Any,
-    data: str | None,
-    server: str | None,
-    admin_token: str | None,
-    ca: str | None,
-    timeout_s: float,
-) -> dict | int:
-    """POST an admin route of a running server (found from a local data dir, or by URL with an
-    admin token); the decoded answer, or an exit status after printing the error."""
-    import json
-    import urllib.request
-
-    if data:
-        url = _url_from_data(data)
-        admin_token = admin_token or open(os.path.join(data, "admin.token")).read().strip()
-        ca = ca or os.path.join(data, "ca.pem")
-    else:
-        url = server
-    if not url or not admin_token:
-        print("error: give --data DIR, or --server URL and --admin-token", file=sys.stderr)
-        return 2
-    ctx = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
-    req = urllib.request.Request(
-        url.rstrip("/") + "/2/" + route,
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(req, context=ctx, timeout=timeout_s) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        print(f"error: {e.code} {e.read().decode(errors='replace')}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"error: cannot reach {url}: {e}", file=sys.stderr)
-        return 1
-
-
-def user_add(email: str, data: str | None, server: str | None, admin_token: str | None,
-             ca: str | None, display_name: str = "") -> int:  # fmt: skip
-    """Create an account on a running server; print its token on the last line."""
-    body = {"email": email, "display_name": display_name}
-    out = _admin_call("raftbox/admin/create_account", body, data, server, admin_token, ca, 30)
-    if isinstance(out, int):
-        return out
-    print(f"account {out['account_id']} ({out['email']})")
-    print(out["token"])
-    return 0
-
-
-def admin_gc(data: str | None, server: str | None, admin_token: str | None, ca: str | None) -> int:
-    """Run garbage collection now on a running meta member; print its report (JSON)."""
-    import json
-
-    out = _admin_call("raftbox/admin/gc", None, data, server, admin_token, ca, 3600)
-    if isinstance(out, int):
-        return out
-    print(json.dumps(out, indent=2))
-    return 1 if out.get("busy") else 0
-
-
-def _url_from_data(data: str) -> str:
-    path = os.path.join(data, "url")
-    if not os.path.exists(path):
-        raise SystemExit(f"error: no running server recorded in {data} (is `raftbox up` running?)")
-    with open(path) as f:
-        return f.read().strip()

@@ -36,39 +36,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from raftbox import atomic
+
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
 def write_private(path: str, data: bytes) -> None:
-    """Write a secret atomically (temporary file, fsync, rename, fsync dir), mode 0600."""
-    _write_atomic(path, data, 0o600)
+    """Write a secret atomically (`raftbox.atomic.replace`), mode 0600."""
+    atomic.replace(path, data, 0o600)
 
 
 def write_public(path: str, data: bytes) -> None:
-    """Write atomically (temporary file, fsync, rename, fsync dir), mode 0644."""
-    _write_atomic(path, data, 0o644)
-
-
-def _write_atomic(path: str, data: bytes, mode: int) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(os.path.dirname(path) or ".")
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename or a new file in `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Write atomically (`raftbox.atomic.replace`), mode 0644."""
+    atomic.replace(path, data, 0o644)
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -1,8 +1,9 @@
 """Real raftbox processes for the API tests: `raftbox up`, and a cluster of `raftbox serve`.
 
-Every process writes stdout + stderr to its own log file (appended across restarts), is killed by
-whoever started it (the fixtures), and — should the test process die first — by an `atexit`
-hook. Waiting is always for a condition with a deadline (`wait_for`), never a fixed sleep.
+Every process is a `raftbox.testing.procs.Proc`: it writes stdout + stderr to its own log file
+(appended across restarts), is killed by whoever started it (the fixtures), and — should the test
+process die first — by the `atexit` hook of `raftbox.testing.procs`. Waiting is always for a
+condition with a deadline (`wait_for`), never a fixed sleep.
 
 The cluster shares one CA and one server certificate (made here with `raftbox.tls`), passed to
 every member with --tls-cert/--tls-key, so a single `ca.pem` is trusted for all of them, one
@@ -13,109 +14,22 @@ members, so a download through member B of what member A took needs a shared sto
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import requests
 
 from raftbox.cluster import init as _cluster_init
-from raftbox.testing.procs import free_port, proc_status_kb, quiet_port, wait_for  # noqa: F401
+from raftbox.testing.procs import (  # noqa: F401 - re-exported for the tests
+    Proc,
+    free_port,
+    proc_status_kb,
+    quiet_port,
+    wait_for,
+)
 
 HOST = "127.0.0.1"
 RAFTBOX = str(Path(sys.executable).with_name("raftbox"))
-_LIVE: set[subprocess.Popen] = set()
-
-
-def _kill_leftovers() -> None:
-    for proc in list(_LIVE):
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-atexit.register(_kill_leftovers)
-
-
-class Proc:
-    """One child process with a log file; `start()` may be called again after it stopped."""
-
-    def __init__(self, name: str, args: list[str], log_path: Path) -> None:
-        self.name = name
-        self.args = args
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-        self._log_offset = 0
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> None:
-        assert not self.alive, f"{self.name} is already running"
-        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
-        _LIVE.add(self.proc)
-
-    def output(self) -> str:
-        """What this run (since the last start) printed so far."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(self._log_offset)
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def wait_output(self, needle: str, timeout_s: float) -> None:
-        def seen() -> bool:
-            if needle in self.output():
-                return True
-            if not self.alive:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}")  # type: ignore[union-attr]
-            return False
-
-        try:
-            wait_for(seen, timeout_s, f"{self.name} printed {needle!r}", poll_s=0.05)
-        except (TimeoutError, RuntimeError) as e:
-            raise RuntimeError(f"{e}\n--- tail of {self.log_path} ---\n{self.tail()}") from None
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        if self.proc is not None:
-            _LIVE.discard(self.proc)
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM (a clean shutdown), then SIGKILL if it does not exit in time."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        _LIVE.discard(self.proc)
 
 
 def _http(ca: str) -> requests.Session:

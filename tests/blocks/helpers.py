@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import random
 
+from raftbox.testing import run  # noqa: F401 - re-exported for the tests
+
 MiB = 1024 * 1024
-
-
-def run(coro_fn, timeout_s: float = 60.0):
-    async def main():
-        async with asyncio.timeout(timeout_s):
-            return await coro_fn()
-
-    return asyncio.run(main())
 
 
 def rand_bytes(n: int, seed: int = 0) -> bytes:

@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import time
 from typing import Any
 
@@ -20,19 +19,14 @@ from aiohttp import web
 from raftbox.api.http import ApiServer
 from raftbox.api.metaclient import InternalRoutes, LocalMetaClient, MetaClient
 from raftbox.blocks import CDC, Chunking, MemoryStore
-from raftbox.blocks.gc import GarbageCollector, GcConfig
 from raftbox.blocks.service import BlockService
+from raftbox.gc import GarbageCollector, GcConfig
 from raftbox.meta.fsm import MetaStore
 from raftbox.meta.service import MetaService
 from raftbox.raft.node import NodeConfig, RaftNode
+from raftbox.testing.procs import free_port
 
 ADMIN = "admin-token-for-tests"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Clock:

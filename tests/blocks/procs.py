@@ -4,7 +4,8 @@ standalone S3 server and memcached, each on a free 127.0.0.1 port.
 Both are found next to the interpreter (moto_server, from the test extras) or on PATH
 (memcached, from the `memcached` Debian package CI installs). A missing binary fails the test
 with the install command; it is never a skip. Readiness is a condition waited for with a
-deadline, never a fixed sleep.
+deadline, never a fixed sleep; both are tracked (`raftbox.testing.procs.track`), so neither
+outlives the test run.
 """
 
 from __future__ import annotations
@@ -15,31 +16,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred, timeout_s: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if pred():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what}: process exited with {proc.returncode}")
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"not within {timeout_s}s: {what}")
-        time.sleep(0.01)
+from raftbox.testing.procs import HOST, free_port, track, untrack, wait_for
 
 
 def port_open(port: int) -> bool:
@@ -60,6 +42,7 @@ def stop(p: subprocess.Popen) -> None:
     if p.poll() is None:
         p.kill()
     p.wait(timeout=10)
+    untrack(p)
 
 
 class Memcached:
@@ -74,12 +57,13 @@ class Memcached:
         argv = [self.exe, "-l", HOST, "-p", str(self.port), "-U", "0", "-m", "16", "-t", "1"]
         if os.geteuid() == 0:  # memcached refuses to run as root unless told which user
             argv += ["-u", "root"]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = track(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         try:
-            wait_for(lambda: port_open(self.port), 10, "memcached listening", self.proc)
+            wait_for(lambda: port_open(self.port), 10, "memcached listening", proc=self.proc)
         except (RuntimeError, TimeoutError) as e:
             self.proc.kill()
             err = self.proc.communicate()[1].decode(errors="replace")
+            untrack(self.proc)
             raise RuntimeError(f"{e}: {err}") from None
         return self
 
@@ -97,12 +81,14 @@ class MotoServer:
         self.exe = binary("moto_server", "pip install 'moto[server]' (in the test extras)")
         self.port = free_port()
         self.endpoint = f"http://{HOST}:{self.port}"
-        self.proc = subprocess.Popen(
-            [self.exe, "-H", HOST, "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.proc = track(
+            subprocess.Popen(
+                [self.exe, "-H", HOST, "-p", str(self.port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         )
-        wait_for(self._ready, 30, "moto_server answering", self.proc)
+        wait_for(self._ready, 30, "moto_server answering", proc=self.proc)
 
     def _ready(self) -> bool:
         try:

@@ -1,4 +1,4 @@
-"""Garbage collection (`raftbox.blocks.gc`) with an injected clock: what it deletes, what it
+"""Garbage collection (`raftbox.gc`) with an injected clock: what it deletes, what it
 keeps, an interrupted run, and an upload that dedups against a block being deleted."""
 
 from __future__ import annotations
@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from raftbox.blocks import CDC, CachingStore, LRUCache, MemoryStore
+from raftbox.blocks.cache import GenerationKeyedCache
 from raftbox.blocks.chunker import chunk_bytes
-from raftbox.blocks.gc import GcConfig, GenerationKeyedCache
 from raftbox.blocks.native import encode_frames
+from raftbox.gc import GcConfig
 from raftbox.meta import commands as C
 
 from .helpers import MiB, rand_bytes, run

@@ -11,16 +11,14 @@ import contextlib
 import io
 import itertools
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from raftbox.admincli import user_add
 from raftbox.client.config import Config
-from raftbox.server import user_add
-from raftbox.testing.procs import free_port, wait_for
+from raftbox.testing.procs import Proc, free_port, wait_for
 
 RAFTBOX = str(Path(sys.executable).with_name("raftbox"))
 _accounts = itertools.count()
@@ -31,16 +29,14 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("up")
     data = base / "data"
     port = free_port()
-    with open(base / "up.log", "wb") as log:
-        proc = subprocess.Popen(
-            [RAFTBOX, "up", "--data", str(data), "--listen", f"127.0.0.1:{port}"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    proc = Proc("raftbox up", [RAFTBOX, "up", "--data", str(data), "--listen",
+                               f"127.0.0.1:{port}"], base / "up.log")  # fmt: skip
+    proc.start()
     try:
 
         def ready() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"raftbox up exited: {(base / 'up.log').read_text()[-2000:]}")
+            if not proc.alive:
+                raise RuntimeError(f"raftbox up exited: {proc.output()[-2000:]}")
             return (data / "token").read_text().endswith("\n") and (data / "url").exists()
 
         wait_for(ready, 60.0, "raftbox up wrote DIR/token", poll_s=0.05)
@@ -51,13 +47,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             "data": str(data),
         }
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        proc.stop(timeout_s=15)
 
 
 def new_account(server: dict) -> Config:

@@ -4,7 +4,8 @@
 directory and a log file (stdout + stderr, appended across restarts) under `base_dir`. Use it as an
 async context manager: on the way out every process it started is killed and every proxy closed,
 whatever happened; if the block raised, the tail of every member's log is printed (pytest shows it
-with the failure). An `atexit` hook kills anything still running if the test process dies first.
+with the failure). The `atexit` hook of `raftbox.testing.procs` kills anything still running if the
+test process dies first.
 
 With `proxies=True` every directed peer link `i -> j` goes through its own in-process
 `FaultProxy`: member i is told (in its `--peers`) that j lives at the proxy's address. Raft traffic
@@ -19,12 +20,9 @@ Waiting is always for a condition with a deadline (`wait_for`), never a fixed sl
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterable
@@ -34,48 +32,23 @@ from typing import Any
 
 from raftbox import cluster
 from raftbox.raft.kvclient import KVClient, KVError
-from raftbox.testing import FaultProxy
+from raftbox.testing import (
+    FaultProxy,
+    run,  # noqa: F401 - re-exported for the tests
+)
+from raftbox.testing.procs import await_for, free_port, track, untrack
 
 HOST = "127.0.0.1"
 _RAFTBOX = str(Path(sys.executable).with_name("raftbox"))
 _READY_LINE = "serving clients on"
-_LIVE: set[subprocess.Popen] = set()
-
-
-def _kill_leftovers() -> None:
-    for proc in list(_LIVE):
-        with contextlib.suppress(OSError):
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-atexit.register(_kill_leftovers)
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (the kernel's pick for an ephemeral bind)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 async def wait_for(
     pred: Callable[[], Awaitable[Any]], timeout_s: float, what: str, poll_s: float = 0.02
 ) -> Any:
-    """Await `pred()` until it returns something truthy, and return that; TimeoutError after
-    `timeout_s`. Exceptions from `pred` count as "not yet"; the last one is in the error."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    last: BaseException | None = None
-    while True:
-        try:
-            if result := await pred():
-                return result
-        except (KVError, OSError, TimeoutError) as e:
-            last = e
-        if loop.time() >= deadline:
-            raise TimeoutError(f"not within {timeout_s}s: {what} (last error: {last!r})")
-        await asyncio.sleep(poll_s)
+    """`raftbox.testing.procs.await_for`, where a member that does not answer yet (`KVError`,
+    `OSError`, `TimeoutError`) is "not yet" and any other error fails at once."""
+    return await await_for(pred, timeout_s, what, poll_s, retry_on=(KVError, OSError, TimeoutError))
 
 
 @dataclass
@@ -217,10 +190,11 @@ class Cluster:
             log.write(f"=== start #{m.starts}: {' '.join(args)}\n")
             log.flush()
             env = dict(os.environ, PYTHONUNBUFFERED="1")
-            m.proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+            m.proc = track(
+                subprocess.Popen(
+                    args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+                )
             )
-        _LIVE.add(m.proc)
 
     async def wait_serving(self, ids: Iterable[int], timeout_s: float = 20.0) -> None:
         """Wait until each member printed its ready line for its latest start."""
@@ -251,7 +225,7 @@ class Cluster:
         if m.proc.poll() is None:
             m.proc.send_signal(signal.SIGKILL)
         m.proc.wait()
-        _LIVE.discard(m.proc)
+        untrack(m.proc)
         m.proc = None
 
     def pause(self, i: int) -> None:
@@ -404,13 +378,3 @@ class Cluster:
             return s is not None and s["applied"] >= target
 
         await wait_for(applied, timeout_s, f"member {i} applied {target}")
-
-
-def run(coro_fn: Callable[[], Awaitable[None]], timeout_s: float) -> None:
-    """Run an async test body with a hard deadline."""
-
-    async def main() -> None:
-        async with asyncio.timeout(timeout_s):
-            await coro_fn()
-
-    asyncio.run(main())

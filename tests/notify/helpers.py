@@ -8,6 +8,7 @@ from typing import Any
 
 from raftbox.meta.commands import CursorState
 from raftbox.meta.service import MetaService
+from raftbox.testing import run  # noqa: F401 - re-exported for the tests
 
 SECRET = b"s" * 32
 ALICE, BOB = "dbid:" + "a" * 35, "dbid:" + "b" * 35
@@ -61,11 +62,3 @@ class Answers:
     def one(self) -> tuple[int, bytes] | None:
         assert len(self.got) <= 1, self.got
         return self.got[0] if self.got else None
-
-
-def run(coro_fn, timeout_s: float = 60.0) -> Any:
-    async def main():
-        async with asyncio.timeout(timeout_s):
-            return await coro_fn()
-
-    return asyncio.run(main())

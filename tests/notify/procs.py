@@ -1,9 +1,9 @@
 """Real `raftbox serve` processes for the notify end-to-end tests: meta members, notify roots and
 leaves sharing one CA and one admin token, on 127.0.0.1.
 
-`Net` is a context manager: on the way out it kills every process it started (an `atexit` hook
-does it too if the test process dies first) and, if the block raised, prints the tail of every
-log. A process can be killed and started again on the same port and data directory. Waiting is
+`Net` is a context manager: on the way out it kills every process it started (the `atexit` hook
+of `raftbox.testing.procs` does it too if the test process dies first) and, if the block raised,
+prints the tail of every log. A process can be killed and started again on the same port and data directory. Waiting is
 always for a condition with a deadline (`wait_for`), never a fixed sleep.
 
 The SDK is imported lazily and pointed at a host by its `_host_map` (as tests/api does), so that
@@ -12,10 +12,8 @@ importing this module never fixes the SDK's host names for another suite.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import secrets
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,50 +22,45 @@ from typing import Any
 import requests
 
 from raftbox import cluster
+from raftbox.testing import procs
 from raftbox.testing.procs import quiet_port, wait_for  # noqa: F401
 from raftbox.tls import issue, make_ca
 
 HOST = "127.0.0.1"
 RAFTBOX = str(Path(sys.executable).with_name("raftbox"))
-_LIVE: set[subprocess.Popen] = set()
 
 
-@atexit.register
-def _kill_leftovers() -> None:
-    for p in list(_LIVE):
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            p.kill()
-            p.wait(timeout=5)
+class Proc(procs.Proc):
+    """`raftbox serve --data NET/NAME ARGV` in a session of its own; ready once it wrote its
+    `url` file."""
 
-
-class Proc:
     def __init__(self, net: Net, name: str, argv: list[str]) -> None:
-        self.net, self.name, self.argv = net, name, argv
+        self.net, self.argv = net, argv
         self.data = net.base / name
-        self.log_path = net.base / f"{name}.log"
-        self.popen: subprocess.Popen | None = None
+        super().__init__(
+            name,
+            [RAFTBOX, "serve", "--data", str(self.data), *argv],
+            net.base / f"{name}.log",
+            start_new_session=True,
+        )
         self.url = ""
+
+    @property
+    def popen(self) -> subprocess.Popen | None:
+        return self.proc
 
     def start(self) -> Proc:
         self.data.mkdir(exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             (self.data / "url").unlink()
-        log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(
-            [RAFTBOX, "serve", "--data", str(self.data), *self.argv],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        _LIVE.add(self.popen)
+        super().start()
         return self
 
     def ready(self, timeout_s: float = 60) -> Proc:
         def up() -> str:
-            assert self.popen is not None
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}")
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}")
             return (self.data / "url").read_text().strip()
 
         self.url = wait_for(up, timeout_s, f"{self.name} serving")
@@ -76,19 +69,6 @@ class Proc:
     @property
     def hostport(self) -> str:
         return self.url.split("://", 1)[1]
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(sig)
-            self.popen.wait(timeout=30)
-        if self.popen is not None:
-            _LIVE.discard(self.popen)
-
-    def tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
 
     def status(self) -> dict:
         r = requests.post(
@@ -128,7 +108,7 @@ class Net:
             p.kill()
         if et is not None:
             for p in self.procs.values():
-                print(f"--- tail of {p.log_path} ---\n{p.tail()}")
+                print(f"--- tail of {p.log_path} ---\n{p.tail(30)}")
 
     def members(self, n: int, roles: str = "meta,block") -> list[Proc]:
         ports = [quiet_port() for _ in range(n)]

@@ -227,10 +227,10 @@ def test_stop_answers_every_waiting_longpoll():
 
 
 def test_a_slow_stream_reader_gets_the_newest_position_per_namespace_not_a_backlog():
-    from raftbox.notify.service import _Peer
+    from raftbox.notify.stream import StreamPeer
 
     async def body():
-        peer = _Peer(ws=None, cluster=False, max_ns=10)  # type: ignore[arg-type]
+        peer = StreamPeer(ws=None, cluster=False, max_ns=10)  # type: ignore[arg-type]
         for pos in range(1, 10_001):
             peer.push(7, pos)
             peer.push(8, pos // 2)

@@ -14,7 +14,8 @@ from typing import Any
 # Names are loaded on first use (PEP 562): a program that needs only the chunker (the sync
 # client) does not pay for the stores, S3, memcached and Prometheus at start-up.
 _WHERE = {
-    "cache": ("CachingStore", "FactCache", "LRUCache", "MemcachedCache", "open_cache"),
+    "cache": ("CachingStore", "FactCache", "GenerationKeyedCache", "LRUCache", "MemcachedCache",
+              "open_cache"),
     "chunker": ("CDC", "FIXED", "Chunk", "ChunkedFile", "Chunker", "Chunking", "chunk_bytes",
                 "chunk_file"),
     "compress": ("CompressedStore",),
@@ -59,6 +60,7 @@ __all__ = [
     "ContentHasher",
     "CorruptBlock",
     "FactCache",
+    "GenerationKeyedCache",
     "LRUCache",
     "LimitedStore",
     "LocalStore",

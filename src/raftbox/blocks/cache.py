@@ -17,6 +17,9 @@ are bytes):
   touching the network. A dead memcached slows things down; it never causes an error or a
   wrong answer.
 
+`GenerationKeyedCache` wraps one so that its keys carry the GC generation a process believes:
+after a garbage collection deleted blocks, "this block is in the store" learned before is a miss.
+
 `open_cache(url)`: `lru://[?entries=N]` (also `""` and `memory://`) or
 `memcached://HOST:PORT[?namespace=NAME&timeout_ms=N]`.
 """
@@ -322,6 +325,32 @@ class CachingStore:
 
     def list(self) -> AsyncIterator[str]:
         return self.inner.list()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class GenerationKeyedCache:
+    """A `FactCache` whose keys carry the GC generation `generation()` returns, for the block
+    cache of a blockserver: after the blockserver reads a new generation (blocks were deleted),
+    every presence fact learned before is a miss (why: `raftbox.gc`'s module docstring)."""
+
+    def __init__(self, inner: FactCache, generation: Callable[[], int]) -> None:
+        self.inner = inner
+        self.generation = generation
+
+    def _k(self, key: Key) -> bytes:
+        k = key.encode() if isinstance(key, str) else bytes(key)
+        return b"g%d:" % self.generation() + k
+
+    async def get(self, key: Key) -> bytes | None:
+        return await self.inner.get(self._k(key))
+
+    async def set(self, key: Key, value: bytes, ttl_s: int = 0) -> None:
+        await self.inner.set(self._k(key), value, ttl_s)
+
+    async def delete(self, key: Key) -> None:
+        await self.inner.delete(self._k(key))
 
     async def aclose(self) -> None:
         await self.inner.aclose()

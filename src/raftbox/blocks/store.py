@@ -31,12 +31,12 @@ blocking file work and hashing run in a worker thread so the event loop keeps se
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import tempfile
 from collections.abc import AsyncIterator
 from typing import Protocol
+
+from raftbox import atomic
 
 from . import codec
 from .errors import (
@@ -176,23 +176,8 @@ class LocalStore:
         codec.check_put(block_id, data)
         if os.path.exists(path):
             return False
-        d = os.path.dirname(path)
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            written = _publish(tmp, path)
-        finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-        if written:
-            _fsync_dir(d)
-        return written
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return atomic.create(path, data)
 
     async def get(self, block_id: str) -> bytes:
         path = self.path_of(block_id)
@@ -246,35 +231,6 @@ class LocalStore:
 
     async def aclose(self) -> None:
         pass
-
-
-def _publish(tmp: str, path: str) -> bool:
-    """Give the written temp file its final name unless that name exists: True if we did.
-
-    A hard link fails with EEXIST when the name is taken, which makes "create if absent"
-    atomic across threads and processes. File systems without hard links fall back to rename,
-    which is still atomic; a racing writer then replaces identical bytes.
-    """
-    try:
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-            raise
-    if os.path.exists(path):
-        return False
-    os.replace(tmp, path)
-    return True
-
-
-def _fsync_dir(d: str) -> None:
-    dfd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def open_store(url: str) -> BlockStore:

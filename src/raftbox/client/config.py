@@ -13,6 +13,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from raftbox import atomic
+
 CONFIG_FILE = "config.json"
 
 
@@ -42,19 +44,7 @@ def save(cfg: Config, directory: str | os.PathLike[str] | None = None) -> Path:
     d = config_dir(directory)
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = d / CONFIG_FILE
-    tmp = d / f".{CONFIG_FILE}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(cfg), f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic.replace(path, json.dumps(asdict(cfg), indent=2) + "\n", 0o600)
     return path
 
 

@@ -34,7 +34,7 @@ of a struct member (`{"correct_offset": 3}`). Tags that are not Dropbox's, for t
 map: `need_blocks` (`extra["missing"]`: block ids this namespace has not uploaded — the Dropship
 guard), `invalid_command` (a malformed command: a bug in the caller, `extra["reason"]`),
 `gc_retry` (`extra["ids"]`: blocks being or just garbage-collected — store them again and
-retry; `raftbox.blocks.gc`), `gc_busy` (another GC run holds the lease),
+retry; `raftbox.gc`), `gc_busy` (another GC run holds the lease),
 `internal_error`, `not_initialized` (no InitCluster yet), `email_taken`, `token_exists`,
 `account_not_found` (no account has this email or id), `session_exists`, `client_session_expired` (the Raft client session of the
 request was forgotten: it may or may not have been applied).
@@ -188,7 +188,7 @@ class CommitFile(_Cmd, tag="commit"):
     `RecordUpload`): the GC generation the blockserver had read before it stored the blocks.
     A block condemned now, or deleted by a GC generation after `gc_gen`, fails the command with
     `gc_retry` — the blockserver may have found it present just before it was deleted
-    (`raftbox.blocks.gc`). None: no check (callers that stored nothing).
+    (`raftbox.gc`). None: no check (callers that stored nothing).
 
     Attributes (trailing fields, so entries encoded before they existed still decode):
     `symlink_target` makes the revision a symlink to that target, and then the blocks must be
@@ -320,7 +320,7 @@ class RecordUpload(_Cmd, tag="blocks_put"):
 
 
 class GcCondemn(_Cmd, tag="gc_condemn"):
-    """A GC run (`raftbox.blocks.gc`) condemns blocks it found unreferenced in a metadata
+    """A GC run (`raftbox.gc`) condemns blocks it found unreferenced in a metadata
     snapshot taken at raft index `mark_index`. Takes (or renews) the cluster's GC lease for
     `lease_ms`; a block touched (uploaded or committed) after `mark_index` is not condemned.
     A condemned block loses every namespace's right to reference it, and any command that

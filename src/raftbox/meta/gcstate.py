@@ -6,7 +6,7 @@ records that right with its stamp and raft index (`grant`), which the GC's mark 
 `RecordUpload` records an upload that no commit names yet; `validate_blocks` checks a
 blocklist a command brings.
 
-The GC's replicated half (`raftbox.blocks.gc` runs the collector): `GcCondemn` takes the lease
+The GC's replicated half (`raftbox.gc` runs the collector): `GcCondemn` takes the lease
 and condemns blocks no one touched since the index the run marked from; `GcRelease` moves its
 condemned blocks to `gc_deleted` under a new generation (`gc_gen`) and forgets deletions older
 than `GC_DELETED_KEEP_MS` (raising `gc_floor`). A command that stored blocks carries the

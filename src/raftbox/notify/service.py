@@ -1,4 +1,5 @@
-"""The notify role: `files/list_folder/longpoll`, the push stream, and the root/leaf tree.
+"""The notify role: `files/list_folder/longpoll`, the root/leaf tree, and what the push stream
+(`stream.py`) shares with them.
 
 Theory of operation
 -------------------
@@ -36,27 +37,9 @@ connection cap is in the front (`front.py`). Nothing a client sends grows state 
 watchers, parked requests, asked namespaces and stream subscriptions are all counted and capped,
 and a slow stream reader gets coalesced positions (one per namespace), not a growing queue.
 
-Push stream (`GET /2/raftbox/notify/stream`, a WebSocket of JSON text frames)
-------------------------------------------------------------------------------
-Client → server:
-
-- `{"op": "watch", "cursors": [{"cursor": C, "position": P?}, ...]}` — any client; the cursor is
-  the credential (as for long-poll). `position` (default: the cursor's) is the newest position
-  the client has seen of that namespace: to resume after a reconnect, send the last one received.
-- `{"op": "sub", "ns": [[ns, seen], ...]}`, `{"op": "unsub", "ns": [ns, ...]}` — cluster peers
-  only (a leaf; `Authorization: Bearer <admin token>`).
-
-Server → client: `{"op": "hello"}` first (with `"secret"` for cluster peers);
-`{"op": "watching", "cursor": i, "ns": ns}` / `{"op": "reset", "cursor": i}` /
-`{"op": "backoff", "cursor": i, "backoff": s}` per watched cursor; `{"op": "info", "ns": [[ns,
-owner, position], ...]}` per subscribed namespace (cluster peers; position -2 = gone);
-`{"op": "ev", "ev": [[ns, position], ...]}` whenever watched namespaces move — coalesced: a slow
-reader gets the newest position of each namespace, never a backlog; `{"op": "resync"}` when
-the server lost continuity (the client re-checks every namespace it watches).
-
-These frames are the typed values of `frames.py` (`StreamUp`, `StreamDown`); a frame that does
-not decode, or asks for more than its bounds, is the client's fault: logged and its connection
-closed (code 1008).
+The push stream (`GET /2/raftbox/notify/stream`, a WebSocket for sync clients and leaves) is
+`stream.py`: it holds the connections, and asks this service for what long-poll asks it (a
+cursor opened, a namespace's info, a place in the hub).
 
 Tasks
 -----
@@ -70,30 +53,28 @@ stop long-polls from expiring.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hmac
 import json
 import logging
 import random
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from raftbox.backoff import Backoff
 from raftbox.meta.commands import CursorState
 from raftbox.meta.cursors import CursorInvalid, open_signed_cursor
 
-from . import frames as F
 from .hub import GONE, UNKNOWN, Hub, HubFull, Wake
+from .stream import STREAM_PATH, Decide, PushStreams
 
 log = logging.getLogger(__name__)
 
 ROUTE = "files/list_folder/longpoll"
-STREAM_PATH = "/2/raftbox/notify/stream"
 API_MIN_TIMEOUT_S = 30
 API_MAX_TIMEOUT_S = 480
 LONGPOLL_BODY_MAX_BYTES = 16 * 1024
@@ -154,9 +135,6 @@ class CursorReset(Exception):
     pass
 
 
-_Decide = Callable[[tuple[str | None, int] | None], None]  # (owner, position), None: no answer
-
-
 def parse_longpoll(raw: bytes, min_timeout_s: float) -> tuple[str, float]:
     """`{"cursor": str, "timeout": 30..480 = 30}` → (cursor, timeout_s); `BadRequest` if not."""
     if not raw.strip():
@@ -195,38 +173,6 @@ class _FutureWaiter:
             self.fut.set_result((status, body))
 
 
-class _Peer:
-    """One push-stream connection: a leaf (cluster) or a sync client. Pending output is one
-    position per namespace (coalesced) plus one info per subscribed namespace: bounded by the
-    number of its subscriptions, whatever the event rate and however slow it reads."""
-
-    __slots__ = ("ws", "cluster", "ns", "events", "infos", "notes", "wake", "closed", "max_ns")
-
-    def __init__(self, ws: web.WebSocketResponse, cluster: bool, max_ns: int) -> None:
-        self.ws = ws
-        self.cluster = cluster
-        self.ns: set[int] = set()
-        self.events: dict[int, int] = {}
-        self.infos: dict[int, tuple[str | None, int]] = {}
-        self.notes: list[F.Watching | F.Reset | F.BackoffAnswer | F.Resync] = []  # watch answers
-        self.wake = asyncio.Event()
-        self.closed = False
-        self.max_ns = max_ns
-
-    def push(self, ns: int, position: int) -> None:
-        if position > self.events.get(ns, -3):
-            self.events[ns] = position
-            self.wake.set()
-
-    def info(self, ns: int, owner: str | None, position: int) -> None:
-        self.infos[ns] = (owner, position)
-        self.wake.set()
-
-    def note(self, msg: F.Watching | F.Reset | F.BackoffAnswer | F.Resync) -> None:
-        self.notes.append(msg)
-        self.wake.set()
-
-
 class NotifyService:
     def __init__(
         self,
@@ -243,11 +189,9 @@ class NotifyService:
         self.secret: bytes | None = None
         self.secret_known = asyncio.Event()
         self.upstream_connected = False
-        self._parked: dict[int, dict[Hashable, _Decide]] = {}  # ns -> waiting for its info
+        self._parked: dict[int, dict[Hashable, Decide]] = {}  # ns -> waiting for its info
         self._parked_of: dict[Hashable, int] = {}
         self._asked: dict[int, float] = {}  # ns -> deadline for its parked requests
-        self._info_waiters: dict[int, set[_Peer]] = {}
-        self._peers: set[_Peer] = set()
         self._aio_waiters: dict[_FutureWaiter, web.Request] = {}
         self._next_sweep = 0.0
         self._next_ask_check = 0.0
@@ -255,6 +199,7 @@ class NotifyService:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self.stats = dict(longpolls=0, true=0, false=0, reset=0, backoff=0, bad=0)
+        self.streams = PushStreams(self)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -301,11 +246,7 @@ class NotifyService:
             for fn in self._parked.pop(ns).values():
                 fn(None)
         self._parked_of.clear()
-        for peer in list(self._peers):
-            peer.closed = True
-            peer.wake.set()
-            with contextlib.suppress(Exception):
-                await peer.ws.close()
+        await self.streams.close_all()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -382,7 +323,7 @@ class NotifyService:
                 if ready is not None:
                     self._finish(waiter, TRUE)
 
-        self._with_info(ns, waiter, decide)
+        self.with_info(ns, waiter, decide)
 
     def cancel(self, waiter: Hashable) -> None:
         """The waiter's client went away."""
@@ -394,6 +335,22 @@ class NotifyService:
                     parked.pop(waiter, None)
                     if not parked:
                         del self._parked[ns]
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def open_cursor(self, cursor: str) -> tuple[str, int, CursorState] | None:
+        """(account, namespace, state) of a cursor signed under the cluster secret, else None."""
+        try:
+            return self._open(cursor)
+        except CursorReset:
+            return None
+
+    def cancel_parked(self, owner: object) -> None:
+        """Forget every parked request keyed `(owner, ...)` (a stream that closed)."""
+        for key in [k for k in self._parked_of if isinstance(k, tuple) and k[0] is owner]:
+            self.cancel(key)
 
     def _open(self, cursor: str) -> tuple[str, int, CursorState]:
         assert self.secret is not None
@@ -419,7 +376,7 @@ class NotifyService:
             self.stats["backoff"] += 1
         waiter.finish(status, body)
 
-    def _with_info(self, ns: int, key: Hashable, fn: _Decide) -> None:
+    def with_info(self, ns: int, key: Hashable, fn: Decide) -> None:
         """Call `fn((owner, position))` once both are known — now, or when upstream answers —
         or `fn(None)` if upstream cannot answer in time."""
         i = self.hub.info(ns)
@@ -433,9 +390,9 @@ class NotifyService:
             return
         self._parked.setdefault(ns, {})[key] = fn
         self._parked_of[key] = ns
-        self._ask(ns)
+        self.ask(ns)
 
-    def _ask(self, ns: int) -> None:
+    def ask(self, ns: int) -> None:
         """Ask upstream about `ns` — again if an earlier ask went unanswered too long."""
         if self._asked.get(ns, float("inf")) == float("inf"):
             self._asked[ns] = self._now() + self.cfg.lookup_timeout_s
@@ -471,7 +428,7 @@ class NotifyService:
             if not follows_all and hub.info(ns) is None and ns not in self._asked:
                 continue  # released: a late event
             self._dispatch(hub.publish(ns, pos))
-        self._release_evicted()
+        self.release_evicted()
 
     def on_info(self, infos: list[tuple[int, str | None, int]]) -> None:
         for ns, owner, pos in infos:
@@ -488,19 +445,16 @@ class NotifyService:
                 for key, fn in parked.items():
                     self._parked_of.pop(key, None)
                     fn(answer)
-            for peer in self._info_waiters.pop(ns, ()):
-                if not peer.closed and ns in peer.ns:
-                    peer.info(ns, answer[0], answer[1])
-        self._release_evicted()
+            self.streams.on_info(ns, answer[0], answer[1])
+        self.release_evicted()
 
     def on_resync(self) -> None:
         """Upstream cannot vouch for the positions we hold: look every watched one up again."""
         log.info("resync from upstream: re-reading every watched namespace")
         for ns in self.hub.forget():
             self._asked.pop(ns, None)
-            self._ask(ns)
-        for peer in self._peers:
-            peer.note(F.Resync())
+            self.ask(ns)
+        self.streams.resync()
 
     def _dispatch(self, wakes: list[Wake]) -> None:
         for w in wakes:
@@ -509,7 +463,7 @@ class NotifyService:
             else:
                 self._finish(w.key, RESET if w.position == GONE else TRUE)
 
-    def _release_evicted(self) -> None:
+    def release_evicted(self) -> None:
         gone = [ns for ns in self.hub.take_evicted() if ns not in self._asked]
         if gone and not self.upstream.follows_all:
             self.upstream.release(gone)
@@ -540,7 +494,7 @@ class NotifyService:
         return web.Response(status=status, body=body, content_type="application/json")
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get(STREAM_PATH, self.stream)
+        app.router.add_get(STREAM_PATH, self.streams.handle)
 
     def status(self) -> dict:
         up = self.upstream
@@ -553,189 +507,25 @@ class NotifyService:
             "watchers": self.hub.watchers,
             "namespaces": len(self.hub.namespaces()),
             "parked": len(self._parked_of),
-            "streams": len(self._peers),
+            "streams": self.streams.count,
             **self.stats,
         }
 
     async def api_status(self, request: web.Request, who: Any = None) -> web.Response:
         """`raftbox/notify/status` (admin): what this notify process holds and follows."""
-        if not self._is_admin(request):
+        if not self.is_admin(request):
             return web.Response(status=401, text="admin token required")
         return web.Response(body=_json.encode(self.status()), content_type="application/json")
 
-    def _is_admin(self, request: web.Request) -> bool:
+    def is_admin(self, request: web.Request) -> bool:
+        """The request carries the cluster's admin token."""
         h = request.headers.get("Authorization", "")
         token = h[7:].strip() if h.startswith("Bearer ") else ""
         return bool(token) and hmac.compare_digest(token.encode(), self.admin_token.encode())
 
-    async def stream(self, request: web.Request) -> web.StreamResponse:
-        cluster = self._is_admin(request)
-        if request.headers.get("Authorization") and not cluster:
-            return web.Response(status=401, text="bad admin token")
-        if len(self._peers) >= self.cfg.max_streams or self._stopping:
-            return web.Response(
-                status=503,
-                text="too many streams",
-                headers={"Retry-After": str(self.cfg.backoff_s)},
-            )
-        max_ns = self.cfg.max_peer_namespaces if cluster else self.cfg.max_stream_namespaces
-        ws = web.WebSocketResponse(
-            heartbeat=self.cfg.stream_heartbeat_s,
-            max_msg_size=(64 << 20) if cluster else 256 * 1024,
-        )
-        await ws.prepare(request)
-        peer = _Peer(ws, cluster, max_ns)
-        self._peers.add(peer)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                writer = tg.create_task(self._peer_writer(peer))
-                try:
-                    await self._peer_reader(peer)
-                finally:
-                    peer.closed = True
-                    peer.wake.set()
-                    writer.cancel()
-        except* (ConnectionError, RuntimeError) as eg:
-            log.debug("stream closed: %s", eg.exceptions)
-        finally:
-            self._peers.discard(peer)
-            self.hub.unsubscribe_all(peer, peer.ns)
-            for ns in peer.ns:
-                waiting = self._info_waiters.get(ns)
-                if waiting is not None:
-                    waiting.discard(peer)
-                    if not waiting:
-                        del self._info_waiters[ns]
-            for key in [k for k in self._parked_of if isinstance(k, tuple) and k[0] is peer]:
-                self.cancel(key)
-            self._release_evicted()
-            with contextlib.suppress(Exception):
-                await ws.close()
-        return ws
-
-    async def _peer_reader(self, peer: _Peer) -> None:
-        async for msg in peer.ws:
-            if msg.type != WSMsgType.TEXT:
-                break
-            try:
-                frame = F.decode_stream_up(msg.data)
-                if isinstance(frame, F.Watch):
-                    self._watch(peer, frame.cursors)
-                elif isinstance(frame, F.Sub) and peer.cluster:
-                    self._sub(peer, frame.ns)
-                elif isinstance(frame, F.Unsub) and peer.cluster:
-                    for ns in frame.ns:
-                        self._unsub(peer, ns)
-                else:
-                    raise F.BadFrame(f"{type(frame).__name__.lower()}: for cluster peers only")
-            except (F.BadFrame, ValueError) as e:
-                log.info("push stream: a bad frame (%s): closing the connection", e)
-                await peer.ws.close(code=1008, message=f"bad frame: {e}"[:120].encode())
-                break
-            if peer.closed:
-                break
-
-    def _sub(self, peer: _Peer, items: list[tuple[int, int]]) -> None:
-        for ns, seen in items:
-            if ns not in peer.ns and len(peer.ns) >= peer.max_ns:
-                raise ValueError("too many namespaces")
-            try:
-                self.hub.subscribe(ns, peer, seen)
-            except HubFull:
-                peer.closed = True  # the leaf fails over to another root
-                return
-            peer.ns.add(ns)
-            i = self.hub.info(ns)
-            if i is not None and (i.position == GONE or (i.owner is not None and i.position >= 0)):
-                peer.info(ns, i.owner, i.position)
-            else:
-                self._info_waiters.setdefault(ns, set()).add(peer)
-                self._ask(ns)
-
-    def _unsub(self, peer: _Peer, ns: int) -> None:
-        if ns in peer.ns:
-            peer.ns.discard(ns)
-            self.hub.unsubscribe(ns, peer)
-            peer.events.pop(ns, None)
-            peer.infos.pop(ns, None)
-            waiting = self._info_waiters.get(ns)
-            if waiting is not None:
-                waiting.discard(peer)
-        self._release_evicted()
-
-    def _watch(self, peer: _Peer, cursors: list[F.WatchCursor]) -> None:
-        busy = self.cfg.backoff_s
-        if self.secret is None:
-            for idx in range(len(cursors)):
-                peer.note(F.BackoffAnswer(cursor=idx, backoff=busy))
-            return
-        if len(cursors) > peer.max_ns or len(peer.notes) > 4 * peer.max_ns:
-            raise ValueError("too many cursors (or answers it does not read)")
-        for idx, c in enumerate(cursors):
-            try:
-                account, ns, state = self._open(c.cursor)
-            except CursorReset:
-                peer.note(F.Reset(cursor=idx))
-                continue
-            seen = c.position
-            if seen is None:
-                seen = -1 if state.resume is not None else state.position
-
-            def decide(info, idx=idx, account=account, ns=ns, seen=seen) -> None:
-                if peer.closed:
-                    return
-                if info is None:
-                    peer.note(F.BackoffAnswer(cursor=idx, backoff=busy))
-                    return
-                owner, pos = info
-                if pos == GONE or owner is None or owner != account:
-                    peer.note(F.Reset(cursor=idx))
-                    return
-                if ns not in peer.ns and len(peer.ns) >= peer.max_ns:
-                    peer.note(F.BackoffAnswer(cursor=idx, backoff=busy))
-                    return
-                try:
-                    self.hub.subscribe(ns, peer, seen)
-                except HubFull:
-                    peer.note(F.BackoffAnswer(cursor=idx, backoff=busy))
-                    return
-                peer.ns.add(ns)
-                peer.note(F.Watching(cursor=idx, ns=ns))
-                if pos > seen:
-                    peer.push(ns, pos)
-
-            self._with_info(ns, (peer, idx), decide)
-
-    async def _peer_writer(self, peer: _Peer) -> None:
-        ws = peer.ws
-        if peer.cluster:
-            await self.secret_known.wait()
-            assert self.secret is not None
-            hello = F.Hello(secret=base64.b64encode(self.secret).decode())
-        else:
-            hello = F.Hello()
-        await ws.send_str(F.encode(hello))
-        step = self.cfg.frame_max_events
-        while not peer.closed:
-            await peer.wake.wait()
-            peer.wake.clear()
-            if peer.notes:
-                notes, peer.notes = peer.notes, []
-                for n in notes:
-                    await ws.send_str(F.encode(n))
-            if peer.infos:
-                infos, peer.infos = peer.infos, {}
-                items = [(ns, o, p) for ns, (o, p) in infos.items()]
-                for k in range(0, len(items), step):
-                    await ws.send_str(F.encode(F.Info(ns=items[k : k + step])))
-            if peer.events:
-                events, peer.events = peer.events, {}
-                evs = list(events.items())
-                for k in range(0, len(evs), step):
-                    await ws.send_str(F.encode(F.Ev(ev=evs[k : k + step])))
-
 
 __all__ = [
+    "STREAM_PATH",
     "API_MAX_TIMEOUT_S",
     "API_MIN_TIMEOUT_S",
     "BadRequest",

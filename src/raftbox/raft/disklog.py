@@ -13,8 +13,9 @@ Files
     DIR/wal/SSSSSSSSSSSSSSSS-IIIIIIIIIIIIIIII.seg
                       segment number S (16 hex digits, consecutive) whose first entry is index I
 
-"Replaced atomically" means: write `NAME.tmp`, fsync it, rename it over NAME, fsync DIR. The old
-file stays in use until the new one is durable; a `.tmp` left by a crash is deleted at open.
+"Replaced atomically" means `raftbox.atomic.replace`: write `NAME.<random>.tmp`, fsync it, rename it
+over NAME, fsync DIR. The old file stays in use until the new one is durable; a `.tmp` left by a
+crash is deleted at open.
 
 Record layout (integers little-endian)
 --------------------------------------
@@ -103,6 +104,8 @@ from typing import TypeVar
 
 import crc32c
 import msgspec
+
+from raftbox import atomic
 
 from .messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from .storage import MemoryStorage, Unavailable
@@ -256,27 +259,6 @@ def _fdatasync(fd: int) -> None:
         os.fsync(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_file(path: Path, data: bytes | bytearray) -> None:
-    """Write temp, fsync, rename over `path`, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def _read_file(path: Path, kind: _Kind, default: _T) -> _T:
     """The single record in an atomically replaced file, or `default` if there is no file."""
     try:
@@ -383,7 +365,7 @@ def _unlink_each(segments: Iterable[_Segment], wal: Path) -> None:
     """Unlink in the order given, each durably, so a crash leaves a run without holes."""
     for seg in segments:
         seg.path.unlink()
-        _fsync_dir(wal)
+        atomic.fsync_dir(wal)
 
 
 def _term_at(segments: Sequence[_Segment], index: int) -> int | None:
@@ -508,10 +490,10 @@ class _Writer:
                     _fdatasync(self._fd)
                     self._unsynced = False
                 if self._dir_dirty:
-                    _fsync_dir(self._wal)
+                    atomic.fsync_dir(self._wal)
                     self._dir_dirty = False
                 if self._pending_hs is not None:  # after the entries its commit may name
-                    _replace_file(
+                    atomic.replace(
                         self._dir / "hardstate", _record(_Kind.HARD_STATE, self._pending_hs)
                     )
                     self._pending_hs = None
@@ -525,7 +507,7 @@ class _Writer:
         if snap.meta.index <= self._snapshot.meta.index:
             return
         with self._io():
-            _replace_file(self._dir / "snapshot", _record(_Kind.SNAPSHOT, snap))
+            atomic.replace(self._dir / "snapshot", _record(_Kind.SNAPSHOT, snap))
             self._close_fd()
             self._delete(reversed(self._segments))
             self._segments = []
@@ -540,7 +522,7 @@ class _Writer:
             raise Unavailable(index)
         snap = Snapshot(SnapshotMeta(index, self.term(index), conf_state), data)
         with self._io():
-            _replace_file(self._dir / "snapshot", _record(_Kind.SNAPSHOT, snap))
+            atomic.replace(self._dir / "snapshot", _record(_Kind.SNAPSHOT, snap))
         self._snapshot = snap
         self._ops.append(_CreateSnapshot(snap))
         return snap
@@ -622,7 +604,7 @@ class _Writer:
         _fdatasync(self._fd)
         self._unsynced = False
         self._close_fd()
-        _fsync_dir(self._wal)
+        atomic.fsync_dir(self._wal)
         self._create_segment(self.last_index() + 1)
         return self._segments[-1]
 
@@ -704,8 +686,8 @@ class DiskLog:
         directory = Path(path)
         wal = directory / "wal"
         wal.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(directory)
-        _fsync_dir(directory.parent)
+        atomic.fsync_dir(directory)
+        atomic.fsync_dir(directory.parent)
         lock_fd = _lock(directory / "LOCK")
         try:
             for tmp in directory.glob("*.tmp"):

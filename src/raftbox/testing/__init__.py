@@ -1,15 +1,17 @@
 """Test helpers shared by unit and end-to-end tests: a fault-injecting TCP proxy, a throwaway CA,
-and `wait_until` for waiting on a condition instead of sleeping."""
+`wait_until` for waiting on a condition instead of sleeping, `run` for an async test body under
+a deadline, and (`raftbox.testing.procs`) ports, child processes and waiting for them."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .faultproxy import Direction, FaultProxy
 from .tlsutil import IssuedCert, ThrowawayCA
 
-__all__ = ["Direction", "FaultProxy", "IssuedCert", "ThrowawayCA", "wait_until"]
+__all__ = ["Direction", "FaultProxy", "IssuedCert", "ThrowawayCA", "run", "wait_until"]
 
 
 async def wait_until(
@@ -34,3 +36,13 @@ async def wait_until(
         if loop.time() >= deadline:
             raise TimeoutError(f"condition not met within {timeout_s}s: {what or predicate}")
         await asyncio.sleep(poll_s)
+
+
+def run(coro_fn: Callable[[], Awaitable[Any]], timeout_s: float = 60.0) -> Any:
+    """Run an async test body in a new event loop under a hard deadline; return its result."""
+
+    async def main() -> Any:
+        async with asyncio.timeout(timeout_s):
+            return await coro_fn()
+
+    return asyncio.run(main())

@@ -1,6 +1,10 @@
 """Garbage collection of blocks: delete what no kept revision references, never what an upload
 may still commit, and never under an upload's feet.
 
+Where it lives: a job of the meta role (the leader runs it; `raftbox admin gc` asks for a run),
+which reads the metadata (`raftbox.meta`) and deletes from a `BlockStore`; so it sits above both,
+and `raftbox.blocks` stays a storage layer that imports nothing above it.
+
 Theory of operation
 -------------------
 A run (`GarbageCollector.run`, on a meta member: the leader every `interval_s`, or on demand
@@ -36,8 +40,8 @@ none was released (deleted) by a generation after `g`: if the deletion's release
 deleted; if the condemnation came after the command, the command's touch made the condemnation
 refuse the block. A refused command is answered 503 (`gc_retry`), the client retries, and the
 retry stores the block again. Presence facts in the block cache are keyed by the generation the
-blockserver believes (`GenerationKeyedCache`), so a fact learned before a deletion is never
-used after the blockserver has moved past it.
+blockserver believes (`raftbox.blocks.cache.GenerationKeyedCache`), so a fact learned before a
+deletion is never used after the blockserver has moved past it.
 
 A run is safe to interrupt anywhere: before condemning it changed nothing but the state file
 (replaced atomically); a batch condemned but not yet released stays condemned (those uploads
@@ -57,7 +61,6 @@ import logging
 import os
 import secrets
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -65,11 +68,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from raftbox import atomic
+from raftbox.blocks.store import BlockStore
 from raftbox.meta import commands as C
 from raftbox.meta.fsm import gc_mark_db
-
-from .cache import FactCache, Key
-from .store import BlockStore
 
 if TYPE_CHECKING:
     from raftbox.meta.service import MetaService
@@ -140,36 +142,12 @@ class GcState:
     def save(self) -> None:
         if not self.path:
             return
-        d = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".gc-state-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(msgspec.msgpack.encode(_StateFile(self.first_seen, self.run_id)))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with _suppress():
-                os.unlink(tmp)
-            raise
-        dfd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomic.replace(self.path, msgspec.msgpack.encode(_StateFile(self.first_seen, self.run_id)))
 
 
 class _StateFile(msgspec.Struct):
     first_seen: dict[str, int]
     run_id: str | None = None
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True
 
 
 class GarbageCollector:
@@ -315,29 +293,3 @@ class GarbageCollector:
                 raise
             except Exception:
                 log.exception("GC run failed; the next one retries")
-
-
-class GenerationKeyedCache:
-    """A `FactCache` whose keys carry the GC generation `generation()` returns, for the block
-    cache of a blockserver: after the blockserver reads a new generation (blocks were deleted),
-    every presence fact learned before is a miss (see the module docstring)."""
-
-    def __init__(self, inner: FactCache, generation: Callable[[], int]) -> None:
-        self.inner = inner
-        self.generation = generation
-
-    def _k(self, key: Key) -> bytes:
-        k = key.encode() if isinstance(key, str) else bytes(key)
-        return b"g%d:" % self.generation() + k
-
-    async def get(self, key: Key) -> bytes | None:
-        return await self.inner.get(self._k(key))
-
-    async def set(self, key: Key, value: bytes, ttl_s: int = 0) -> None:
-        await self.inner.set(self._k(key), value, ttl_s)
-
-    async def delete(self, key: Key) -> None:
-        await self.inner.delete(self._k(key))
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
