@@ -12,7 +12,8 @@ import json
 import aiohttp
 from aiohttp import web
 
-from raftbox.api.http import ApiServer, FailedAuthLimiter
+from raftbox.api.http import ApiServer
+from raftbox.api.limits import FailedAuthLimiter
 from raftbox.blocks import CDC, MemoryStore
 from raftbox.blocks.service import BlockService
 from raftbox.meta.fsm import MetaStore
@@ -128,7 +129,7 @@ def test_an_address_that_keeps_failing_gets_429_and_good_tokens_still_work(tmp_p
 
 def test_the_failed_auth_limiter_refills_and_stays_bounded(monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr("raftbox.api.http.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("raftbox.api.limits.time.monotonic", lambda: now[0])
     lim = FailedAuthLimiter(per_s=0.5, burst=2, max_addrs=2)
     assert lim.retry_after_s("a") == 0
     lim.failed("a")

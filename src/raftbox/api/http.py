@@ -60,7 +60,6 @@ import logging
 import re
 import secrets
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -78,6 +77,7 @@ from raftbox.raft.node import NodeError
 
 from . import wire
 from .accesslog import ACCOUNT_KEY
+from .limits import FailedAuthLimiter, TokenBucket
 from .metaclient import LocalMetaClient, MetaClient
 from .wire import ApiError, Args, AuthFailed, BadInput, RateLimited
 
@@ -114,62 +114,6 @@ class RetryLater(NodeError):
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=wire.dumps(obj), status=status, content_type="application/json")
-
-
-class TokenBucket:
-    """Per-token request rate limit (requests per second, with a burst)."""
-
-    def __init__(self, rate_per_s: float, burst: int) -> None:
-        self.rate = rate_per_s
-        self.burst = burst
-        self.buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, key: str) -> float:
-        """0 if allowed, else seconds to wait."""
-        now = time.monotonic()
-        tokens, last = self.buckets.get(key, (float(self.burst), now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1:
-            self.buckets[key] = (tokens - 1, now)
-            if len(self.buckets) > 100_000:
-                self.buckets.clear()
-            return 0.0
-        self.buckets[key] = (tokens, now)
-        return (1 - tokens) / self.rate
-
-
-class FailedAuthLimiter:
-    """Failed authentications per client address: a bucket of `burst` failures refilled at
-    `per_s`. `retry_after_s(addr)` is 0 while the address may still fail, else the seconds
-    until it may again; `failed(addr)` takes one from its bucket. At most `max_addrs` addresses
-    are tracked (the one that failed longest ago is forgotten first): memory stays bounded
-    whatever the number of addresses, at worst a forgotten address gets a fresh bucket."""
-
-    def __init__(self, per_s: float = 1.0, burst: int = 20, max_addrs: int = 10_000) -> None:
-        if per_s <= 0 or burst < 1 or max_addrs < 1:
-            raise ValueError("need per_s > 0, burst >= 1, max_addrs >= 1")
-        self.per_s = per_s
-        self.burst = burst
-        self.max_addrs = max_addrs
-        self._buckets: dict[str, tuple[float, float]] = {}  # addr -> (tokens, at); LRU order
-
-    def _tokens(self, addr: str, now: float) -> float:
-        tokens, at = self._buckets.get(addr, (float(self.burst), now))
-        return min(float(self.burst), tokens + (now - at) * self.per_s)
-
-    def retry_after_s(self, addr: str) -> float:
-        if addr not in self._buckets:
-            return 0.0
-        tokens = self._tokens(addr, time.monotonic())
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.per_s
-
-    def failed(self, addr: str) -> None:
-        now = time.monotonic()
-        tokens = max(0.0, self._tokens(addr, now) - 1)
-        self._buckets.pop(addr, None)
-        while len(self._buckets) >= self.max_addrs:
-            del self._buckets[next(iter(self._buckets))]
-        self._buckets[addr] = (tokens, now)
 
 
 class ProtocolLog(logging.LoggerAdapter):
