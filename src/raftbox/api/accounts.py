@@ -33,7 +33,8 @@ from aiohttp import web
 
 from raftbox.meta import commands as C
 
-from .wire import ApiError, BadInput
+from .args import rpc_args
+from .wire import ApiError, BadInput, json_response
 
 if TYPE_CHECKING:
     from .http import ApiServer
@@ -74,17 +75,17 @@ class AccountRoutes:
         add("raftbox/admin/revoke_tokens", "admin", self.revoke_tokens)
 
     async def token_revoke(self, request: web.Request, who: Any) -> web.Response:
-        await self.api.rpc_args(request, "auth/token/revoke")  # Void: any JSON is ignored
+        await rpc_args(request, "auth/token/revoke")  # Void: any JSON is ignored
         self._raise(await self.meta.revoke_token(bearer_token(request)))
         return _null()
 
     async def list_accounts(self, request: web.Request, who: Any) -> web.Response:
-        await self.api.rpc_args(request, "raftbox/admin/list_accounts")
+        await rpc_args(request, "raftbox/admin/list_accounts")
         rows = await self.meta.list_accounts()
         return _json({"accounts": [account_json(a, n) for a, n in rows]})
 
     async def _email(self, request: web.Request, route: str) -> str:
-        a = await self.api.rpc_args(request, route)
+        a = await rpc_args(request, route)
         email = a.str("email", required=True)
         if not email.strip() or len(email.encode(errors="replace")) > EMAIL_MAX_BYTES:
             raise BadInput(route, "email: not an email address")
@@ -119,8 +120,6 @@ class AccountRoutes:
 
 
 def _json(obj: Any) -> web.Response:
-    from .http import json_response
-
     return json_response(obj)
 
 

@@ -38,7 +38,7 @@ Error → HTTP: `BadInput` 400 text; `AuthFailed` 401 JSON; `ApiError` 409 (or i
 logged, and no state changed (every write is one state machine command).
 
 No client input reaches that 500 (issue 11): every header, argument and body is checked where
-it is parsed (`wire.load_json`, `Args`, `_ns_path` for paths, `parse_range`), every stored value
+it is parsed (`wire.load_json`, `Args`, `args.ns_path` for paths, `parse_range`), every stored value
 within `raftbox.meta.values`. A client that hangs up mid-request (`ConnectionError` while its
 body is read or the answer written) is logged at INFO, one line, no traceback; a body the
 client breaks off or garbles (`ClientPayloadError`, a bad chunked encoding) is a 400.
@@ -70,30 +70,33 @@ from aiohttp.web_protocol import RequestPayloadError
 from raftbox.blocks.errors import BlockStoreError
 from raftbox.blocks.service import BlockService, Ingested, PayloadTooLarge
 from raftbox.meta import commands as C
-from raftbox.meta import paths as P
 from raftbox.meta import values as V
 from raftbox.meta.service import AccountError, CursorInvalid, MetaService
 from raftbox.raft.node import NodeError
 
 from . import wire
 from .accesslog import ACCOUNT_KEY
+from .args import (
+    LIST_PATH,
+    READ_PATH,
+    RPC_BODY_MAX_BYTES,
+    WRITE_PATH,
+    header_args,
+    ns_path,
+    path_arg,
+    resolve_write_path,
+    rpc_args,
+)
 from .limits import FailedAuthLimiter, TokenBucket
 from .metaclient import LocalMetaClient, MetaClient
-from .wire import ApiError, Args, AuthFailed, BadInput, RateLimited
+from .wire import ApiError, Args, AuthFailed, BadInput, RateLimited, json_response
 
 log = logging.getLogger(__name__)
 
 UPLOAD_MAX_BYTES = 150 * 1024 * 1024
 WINDOW = 4 * 1024 * 1024
-WRITE_PATH = re.compile(r"^((/(.|[\r\n])*)|(ns:[0-9]+(/(.|[\r\n])*)?)|(id:.*))$", re.S)
-READ_PATH = re.compile(
-    r"^((/(.|[\r\n])*|id:.*)|(rev:[0-9a-f]{9,})|(ns:[0-9]+(/(.|[\r\n])*)?))$", re.S
-)
-LIST_PATH = re.compile(r"^((/(.|[\r\n])*)?|id:.*|(ns:[0-9]+(/(.|[\r\n])*)?))$", re.S)
-ARG_HEADER_MAX_BYTES = 64 * 1024
 TOKEN_MAX_BYTES = 1024  # ours are 47; longer (or non-ASCII) is refused without a lookup
 MAX_FINISH_BATCH_ENTRIES = 1000
-RPC_BODY_MAX_BYTES = 4 * 1024 * 1024
 
 Handler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
 
@@ -110,10 +113,6 @@ CONTENT_ROUTES = (
 
 class RetryLater(NodeError):
     """A transient refusal (blocks caught by garbage collection): 503, the client retries."""
-
-
-def json_response(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(body=wire.dumps(obj), status=status, content_type="application/json")
 
 
 class ProtocolLog(logging.LoggerAdapter):
@@ -276,77 +275,6 @@ class ApiServer:
         if not token or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
             raise AuthFailed("invalid_access_token")
 
-    # -- argument parsing ----------------------------------------------------------------------
-    async def rpc_args(self, request: web.Request, route: str) -> Args:
-        if (request.content_length or 0) > RPC_BODY_MAX_BYTES:  # refused before reading
-            raise BadInput(route, f"request body: over {RPC_BODY_MAX_BYTES} bytes")
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:  # the caller's fault: 400, not a 500 to retry
-            raise BadInput(route, f"request body: over {RPC_BODY_MAX_BYTES} bytes") from None
-        if not raw.strip():
-            return Args(route, None)
-        ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
-        if ctype and ctype not in ("application/json", "text/plain"):
-            raise BadInput(route, f'Bad HTTP "Content-Type" header: "{ctype}".')
-        return Args(route, wire.load_json(route, raw, "request body"))
-
-    def header_args(self, request: web.Request, route: str) -> Args:
-        raw = request.headers.get("Dropbox-API-Arg")
-        if raw is None:
-            raw = request.query.get("arg")
-        if raw is None:
-            raise BadInput(
-                route, 'Must provide HTTP header "Dropbox-API-Arg" or URL parameter "arg".'
-            )
-        if len(raw) > ARG_HEADER_MAX_BYTES:
-            raise BadInput(route, "Dropbox-API-Arg is too large")
-        if "Dropbox-API-Arg" in request.headers and not raw.isascii():
-            # aiohttp decodes header bytes as UTF-8 with surrogateescape: any byte >= 0x80
-            raise BadInput(
-                route,
-                'HTTP header "Dropbox-API-Arg": could not decode input as JSON (non-ASCII '
-                "characters must be sent as \\uXXXX escapes)",
-            )
-        return Args(route, wire.load_json(route, raw, 'HTTP header "Dropbox-API-Arg"'))
-
-    @staticmethod
-    def _path(a: Args, name: str, pattern: re.Pattern, required: bool = True, default=None) -> str:
-        p = a.str(name, default=default, required=required, path=True)
-        if p is None:
-            return p
-        if not pattern.match(p):
-            raise BadInput(a.route, f"{name}: {p[:200]!r} did not match pattern")
-        return p
-
-    def _ns_path(self, who: Any, path: str, tags_prefix: list[str], write: bool = False) -> str:
-        """Map 'ns:N/...' onto the account's own namespace; anything else passes through.
-        The path is checked first (`raftbox.meta.paths`; a new path's depth too if `write`):
-        `tags_prefix + ["malformed_path"]` if it is not one, before any lookup."""
-        try:
-            ref = P.parse_ref(path, allow_root=True, allow_rev=True)
-            why = P.depth_problem(ref.path) if write and ref.path is not None else None
-        except P.MalformedPath as e:
-            why = str(e)
-        if why is not None:
-            raise ApiError(tags_prefix + ["malformed_path"])
-        if path.startswith("ns:"):
-            head, _, rest = path[3:].partition("/")
-            if not head.isdigit() or int(head) != who.namespace_id:
-                raise ApiError(tags_prefix + ["not_found"])
-            return "/" + rest if rest else ""
-        return path
-
-    async def _resolve_write_path(self, who: Any, path: str, tags_prefix: list[str]) -> str:
-        """id:… on a write route → the item's current path."""
-        path = self._ns_path(who, path, tags_prefix, write=True)
-        if path.startswith("id:"):
-            m = await self.mc.query("resolve", who.namespace_id, path)
-            if isinstance(m, C.MetaError):
-                raise ApiError(tags_prefix + ["not_found"])
-            return m.path_display
-        return path
-
     async def _mwrite(self, cmd: Any) -> Any:
         """A write through the MetaClient; `gc_retry` (a block this request stored was caught
         by garbage collection) refreshes the GC generation and answers 503: retry."""
@@ -374,7 +302,7 @@ class ApiServer:
 
     # -- users ---------------------------------------------------------------------------------
     async def get_current_account(self, request: web.Request, who: Any) -> web.Response:
-        await self.rpc_args(request, "users/get_current_account")
+        await rpc_args(request, "users/get_current_account")
         name = who.display_name or who.email.split("@")[0]
         given, _, surname = name.partition(" ")
         ns = str(who.namespace_id)
@@ -402,7 +330,7 @@ class ApiServer:
         )
 
     async def admin_create_account(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "raftbox/admin/create_account")
+        a = await rpc_args(request, "raftbox/admin/create_account")
         email = a.str("email", required=True)
         why = V.email_problem(email)
         if why is not None:
@@ -418,24 +346,24 @@ class ApiServer:
         return json_response({"account_id": acct.account_id, "email": acct.email, "token": token})
 
     async def admin_status(self, request: web.Request, who: Any) -> web.Response:
-        await self.rpc_args(request, "raftbox/admin/status")
+        await rpc_args(request, "raftbox/admin/status")
         return json_response(self.meta.node.status())
 
     # -- metadata reads ------------------------------------------------------------------------
     async def get_metadata(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/get_metadata")
-        path = self._ns_path(who, self._path(a, "path", READ_PATH), ["path"])
+        a = await rpc_args(request, "files/get_metadata")
+        path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
         include_deleted = a.bool("include_deleted")
         ns = who.namespace_id
         m = await self.meta.read(lambda s: s.get_metadata(ns, path, include_deleted))
         return json_response(wire.metadata_json(self._raise_meta(m), tagged=True))
 
     async def list_folder(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/list_folder")
-        path = self._path(a, "path", LIST_PATH, default="")
+        a = await rpc_args(request, "files/list_folder")
+        path = path_arg(a, "path", LIST_PATH, default="")
         if path == "/":
             raise BadInput(a.route, "path: root folder is the empty string, not '/'")
-        path = self._ns_path(who, path, ["path"])
+        path = ns_path(who, path, ["path"])
         recursive = a.bool("recursive")
         include_deleted = a.bool("include_deleted")
         limit = a.int("limit", default=None, lo=1, hi=2000) or 2000
@@ -465,15 +393,15 @@ class ApiServer:
         return ns, state
 
     async def list_folder_continue(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/list_folder/continue")
+        a = await rpc_args(request, "files/list_folder/continue")
         cursor = a.str("cursor", required=True)
         ns, state = self.open_cursor(who, cursor)
         page = await self.meta.read(lambda s: s.list_folder_continue(ns, state, 2000))
         return self._page(who, self._raise_meta(page))
 
     async def get_latest_cursor(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/list_folder/get_latest_cursor")
-        path = self._ns_path(who, self._path(a, "path", LIST_PATH, default=""), ["path"])
+        a = await rpc_args(request, "files/list_folder/get_latest_cursor")
+        path = ns_path(who, path_arg(a, "path", LIST_PATH, default=""), ["path"])
         recursive = a.bool("recursive")
         include_deleted = a.bool("include_deleted")
         ns = who.namespace_id
@@ -485,8 +413,8 @@ class ApiServer:
         return json_response({"cursor": cursor})
 
     async def list_revisions(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/list_revisions")
-        path = self._ns_path(who, self._path(a, "path", WRITE_PATH), ["path"])
+        a = await rpc_args(request, "files/list_revisions")
+        path = ns_path(who, path_arg(a, "path", WRITE_PATH), ["path"])
         mode, _ = a.tag("mode", "path")
         if mode not in ("path", "id"):
             raise BadInput(a.route, f"mode: unknown tag '{mode}'")
@@ -506,27 +434,27 @@ class ApiServer:
 
     # -- metadata writes -----------------------------------------------------------------------
     async def create_folder(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/create_folder_v2")
-        path = self._ns_path(who, self._path(a, "path", WRITE_PATH), ["path"], write=True)
+        a = await rpc_args(request, "files/create_folder_v2")
+        path = ns_path(who, path_arg(a, "path", WRITE_PATH), ["path"], write=True)
         if path.startswith("id:"):
             raise ApiError(["path", "malformed_path"])
         m = await self.meta.write(C.CreateFolder(who.namespace_id, path, a.bool("autorename")))
         return json_response({"metadata": wire.metadata_json(self._raise_meta(m), tagged=False)})
 
     async def delete(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/delete_v2")
-        path = await self._resolve_write_path(
-            who, self._path(a, "path", WRITE_PATH), ["path_lookup"]
+        a = await rpc_args(request, "files/delete_v2")
+        path = await resolve_write_path(
+            self.mc, who, path_arg(a, "path", WRITE_PATH), ["path_lookup"]
         )
         m = await self.meta.write(C.Delete(who.namespace_id, path, a.rev("parent_rev")))
         return json_response({"metadata": wire.metadata_json(self._raise_meta(m), tagged=True)})
 
     async def _relocate(self, request: web.Request, who: Any, route: str, copy: bool) -> Any:
-        a = await self.rpc_args(request, route)
-        src = await self._resolve_write_path(
-            who, self._path(a, "from_path", WRITE_PATH), ["from_lookup"]
+        a = await rpc_args(request, route)
+        src = await resolve_write_path(
+            self.mc, who, path_arg(a, "from_path", WRITE_PATH), ["from_lookup"]
         )
-        dst = self._ns_path(who, self._path(a, "to_path", WRITE_PATH), ["to"], write=True)
+        dst = ns_path(who, path_arg(a, "to_path", WRITE_PATH), ["to"], write=True)
         if dst.startswith("id:"):
             raise ApiError(["to", "malformed_path"])
         cls = C.Copy if copy else C.Move
@@ -540,9 +468,9 @@ class ApiServer:
         return await self._relocate(request, who, "files/copy_v2", copy=True)
 
     async def restore(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/restore")
-        path = await self._resolve_write_path(
-            who, self._path(a, "path", WRITE_PATH), ["path_lookup"]
+        a = await rpc_args(request, "files/restore")
+        path = await resolve_write_path(
+            self.mc, who, path_arg(a, "path", WRITE_PATH), ["path_lookup"]
         )
         rev = a.rev("rev", required=True)
         m = await self.meta.write(C.Restore(who.namespace_id, path, rev))
@@ -593,11 +521,11 @@ class ApiServer:
         return ing, gen
 
     async def upload(self, request: web.Request, who: Any) -> web.Response:
-        a = self.header_args(request, "files/upload")
-        path = self._path(a, "path", WRITE_PATH)
+        a = header_args(request, "files/upload")
+        path = path_arg(a, "path", WRITE_PATH)
         wire.write_mode(a)  # validate before reading the body
         try:
-            path = await self._resolve_write_path(who, path, ["path"])
+            path = await resolve_write_path(self.mc, who, path, ["path"])
         except ApiError as e:  # UploadError.path is the struct UploadWriteFailed: flatten it
             self._raise_meta(C.MetaError(e.tags, e.extra), flat_upload=True)
         ing, gen = await self._ingest(request, a)
@@ -607,8 +535,8 @@ class ApiServer:
         )
 
     async def download(self, request: web.Request, who: Any) -> web.StreamResponse:
-        a = self.header_args(request, "files/download")
-        path = self._ns_path(who, self._path(a, "path", READ_PATH), ["path"])
+        a = header_args(request, "files/download")
+        path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
         rev = a.rev("rev")
         if rev is not None:
             path = "rev:" + rev
@@ -681,7 +609,7 @@ class ApiServer:
 
     # -- upload sessions -----------------------------------------------------------------------
     async def session_start(self, request: web.Request, who: Any) -> web.Response:
-        a = self.header_args(request, "files/upload_session/start")
+        a = header_args(request, "files/upload_session/start")
         close = a.bool("close")
         stype, _ = a.tag("session_type", "sequential")
         if stype not in ("sequential", "concurrent"):
@@ -712,7 +640,7 @@ class ApiServer:
         )
 
     async def session_append(self, request: web.Request, who: Any) -> web.Response:
-        a = self.header_args(request, "files/upload_session/append_v2")
+        a = header_args(request, "files/upload_session/append_v2")
         session_id, offset = self._session_cursor(a, [])
         close = a.bool("close")
         ns = who.namespace_id
@@ -739,7 +667,7 @@ class ApiServer:
         session_id, offset = self._session_cursor(a, ["lookup_failed"])
         commit = a.obj_("commit", required=True)
         assert commit is not None
-        path = self._path(commit, "path", WRITE_PATH)
+        path = path_arg(commit, "path", WRITE_PATH)
         wire.write_mode(commit)
         if commit.obj.get("client_modified") is not None:
             wire.parse_ts(a.route, "client_modified", commit.obj["client_modified"])
@@ -754,9 +682,9 @@ class ApiServer:
         the entry's own failure."""
         ns = who.namespace_id
         try:
-            path = self._ns_path(who, path, ["path"])
+            path = ns_path(who, path, ["path"])
             if path.startswith("id:"):
-                path = await self._resolve_write_path(who, path, ["path"])
+                path = await resolve_write_path(self.mc, who, path, ["path"])
         except ApiError as e:
             return C.MetaError(e.tags, e.extra)
         if st is None or st.ns != ns:
@@ -775,10 +703,10 @@ class ApiServer:
         return C.SessionFinish(session_id, ns, offset, info)
 
     async def session_finish(self, request: web.Request, who: Any) -> web.Response:
-        a = self.header_args(request, "files/upload_session/finish")
+        a = header_args(request, "files/upload_session/finish")
         session_id, offset, commit, path = self._finish_args(a)
         ns = who.namespace_id
-        self._ns_path(who, path, ["path"], write=True)  # a malformed path changes nothing
+        ns_path(who, path, ["path"], write=True)  # a malformed path changes nothing
         # Check the session before storing any of the body (up to 150 MiB) for it.
         head = await self.mc.query("session_head", session_id)
         if head is None or head[0] != ns:
@@ -804,7 +732,7 @@ class ApiServer:
         return json_response(wire.metadata_json(self._raise_meta(m), tagged=False))
 
     async def session_finish_batch(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/upload_session/finish_batch_v2")
+        a = await rpc_args(request, "files/upload_session/finish_batch_v2")
         entries = a.obj.get("entries")
         if not isinstance(entries, list):
             raise BadInput(a.route, "entries: expected a list")

@@ -40,8 +40,9 @@ from raftbox.blocks.native import (
 from raftbox.meta import commands as C
 
 from . import wire
+from .args import READ_PATH, WRITE_PATH, ns_path, path_arg, rpc_args
 from .http import abort_connection, client_gone
-from .wire import ApiError, Args, BadInput
+from .wire import ApiError, Args, BadInput, json_response
 
 if TYPE_CHECKING:
     from .http import ApiServer
@@ -87,9 +88,9 @@ class NativeRoutes:
         return ids
 
     async def config(self, request: web.Request, who: Any) -> web.Response:
-        await self.api.rpc_args(request, "raftbox/blocks/config")
+        await rpc_args(request, "raftbox/blocks/config")
         ch = self.api.blocks.chunking
-        return wire_json(
+        return json_response(
             {
                 "chunking": {
                     "mode": ch.mode,
@@ -107,10 +108,10 @@ class NativeRoutes:
         )
 
     async def has(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.api.rpc_args(request, "raftbox/blocks/has")
+        a = await rpc_args(request, "raftbox/blocks/has")
         ids = self._ids(a, MAX_HAS_IDS)
         have = await self.api.mc.query("ns_has_blocks", who.namespace_id, ids) if ids else []
-        return wire_json({"have": sorted(have)})
+        return json_response({"have": sorted(have)})
 
     async def put(self, request: web.Request, who: Any) -> web.Response:
         route = "raftbox/blocks/put"
@@ -142,10 +143,10 @@ class NativeRoutes:
             uniq = list({r.id: r for r in refs}.values())
             r = await self.api._mwrite(C.RecordUpload(who.namespace_id, uniq, gen))
             self.api._raise_meta(r)
-        return wire_json({"received": len(refs)})
+        return json_response({"received": len(refs)})
 
     async def get(self, request: web.Request, who: Any) -> web.StreamResponse:
-        a = await self.api.rpc_args(request, "raftbox/blocks/get")
+        a = await rpc_args(request, "raftbox/blocks/get")
         ids = self._ids(a, MAX_GET_BLOCKS)
         have = (
             set(await self.api.mc.query("ns_has_blocks", who.namespace_id, ids)) if ids else set()
@@ -198,19 +199,15 @@ class NativeRoutes:
         return resp
 
     async def list_blocks(self, request: web.Request, who: Any) -> web.Response:
-        from .http import READ_PATH
-
-        a = await self.api.rpc_args(request, "raftbox/blocks/list")
+        a = await rpc_args(request, "raftbox/blocks/list")
         if "paths" in a.obj:
             return await self._list_many(a, who)
-        path = self.api._ns_path(who, self.api._path(a, "path", READ_PATH), ["path"])
+        path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
         r = await self.api.mc.query("file_blocks", who.namespace_id, path)
-        return wire_json(_listed(self.api._raise_meta(r)))
+        return json_response(_listed(self.api._raise_meta(r)))
 
     async def _list_many(self, a: Args, who: Any) -> web.Response:
         """`{"paths": [...]}` → `{"entries": [...]}` in order, one meta query for them all."""
-        from .http import READ_PATH
-
         paths = a.obj["paths"]
         if "path" in a.obj:
             raise BadInput(a.route, "path and paths: give one or the other")
@@ -223,7 +220,7 @@ class NativeRoutes:
             if not READ_PATH.match(p):
                 raise BadInput(a.route, f"paths: {p[:200]!r} did not match pattern")
             try:
-                mine.append(self.api._ns_path(who, p, ["path"]))
+                mine.append(ns_path(who, p, ["path"]))
             except ApiError as e:
                 mine.append(C.MetaError(e.tags, e.extra))
         asked = [p for p in mine if isinstance(p, str)]
@@ -238,13 +235,11 @@ class NativeRoutes:
                 entries.append({"error": wire.union(tags, r.extra)})
             else:
                 entries.append(_listed(r))
-        return wire_json({"entries": entries})
+        return json_response({"entries": entries})
 
     async def commit_batch(self, request: web.Request, who: Any) -> web.Response:
-        from .http import WRITE_PATH
-
         api = self.api
-        a = await api.rpc_args(request, "raftbox/commit_batch")
+        a = await rpc_args(request, "raftbox/commit_batch")
         entries = a.obj.get("entries") if isinstance(a.obj, dict) else None
         if not isinstance(entries, list):
             raise BadInput(a.route, "entries: expected a list")
@@ -256,7 +251,7 @@ class NativeRoutes:
             ea = Args(a.route, e)
             if not isinstance(e, dict):
                 raise BadInput(a.route, "entries: each entry is an object")
-            path = api._ns_path(who, api._path(ea, "path", WRITE_PATH), ["path"], write=True)
+            path = ns_path(who, path_arg(ea, "path", WRITE_PATH), ["path"], write=True)
             wire.write_mode(ea)
             raw = e.get("blocks")
             if not isinstance(raw, list):
@@ -342,7 +337,7 @@ class NativeRoutes:
                     body.append({".tag": "failure", "failure": wire.union(r.tags, r.extra)})
             else:
                 body.append({".tag": "success", **wire.metadata_json(r, tagged=False)})
-        return wire_json({"entries": body})
+        return json_response({"entries": body})
 
 
 class _Ing:
@@ -360,7 +355,3 @@ def _listed(found: tuple[C.FileMeta, list[C.BlockRef]]) -> dict:
         "metadata": wire.metadata_json(meta, tagged=False),
         "blocks": [[b.id, b.size] for b in blocks],
     }
-
-
-def wire_json(obj: Any) -> web.Response:
-    return web.Response(body=wire.dumps(obj), content_type="application/json")

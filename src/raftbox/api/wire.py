@@ -39,6 +39,8 @@ import json
 import re
 from typing import Any
 
+from aiohttp import web
+
 from raftbox.meta import values
 
 REV_RE = re.compile(r"^[0-9a-f]{9,}$")
@@ -50,6 +52,11 @@ BAD_INPUT_QUOTE_CHARS = 2000
 def dumps(obj: Any) -> bytes:
     """JSON bytes, ASCII only (safe for headers too)."""
     return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def json_response(obj: Any, status: int = 200) -> web.Response:
+    """`obj` as a JSON answer: `dumps`, Content-Type exactly `application/json`."""
+    return web.Response(body=dumps(obj), status=status, content_type="application/json")
 
 
 class BadInput(Exception):
