@@ -182,7 +182,7 @@ REFUSED_RETRY_AFTER_S = 5
 
 
 def bad_input_text(route: str | None, message: str) -> str:
-    """The text of a Dropbox 400 (`api.wire.BadInput` says the same for a route's own checks)."""
+    """The text of a Dropbox 400 (`api.errors.BadInput` says the same for a route's own checks)."""
     where = f' "{route}"' if route else ""
     return f"Error in call to API function{where}: {message}"
 

@@ -34,7 +34,8 @@ from aiohttp import web
 from raftbox.meta import commands as C
 
 from .args import rpc_args
-from .wire import ApiError, BadInput, json_response
+from .errors import ApiError, BadInput
+from .wire import json_response
 
 if TYPE_CHECKING:
     from .http import ApiServer

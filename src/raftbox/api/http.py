@@ -33,12 +33,13 @@ round trip (cached, or on this member's replica), so that the valid users behind
 (a NAT, or a reverse proxy: the address is the peer's, `request.remote`) keep working. A
 blockserver (no meta role, no replica) cannot tell, and answers 429 until the bucket refills.
 
-Error → HTTP: `BadInput` 400 text; `AuthFailed` 401 JSON; `ApiError` 409 (or its status) JSON;
-`RateLimited` 429 JSON with `retry_after`; `Unavailable` (no majority) 503; anything else 500,
+Errors (`raftbox.api.errors`, one hierarchy, rendered in one place by `dispatch`): `BadInput`
+400 text; `AuthFailed` 401 JSON; `ApiError` 409 (or its status) JSON; `RateLimited` 429 JSON with
+`retry_after`; `Unavailable` (no majority, a Raft `NodeError`, a timeout) 503; anything else 500,
 logged, and no state changed (every write is one state machine command).
 
 No client input reaches that 500 (issue 11): every header, argument and body is checked where
-it is parsed (`wire.load_json`, `Args`, `args.ns_path` for paths, `parse_range`), every stored value
+it is parsed (`args.load_json`, `Args`, `args.ns_path` for paths, `parse_range`), every stored value
 within `raftbox.meta.values`. A client that hangs up mid-request (`ConnectionError` while its
 body is read or the answer written) is logged at INFO, one line, no traceback; a body the
 client breaks off or garbles (`ClientPayloadError`, a bad chunked encoding) is a 400.
@@ -53,7 +54,6 @@ traceback) and the connection is aborted, so the client sees a truncated transfe
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -63,7 +63,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import ClientPayloadError, web
+from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -72,7 +72,6 @@ from raftbox.blocks.service import BlockService, Ingested, PayloadTooLarge
 from raftbox.meta import commands as C
 from raftbox.meta import values as V
 from raftbox.meta.service import AccountError, CursorInvalid, MetaService
-from raftbox.raft.node import NodeError
 
 from . import wire
 from .accesslog import ACCOUNT_KEY
@@ -81,15 +80,19 @@ from .args import (
     READ_PATH,
     RPC_BODY_MAX_BYTES,
     WRITE_PATH,
+    Args,
     header_args,
     ns_path,
+    parse_ts,
     path_arg,
     resolve_write_path,
     rpc_args,
+    write_mode,
 )
+from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, from_lower, raise_meta
 from .limits import FailedAuthLimiter, TokenBucket
 from .metaclient import LocalMetaClient, MetaClient
-from .wire import ApiError, Args, AuthFailed, BadInput, RateLimited, json_response
+from .wire import json_response
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +112,6 @@ CONTENT_ROUTES = (
     "files/upload_session/finish",
     "files/upload_session/finish_batch_v2",
 )
-
-
-class RetryLater(NodeError):
-    """A transient refusal (blocks caught by garbage collection): 503, the client retries."""
 
 
 class ProtocolLog(logging.LoggerAdapter):
@@ -214,44 +213,22 @@ class ApiServer:
             elif auth == "admin":
                 self._authenticate_admin(request)
             return await handler(request, who)
-        except BadInput as e:
-            return web.Response(status=400, body=e.body_bytes(), content_type="text/plain")
-        except RequestPayloadError as e:  # a broken body (e.g. bad chunked framing): 400
-            log.info("%s: broken request body from %s: %s", route, request.remote, e)
-            body = BadInput(route, "request body: malformed").body_bytes()
-            return web.Response(status=400, body=body, content_type="text/plain")
-        except AuthFailed as e:
-            body = {"error_summary": f"{e.tag}/..", "error": {".tag": e.tag}}
-            return json_response(body, status=401)
-        except ApiError as e:
-            return json_response(e.body(), status=e.status)
-        except RateLimited as e:
-            body = {
-                "error_summary": f"{e.reason}/..",
-                "error": {"reason": {".tag": e.reason}, "retry_after": e.retry_after_s},
-            }
-            resp = json_response(body, status=429)
-            resp.headers["Retry-After"] = str(e.retry_after_s)
-            return resp
-        except (NodeError, TimeoutError) as e:
-            log.warning("%s: unavailable: %s", route, e)
-            return web.Response(status=503, text=f"service unavailable: {e}")
         except ConnectionError as e:
             if not client_gone(request):  # a link of ours failed, not the client's
                 log.exception("internal error in %s", route)
                 return web.Response(status=500, text="internal server error")
             log.info("%s: the client went away: %s", route, e)
             return web.Response(status=400, text="the client went away")  # never sent
-        except (ClientPayloadError, HttpProcessingError) as e:  # a broken-off or garbled body
-            msg = f"request body: {getattr(e, 'message', None) or e}"
-            return web.Response(
-                status=400, body=BadInput(route, msg).body_bytes(), content_type="text/plain"
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("internal error in %s", route)
-            return web.Response(status=500, text="internal server error")
+        except Exception as e:
+            failure = from_lower(route, e)
+            if failure is None:
+                log.exception("internal error in %s", route)
+                return web.Response(status=500, text="internal server error")
+            if isinstance(e, RequestPayloadError):
+                log.info("%s: broken request body from %s: %s", route, request.remote, e)
+            elif isinstance(failure, Unavailable):
+                log.warning("%s: unavailable: %s", route, e)
+            return failure.response()
 
     async def _authenticate(self, request: web.Request) -> Any:
         addr = request.remote or ""
@@ -281,24 +258,8 @@ class ApiServer:
         r = await self.mc.write(cmd)
         if isinstance(r, C.MetaError) and r.tags[:1] == ["gc_retry"]:
             await self.mc.gc_generation(fresh=True)
-            raise RetryLater(f"blocks being garbage-collected: {r.extra.get('ids', [])[:4]}")
+            raise Unavailable(f"blocks being garbage-collected: {r.extra.get('ids', [])[:4]}")
         return r
-
-    @staticmethod
-    def _raise_meta(result: Any, flat_upload: bool = False) -> Any:
-        if isinstance(result, C.MetaError):
-            if flat_upload and result.tags and result.tags[0] == "path":
-                err = ApiError(result.tags, result.extra)
-                body = {
-                    "error_summary": "/".join(result.tags) + "/..",
-                    "error": wire.upload_write_failed(result.tags[1:], result.extra),
-                }
-                err.body = lambda body=body: body  # type: ignore[method-assign]
-                raise err
-            raise ApiError(result.tags, result.extra)
-        if isinstance(result, dict) and "error" in result:
-            raise NodeError(result["error"])
-        return result
 
     # -- users ---------------------------------------------------------------------------------
     async def get_current_account(self, request: web.Request, who: Any) -> web.Response:
@@ -356,7 +317,7 @@ class ApiServer:
         include_deleted = a.bool("include_deleted")
         ns = who.namespace_id
         m = await self.meta.read(lambda s: s.get_metadata(ns, path, include_deleted))
-        return json_response(wire.metadata_json(self._raise_meta(m), tagged=True))
+        return json_response(wire.metadata_json(raise_meta(m), tagged=True))
 
     async def list_folder(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/list_folder")
@@ -371,7 +332,7 @@ class ApiServer:
         page = await self.meta.read(
             lambda s: s.list_folder(ns, path, recursive, include_deleted, limit)
         )
-        return self._page(who, self._raise_meta(page))
+        return self._page(who, raise_meta(page))
 
     def _page(self, who: Any, page: Any) -> web.Response:
         cursor = self.meta.sign_cursor([who.account_id, who.namespace_id, page.cursor_state])
@@ -397,7 +358,7 @@ class ApiServer:
         cursor = a.str("cursor", required=True)
         ns, state = self.open_cursor(who, cursor)
         page = await self.meta.read(lambda s: s.list_folder_continue(ns, state, 2000))
-        return self._page(who, self._raise_meta(page))
+        return self._page(who, raise_meta(page))
 
     async def get_latest_cursor(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/list_folder/get_latest_cursor")
@@ -408,7 +369,7 @@ class ApiServer:
         state = await self.meta.read(
             lambda s: s.get_latest_cursor(ns, path, recursive, include_deleted)
         )
-        state = self._raise_meta(state)
+        state = raise_meta(state)
         cursor = self.meta.sign_cursor([who.account_id, who.namespace_id, state])
         return json_response({"cursor": cursor})
 
@@ -422,7 +383,7 @@ class ApiServer:
         before_rev = a.rev("before_rev")
         ns = who.namespace_id
         r = await self.meta.read(lambda s: s.list_revisions(ns, path, mode, limit, before_rev))
-        r = self._raise_meta(r)
+        r = raise_meta(r)
         body: dict = {
             "is_deleted": r.is_deleted,
             "entries": [wire.metadata_json(m, tagged=False) for m in r.entries],
@@ -439,7 +400,7 @@ class ApiServer:
         if path.startswith("id:"):
             raise ApiError(["path", "malformed_path"])
         m = await self.meta.write(C.CreateFolder(who.namespace_id, path, a.bool("autorename")))
-        return json_response({"metadata": wire.metadata_json(self._raise_meta(m), tagged=False)})
+        return json_response({"metadata": wire.metadata_json(raise_meta(m), tagged=False)})
 
     async def delete(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/delete_v2")
@@ -447,7 +408,7 @@ class ApiServer:
             self.mc, who, path_arg(a, "path", WRITE_PATH), ["path_lookup"]
         )
         m = await self.meta.write(C.Delete(who.namespace_id, path, a.rev("parent_rev")))
-        return json_response({"metadata": wire.metadata_json(self._raise_meta(m), tagged=True)})
+        return json_response({"metadata": wire.metadata_json(raise_meta(m), tagged=True)})
 
     async def _relocate(self, request: web.Request, who: Any, route: str, copy: bool) -> Any:
         a = await rpc_args(request, route)
@@ -459,7 +420,7 @@ class ApiServer:
             raise ApiError(["to", "malformed_path"])
         cls = C.Copy if copy else C.Move
         m = await self.meta.write(cls(who.namespace_id, src, dst, a.bool("autorename")))
-        return json_response({"metadata": wire.metadata_json(self._raise_meta(m), tagged=True)})
+        return json_response({"metadata": wire.metadata_json(raise_meta(m), tagged=True)})
 
     async def move(self, request: web.Request, who: Any) -> web.Response:
         return await self._relocate(request, who, "files/move_v2", copy=False)
@@ -474,16 +435,16 @@ class ApiServer:
         )
         rev = a.rev("rev", required=True)
         m = await self.meta.write(C.Restore(who.namespace_id, path, rev))
-        return json_response(wire.metadata_json(self._raise_meta(m), tagged=False))
+        return json_response(wire.metadata_json(raise_meta(m), tagged=False))
 
     # -- content -------------------------------------------------------------------------------
     def _commit_info(
         self, who: Any, a: Args, ing: Ingested, path: str, gc_gen: int | None = None
     ) -> C.CommitFile:
-        mode, rev = wire.write_mode(a)
+        mode, rev = write_mode(a)
         cm = a.obj.get("client_modified")
         if cm is not None:
-            cm = wire.parse_ts(a.route, "client_modified", cm)
+            cm = parse_ts(a.route, "client_modified", cm)
         if a.obj.get("property_groups"):
             raise ApiError(["properties_error", "does_not_fit_template"])
         return C.CommitFile(
@@ -523,16 +484,14 @@ class ApiServer:
     async def upload(self, request: web.Request, who: Any) -> web.Response:
         a = header_args(request, "files/upload")
         path = path_arg(a, "path", WRITE_PATH)
-        wire.write_mode(a)  # validate before reading the body
+        write_mode(a)  # validate before reading the body
         try:
             path = await resolve_write_path(self.mc, who, path, ["path"])
         except ApiError as e:  # UploadError.path is the struct UploadWriteFailed: flatten it
-            self._raise_meta(C.MetaError(e.tags, e.extra), flat_upload=True)
+            raise_meta(C.MetaError(e.tags, e.extra), upload=True)
         ing, gen = await self._ingest(request, a)
         m = await self._mwrite(self._commit_info(who, a, ing, path, gen))
-        return json_response(
-            wire.metadata_json(self._raise_meta(m, flat_upload=True), tagged=False)
-        )
+        return json_response(wire.metadata_json(raise_meta(m, upload=True), tagged=False))
 
     async def download(self, request: web.Request, who: Any) -> web.StreamResponse:
         a = header_args(request, "files/download")
@@ -542,7 +501,7 @@ class ApiServer:
             path = "rev:" + rev
         ns = who.namespace_id
         r = await self.mc.query("file_blocks", ns, path)
-        meta, blocks = self._raise_meta(r)
+        meta, blocks = raise_meta(r)
         size = meta.size
         start, end = 0, size - 1
         status = 200
@@ -622,14 +581,14 @@ class ApiServer:
             raise ApiError(["concurrent_session_close_not_allowed"])
         session_id = "pid_upload_session:" + secrets.token_urlsafe(24)
         ns = who.namespace_id
-        self._raise_meta(await self._mwrite(C.SessionStart(session_id, ns, concurrent)))
+        raise_meta(await self._mwrite(C.SessionStart(session_id, ns, concurrent)))
         if ing.size or close:
             r = await self._mwrite(
                 C.SessionAppend(
                     session_id, ns, 0, _refs(ing), ing.size, close, ing.window_digests, gen
                 )
             )
-            self._raise_meta(r)
+            raise_meta(r)
         return json_response({"session_id": session_id})
 
     def _session_cursor(self, a: Args, prefix: list[str]) -> tuple[str, int]:
@@ -658,7 +617,7 @@ class ApiServer:
                 session_id, ns, offset, _refs(ing), ing.size, close, ing.window_digests, gen
             )
         )
-        self._raise_meta(r)
+        raise_meta(r)
         return json_response(None)
 
     def _finish_args(self, a: Args) -> tuple[str, int, Args, str]:
@@ -668,9 +627,9 @@ class ApiServer:
         commit = a.obj_("commit", required=True)
         assert commit is not None
         path = path_arg(commit, "path", WRITE_PATH)
-        wire.write_mode(commit)
+        write_mode(commit)
         if commit.obj.get("client_modified") is not None:
-            wire.parse_ts(a.route, "client_modified", commit.obj["client_modified"])
+            parse_ts(a.route, "client_modified", commit.obj["client_modified"])
         commit.bool("autorename")
         commit.bool("strict_conflict")
         return session_id, offset, commit, path
@@ -727,9 +686,9 @@ class ApiServer:
                 )
             offset += ing.size
         st = await self.mc.query("session", session_id)
-        cmd = self._raise_meta(await self._finish_cmd(who, session_id, offset, commit, path, st))
+        cmd = raise_meta(await self._finish_cmd(who, session_id, offset, commit, path, st))
         m = await self._mwrite(cmd)
-        return json_response(wire.metadata_json(self._raise_meta(m), tagged=False))
+        return json_response(wire.metadata_json(raise_meta(m), tagged=False))
 
     async def session_finish_batch(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/upload_session/finish_batch_v2")
@@ -749,7 +708,7 @@ class ApiServer:
                 r = None  # filled in from the batch's answer below
             results.append(r)
         if cmds:
-            done = iter(self._raise_meta(await self._mwrite(C.FinishBatch(cmds))))
+            done = iter(raise_meta(await self._mwrite(C.FinishBatch(cmds))))
             results = [next(done) if r is None else r for r in results]
         out = []
         for r in results:

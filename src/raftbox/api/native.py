@@ -40,9 +40,10 @@ from raftbox.blocks.native import (
 from raftbox.meta import commands as C
 
 from . import wire
-from .args import READ_PATH, WRITE_PATH, ns_path, path_arg, rpc_args
+from .args import READ_PATH, WRITE_PATH, Args, ns_path, path_arg, rpc_args, write_mode
+from .errors import ApiError, BadInput, raise_meta
 from .http import abort_connection, client_gone
-from .wire import ApiError, Args, BadInput, json_response
+from .wire import json_response
 
 if TYPE_CHECKING:
     from .http import ApiServer
@@ -142,7 +143,7 @@ class NativeRoutes:
         if refs:
             uniq = list({r.id: r for r in refs}.values())
             r = await self.api._mwrite(C.RecordUpload(who.namespace_id, uniq, gen))
-            self.api._raise_meta(r)
+            raise_meta(r)
         return json_response({"received": len(refs)})
 
     async def get(self, request: web.Request, who: Any) -> web.StreamResponse:
@@ -204,7 +205,7 @@ class NativeRoutes:
             return await self._list_many(a, who)
         path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
         r = await self.api.mc.query("file_blocks", who.namespace_id, path)
-        return json_response(_listed(self.api._raise_meta(r)))
+        return json_response(_listed(raise_meta(r)))
 
     async def _list_many(self, a: Args, who: Any) -> web.Response:
         """`{"paths": [...]}` → `{"entries": [...]}` in order, one meta query for them all."""
@@ -252,7 +253,7 @@ class NativeRoutes:
             if not isinstance(e, dict):
                 raise BadInput(a.route, "entries: each entry is an object")
             path = ns_path(who, path_arg(ea, "path", WRITE_PATH), ["path"], write=True)
-            wire.write_mode(ea)
+            write_mode(ea)
             raw = e.get("blocks")
             if not isinstance(raw, list):
                 raise BadInput(a.route, "blocks: expected [[id, size], ...]")
@@ -325,7 +326,7 @@ class NativeRoutes:
             )
             where.append(k)
         if cmds:
-            out = api._raise_meta(await api._mwrite(C.CommitBatch(cmds)))
+            out = raise_meta(await api._mwrite(C.CommitBatch(cmds)))
             for k, r in zip(where, out, strict=True):
                 results[k] = r
         body = []
