@@ -41,8 +41,8 @@ from raftbox.meta import commands as C
 
 from . import wire
 from .args import READ_PATH, WRITE_PATH, Args, ns_path, path_arg, rpc_args, write_mode
+from .content import abort_connection, client_gone, commit_info, mwrite
 from .errors import ApiError, BadInput, raise_meta
-from .http import abort_connection, client_gone
 from .wire import json_response
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ class NativeRoutes:
             raise e from None
         if refs:
             uniq = list({r.id: r for r in refs}.values())
-            r = await self.api._mwrite(C.RecordUpload(who.namespace_id, uniq, gen))
+            r = await mwrite(self.api.mc, C.RecordUpload(who.namespace_id, uniq, gen))
             raise_meta(r)
         return json_response({"received": len(refs)})
 
@@ -313,7 +313,7 @@ class NativeRoutes:
                 ch = derived
             elif ch is None:
                 ch = await api.blocks.content_hash_of([(r.id, r.size) for r in refs])
-            info = api._commit_info(
+            info = commit_info(
                 who,
                 ea,
                 _Ing(refs, size, ch),
@@ -326,7 +326,7 @@ class NativeRoutes:
             )
             where.append(k)
         if cmds:
-            out = raise_meta(await api._mwrite(C.CommitBatch(cmds)))
+            out = raise_meta(await mwrite(api.mc, C.CommitBatch(cmds)))
             for k, r in zip(where, out, strict=True):
                 results[k] = r
         body = []
@@ -342,7 +342,7 @@ class NativeRoutes:
 
 
 class _Ing:
-    """What `ApiServer._commit_info` reads of an `Ingested`."""
+    """What `content.commit_info` reads of an `Ingested`."""
 
     def __init__(self, refs: list[C.BlockRef], size: int, content_hash: str) -> None:
         self.blocks = [(r.id, r.size) for r in refs]
