@@ -10,9 +10,9 @@ the route name, whatever the Host header, so one address serves the "api", "cont
 3. calls the meta role and the block role (`BlockService`: streaming bytes in and out of
    content-addressed blocks). The metadata routes use `MetaService` (proposals and ReadIndex
    reads); the content routes — upload, download, upload sessions (`content.py`), and the
-   native block protocol (`native.py`) — reach meta only through a `MetaClient` (`metaclient.py`): the
-   `MetaService` of this process, or, in a block-only process (a blockserver, `meta=None`),
-   the meta members over HTTP. Blocks stored for a write carry the GC generation read before
+   native block protocol (`native.py`, whose route table `server.py` registers) — reach meta
+   only through a `MetaClient` (`metaclient.py`): the `MetaService` of this process, or, in a
+   block-only process (a blockserver, `meta=None`), the meta members over HTTP. Blocks stored for a write carry the GC generation read before
    storing them (`raftbox.blocks.gc`); a `gc_retry` answer becomes a 503 the SDKs retry,
 4. answers with exact Dropbox JSON (`wire.py`), or a route error (409 + error union).
 
@@ -55,6 +55,7 @@ from raftbox.meta.service import AccountError, CursorInvalid, MetaService
 
 from . import wire
 from .accesslog import ACCOUNT_KEY
+from .accounts import AccountRoutes
 from .args import (
     LIST_PATH,
     READ_PATH,
@@ -137,14 +138,8 @@ class ApiServer:
             }
         self.content = ContentRoutes(self.mc, blocks)
         self.add_routes(self.content.routes())
-        from .native import NativeRoutes
-
-        self.native = NativeRoutes(self)
-        self.native.register()
         if meta is not None:
-            from .accounts import AccountRoutes
-
-            AccountRoutes(self).register()
+            self.add_routes(AccountRoutes(meta).routes())
 
     def add_routes(self, table: Iterable[tuple[str, str, Handler]]) -> None:
         """Register a route table: (route, auth "user" | "admin" | "none", handler) rows."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -37,16 +37,15 @@ from raftbox.blocks.native import (
     frame_header,
     read_frames,
 )
+from raftbox.blocks.service import BlockService
 from raftbox.meta import commands as C
 
 from . import wire
 from .args import READ_PATH, WRITE_PATH, Args, ns_path, path_arg, rpc_args, write_mode
 from .content import abort_connection, client_gone, commit_info, mwrite
 from .errors import ApiError, BadInput, raise_meta
+from .metaclient import MetaClient
 from .wire import json_response
-
-if TYPE_CHECKING:
-    from .http import ApiServer
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +60,24 @@ def _first_error(eg: BaseExceptionGroup) -> BaseException:
 
 
 class NativeRoutes:
-    def __init__(self, api: ApiServer, puts_in_flight: int = 4) -> None:
-        self.api = api
+    """The native block protocol's route table: `server.py` registers `routes()` on the
+    `ApiServer` of a meta member and of a blockserver (`ApiServer.add_routes`)."""
+
+    def __init__(self, mc: MetaClient, blocks: BlockService, puts_in_flight: int = 4) -> None:
+        self.mc = mc
+        self.blocks = blocks
         self.puts_in_flight = puts_in_flight
 
-    def register(self) -> None:
-        for name, handler in (
-            ("raftbox/blocks/config", self.config),
-            ("raftbox/blocks/has", self.has),
-            ("raftbox/blocks/put", self.put),
-            ("raftbox/blocks/get", self.get),
-            ("raftbox/blocks/list", self.list_blocks),
-            ("raftbox/commit_batch", self.commit_batch),
-        ):
-            self.api.add_route(name, "user", handler)
+    def routes(self) -> list[tuple[str, str, Any]]:
+        """(route, auth, handler) of every native route; all authenticate the user."""
+        return [
+            ("raftbox/blocks/config", "user", self.config),
+            ("raftbox/blocks/has", "user", self.has),
+            ("raftbox/blocks/put", "user", self.put),
+            ("raftbox/blocks/get", "user", self.get),
+            ("raftbox/blocks/list", "user", self.list_blocks),
+            ("raftbox/commit_batch", "user", self.commit_batch),
+        ]
 
     @staticmethod
     def _ids(a: Args, limit: int) -> list[str]:
@@ -90,7 +93,7 @@ class NativeRoutes:
 
     async def config(self, request: web.Request, who: Any) -> web.Response:
         await rpc_args(request, "raftbox/blocks/config")
-        ch = self.api.blocks.chunking
+        ch = self.blocks.chunking
         return json_response(
             {
                 "chunking": {
@@ -111,13 +114,13 @@ class NativeRoutes:
     async def has(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "raftbox/blocks/has")
         ids = self._ids(a, MAX_HAS_IDS)
-        have = await self.api.mc.query("ns_has_blocks", who.namespace_id, ids) if ids else []
+        have = await self.mc.query("ns_has_blocks", who.namespace_id, ids) if ids else []
         return json_response({"have": sorted(have)})
 
     async def put(self, request: web.Request, who: Any) -> web.Response:
         route = "raftbox/blocks/put"
-        gen = await self.api.mc.gc_generation()
-        store = self.api.blocks
+        gen = await self.mc.gc_generation()
+        store = self.blocks
         refs: list[C.BlockRef] = []
         slots = asyncio.Semaphore(self.puts_in_flight)
 
@@ -142,25 +145,23 @@ class NativeRoutes:
             raise e from None
         if refs:
             uniq = list({r.id: r for r in refs}.values())
-            r = await mwrite(self.api.mc, C.RecordUpload(who.namespace_id, uniq, gen))
+            r = await mwrite(self.mc, C.RecordUpload(who.namespace_id, uniq, gen))
             raise_meta(r)
         return json_response({"received": len(refs)})
 
     async def get(self, request: web.Request, who: Any) -> web.StreamResponse:
         a = await rpc_args(request, "raftbox/blocks/get")
         ids = self._ids(a, MAX_GET_BLOCKS)
-        have = (
-            set(await self.api.mc.query("ns_has_blocks", who.namespace_id, ids)) if ids else set()
-        )
+        have = set(await self.mc.query("ns_has_blocks", who.namespace_id, ids)) if ids else set()
         missing = sorted(set(ids) - have)
         if missing:
             raise ApiError(["not_found"], {"ids": missing})
         resp = web.StreamResponse(status=200)
         resp.content_type = "application/octet-stream"
         blocks = [(bid, 0) for bid in ids]  # read_blocks needs the ids only
-        chunks = self.api.blocks.read_blocks(blocks)
+        chunks = self.blocks.read_blocks(blocks)
         k = 0
-        try:  # the first block before the status line (as files/download: see api.http)
+        try:  # the first block before the status line (as files/download: see api.content)
             first = await anext(chunks, None)
         except BlockStoreError as e:
             await chunks.aclose()
@@ -204,7 +205,7 @@ class NativeRoutes:
         if "paths" in a.obj:
             return await self._list_many(a, who)
         path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
-        r = await self.api.mc.query("file_blocks", who.namespace_id, path)
+        r = await self.mc.query("file_blocks", who.namespace_id, path)
         return json_response(_listed(raise_meta(r)))
 
     async def _list_many(self, a: Args, who: Any) -> web.Response:
@@ -226,7 +227,7 @@ class NativeRoutes:
                 mine.append(C.MetaError(e.tags, e.extra))
         asked = [p for p in mine if isinstance(p, str)]
         found = iter(
-            await self.api.mc.query("file_blocks_many", who.namespace_id, asked) if asked else []
+            await self.mc.query("file_blocks_many", who.namespace_id, asked) if asked else []
         )
         entries = []
         for p in mine:
@@ -239,7 +240,6 @@ class NativeRoutes:
         return json_response({"entries": entries})
 
     async def commit_batch(self, request: web.Request, who: Any) -> web.Response:
-        api = self.api
         a = await rpc_args(request, "raftbox/commit_batch")
         entries = a.obj.get("entries") if isinstance(a.obj, dict) else None
         if not isinstance(entries, list):
@@ -291,7 +291,7 @@ class NativeRoutes:
         all_ids = list({r.id for _, _, refs, *_ in parsed for r in refs})
         have: set[str] = set()
         for i in range(0, len(all_ids), MAX_HAS_IDS):
-            have.update(await api.mc.query("ns_has_blocks", ns, all_ids[i : i + MAX_HAS_IDS]))
+            have.update(await self.mc.query("ns_has_blocks", ns, all_ids[i : i + MAX_HAS_IDS]))
         results: list[Any] = [None] * len(parsed)
         cmds: list[C.CommitFile] = []
         where: list[int] = []
@@ -312,7 +312,7 @@ class NativeRoutes:
                     continue
                 ch = derived
             elif ch is None:
-                ch = await api.blocks.content_hash_of([(r.id, r.size) for r in refs])
+                ch = await self.blocks.content_hash_of([(r.id, r.size) for r in refs])
             info = commit_info(
                 who,
                 ea,
@@ -326,7 +326,7 @@ class NativeRoutes:
             )
             where.append(k)
         if cmds:
-            out = raise_meta(await mwrite(api.mc, C.CommitBatch(cmds)))
+            out = raise_meta(await mwrite(self.mc, C.CommitBatch(cmds)))
             for k, r in zip(where, out, strict=True):
                 results[k] = r
         body = []
