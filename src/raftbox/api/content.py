@@ -150,8 +150,7 @@ class ContentRoutes:
         except BlockStoreError as e:
             await chunks.aclose()
             log.error("files/download: %s: cannot read block %s: %r", what, _block_of(e), e)
-            return web.Response(status=503, text="service unavailable: a block of this file "
-                                "cannot be read on this server")  # fmt: skip
+            return Unavailable("a block of this file cannot be read on this server").response()
         sent = 0
         try:
             await resp.prepare(request)

@@ -43,7 +43,7 @@ from raftbox.meta import commands as C
 from . import wire
 from .args import READ_PATH, WRITE_PATH, Args, ns_path, path_arg, rpc_args, write_mode
 from .content import abort_connection, client_gone, commit_info, mwrite
-from .errors import ApiError, BadInput, raise_meta
+from .errors import ApiError, BadInput, Unavailable, raise_meta
 from .metaclient import MetaClient
 from .wire import json_response
 
@@ -166,9 +166,7 @@ class NativeRoutes:
         except BlockStoreError as e:
             await chunks.aclose()
             log.error("raftbox/blocks/get: cannot read block %s: %r", ids[0], e)
-            return web.Response(
-                status=503, text="service unavailable: a block cannot be read on this server"
-            )
+            return Unavailable("a block cannot be read on this server").response()
         try:
             await resp.prepare(request)
             if first is not None:
