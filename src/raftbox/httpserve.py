@@ -25,7 +25,7 @@ The limits (`HttpLimits`, every bound with its unit in its name)
   can pass it by at most one read before it is refused). Past any of them: 400 with a
   Dropbox-shaped text body (`Error in call to API function "ROUTE": ...`, what the SDK turns
   into `BadInputError`) and the connection is closed. `header_field_max_bytes` is above
-  `api.http.ARG_HEADER_MAX_BYTES`, so an oversized `Dropbox-API-Arg` up to it gets the route's
+  `api.args.ARG_HEADER_MAX_BYTES`, so an oversized `Dropbox-API-Arg` up to it gets the route's
   own 400, and past it this one.
 - `connections_max` per process and `connections_per_address_max` per client address (IPv6: per
   /64, which one client holds whole; 0: no per-address cap, e.g. behind a trusted proxy).
@@ -34,9 +34,10 @@ The limits (`HttpLimits`, every bound with its unit in its name)
   with an open connection, so memory is bounded by the open connections, whatever the number of
   addresses that ever connected.
 
-Body sizes are per route and enforced by the routes (`api.http`: `UPLOAD_MAX_BYTES` on the
+Body sizes are per route and enforced by the routes (`api.content`: `UPLOAD_MAX_BYTES` on the
 declared `Content-Length` before reading and on the bytes while reading, chunked bodies
-included; `RPC_BODY_MAX_BYTES` on the declared length and through aiohttp's `client_max_size`;
+included; `api.args.RPC_BODY_MAX_BYTES` on the declared length and through aiohttp's
+`client_max_size`;
 the native block routes by their frame count and frame size). A refused body is not read:
 aiohttp reads and drops what follows for at most its lingering time (10 s), then closes.
 
@@ -103,7 +104,7 @@ class HttpLimits:
     body_idle_timeout_s: float = 60.0
     send_stall_timeout_s: float = 120.0
     request_line_max_bytes: int = 16 * 1024
-    header_field_max_bytes: int = 72 * 1024  # > api.http.ARG_HEADER_MAX_BYTES (64 KiB)
+    header_field_max_bytes: int = 72 * 1024  # > api.args.ARG_HEADER_MAX_BYTES (64 KiB)
     header_total_max_bytes: int = 128 * 1024
     header_count_max: int = 100
     connections_max: int = 100_000
@@ -182,7 +183,7 @@ REFUSED_RETRY_AFTER_S = 5
 
 
 def bad_input_text(route: str | None, message: str) -> str:
-    """The text of a Dropbox 400 (`api.wire.BadInput` says the same for a route's own checks)."""
+    """The text of a Dropbox 400 (`api.errors.BadInput` says the same for a route's own checks)."""
     where = f' "{route}"' if route else ""
     return f"Error in call to API function{where}: {message}"
 

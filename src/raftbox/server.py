@@ -54,6 +54,7 @@ from raftbox import atomic, storecheck
 from raftbox.api import accesslog
 from raftbox.api.http import ApiServer
 from raftbox.api.metaclient import InternalRoutes, LocalMetaClient, RemoteMetaClient
+from raftbox.api.native import NativeRoutes
 from raftbox.blocks.cache import GenerationKeyedCache, open_cache
 from raftbox.blocks.chunker import Chunking
 from raftbox.blocks.service import BlockService
@@ -325,6 +326,7 @@ class Server:
         self.blocks = blocks = cfg.block_service(lambda: mc.believed_gc_generation)
         await self._check_store(self._read_marker_local, self._record_marker)
         api = ApiServer(self.meta, blocks, self.admin_token, metaclient=mc)
+        api.add_routes(NativeRoutes(mc, blocks).routes())
         internal = InternalRoutes(self.meta)
         api.add_route("raftbox/internal/query", "admin", internal.query)
         api.add_route("raftbox/internal/write", "admin", internal.write)
@@ -395,6 +397,7 @@ class Server:
         self.blocks = blocks = cfg.block_service(lambda: mc.believed_gc_generation)
         await self._check_store(lambda: mc.query("store_marker"))
         api = ApiServer(None, blocks, self.admin_token, metaclient=mc)
+        api.add_routes(NativeRoutes(mc, blocks).routes())
         app = api.app()
         self._log_requests(app)
         ctx = None

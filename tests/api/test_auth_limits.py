@@ -12,7 +12,7 @@ import json
 import aiohttp
 from aiohttp import web
 
-from raftbox.api.http import ApiServer, FailedAuthLimiter
+from raftbox.api.http import ApiServer
 from raftbox.blocks import CDC, MemoryStore
 from raftbox.blocks.service import BlockService
 from raftbox.meta.fsm import MetaStore
@@ -124,18 +124,3 @@ def test_an_address_that_keeps_failing_gets_429_and_good_tokens_still_work(tmp_p
             assert status == 200 and body_["email"] == "b@example.com"
 
     run(body)
-
-
-def test_the_failed_auth_limiter_refills_and_stays_bounded(monkeypatch):
-    now = [1000.0]
-    monkeypatch.setattr("raftbox.api.http.time.monotonic", lambda: now[0])
-    lim = FailedAuthLimiter(per_s=0.5, burst=2, max_addrs=2)
-    assert lim.retry_after_s("a") == 0
-    lim.failed("a")
-    lim.failed("a")
-    assert lim.retry_after_s("a") == 2.0  # one failure back after 1 / 0.5 s
-    now[0] += 2.0
-    assert lim.retry_after_s("a") == 0
-    lim.failed("b")
-    lim.failed("c")  # over max_addrs: the address that failed longest ago is forgotten
-    assert lim.retry_after_s("a") == 0 and len(lim._buckets) == 2

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from raftbox.api.http import ApiServer
 from raftbox.api.metaclient import InternalRoutes, LocalMetaClient, MetaClient
+from raftbox.api.native import NativeRoutes
 from raftbox.blocks import CDC, Chunking, MemoryStore
 from raftbox.blocks.service import BlockService
 from raftbox.gc import GarbageCollector, GcConfig
@@ -75,6 +76,7 @@ class Raftbox:
         self.mc: MetaClient = LocalMetaClient(self.meta)
         self.blocks = BlockService(self.store, self.chunking)
         self.api = ApiServer(self.meta, self.blocks, ADMIN, metaclient=self.mc)
+        self.api.add_routes(NativeRoutes(self.mc, self.blocks).routes())
         internal = InternalRoutes(self.meta)
         self.api.add_route("raftbox/internal/query", "admin", internal.query)
         self.api.add_route("raftbox/internal/write", "admin", internal.write)

@@ -317,9 +317,8 @@ def test_remote_meta_client_fails_over_and_writes_exactly_once(tmp_path) -> None
     import msgspec
     import pytest
 
-    from raftbox.api.metaclient import WRITE_PATH, RemoteMetaClient
+    from raftbox.api.metaclient import WRITE_PATH, MetaRefused, RemoteMetaClient
     from raftbox.meta import commands as C
-    from raftbox.raft.node import NodeError
 
     from .inproc import ADMIN, free_port
 
@@ -351,7 +350,7 @@ def test_remote_meta_client_fails_over_and_writes_exactly_once(tmp_path) -> None
                 await mc.aclose()
             bad = RemoteMetaClient([rb.url], "wrong-token", timeout_s=5)
             try:
-                with pytest.raises(NodeError, match="401"):
+                with pytest.raises(MetaRefused, match="401"):
                     await bad.query("gc_generation")
             finally:
                 await bad.aclose()

@@ -17,7 +17,7 @@ def test_limits_must_be_positive_except_the_per_address_cap():
 
 
 def test_the_arg_header_fits_under_the_header_limit():
-    from raftbox.api.http import ARG_HEADER_MAX_BYTES
+    from raftbox.api.args import ARG_HEADER_MAX_BYTES
 
     d = HttpLimits()
     assert d.header_field_max_bytes > ARG_HEADER_MAX_BYTES + len("Dropbox-API-Arg: ")

@@ -1,6 +1,6 @@
 """Accounts and tokens an operator can manage, and the Dropbox route that revokes a token.
 
-Routes (registered on a meta member's `ApiServer` by `AccountRoutes.register`):
+Routes (`AccountRoutes(meta).routes()`, registered on a meta member's `ApiServer`):
 
 | route                             | auth  | argument                  | result                  |
 | --------------------------------- | ----- | ------------------------- | ----------------------- |
@@ -27,16 +27,16 @@ Each change is one state machine command, so it is all or nothing and happens on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from raftbox.meta import commands as C
+from raftbox.meta.service import MetaService
 
-from .wire import ApiError, BadInput
-
-if TYPE_CHECKING:
-    from .http import ApiServer
+from .args import rpc_args
+from .errors import ApiError, BadInput
+from .wire import json_response
 
 EMAIL_MAX_BYTES = 254
 
@@ -59,32 +59,32 @@ def bearer_token(request: web.Request) -> str:
 
 
 class AccountRoutes:
-    def __init__(self, api: ApiServer) -> None:
-        self.api = api
-        assert api.meta is not None, "account routes need the meta role"
-        self.meta = api.meta
+    def __init__(self, meta: MetaService) -> None:
+        self.meta = meta
 
-    def register(self) -> None:
-        add = self.api.add_route
-        add("auth/token/revoke", "user", self.token_revoke)
-        add("raftbox/admin/list_accounts", "admin", self.list_accounts)
-        add("raftbox/admin/disable_account", "admin", self.disable)
-        add("raftbox/admin/enable_account", "admin", self.enable)
-        add("raftbox/admin/remove_account", "admin", self.remove)
-        add("raftbox/admin/revoke_tokens", "admin", self.revoke_tokens)
+    def routes(self) -> list[tuple[str, str, Any]]:
+        """(route, auth, handler) of the account routes."""
+        return [
+            ("auth/token/revoke", "user", self.token_revoke),
+            ("raftbox/admin/list_accounts", "admin", self.list_accounts),
+            ("raftbox/admin/disable_account", "admin", self.disable),
+            ("raftbox/admin/enable_account", "admin", self.enable),
+            ("raftbox/admin/remove_account", "admin", self.remove),
+            ("raftbox/admin/revoke_tokens", "admin", self.revoke_tokens),
+        ]
 
     async def token_revoke(self, request: web.Request, who: Any) -> web.Response:
-        await self.api.rpc_args(request, "auth/token/revoke")  # Void: any JSON is ignored
+        await rpc_args(request, "auth/token/revoke")  # Void: any JSON is ignored
         self._raise(await self.meta.revoke_token(bearer_token(request)))
         return _null()
 
     async def list_accounts(self, request: web.Request, who: Any) -> web.Response:
-        await self.api.rpc_args(request, "raftbox/admin/list_accounts")
+        await rpc_args(request, "raftbox/admin/list_accounts")
         rows = await self.meta.list_accounts()
         return _json({"accounts": [account_json(a, n) for a, n in rows]})
 
     async def _email(self, request: web.Request, route: str) -> str:
-        a = await self.api.rpc_args(request, route)
+        a = await rpc_args(request, route)
         email = a.str("email", required=True)
         if not email.strip() or len(email.encode(errors="replace")) > EMAIL_MAX_BYTES:
             raise BadInput(route, "email: not an email address")
@@ -119,8 +119,6 @@ class AccountRoutes:
 
 
 def _json(obj: Any) -> web.Response:
-    from .http import json_response
-
     return json_response(obj)
 
 

@@ -9,21 +9,12 @@ the route name, whatever the Host header, so one address serves the "api", "cont
    routes) with stone defaults, answering 400 with a plain-text message when it cannot,
 3. calls the meta role and the block role (`BlockService`: streaming bytes in and out of
    content-addressed blocks). The metadata routes use `MetaService` (proposals and ReadIndex
-   reads); the content routes — upload, download, upload sessions, and the native block
-   protocol (`native.py`) — reach meta only through a `MetaClient` (`metaclient.py`): the
-   `MetaService` of this process, or, in a block-only process (a blockserver, `meta=None`),
-   the meta members over HTTP. Blocks stored for a write carry the GC generation read before
-   storing them (`raftbox.blocks.gc`); a `gc_retry` answer becomes a 503 the SDKs retry,
+   reads); the content routes — upload, download, upload sessions (`content.py`), and the
+   native block protocol (`native.py`, whose route table `server.py` registers) — reach meta
+   only through a `MetaClient` (`metaclient.py`): the `MetaService` of this process, or, in a
+   block-only process (a blockserver, `meta=None`), the meta members over HTTP. Blocks stored for a write carry the GC generation read before
+   storing them (`raftbox.gc`); a `gc_retry` answer becomes a 503 the SDKs retry,
 4. answers with exact Dropbox JSON (`wire.py`), or a route error (409 + error union).
-
-Files written through these routes cannot say whether they are symlinks or executable: their
-commits ask to keep the executable bit of the file they replace (`CommitFile.keep_executable`)
-and never make a symlink (the native `commit_batch` states both).
-
-`files/upload_session/finish_batch_v2` checks every entry's arguments before anything is read
-(a malformed one is a 400 for the whole request: nothing changed), reads all the sessions in one
-query, and then proposes ONE `FinishBatch`: each entry succeeds or fails on its own in the same
-raft entry, as Dropbox's finish_batch does, so no request ends half-applied.
 
 Authentication failures are limited per client address (`FailedAuthLimiter`), because looking
 an unknown token up may cost a ReadIndex round on the meta group (`raftbox.meta.service`): an
@@ -33,143 +24,59 @@ round trip (cached, or on this member's replica), so that the valid users behind
 (a NAT, or a reverse proxy: the address is the peer's, `request.remote`) keep working. A
 blockserver (no meta role, no replica) cannot tell, and answers 429 until the bucket refills.
 
-Error → HTTP: `BadInput` 400 text; `AuthFailed` 401 JSON; `ApiError` 409 (or its status) JSON;
-`RateLimited` 429 JSON with `retry_after`; `Unavailable` (no majority) 503; anything else 500,
+Errors (`raftbox.api.errors`, one hierarchy, rendered in one place by `dispatch`): `BadInput`
+400 text; `AuthFailed` 401 JSON; `ApiError` 409 (or its status) JSON; `RateLimited` 429 JSON with
+`retry_after`; `Unavailable` (no majority, a Raft `NodeError`, a timeout) 503; anything else 500,
 logged, and no state changed (every write is one state machine command).
 
 No client input reaches that 500 (issue 11): every header, argument and body is checked where
-it is parsed (`wire.load_json`, `Args`, `_ns_path` for paths, `parse_range`), every stored value
-within `raftbox.meta.values`. A client that hangs up mid-request (`ConnectionError` while its
+it is parsed (`args.load_json`, `Args`, `args.ns_path` for paths, `content.parse_range`), every
+stored value within `raftbox.meta.values`. A client that hangs up mid-request (`ConnectionError` while its
 body is read or the answer written) is logged at INFO, one line, no traceback; a body the
 client breaks off or garbles (`ClientPayloadError`, a bad chunked encoding) is a 400.
-
-Downloads (`files/download`) read the file's first block before the status line is sent: a
-block this member cannot read (missing from its store — a cluster whose members do not share
-one — or corrupt) is a 503, which the SDKs retry (another member may serve it), not a 409: the
-file exists, and a client must not take it for gone. A block that fails later, once `200` and
-the length are sent, is logged once at ERROR (the file's path and id, the rev, the block id; no
-traceback) and the connection is aborted, so the client sees a truncated transfer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import hmac
 import logging
-import re
-import secrets
 import sys
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from aiohttp import ClientPayloadError, web
+from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
-from raftbox.blocks.errors import BlockStoreError
-from raftbox.blocks.service import BlockService, Ingested, PayloadTooLarge
+from raftbox.blocks.service import BlockService
 from raftbox.meta import commands as C
-from raftbox.meta import paths as P
 from raftbox.meta import values as V
 from raftbox.meta.service import AccountError, CursorInvalid, MetaService
-from raftbox.raft.node import NodeError
 
 from . import wire
 from .accesslog import ACCOUNT_KEY
+from .accounts import AccountRoutes
+from .args import (
+    LIST_PATH,
+    READ_PATH,
+    RPC_BODY_MAX_BYTES,
+    WRITE_PATH,
+    ns_path,
+    path_arg,
+    resolve_write_path,
+    rpc_args,
+)
+from .content import ContentRoutes, client_gone
+from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, from_lower, raise_meta
+from .limits import FailedAuthLimiter, TokenBucket
 from .metaclient import LocalMetaClient, MetaClient
-from .wire import ApiError, Args, AuthFailed, BadInput, RateLimited
+from .wire import json_response
 
 log = logging.getLogger(__name__)
 
-UPLOAD_MAX_BYTES = 150 * 1024 * 1024
-WINDOW = 4 * 1024 * 1024
-WRITE_PATH = re.compile(r"^((/(.|[\r\n])*)|(ns:[0-9]+(/(.|[\r\n])*)?)|(id:.*))$", re.S)
-READ_PATH = re.compile(
-    r"^((/(.|[\r\n])*|id:.*)|(rev:[0-9a-f]{9,})|(ns:[0-9]+(/(.|[\r\n])*)?))$", re.S
-)
-LIST_PATH = re.compile(r"^((/(.|[\r\n])*)?|id:.*|(ns:[0-9]+(/(.|[\r\n])*)?))$", re.S)
-ARG_HEADER_MAX_BYTES = 64 * 1024
 TOKEN_MAX_BYTES = 1024  # ours are 47; longer (or non-ASCII) is refused without a lookup
-MAX_FINISH_BATCH_ENTRIES = 1000
-RPC_BODY_MAX_BYTES = 4 * 1024 * 1024
 
 Handler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
-
-# Served by a blockserver (no meta role): every other route needs the meta role.
-CONTENT_ROUTES = (
-    "files/upload",
-    "files/download",
-    "files/upload_session/start",
-    "files/upload_session/append_v2",
-    "files/upload_session/finish",
-    "files/upload_session/finish_batch_v2",
-)
-
-
-class RetryLater(NodeError):
-    """A transient refusal (blocks caught by garbage collection): 503, the client retries."""
-
-
-def json_response(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(body=wire.dumps(obj), status=status, content_type="application/json")
-
-
-class TokenBucket:
-    """Per-token request rate limit (requests per second, with a burst)."""
-
-    def __init__(self, rate_per_s: float, burst: int) -> None:
-        self.rate = rate_per_s
-        self.burst = burst
-        self.buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, key: str) -> float:
-        """0 if allowed, else seconds to wait."""
-        now = time.monotonic()
-        tokens, last = self.buckets.get(key, (float(self.burst), now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1:
-            self.buckets[key] = (tokens - 1, now)
-            if len(self.buckets) > 100_000:
-                self.buckets.clear()
-            return 0.0
-        self.buckets[key] = (tokens, now)
-        return (1 - tokens) / self.rate
-
-
-class FailedAuthLimiter:
-    """Failed authentications per client address: a bucket of `burst` failures refilled at
-    `per_s`. `retry_after_s(addr)` is 0 while the address may still fail, else the seconds
-    until it may again; `failed(addr)` takes one from its bucket. At most `max_addrs` addresses
-    are tracked (the one that failed longest ago is forgotten first): memory stays bounded
-    whatever the number of addresses, at worst a forgotten address gets a fresh bucket."""
-
-    def __init__(self, per_s: float = 1.0, burst: int = 20, max_addrs: int = 10_000) -> None:
-        if per_s <= 0 or burst < 1 or max_addrs < 1:
-            raise ValueError("need per_s > 0, burst >= 1, max_addrs >= 1")
-        self.per_s = per_s
-        self.burst = burst
-        self.max_addrs = max_addrs
-        self._buckets: dict[str, tuple[float, float]] = {}  # addr -> (tokens, at); LRU order
-
-    def _tokens(self, addr: str, now: float) -> float:
-        tokens, at = self._buckets.get(addr, (float(self.burst), now))
-        return min(float(self.burst), tokens + (now - at) * self.per_s)
-
-    def retry_after_s(self, addr: str) -> float:
-        if addr not in self._buckets:
-            return 0.0
-        tokens = self._tokens(addr, time.monotonic())
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.per_s
-
-    def failed(self, addr: str) -> None:
-        now = time.monotonic()
-        tokens = max(0.0, self._tokens(addr, now) - 1)
-        self._buckets.pop(addr, None)
-        while len(self._buckets) >= self.max_addrs:
-            del self._buckets[next(iter(self._buckets))]
-        self._buckets[addr] = (tokens, now)
 
 
 class ProtocolLog(logging.LoggerAdapter):
@@ -212,37 +119,32 @@ class ApiServer:
         self.limiter = TokenBucket(rate_per_s, rate_burst)
         self.auth_failures = FailedAuthLimiter(auth_fail_per_s, auth_fail_burst)
         self.notify = notify
-        self.routes: dict[str, tuple[str, Handler]] = {
-            "users/get_current_account": ("user", self.get_current_account),
-            "files/get_metadata": ("user", self.get_metadata),
-            "files/list_folder": ("user", self.list_folder),
-            "files/list_folder/continue": ("user", self.list_folder_continue),
-            "files/list_folder/get_latest_cursor": ("user", self.get_latest_cursor),
-            "files/upload": ("user", self.upload),
-            "files/download": ("user", self.download),
-            "files/delete_v2": ("user", self.delete),
-            "files/move_v2": ("user", self.move),
-            "files/copy_v2": ("user", self.copy),
-            "files/create_folder_v2": ("user", self.create_folder),
-            "files/upload_session/start": ("user", self.session_start),
-            "files/upload_session/append_v2": ("user", self.session_append),
-            "files/upload_session/finish": ("user", self.session_finish),
-            "files/upload_session/finish_batch_v2": ("user", self.session_finish_batch),
-            "files/list_revisions": ("user", self.list_revisions),
-            "files/restore": ("user", self.restore),
-            "raftbox/admin/create_account": ("admin", self.admin_create_account),
-            "raftbox/admin/status": ("admin", self.admin_status),
-        }
-        if meta is None:  # a blockserver: content routes only
-            self.routes = {k: v for k, v in self.routes.items() if k in CONTENT_ROUTES}
-        from .native import NativeRoutes
-
-        self.native = NativeRoutes(self)
-        self.native.register()
+        self.routes: dict[str, tuple[str, Handler]] = {}
+        if meta is not None:  # a blockserver (no meta role) serves the content routes only
+            self.routes = {
+                "users/get_current_account": ("user", self.get_current_account),
+                "files/get_metadata": ("user", self.get_metadata),
+                "files/list_folder": ("user", self.list_folder),
+                "files/list_folder/continue": ("user", self.list_folder_continue),
+                "files/list_folder/get_latest_cursor": ("user", self.get_latest_cursor),
+                "files/delete_v2": ("user", self.delete),
+                "files/move_v2": ("user", self.move),
+                "files/copy_v2": ("user", self.copy),
+                "files/create_folder_v2": ("user", self.create_folder),
+                "files/list_revisions": ("user", self.list_revisions),
+                "files/restore": ("user", self.restore),
+                "raftbox/admin/create_account": ("admin", self.admin_create_account),
+                "raftbox/admin/status": ("admin", self.admin_status),
+            }
+        self.content = ContentRoutes(self.mc, blocks)
+        self.add_routes(self.content.routes())
         if meta is not None:
-            from .accounts import AccountRoutes
+            self.add_routes(AccountRoutes(meta).routes())
 
-            AccountRoutes(self).register()
+    def add_routes(self, table: Iterable[tuple[str, str, Handler]]) -> None:
+        """Register a route table: (route, auth "user" | "admin" | "none", handler) rows."""
+        for name, auth, handler in table:
+            self.add_route(name, auth, handler)
 
     def add_route(self, name: str, auth: str, handler: Handler) -> None:
         self.routes[name] = (auth, handler)
@@ -271,44 +173,22 @@ class ApiServer:
             elif auth == "admin":
                 self._authenticate_admin(request)
             return await handler(request, who)
-        except BadInput as e:
-            return web.Response(status=400, body=e.body_bytes(), content_type="text/plain")
-        except RequestPayloadError as e:  # a broken body (e.g. bad chunked framing): 400
-            log.info("%s: broken request body from %s: %s", route, request.remote, e)
-            body = BadInput(route, "request body: malformed").body_bytes()
-            return web.Response(status=400, body=body, content_type="text/plain")
-        except AuthFailed as e:
-            body = {"error_summary": f"{e.tag}/..", "error": {".tag": e.tag}}
-            return json_response(body, status=401)
-        except ApiError as e:
-            return json_response(e.body(), status=e.status)
-        except RateLimited as e:
-            body = {
-                "error_summary": f"{e.reason}/..",
-                "error": {"reason": {".tag": e.reason}, "retry_after": e.retry_after_s},
-            }
-            resp = json_response(body, status=429)
-            resp.headers["Retry-After"] = str(e.retry_after_s)
-            return resp
-        except (NodeError, TimeoutError) as e:
-            log.warning("%s: unavailable: %s", route, e)
-            return web.Response(status=503, text=f"service unavailable: {e}")
         except ConnectionError as e:
             if not client_gone(request):  # a link of ours failed, not the client's
                 log.exception("internal error in %s", route)
                 return web.Response(status=500, text="internal server error")
             log.info("%s: the client went away: %s", route, e)
             return web.Response(status=400, text="the client went away")  # never sent
-        except (ClientPayloadError, HttpProcessingError) as e:  # a broken-off or garbled body
-            msg = f"request body: {getattr(e, 'message', None) or e}"
-            return web.Response(
-                status=400, body=BadInput(route, msg).body_bytes(), content_type="text/plain"
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("internal error in %s", route)
-            return web.Response(status=500, text="internal server error")
+        except Exception as e:
+            failure = from_lower(route, e)
+            if failure is None:
+                log.exception("internal error in %s", route)
+                return web.Response(status=500, text="internal server error")
+            if isinstance(e, RequestPayloadError):
+                log.info("%s: broken request body from %s: %s", route, request.remote, e)
+            elif isinstance(failure, Unavailable):
+                log.warning("%s: unavailable: %s", route, e)
+            return failure.response()
 
     async def _authenticate(self, request: web.Request) -> Any:
         addr = request.remote or ""
@@ -332,105 +212,9 @@ class ApiServer:
         if not token or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
             raise AuthFailed("invalid_access_token")
 
-    # -- argument parsing ----------------------------------------------------------------------
-    async def rpc_args(self, request: web.Request, route: str) -> Args:
-        if (request.content_length or 0) > RPC_BODY_MAX_BYTES:  # refused before reading
-            raise BadInput(route, f"request body: over {RPC_BODY_MAX_BYTES} bytes")
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:  # the caller's fault: 400, not a 500 to retry
-            raise BadInput(route, f"request body: over {RPC_BODY_MAX_BYTES} bytes") from None
-        if not raw.strip():
-            return Args(route, None)
-        ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
-        if ctype and ctype not in ("application/json", "text/plain"):
-            raise BadInput(route, f'Bad HTTP "Content-Type" header: "{ctype}".')
-        return Args(route, wire.load_json(route, raw, "request body"))
-
-    def header_args(self, request: web.Request, route: str) -> Args:
-        raw = request.headers.get("Dropbox-API-Arg")
-        if raw is None:
-            raw = request.query.get("arg")
-        if raw is None:
-            raise BadInput(
-                route, 'Must provide HTTP header "Dropbox-API-Arg" or URL parameter "arg".'
-            )
-        if len(raw) > ARG_HEADER_MAX_BYTES:
-            raise BadInput(route, "Dropbox-API-Arg is too large")
-        if "Dropbox-API-Arg" in request.headers and not raw.isascii():
-            # aiohttp decodes header bytes as UTF-8 with surrogateescape: any byte >= 0x80
-            raise BadInput(
-                route,
-                'HTTP header "Dropbox-API-Arg": could not decode input as JSON (non-ASCII '
-                "characters must be sent as \\uXXXX escapes)",
-            )
-        return Args(route, wire.load_json(route, raw, 'HTTP header "Dropbox-API-Arg"'))
-
-    @staticmethod
-    def _path(a: Args, name: str, pattern: re.Pattern, required: bool = True, default=None) -> str:
-        p = a.str(name, default=default, required=required, path=True)
-        if p is None:
-            return p
-        if not pattern.match(p):
-            raise BadInput(a.route, f"{name}: {p[:200]!r} did not match pattern")
-        return p
-
-    def _ns_path(self, who: Any, path: str, tags_prefix: list[str], write: bool = False) -> str:
-        """Map 'ns:N/...' onto the account's own namespace; anything else passes through.
-        The path is checked first (`raftbox.meta.paths`; a new path's depth too if `write`):
-        `tags_prefix + ["malformed_path"]` if it is not one, before any lookup."""
-        try:
-            ref = P.parse_ref(path, allow_root=True, allow_rev=True)
-            why = P.depth_problem(ref.path) if write and ref.path is not None else None
-        except P.MalformedPath as e:
-            why = str(e)
-        if why is not None:
-            raise ApiError(tags_prefix + ["malformed_path"])
-        if path.startswith("ns:"):
-            head, _, rest = path[3:].partition("/")
-            if not head.isdigit() or int(head) != who.namespace_id:
-                raise ApiError(tags_prefix + ["not_found"])
-            return "/" + rest if rest else ""
-        return path
-
-    async def _resolve_write_path(self, who: Any, path: str, tags_prefix: list[str]) -> str:
-        """id:… on a write route → the item's current path."""
-        path = self._ns_path(who, path, tags_prefix, write=True)
-        if path.startswith("id:"):
-            m = await self.mc.query("resolve", who.namespace_id, path)
-            if isinstance(m, C.MetaError):
-                raise ApiError(tags_prefix + ["not_found"])
-            return m.path_display
-        return path
-
-    async def _mwrite(self, cmd: Any) -> Any:
-        """A write through the MetaClient; `gc_retry` (a block this request stored was caught
-        by garbage collection) refreshes the GC generation and answers 503: retry."""
-        r = await self.mc.write(cmd)
-        if isinstance(r, C.MetaError) and r.tags[:1] == ["gc_retry"]:
-            await self.mc.gc_generation(fresh=True)
-            raise RetryLater(f"blocks being garbage-collected: {r.extra.get('ids', [])[:4]}")
-        return r
-
-    @staticmethod
-    def _raise_meta(result: Any, flat_upload: bool = False) -> Any:
-        if isinstance(result, C.MetaError):
-            if flat_upload and result.tags and result.tags[0] == "path":
-                err = ApiError(result.tags, result.extra)
-                body = {
-                    "error_summary": "/".join(result.tags) + "/..",
-                    "error": wire.upload_write_failed(result.tags[1:], result.extra),
-                }
-                err.body = lambda body=body: body  # type: ignore[method-assign]
-                raise err
-            raise ApiError(result.tags, result.extra)
-        if isinstance(result, dict) and "error" in result:
-            raise NodeError(result["error"])
-        return result
-
     # -- users ---------------------------------------------------------------------------------
     async def get_current_account(self, request: web.Request, who: Any) -> web.Response:
-        await self.rpc_args(request, "users/get_current_account")
+        await rpc_args(request, "users/get_current_account")
         name = who.display_name or who.email.split("@")[0]
         given, _, surname = name.partition(" ")
         ns = str(who.namespace_id)
@@ -458,7 +242,7 @@ class ApiServer:
         )
 
     async def admin_create_account(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "raftbox/admin/create_account")
+        a = await rpc_args(request, "raftbox/admin/create_account")
         email = a.str("email", required=True)
         why = V.email_problem(email)
         if why is not None:
@@ -474,24 +258,24 @@ class ApiServer:
         return json_response({"account_id": acct.account_id, "email": acct.email, "token": token})
 
     async def admin_status(self, request: web.Request, who: Any) -> web.Response:
-        await self.rpc_args(request, "raftbox/admin/status")
+        await rpc_args(request, "raftbox/admin/status")
         return json_response(self.meta.node.status())
 
     # -- metadata reads ------------------------------------------------------------------------
     async def get_metadata(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/get_metadata")
-        path = self._ns_path(who, self._path(a, "path", READ_PATH), ["path"])
+        a = await rpc_args(request, "files/get_metadata")
+        path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
         include_deleted = a.bool("include_deleted")
         ns = who.namespace_id
         m = await self.meta.read(lambda s: s.get_metadata(ns, path, include_deleted))
-        return json_response(wire.metadata_json(self._raise_meta(m), tagged=True))
+        return json_response(wire.metadata_json(raise_meta(m), tagged=True))
 
     async def list_folder(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/list_folder")
-        path = self._path(a, "path", LIST_PATH, default="")
+        a = await rpc_args(request, "files/list_folder")
+        path = path_arg(a, "path", LIST_PATH, default="")
         if path == "/":
             raise BadInput(a.route, "path: root folder is the empty string, not '/'")
-        path = self._ns_path(who, path, ["path"])
+        path = ns_path(who, path, ["path"])
         recursive = a.bool("recursive")
         include_deleted = a.bool("include_deleted")
         limit = a.int("limit", default=None, lo=1, hi=2000) or 2000
@@ -499,7 +283,7 @@ class ApiServer:
         page = await self.meta.read(
             lambda s: s.list_folder(ns, path, recursive, include_deleted, limit)
         )
-        return self._page(who, self._raise_meta(page))
+        return self._page(who, raise_meta(page))
 
     def _page(self, who: Any, page: Any) -> web.Response:
         cursor = self.meta.sign_cursor([who.account_id, who.namespace_id, page.cursor_state])
@@ -521,28 +305,28 @@ class ApiServer:
         return ns, state
 
     async def list_folder_continue(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/list_folder/continue")
+        a = await rpc_args(request, "files/list_folder/continue")
         cursor = a.str("cursor", required=True)
         ns, state = self.open_cursor(who, cursor)
         page = await self.meta.read(lambda s: s.list_folder_continue(ns, state, 2000))
-        return self._page(who, self._raise_meta(page))
+        return self._page(who, raise_meta(page))
 
     async def get_latest_cursor(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/list_folder/get_latest_cursor")
-        path = self._ns_path(who, self._path(a, "path", LIST_PATH, default=""), ["path"])
+        a = await rpc_args(request, "files/list_folder/get_latest_cursor")
+        path = ns_path(who, path_arg(a, "path", LIST_PATH, default=""), ["path"])
         recursive = a.bool("recursive")
         include_deleted = a.bool("include_deleted")
         ns = who.namespace_id
         state = await self.meta.read(
             lambda s: s.get_latest_cursor(ns, path, recursive, include_deleted)
         )
-        state = self._raise_meta(state)
+        state = raise_meta(state)
         cursor = self.meta.sign_cursor([who.account_id, who.namespace_id, state])
         return json_response({"cursor": cursor})
 
     async def list_revisions(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/list_revisions")
-        path = self._ns_path(who, self._path(a, "path", WRITE_PATH), ["path"])
+        a = await rpc_args(request, "files/list_revisions")
+        path = ns_path(who, path_arg(a, "path", WRITE_PATH), ["path"])
         mode, _ = a.tag("mode", "path")
         if mode not in ("path", "id"):
             raise BadInput(a.route, f"mode: unknown tag '{mode}'")
@@ -550,7 +334,7 @@ class ApiServer:
         before_rev = a.rev("before_rev")
         ns = who.namespace_id
         r = await self.meta.read(lambda s: s.list_revisions(ns, path, mode, limit, before_rev))
-        r = self._raise_meta(r)
+        r = raise_meta(r)
         body: dict = {
             "is_deleted": r.is_deleted,
             "entries": [wire.metadata_json(m, tagged=False) for m in r.entries],
@@ -562,32 +346,32 @@ class ApiServer:
 
     # -- metadata writes -----------------------------------------------------------------------
     async def create_folder(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/create_folder_v2")
-        path = self._ns_path(who, self._path(a, "path", WRITE_PATH), ["path"], write=True)
+        a = await rpc_args(request, "files/create_folder_v2")
+        path = ns_path(who, path_arg(a, "path", WRITE_PATH), ["path"], write=True)
         if path.startswith("id:"):
             raise ApiError(["path", "malformed_path"])
         m = await self.meta.write(C.CreateFolder(who.namespace_id, path, a.bool("autorename")))
-        return json_response({"metadata": wire.metadata_json(self._raise_meta(m), tagged=False)})
+        return json_response({"metadata": wire.metadata_json(raise_meta(m), tagged=False)})
 
     async def delete(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/delete_v2")
-        path = await self._resolve_write_path(
-            who, self._path(a, "path", WRITE_PATH), ["path_lookup"]
+        a = await rpc_args(request, "files/delete_v2")
+        path = await resolve_write_path(
+            self.mc, who, path_arg(a, "path", WRITE_PATH), ["path_lookup"]
         )
         m = await self.meta.write(C.Delete(who.namespace_id, path, a.rev("parent_rev")))
-        return json_response({"metadata": wire.metadata_json(self._raise_meta(m), tagged=True)})
+        return json_response({"metadata": wire.metadata_json(raise_meta(m), tagged=True)})
 
     async def _relocate(self, request: web.Request, who: Any, route: str, copy: bool) -> Any:
-        a = await self.rpc_args(request, route)
-        src = await self._resolve_write_path(
-            who, self._path(a, "from_path", WRITE_PATH), ["from_lookup"]
+        a = await rpc_args(request, route)
+        src = await resolve_write_path(
+            self.mc, who, path_arg(a, "from_path", WRITE_PATH), ["from_lookup"]
         )
-        dst = self._ns_path(who, self._path(a, "to_path", WRITE_PATH), ["to"], write=True)
+        dst = ns_path(who, path_arg(a, "to_path", WRITE_PATH), ["to"], write=True)
         if dst.startswith("id:"):
             raise ApiError(["to", "malformed_path"])
         cls = C.Copy if copy else C.Move
         m = await self.meta.write(cls(who.namespace_id, src, dst, a.bool("autorename")))
-        return json_response({"metadata": wire.metadata_json(self._raise_meta(m), tagged=True)})
+        return json_response({"metadata": wire.metadata_json(raise_meta(m), tagged=True)})
 
     async def move(self, request: web.Request, who: Any) -> web.Response:
         return await self._relocate(request, who, "files/move_v2", copy=False)
@@ -596,296 +380,13 @@ class ApiServer:
         return await self._relocate(request, who, "files/copy_v2", copy=True)
 
     async def restore(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/restore")
-        path = await self._resolve_write_path(
-            who, self._path(a, "path", WRITE_PATH), ["path_lookup"]
+        a = await rpc_args(request, "files/restore")
+        path = await resolve_write_path(
+            self.mc, who, path_arg(a, "path", WRITE_PATH), ["path_lookup"]
         )
         rev = a.rev("rev", required=True)
         m = await self.meta.write(C.Restore(who.namespace_id, path, rev))
-        return json_response(wire.metadata_json(self._raise_meta(m), tagged=False))
-
-    # -- content -------------------------------------------------------------------------------
-    def _commit_info(
-        self, who: Any, a: Args, ing: Ingested, path: str, gc_gen: int | None = None
-    ) -> C.CommitFile:
-        mode, rev = wire.write_mode(a)
-        cm = a.obj.get("client_modified")
-        if cm is not None:
-            cm = wire.parse_ts(a.route, "client_modified", cm)
-        if a.obj.get("property_groups"):
-            raise ApiError(["properties_error", "does_not_fit_template"])
-        return C.CommitFile(
-            ns=who.namespace_id,
-            path=path,
-            blocks=[C.BlockRef(b, s) for b, s in ing.blocks],
-            size=ing.size,
-            content_hash=ing.content_hash,
-            mode=mode,
-            update_rev=rev,
-            autorename=a.bool("autorename"),
-            strict_conflict=a.bool("strict_conflict"),
-            client_modified=cm,
-            uploaded=True,
-            gc_gen=gc_gen,
-            keep_executable=True,  # the Dropbox routes cannot state the bit: keep it
-        )
-
-    async def _ingest(
-        self, request: web.Request, a: Args, limit: int = UPLOAD_MAX_BYTES
-    ) -> tuple[Ingested, int]:
-        """Store the body as blocks: (what was stored, the GC generation read before)."""
-        want = a.str("content_hash")
-        if want is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", want):
-            raise BadInput(a.route, "content_hash: expected 64 hex characters")
-        if (request.content_length or 0) > limit:  # refused before reading (and while reading)
-            raise ApiError(["payload_too_large"])
-        gen = await self.mc.gc_generation()
-        try:
-            ing = await self.blocks.ingest(request.content, limit)
-        except PayloadTooLarge:
-            raise ApiError(["payload_too_large"]) from None
-        if want is not None and want.lower() != ing.content_hash:
-            raise ApiError(["content_hash_mismatch"])
-        return ing, gen
-
-    async def upload(self, request: web.Request, who: Any) -> web.Response:
-        a = self.header_args(request, "files/upload")
-        path = self._path(a, "path", WRITE_PATH)
-        wire.write_mode(a)  # validate before reading the body
-        try:
-            path = await self._resolve_write_path(who, path, ["path"])
-        except ApiError as e:  # UploadError.path is the struct UploadWriteFailed: flatten it
-            self._raise_meta(C.MetaError(e.tags, e.extra), flat_upload=True)
-        ing, gen = await self._ingest(request, a)
-        m = await self._mwrite(self._commit_info(who, a, ing, path, gen))
-        return json_response(
-            wire.metadata_json(self._raise_meta(m, flat_upload=True), tagged=False)
-        )
-
-    async def download(self, request: web.Request, who: Any) -> web.StreamResponse:
-        a = self.header_args(request, "files/download")
-        path = self._ns_path(who, self._path(a, "path", READ_PATH), ["path"])
-        rev = a.rev("rev")
-        if rev is not None:
-            path = "rev:" + rev
-        ns = who.namespace_id
-        r = await self.mc.query("file_blocks", ns, path)
-        meta, blocks = self._raise_meta(r)
-        size = meta.size
-        start, end = 0, size - 1
-        status = 200
-        rng = request.headers.get("Range")
-        # An empty file has no byte to range over: ignore Range (RFC 9110 allows it) and send
-        # 200 with the empty body; the SDK's parallel Downloader asks for bytes=0-0 of every file.
-        if rng and size:
-            parsed = parse_range(rng, size)
-            if parsed is None:
-                raise ApiError(["range", "not_satisfiable"], status=416)
-            start, end = parsed
-            status = 206
-        resp = web.StreamResponse(status=status)
-        resp.content_type = "application/octet-stream"
-        resp.headers["Dropbox-API-Result"] = wire.dumps(
-            wire.metadata_json(meta, tagged=False)
-        ).decode()
-        resp.headers["Accept-Ranges"] = "bytes"
-        length = max(0, end - start + 1)
-        resp.content_length = length
-        if status == 206:
-            resp.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        chunks = self.blocks.read_range(blocks, start, end + 1) if length else _no_chunks()
-        what = f"{meta.path_display} ({meta.id}) rev {meta.rev}"
-        try:
-            first = await anext(chunks, b"")  # before the status line: a 503 still possible
-        except BlockStoreError as e:
-            await chunks.aclose()
-            log.error("files/download: %s: cannot read block %s: %r", what, _block_of(e), e)
-            return web.Response(status=503, text="service unavailable: a block of this file "
-                                "cannot be read on this server")  # fmt: skip
-        sent = 0
-        try:
-            await resp.prepare(request)
-            if first:
-                await resp.write(first)
-                sent += len(first)
-            async for chunk in chunks:
-                await resp.write(chunk)
-                sent += len(chunk)
-        except ConnectionError as e:
-            if not client_gone(request):
-                log.exception("files/download: %s: failed after the headers were sent", what)
-                abort_connection(request)
-                return resp
-            log.info("files/download: %s: the client went away after %d of %d bytes: %s",
-                     what, sent, length, e)  # fmt: skip
-            return resp  # aiohttp finds the connection gone and says nothing more
-        except BlockStoreError as e:
-            # Too late for an error answer: the status and length are sent. Abort the
-            # connection so the client sees a truncated transfer, never a short file.
-            log.error("files/download: %s: block %s failed after %d of %d bytes were sent "
-                      "(connection aborted): %r", what, _block_of(e), sent, length, e)  # fmt: skip
-            abort_connection(request)
-            return resp
-        except Exception:
-            log.exception("files/download: %s: failed after the headers were sent", what)
-            abort_connection(request)
-            return resp
-        finally:
-            await chunks.aclose()
-        await resp.write_eof()
-        return resp
-
-    # -- upload sessions -----------------------------------------------------------------------
-    async def session_start(self, request: web.Request, who: Any) -> web.Response:
-        a = self.header_args(request, "files/upload_session/start")
-        close = a.bool("close")
-        stype, _ = a.tag("session_type", "sequential")
-        if stype not in ("sequential", "concurrent"):
-            raise BadInput(a.route, f"session_type: unknown tag '{stype}'")
-        concurrent = stype == "concurrent"
-        ing, gen = await self._ingest(request, a)
-        if concurrent and ing.size:
-            raise ApiError(["concurrent_session_data_not_allowed"])
-        if concurrent and close:
-            raise ApiError(["concurrent_session_close_not_allowed"])
-        session_id = "pid_upload_session:" + secrets.token_urlsafe(24)
-        ns = who.namespace_id
-        self._raise_meta(await self._mwrite(C.SessionStart(session_id, ns, concurrent)))
-        if ing.size or close:
-            r = await self._mwrite(
-                C.SessionAppend(
-                    session_id, ns, 0, _refs(ing), ing.size, close, ing.window_digests, gen
-                )
-            )
-            self._raise_meta(r)
-        return json_response({"session_id": session_id})
-
-    def _session_cursor(self, a: Args, prefix: list[str]) -> tuple[str, int]:
-        c = a.obj_("cursor", required=True)
-        assert c is not None
-        return c.str("session_id", required=True), c.int(
-            "offset", required=True, hi=C.MAX_FILE_BYTES
-        )
-
-    async def session_append(self, request: web.Request, who: Any) -> web.Response:
-        a = self.header_args(request, "files/upload_session/append_v2")
-        session_id, offset = self._session_cursor(a, [])
-        close = a.bool("close")
-        ns = who.namespace_id
-        head = await self.mc.query("session_head", session_id)
-        if head is None or head[0] != ns:
-            raise ApiError(["not_found"])
-        concurrent = head[1]
-        if concurrent and offset % WINDOW:
-            raise ApiError(["concurrent_session_invalid_offset"])
-        ing, gen = await self._ingest(request, a)
-        if concurrent and not close and ing.size % WINDOW:
-            raise ApiError(["concurrent_session_invalid_data_size"])
-        r = await self._mwrite(
-            C.SessionAppend(
-                session_id, ns, offset, _refs(ing), ing.size, close, ing.window_digests, gen
-            )
-        )
-        self._raise_meta(r)
-        return json_response(None)
-
-    def _finish_args(self, a: Args) -> tuple[str, int, Args, str]:
-        """(session id, offset, commit arguments, commit path) of an UploadSessionFinishArg,
-        every argument checked (`BadInput`) before anything is read or written."""
-        session_id, offset = self._session_cursor(a, ["lookup_failed"])
-        commit = a.obj_("commit", required=True)
-        assert commit is not None
-        path = self._path(commit, "path", WRITE_PATH)
-        wire.write_mode(commit)
-        if commit.obj.get("client_modified") is not None:
-            wire.parse_ts(a.route, "client_modified", commit.obj["client_modified"])
-        commit.bool("autorename")
-        commit.bool("strict_conflict")
-        return session_id, offset, commit, path
-
-    async def _finish_cmd(
-        self, who: Any, session_id: str, offset: int, commit: Args, path: str, st: Any
-    ) -> C.SessionFinish | C.MetaError:
-        """The `SessionFinish` of one entry, given its session's state `st` (None: gone), or
-        the entry's own failure."""
-        ns = who.namespace_id
-        try:
-            path = self._ns_path(who, path, ["path"])
-            if path.startswith("id:"):
-                path = await self._resolve_write_path(who, path, ["path"])
-        except ApiError as e:
-            return C.MetaError(e.tags, e.extra)
-        if st is None or st.ns != ns:
-            return C.MetaError(["lookup_failed", "not_found"])
-        blocks = [(b.id, b.size) for b in st.blocks]
-        digests = st.window_digests()
-        if digests is not None and sum(p.length for p in st.pieces) == st.length:
-            content_hash = hashlib.sha256(b"".join(digests)).hexdigest()
-        else:  # a piece without window digests, or one that ends off a 4 MiB boundary
-            content_hash = await self.blocks.content_hash_of(blocks)
-        size = sum(s for _, s in blocks)
-        try:
-            info = self._commit_info(who, commit, Ingested(blocks, size, content_hash), path)
-        except ApiError as e:  # property_groups
-            return C.MetaError(e.tags, e.extra)
-        return C.SessionFinish(session_id, ns, offset, info)
-
-    async def session_finish(self, request: web.Request, who: Any) -> web.Response:
-        a = self.header_args(request, "files/upload_session/finish")
-        session_id, offset, commit, path = self._finish_args(a)
-        ns = who.namespace_id
-        self._ns_path(who, path, ["path"], write=True)  # a malformed path changes nothing
-        # Check the session before storing any of the body (up to 150 MiB) for it.
-        head = await self.mc.query("session_head", session_id)
-        if head is None or head[0] != ns:
-            raise ApiError(["lookup_failed", "not_found"])
-        ing, gen = await self._ingest(request, a)
-        if ing.size:
-            if head[1]:
-                raise ApiError(["concurrent_session_data_not_allowed"])
-            r = await self._mwrite(
-                C.SessionAppend(
-                    session_id, ns, offset, _refs(ing), ing.size, False, ing.window_digests, gen
-                )
-            )
-            if isinstance(r, C.MetaError):
-                raise ApiError(
-                    ["lookup_failed"] + r.tags if r.tags[0] != "lookup_failed" else r.tags,
-                    r.extra,
-                )
-            offset += ing.size
-        st = await self.mc.query("session", session_id)
-        cmd = self._raise_meta(await self._finish_cmd(who, session_id, offset, commit, path, st))
-        m = await self._mwrite(cmd)
-        return json_response(wire.metadata_json(self._raise_meta(m), tagged=False))
-
-    async def session_finish_batch(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.rpc_args(request, "files/upload_session/finish_batch_v2")
-        entries = a.obj.get("entries")
-        if not isinstance(entries, list):
-            raise BadInput(a.route, "entries: expected a list")
-        if len(entries) > MAX_FINISH_BATCH_ENTRIES:
-            raise BadInput(a.route, f"entries: at most {MAX_FINISH_BATCH_ENTRIES}")
-        parsed = [self._finish_args(Args(a.route, e)) for e in entries]  # 400 before any work
-        states = await self.mc.query("sessions", [sid for sid, _, _, _ in parsed]) if parsed else []
-        results: list[Any] = []
-        cmds: list[C.SessionFinish] = []
-        for (sid, offset, commit, path), st in zip(parsed, states, strict=True):
-            r = await self._finish_cmd(who, sid, offset, commit, path, st)
-            if isinstance(r, C.SessionFinish):
-                cmds.append(r)
-                r = None  # filled in from the batch's answer below
-            results.append(r)
-        if cmds:
-            done = iter(self._raise_meta(await self._mwrite(C.FinishBatch(cmds))))
-            results = [next(done) if r is None else r for r in results]
-        out = []
-        for r in results:
-            if isinstance(r, C.MetaError):
-                out.append({".tag": "failure", "failure": wire.union(r.tags, r.extra)})
-            else:
-                out.append({".tag": "success", **wire.metadata_json(r, tagged=False)})
-        return json_response({"entries": out})
+        return json_response(wire.metadata_json(raise_meta(m), tagged=False))
 
 
 def _admitted(request: web.Request, acct: Any) -> Any:
@@ -897,28 +398,6 @@ def _admitted(request: web.Request, acct: Any) -> Any:
     return acct
 
 
-async def _no_chunks() -> Any:
-    return
-    yield b""
-
-
-def _block_of(e: BaseException) -> str:
-    """The block id a block store error names (`BlockNotFound(id)`), else "?"."""
-    arg = e.args[0] if e.args else ""
-    return arg if isinstance(arg, str) and re.fullmatch(r"[0-9a-f]{64}", arg) else "?"
-
-
-def abort_connection(request: web.Request) -> None:
-    if request.transport is not None:
-        request.transport.abort()
-
-
-def client_gone(request: web.Request) -> bool:
-    """True once the client's connection is closed or closing (it hung up)."""
-    t = request.transport
-    return t is None or t.is_closing()
-
-
 def _bearer(request: web.Request) -> str:
     """The bearer token, or "" when there is none that could be valid (none, another scheme,
     not ASCII — aiohttp decodes header bytes with surrogateescape —, or over TOKEN_MAX_BYTES):
@@ -928,34 +407,3 @@ def _bearer(request: web.Request) -> str:
     if not token.isascii() or len(token) > TOKEN_MAX_BYTES:
         return ""
     return token
-
-
-def _refs(ing: Ingested) -> list:
-    return [C.BlockRef(b, s) for b, s in ing.blocks]
-
-
-_RANGE = re.compile(r"[ \t]*bytes[ \t]*=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*")
-_RANGE_BIG = 2**63  # stands for any number of 19 digits or more: past the end of any file
-
-
-def _range_int(digits: str) -> int:
-    return int(digits) if len(digits) <= 18 else _RANGE_BIG
-
-
-def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """`bytes=a-b`, `bytes=a-`, `bytes=-n` → inclusive (start, end); None if unsatisfiable,
-    malformed, or several ranges (ASCII digits only; any number of digits)."""
-    m = _RANGE.fullmatch(header)
-    if not m or (not m.group(1) and not m.group(2)):
-        return None
-    a, b = m.group(1), m.group(2)
-    if a == "":
-        n = _range_int(b)
-        if n == 0 or size == 0:
-            return None
-        return max(0, size - n), size - 1
-    start = _range_int(a)
-    end = _range_int(b) if b else size - 1
-    if start >= size or end < start:
-        return None
-    return start, min(end, size - 1)

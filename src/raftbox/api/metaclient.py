@@ -10,7 +10,7 @@ A blockserver needs few things from meta, each a higher-level directive in one r
   ReadIndex (linearizable): `file_blocks`, `file_blocks_many` (a list of paths: native batch
   `blocks/list`), `resolve`, `session`, `sessions` (a list of ids: finish_batch_v2),
   `session_head`, `ns_has_blocks`, `auth_token`, `gc_generation` (that one may be stale: see
-  `raftbox.blocks.gc`), `store_marker` (the block store marker a blockserver checks at start). A batch query is one read: every answer from the same state;
+  `raftbox.gc`), `store_marker` (the block store marker a blockserver checks at start). A batch query is one read: every answer from the same state;
 - `write(cmd)`: one state machine command of the whitelist `WRITES` (commits, upload sessions,
   `RecordUpload`), with exactly-once semantics across retries and failovers.
 
@@ -27,6 +27,9 @@ state machine applies it once and answers the retry with the first result. It cy
 its meta URLs on connection errors, timeouts and 503s, within `timeout_s` per call, waiting a
 `Backoff` delay (`retry_min_s`..`retry_max_s`, jittered, from the start for each call) between
 attempts: a dead member costs one failed attempt, a leaderless cluster a few spaced-out ones.
+Past `timeout_s` it raises `MetaUnreachable`; a member that refuses a call (an answer other than
+200, 502, 503, 504) raises `MetaRefused` at once: both are the api layer's `errors.Unavailable`
+(503).
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ from raftbox.backoff import Backoff
 from raftbox.meta import commands as C
 from raftbox.meta.service import MetaService
 from raftbox.meta.tokens import TokenCache, token_hash
-from raftbox.raft.node import NodeError, Unavailable
 from raftbox.raft.sessions import Command
+
+from .errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +162,12 @@ class LocalMetaClient:
 
 
 class MetaUnreachable(Unavailable):
-    """No meta member answered within the call's deadline."""
+    """No meta member answered within the call's deadline (503: retrying later helps)."""
+
+
+class MetaRefused(Unavailable):
+    """A meta member answered an internal call with an error other than 502/503/504 (a wrong
+    cluster token, a bug there): not retried here; the API answers 503 like any meta outage."""
 
 
 class RemoteMetaClient:
@@ -236,7 +245,7 @@ class RemoteMetaClient:
                         return data
                     last = f"{url}: {resp.status} {data[:200]!r}"
                     if resp.status not in (502, 503, 504):
-                        raise NodeError(f"meta refused an internal call: {last}")
+                        raise MetaRefused(f"meta refused an internal call: {last}")
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 last = f"{url}: {type(e).__name__}: {e}"
             if url in self._failing:  # logged when it started failing: once per outage

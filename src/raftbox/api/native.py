@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -37,14 +37,15 @@ from raftbox.blocks.native import (
     frame_header,
     read_frames,
 )
+from raftbox.blocks.service import BlockService
 from raftbox.meta import commands as C
 
 from . import wire
-from .http import abort_connection, client_gone
-from .wire import ApiError, Args, BadInput
-
-if TYPE_CHECKING:
-    from .http import ApiServer
+from .args import READ_PATH, WRITE_PATH, Args, ns_path, path_arg, rpc_args, write_mode
+from .content import abort_connection, client_gone, commit_info, mwrite
+from .errors import ApiError, BadInput, Unavailable, raise_meta
+from .metaclient import MetaClient
+from .wire import json_response
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +60,24 @@ def _first_error(eg: BaseExceptionGroup) -> BaseException:
 
 
 class NativeRoutes:
-    def __init__(self, api: ApiServer, puts_in_flight: int = 4) -> None:
-        self.api = api
+    """The native block protocol's route table: `server.py` registers `routes()` on the
+    `ApiServer` of a meta member and of a blockserver (`ApiServer.add_routes`)."""
+
+    def __init__(self, mc: MetaClient, blocks: BlockService, puts_in_flight: int = 4) -> None:
+        self.mc = mc
+        self.blocks = blocks
         self.puts_in_flight = puts_in_flight
 
-    def register(self) -> None:
-        for name, handler in (
-            ("raftbox/blocks/config", self.config),
-            ("raftbox/blocks/has", self.has),
-            ("raftbox/blocks/put", self.put),
-            ("raftbox/blocks/get", self.get),
-            ("raftbox/blocks/list", self.list_blocks),
-            ("raftbox/commit_batch", self.commit_batch),
-        ):
-            self.api.add_route(name, "user", handler)
+    def routes(self) -> list[tuple[str, str, Any]]:
+        """(route, auth, handler) of every native route; all authenticate the user."""
+        return [
+            ("raftbox/blocks/config", "user", self.config),
+            ("raftbox/blocks/has", "user", self.has),
+            ("raftbox/blocks/put", "user", self.put),
+            ("raftbox/blocks/get", "user", self.get),
+            ("raftbox/blocks/list", "user", self.list_blocks),
+            ("raftbox/commit_batch", "user", self.commit_batch),
+        ]
 
     @staticmethod
     def _ids(a: Args, limit: int) -> list[str]:
@@ -87,9 +92,9 @@ class NativeRoutes:
         return ids
 
     async def config(self, request: web.Request, who: Any) -> web.Response:
-        await self.api.rpc_args(request, "raftbox/blocks/config")
-        ch = self.api.blocks.chunking
-        return wire_json(
+        await rpc_args(request, "raftbox/blocks/config")
+        ch = self.blocks.chunking
+        return json_response(
             {
                 "chunking": {
                     "mode": ch.mode,
@@ -107,15 +112,15 @@ class NativeRoutes:
         )
 
     async def has(self, request: web.Request, who: Any) -> web.Response:
-        a = await self.api.rpc_args(request, "raftbox/blocks/has")
+        a = await rpc_args(request, "raftbox/blocks/has")
         ids = self._ids(a, MAX_HAS_IDS)
-        have = await self.api.mc.query("ns_has_blocks", who.namespace_id, ids) if ids else []
-        return wire_json({"have": sorted(have)})
+        have = await self.mc.query("ns_has_blocks", who.namespace_id, ids) if ids else []
+        return json_response({"have": sorted(have)})
 
     async def put(self, request: web.Request, who: Any) -> web.Response:
         route = "raftbox/blocks/put"
-        gen = await self.api.mc.gc_generation()
-        store = self.api.blocks
+        gen = await self.mc.gc_generation()
+        store = self.blocks
         refs: list[C.BlockRef] = []
         slots = asyncio.Semaphore(self.puts_in_flight)
 
@@ -140,32 +145,28 @@ class NativeRoutes:
             raise e from None
         if refs:
             uniq = list({r.id: r for r in refs}.values())
-            r = await self.api._mwrite(C.RecordUpload(who.namespace_id, uniq, gen))
-            self.api._raise_meta(r)
-        return wire_json({"received": len(refs)})
+            r = await mwrite(self.mc, C.RecordUpload(who.namespace_id, uniq, gen))
+            raise_meta(r)
+        return json_response({"received": len(refs)})
 
     async def get(self, request: web.Request, who: Any) -> web.StreamResponse:
-        a = await self.api.rpc_args(request, "raftbox/blocks/get")
+        a = await rpc_args(request, "raftbox/blocks/get")
         ids = self._ids(a, MAX_GET_BLOCKS)
-        have = (
-            set(await self.api.mc.query("ns_has_blocks", who.namespace_id, ids)) if ids else set()
-        )
+        have = set(await self.mc.query("ns_has_blocks", who.namespace_id, ids)) if ids else set()
         missing = sorted(set(ids) - have)
         if missing:
             raise ApiError(["not_found"], {"ids": missing})
         resp = web.StreamResponse(status=200)
         resp.content_type = "application/octet-stream"
         blocks = [(bid, 0) for bid in ids]  # read_blocks needs the ids only
-        chunks = self.api.blocks.read_blocks(blocks)
+        chunks = self.blocks.read_blocks(blocks)
         k = 0
-        try:  # the first block before the status line (as files/download: see api.http)
+        try:  # the first block before the status line (as files/download: see api.content)
             first = await anext(chunks, None)
         except BlockStoreError as e:
             await chunks.aclose()
             log.error("raftbox/blocks/get: cannot read block %s: %r", ids[0], e)
-            return web.Response(
-                status=503, text="service unavailable: a block cannot be read on this server"
-            )
+            return Unavailable("a block cannot be read on this server").response()
         try:
             await resp.prepare(request)
             if first is not None:
@@ -198,19 +199,15 @@ class NativeRoutes:
         return resp
 
     async def list_blocks(self, request: web.Request, who: Any) -> web.Response:
-        from .http import READ_PATH
-
-        a = await self.api.rpc_args(request, "raftbox/blocks/list")
+        a = await rpc_args(request, "raftbox/blocks/list")
         if "paths" in a.obj:
             return await self._list_many(a, who)
-        path = self.api._ns_path(who, self.api._path(a, "path", READ_PATH), ["path"])
-        r = await self.api.mc.query("file_blocks", who.namespace_id, path)
-        return wire_json(_listed(self.api._raise_meta(r)))
+        path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
+        r = await self.mc.query("file_blocks", who.namespace_id, path)
+        return json_response(_listed(raise_meta(r)))
 
     async def _list_many(self, a: Args, who: Any) -> web.Response:
         """`{"paths": [...]}` → `{"entries": [...]}` in order, one meta query for them all."""
-        from .http import READ_PATH
-
         paths = a.obj["paths"]
         if "path" in a.obj:
             raise BadInput(a.route, "path and paths: give one or the other")
@@ -223,12 +220,12 @@ class NativeRoutes:
             if not READ_PATH.match(p):
                 raise BadInput(a.route, f"paths: {p[:200]!r} did not match pattern")
             try:
-                mine.append(self.api._ns_path(who, p, ["path"]))
+                mine.append(ns_path(who, p, ["path"]))
             except ApiError as e:
                 mine.append(C.MetaError(e.tags, e.extra))
         asked = [p for p in mine if isinstance(p, str)]
         found = iter(
-            await self.api.mc.query("file_blocks_many", who.namespace_id, asked) if asked else []
+            await self.mc.query("file_blocks_many", who.namespace_id, asked) if asked else []
         )
         entries = []
         for p in mine:
@@ -238,13 +235,10 @@ class NativeRoutes:
                 entries.append({"error": wire.union(tags, r.extra)})
             else:
                 entries.append(_listed(r))
-        return wire_json({"entries": entries})
+        return json_response({"entries": entries})
 
     async def commit_batch(self, request: web.Request, who: Any) -> web.Response:
-        from .http import WRITE_PATH
-
-        api = self.api
-        a = await api.rpc_args(request, "raftbox/commit_batch")
+        a = await rpc_args(request, "raftbox/commit_batch")
         entries = a.obj.get("entries") if isinstance(a.obj, dict) else None
         if not isinstance(entries, list):
             raise BadInput(a.route, "entries: expected a list")
@@ -256,8 +250,8 @@ class NativeRoutes:
             ea = Args(a.route, e)
             if not isinstance(e, dict):
                 raise BadInput(a.route, "entries: each entry is an object")
-            path = api._ns_path(who, api._path(ea, "path", WRITE_PATH), ["path"], write=True)
-            wire.write_mode(ea)
+            path = ns_path(who, path_arg(ea, "path", WRITE_PATH), ["path"], write=True)
+            write_mode(ea)
             raw = e.get("blocks")
             if not isinstance(raw, list):
                 raise BadInput(a.route, "blocks: expected [[id, size], ...]")
@@ -295,7 +289,7 @@ class NativeRoutes:
         all_ids = list({r.id for _, _, refs, *_ in parsed for r in refs})
         have: set[str] = set()
         for i in range(0, len(all_ids), MAX_HAS_IDS):
-            have.update(await api.mc.query("ns_has_blocks", ns, all_ids[i : i + MAX_HAS_IDS]))
+            have.update(await self.mc.query("ns_has_blocks", ns, all_ids[i : i + MAX_HAS_IDS]))
         results: list[Any] = [None] * len(parsed)
         cmds: list[C.CommitFile] = []
         where: list[int] = []
@@ -316,8 +310,8 @@ class NativeRoutes:
                     continue
                 ch = derived
             elif ch is None:
-                ch = await api.blocks.content_hash_of([(r.id, r.size) for r in refs])
-            info = api._commit_info(
+                ch = await self.blocks.content_hash_of([(r.id, r.size) for r in refs])
+            info = commit_info(
                 who,
                 ea,
                 _Ing(refs, size, ch),
@@ -330,7 +324,7 @@ class NativeRoutes:
             )
             where.append(k)
         if cmds:
-            out = api._raise_meta(await api._mwrite(C.CommitBatch(cmds)))
+            out = raise_meta(await mwrite(self.mc, C.CommitBatch(cmds)))
             for k, r in zip(where, out, strict=True):
                 results[k] = r
         body = []
@@ -342,11 +336,11 @@ class NativeRoutes:
                     body.append({".tag": "failure", "failure": wire.union(r.tags, r.extra)})
             else:
                 body.append({".tag": "success", **wire.metadata_json(r, tagged=False)})
-        return wire_json({"entries": body})
+        return json_response({"entries": body})
 
 
 class _Ing:
-    """What `ApiServer._commit_info` reads of an `Ingested`."""
+    """What `content.commit_info` reads of an `Ingested`."""
 
     def __init__(self, refs: list[C.BlockRef], size: int, content_hash: str) -> None:
         self.blocks = [(r.id, r.size) for r in refs]
@@ -360,7 +354,3 @@ def _listed(found: tuple[C.FileMeta, list[C.BlockRef]]) -> dict:
         "metadata": wire.metadata_json(meta, tagged=False),
         "blocks": [[b.id, b.size] for b in blocks],
     }
-
-
-def wire_json(obj: Any) -> web.Response:
-    return web.Response(body=wire.dumps(obj), content_type="application/json")

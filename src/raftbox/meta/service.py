@@ -45,7 +45,7 @@ Lookups arriving together share ReadIndex rounds (`tokens.SharedRounds`): a look
 for a round that *started after it asked* (so the read that follows is linearizable), and all
 the lookups that ask while one round runs share the next one — at most one round in flight and
 one queued, however many requests wait. `auth_read_rounds` counts the rounds run. The limit on
-how many failures one client address may cause is the API's (`api.http.FailedAuthLimiter`).
+how many failures one client address may cause is the API's (`api.limits.FailedAuthLimiter`).
 
 The block role calls `commit()` — one round trip carrying the whole directive (path, blocks,
 mode, parent rev), as the seed's blockservers call the metaservers by RPC instead of talking to
