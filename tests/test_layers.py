@@ -150,3 +150,13 @@ def test_no_import_cycle() -> None:
                     if len(comp) > 1:
                         cycles.append(sorted(comp))
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_api_route_modules_do_not_import_the_server() -> None:
+    """Route modules give `routes()` tables that `ApiServer.add_routes` registers; none imports
+    `api.http` (that was the http <-> native cycle)."""
+    edges = _edges()
+    bad = [
+        m for m, ts in edges.items() if m.startswith("raftbox.api.") and "raftbox.api.http" in ts
+    ]
+    assert not bad, f"import raftbox.api.http: {bad}"
