@@ -67,7 +67,11 @@ sends it to the leader (locally or by the `propose` RPC); the leader stamps it w
 proposes it; the future resolves when the entry is applied with the state machine's result. The
 state machine applies each (client_id, seq) once (`SessionTable`), so a client that retries after
 a timeout or a leader change gets the first result. If this node loses leadership while
-proposals wait, they fail with `Retry`: the client retries with the same seq.
+proposals wait, they fail with `Retry`: the client retries with the same seq. A proposal
+forwarded to the leader is abandoned as soon as this node learns of another leader (or of none)
+and forwarded again: a leader that froze (SIGSTOP) keeps its connections open and answers
+nothing, and waiting for its answer would hold the write until its deadline although the others
+elected a new leader within an election timeout.
 
 Linearizable reads use ReadIndex: `read_index()` returns an index such that a read served after
 the local state machine applied it is linearizable. `stale` reads skip it. A ReadIndex request
@@ -653,13 +657,38 @@ class RaftNode:
                 if self.role == StateRole.LEADER:
                     return await self._propose_here(cmd, remaining)
                 leader = await self._wait_leader(remaining)
-                raw = await self.transport.call(
-                    leader, "propose", msgspec.msgpack.encode(cmd), remaining
-                )
+                raw = await self._forward(leader, cmd, remaining)
                 return msgspec.msgpack.decode(raw)
             except (Retry, NotLeader, ProposalDropped, RpcError, RemoteRpcError) as e:
                 log.debug("propose retry: %s", e)
                 await asyncio.sleep(min(self.cfg.tick_s, max(0.0, deadline - time.monotonic())))
+
+    async def _forward(self, leader: int, cmd: Command, timeout_s: float) -> bytes:
+        """The propose RPC to `leader`; `Retry` as soon as this node learns of another leader.
+
+        A leader that froze (SIGSTOP, a stalled VM) keeps its connections open and answers
+        nothing, so the transport neither answers nor fails the call: without this, the write
+        would wait out its whole deadline although a new leader was elected within an election
+        timeout. Abandoning the call is safe: the retry carries the same (client_id, seq), so
+        the state machine applies the command once, whichever leader got it first.
+        """
+        call = asyncio.ensure_future(
+            self.transport.call(leader, "propose", msgspec.msgpack.encode(cmd), timeout_s)
+        )
+        try:
+            while not call.done():
+                if self.leader != leader:
+                    raise Retry(f"leader changed from node {leader} while the proposal waited")
+                changed = asyncio.ensure_future(self._leader_changed.wait())
+                try:
+                    await asyncio.wait({call, changed}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    changed.cancel()
+            return call.result()
+        finally:
+            if not call.done():
+                call.cancel()
+                await asyncio.wait({call})
 
     async def _propose_here(self, cmd: Command, timeout_s: float) -> Any:
         return await self.submit(cmd, timeout_s)
