@@ -446,3 +446,13 @@ def test_a_folder_deleted_on_one_side_is_kept_while_it_holds_a_held_entry():
     p = P(local, T(), s, hold=["/d/h"])
     assert DeleteLocal("/d/f", F("/d/f", "1")) in p.ops and MkdirRemote("/d", D("/d")) in p.ops
     assert not any(op.kind is OpKind.DELETE_LOCAL and op.path == "/d" for op in p.ops)
+
+
+def test_a_folder_moved_locally_carries_the_servers_held_entry_with_it_on_the_server():
+    # The server's /x/long cannot be represented here (held); /x renamed to /y locally: one
+    # server move takes it along (nothing deleted or uploaded), as the user's rename implies.
+    s = T(D("/x", inode=1), F("/x/f", "1", inode=2, rev="r1"))
+    local = T(D("/y", inode=1), F("/y/f", "1", inode=2))
+    remote = T(D("/x"), F("/x/f", "1", rev="r1"), F("/x/long", "2", rev="r2"))
+    p = P(local, remote, s, hold=["/x/long"])
+    assert p.ops == (MoveRemote("/x", "/y"),)
