@@ -411,3 +411,48 @@ def test_a_very_long_host_name_still_gives_free_numbered_names() -> None:
                                     taken=lambda n: n in taken)  # fmt: skip
         assert name not in taken and len(name.encode()) <= 255
         taken.add(name)
+
+
+# -- held entries (what the engine cannot represent or read: hidden on every side) -------------
+
+
+def test_a_folder_moved_locally_over_a_held_child_is_moved_and_the_child_kept():
+    # /Café renamed to /a locally; /a/a (its child) is held: the server's copy moves with the
+    # folder to where the held local entry is, and is never read as deleted locally.
+    s = T(D("/Café", inode=1), F("/Café/a", "1", inode=2, rev="r1"))
+    local = T(D("/a", inode=1), F("/a/a", "1", inode=2))
+    remote = T(D("/Café"), F("/Café/a", "1", rev="r1"))
+    p = P(local, remote, s, hold=["/a/a"])
+    assert p.ops == (MoveRemote("/Café", "/a"),)
+
+
+def test_a_folder_moved_on_the_server_carries_a_held_local_child_and_downloads_nothing_over_it():
+    s = T(D("/x", remote_id="id:x"), F("/x/u", "1", rev="r1", remote_id="id:u"))
+    local = T(D("/x"), F("/x/u", "1"))  # /x/u is held (say unreadable this pass)
+    remote = T(D("/y", remote_id="id:x"), F("/y/u", "1", rev="r1", remote_id="id:u"))
+    p = P(local, remote, s, hold=["/x/u"])
+    assert p.ops == (MoveLocal("/x", "/y"),)
+
+
+def test_a_folder_deleted_on_one_side_is_kept_while_it_holds_a_held_entry():
+    s = T(D("/d"), F("/d/f", "1", rev="r1"), F("/d/h", "2", rev="r2"))
+    remote = T(D("/d"), F("/d/f", "1", rev="r1"), F("/d/h", "2", rev="r2"))
+    # Deleted locally; the server's /d/h is held: /d stays (re-created here), /d/f goes.
+    p = P(T(), remote, s, hold=["/d/h"])
+    assert DeleteRemote("/d/f", "r1") in p.ops and MkdirLocal("/d", D("/d")) in p.ops
+    assert not any(op.kind is OpKind.DELETE_REMOTE and op.path == "/d" for op in p.ops)
+    # Deleted on the server; the local /d/h is held: /d stays (re-created there), /d/f goes.
+    local = T(D("/d"), F("/d/f", "1"), F("/d/h", "2"))
+    p = P(local, T(), s, hold=["/d/h"])
+    assert DeleteLocal("/d/f", F("/d/f", "1")) in p.ops and MkdirRemote("/d", D("/d")) in p.ops
+    assert not any(op.kind is OpKind.DELETE_LOCAL and op.path == "/d" for op in p.ops)
+
+
+def test_a_folder_moved_locally_carries_the_servers_held_entry_with_it_on_the_server():
+    # The server's /x/long cannot be represented here (held); /x renamed to /y locally: one
+    # server move takes it along (nothing deleted or uploaded), as the user's rename implies.
+    s = T(D("/x", inode=1), F("/x/f", "1", inode=2, rev="r1"))
+    local = T(D("/y", inode=1), F("/y/f", "1", inode=2))
+    remote = T(D("/x"), F("/x/f", "1", rev="r1"), F("/x/long", "2", rev="r2"))
+    p = P(local, remote, s, hold=["/x/long"])
+    assert p.ops == (MoveRemote("/x", "/y"),)

@@ -32,6 +32,18 @@ deleted. Before the per-key merge, in this order, the planner
 Moves rewrite the planner's working copies of the trees (subtrees move with their folder), so
 the merge that follows sees moved entries under their new keys on all three sides.
 
+Held entries (`hold`: what this client cannot represent or could not read) are hidden on all
+three sides, and a hidden entry must never read as deleted or absent on the side that hides it:
+
+- a held key follows every move of a folder above it (the held entry moves with its folder on
+  the side moved, so nothing is downloaded or uploaded over it at its new key), and whatever a
+  move brings onto a held key is hidden again (a folder renamed locally over a held child is
+  sent as a server move, which carries the server's copy to where the held local entry is; it
+  must not then look deleted locally);
+- a folder that holds a held entry on a side counts as changed below on that side, so it is
+  never deleted there: it is kept (or re-created on the other side) like any folder with a
+  surviving child.
+
 Order of operations (`Plan.ops`) — the executor runs them in this order:
 
 - first the structural operations, in dependency order: twin renames, moves (with the folders
@@ -474,7 +486,7 @@ class _Planner:
         *,
         host: str,
         today: str,
-        reserved: Iterable[str] = (),
+        held: Iterable[str] = (),
     ):
         self.local = _Side(local.nodes())
         self.remote = _Side(remote.nodes())
@@ -488,12 +500,32 @@ class _Planner:
         # trees), and every name handed out.
         self.reserved: set[str] = {*self.local.nodes, *self.remote.nodes, *self.synced.nodes}
         self.reserved.update(n.key for n in self.twins)
-        self.reserved.update(reserved)
+        self.held: set[str] = set(held)  # grows as moves carry held entries along
+        self.reserved.update(self.held)
         self.local_dirty: set[str] = set()  # keys with a changed local entry strictly below
         self.remote_dirty: set[str] = set()
 
     def emit(self, op: Op) -> None:
         (self.transfers if op.kind in _TRANSFERS else self.structural).append(op)
+
+    def _moved(self, src_key: str, dst_path: str) -> None:
+        """Keep held entries hidden after a move of the subtree at `src_key` to `dst_path`.
+
+        A held entry below `src_key` moves with its folder on the side moved, so its new key is
+        held too (nothing is planned over it there); and whatever a move brings onto a held key
+        (the server's copy of a held local entry whose folder was renamed) is hidden again on
+        every side, or it would read as deleted on the side where it is hidden.
+        """
+        dst_key = path_key(dst_path)
+        if src_key != dst_key:
+            self.held.update(
+                dst_key + h[len(src_key) :] for h in list(self.held) if is_in_subtree(h, src_key)
+            )
+        for h in self.held:
+            if is_in_subtree(h, dst_key):
+                for side in (self.local, self.remote, self.synced):
+                    if h in side.nodes:
+                        side.remove_subtree(h)
 
     # -- 2. twins ------------------------------------------------------------------------------
 
@@ -584,6 +616,7 @@ class _Planner:
                 self.emit(MoveLocal(loc.path, dst))
                 self.local.rebase(s.key, dst)
                 self.synced.rebase(s.key, dst)
+                self._moved(s.key, dst)
                 moved = True
             if not moved:
                 return
@@ -631,6 +664,7 @@ class _Planner:
                     self.emit(MoveRemote(r.path, dst))
                     self.remote.rebase(s.key, dst)
                     self.synced.rebase(s.key, dst)
+                    self._moved(s.key, dst)
                     used.add(d.key)
                     moved = True
                     break
@@ -646,6 +680,11 @@ class _Planner:
                     dirty.update(ancestor_keys(n.key))
         for t in self.twins:  # renamed aside, not yet uploaded: their folders must stay
             self.local_dirty.update(ancestor_keys(t.key))
+        for h in self.held:  # hidden, so unknown: the folders holding them must stay
+            for side, dirty in ((self.local, self.local_dirty), (self.remote, self.remote_dirty)):
+                up = side.get(parent_key(h))
+                if up is not None and up.is_folder:  # else it cannot be on this side
+                    dirty.update(ancestor_keys(h))
 
     def merge_all(self) -> None:
         stack = [""]
@@ -694,6 +733,7 @@ class _Planner:
             self.local.rebase(k, dst)
         if syn is not None:
             self.synced.rebase(k, dst)
+        self._moved(k, dst)
 
     def _merge_folder(self, k: str, loc: Node | None, rem: Node | None, syn: Node | None):
         if loc and rem:
@@ -774,6 +814,7 @@ class _Planner:
         self.reserved.add(new_key)
         self.emit(ConflictCopy(loc.path, new_path, loc))
         self.local.rebase(loc.key, new_path)
+        self._moved(loc.key, new_path)
         return new_key
 
     def _delete_local_subtree(self, k: str) -> None:
@@ -864,7 +905,7 @@ def plan(
         _without_held([local, remote, synced], held),
         ignore if ignore is not None else IgnoreRules(),
     )
-    p = _Planner(local, remote, synced, host=host, today=today, reserved=held)
+    p = _Planner(local, remote, synced, host=host, today=today, held=held)
     p.rename_twins()
     p.follow_remote_moves()
     p.send_local_moves()
