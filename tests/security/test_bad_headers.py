@@ -28,15 +28,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory):
         s.stop()
 
 
-@pytest.fixture
-def clean(srv: Server):
-    """State and log before the test; after it: nothing changed, nothing logged as an error."""
-    before, mark = srv.snapshot(), srv.log_mark()
-    yield
-    srv.assert_unchanged(before)
-    srv.assert_log_clean(mark)
-
-
 DEEP = b"[" * 100_000 + b"]" * 100_000  # past the interpreter's recursion limit
 DEEPISH = json.dumps({"path": "/x", "pad": json.loads("[" * 40 + "]" * 40)}).encode()
 

@@ -97,14 +97,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory):
         s.stop()
 
 
-@pytest.fixture
-def clean(srv: Server):
-    before, mark = srv.snapshot(), srv.log_mark()
-    yield
-    srv.assert_unchanged(before)
-    srv.assert_log_clean(mark)
-
-
 def _session(srv: Server, data: bytes = b"abc") -> str:
     r = srv.content("files/upload_session/start", {}, data)
     assert r.status == 200, r.text

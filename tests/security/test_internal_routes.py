@@ -38,17 +38,6 @@ ROUTES = [
 
 
 @pytest.fixture(scope="module")
-def member(tmp_path_factory):
-    m = Member(tmp_path_factory.mktemp("internal"))
-    m.proc.start()
-    try:
-        m.proc.wait_output("raftbox member 1 serving", 60)
-        yield m
-    finally:
-        m.proc.stop()
-
-
-@pytest.fixture(scope="module")
 def user_token(member) -> str:
     return create_account_http(member.hostport, member.ca, member.admin_token, "u@example.test")[1]
 

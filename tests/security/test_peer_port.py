@@ -51,17 +51,6 @@ def _frame(env) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
-@pytest.fixture(scope="module")
-def member(tmp_path_factory):
-    m = Member(tmp_path_factory.mktemp("peer-port"))
-    m.proc.start()
-    try:
-        m.proc.wait_output("raftbox member 1 serving", 60)
-        yield m
-    finally:
-        m.proc.stop()
-
-
 @dataclass(frozen=True)
 class Victim:
     account_id: str  # the victim's, who has /secret.txt
