@@ -167,6 +167,7 @@ class LinkRoutes:
         for path in ("/s/{token}", "/s/{token}/{name:.*}"):
             app.router.add_get(path, self.public_get)
             app.router.add_post(path, self.public_post)
+        app.router.add_route("*", "/s{rest:.*}", _no_link)  # "/s", "/s//x": no token at all
 
     # -- state -----------------------------------------------------------------------------
     def now_ms(self) -> int:
@@ -787,6 +788,10 @@ _NOT_FOUND_HTML = _doc(
     "Not found",
     "<h1>This link does not exist</h1><p>It may have been removed or have expired.</p>",
 )
+
+
+async def _no_link(request: web.Request) -> web.Response:
+    return _not_found()
 
 
 def _not_found() -> web.Response:
