@@ -104,6 +104,10 @@ def test_token_and_password_never_stored_in_clear(srv: Server) -> None:
     assert blobs and sum(map(len, blobs)) > 0
     for b in blobs:
         assert token not in b and password.encode() not in b
+    # nor in the server's log (the access log names a link by a prefix of the token's hash)
+    assert get(srv, "/s/" + token.decode() + "/f", params={"dl": "1"}).status_code == 200
+    log = srv.log()
+    assert "/s/h:" in log and token.decode() not in log and password not in log
     # ...yet the owner can be shown the link's URL again
     listed = srv.ok("sharing/list_shared_links", {"path": "/clear/file.txt"})["links"]
     assert [tok(x["url"]) for x in listed] == [token.decode()]
