@@ -270,3 +270,18 @@ def test_revoked_on_one_member_gone_on_every_member(cluster: procs.ApiCluster, c
     wait_all_serve(cluster, t, acct)
     r = fetch(t, on(link.url, cluster.members[leader].hostport), dl="1")
     assert r.status_code == 404
+
+
+def test_link_url_origin_host_header_and_public_url():
+    from aiohttp.test_utils import make_mocked_request
+
+    from raftbox.api.links import LinkRoutes
+
+    r = LinkRoutes.__new__(LinkRoutes)
+    r.set_public_url(None)
+    req = make_mocked_request("POST", "/2/x", headers={"Host": "files.example.test:8443"})
+    assert r.origin(req) == "http://files.example.test:8443"  # a mocked request has no TLS
+    evil = make_mocked_request("POST", "/2/x", headers={"Host": 'x"><script>/'})
+    assert "<" not in r.origin(evil) and '"' not in r.origin(evil)
+    r.set_public_url("https://share.example.test/")
+    assert r.origin(req) == "https://share.example.test"

@@ -145,12 +145,16 @@ class LinkRoutes:
         self.meta = meta
         self.blocks = blocks
         self.key = link_key(admin_token)
-        self.public_url = public_url.rstrip("/") if public_url else None
+        self.set_public_url(public_url)
         self.clock = clock
         self.hasher = argon2.PasswordHasher()
         self.pw_by_addr = TokenBucket(password_per_addr_per_s, password_per_addr_burst)
         self.pw_by_link = TokenBucket(password_per_link_per_s, password_per_link_burst)
         self.misses = FailedAuthLimiter(miss_per_s, miss_burst)
+
+    def set_public_url(self, url: str | None) -> None:
+        """Link URLs start with `url` (e.g. behind a proxy), not the creating request's Host."""
+        self.public_url = url.rstrip("/") if url else None
 
     def routes(self) -> list[tuple[str, str, Any]]:
         return [
