@@ -141,6 +141,7 @@ class LinkRoutes:
         password_per_link_burst: int = 20,
         miss_per_s: float = 2.0,
         miss_burst: int = 100,
+        argon2_concurrent_max: int = 2,
     ) -> None:
         self.meta = meta
         self.blocks = blocks
@@ -148,6 +149,9 @@ class LinkRoutes:
         self.set_public_url(public_url)
         self.clock = clock
         self.hasher = argon2.PasswordHasher()
+        # each hash or check takes argon2's 64 MiB and a core for tens of ms: a bounded few
+        # at a time, whatever the number of visitors (the rest wait their turn)
+        self._argon2_slots = asyncio.Semaphore(argon2_concurrent_max)
         self.pw_by_addr = TokenBucket(password_per_addr_per_s, password_per_addr_burst)
         self.pw_by_link = TokenBucket(password_per_link_per_s, password_per_link_burst)
         self.misses = FailedAuthLimiter(miss_per_s, miss_burst)
@@ -305,7 +309,8 @@ class LinkRoutes:
         return out
 
     async def _hash(self, password: str) -> str:
-        return await asyncio.to_thread(self.hasher.hash, password)
+        async with self._argon2_slots:
+            return await asyncio.to_thread(self.hasher.hash, password)
 
     async def _verify(self, pw_hash: str, password: str) -> bool:
         def check() -> bool:
@@ -316,7 +321,8 @@ class LinkRoutes:
             except argon2.exceptions.InvalidHashError:
                 return False
 
-        return await asyncio.to_thread(check)
+        async with self._argon2_slots:
+            return await asyncio.to_thread(check)
 
     async def _same_settings(self, link: C.LinkInfo, want: dict[str, Any]) -> bool:
         if "expires_ms" in want and want["expires_ms"] != link.expires_ms:
