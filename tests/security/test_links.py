@@ -228,3 +228,16 @@ def test_sharing_routes_need_a_token_and_refuse_garbage(srv: Server, clean: None
     expect_409(r, "reset")
     r = srv.content("files/download_zip", {"path": "/no/such"})
     expect_409(r, "path", "not_found")
+
+
+def test_scanning_for_tokens_is_rate_limited_but_live_links_still_open(srv: Server) -> None:
+    """(Last in this module: it spends this address's budget of misses.)"""
+    srv.upload("/scan/s.txt", b"s")
+    live = "/s/" + tok(create(srv, "/scan/s.txt")["url"]) + "/s.txt"
+    with srv.session() as s:
+        codes = [
+            s.get(f"https://{srv.hostport}/s/{secrets.token_urlsafe(24)}/x", timeout=30).status_code
+            for _ in range(300)
+        ]
+    assert codes[0] == 404 and codes[-1] == 429 and set(codes) == {404, 429}
+    assert get(srv, live, params={"dl": "1"}).content == b"s"
