@@ -23,11 +23,12 @@ Settings (`SharedLinkSettings`): visibility public or password (`requested_visib
 `audience`, `require_password` + `link_password`; team audiences answer `settings_error/
 not_authorized`: there are no teams), `expires` (in the future, else `settings_error/
 invalid_settings`), `allow_download`, access viewer only. Passwords are hashed with argon2id
-(argon2-cffi's defaults), in a thread. One live link per owner and target, as Dropbox keeps
+(argon2-cffi's defaults), in a thread, at most `argon2_concurrent_max` at a time (each takes
+64 MiB and tens of milliseconds of a core). One live link per owner and target, as Dropbox keeps
 it: creating another answers `shared_link_already_exists` with the existing link's metadata
 when no settings are given or they differ from the link's (as Dropbox does); the same explicit
-settings return the existing link itself (a retried create is harmless). A link's `path_lower` and its `can_*` permissions are shown to its owner only.
-Another account naming your link's URL gets `shared_link_access_denied` on modify and revoke
+settings return the existing link itself (a retried create is harmless). A link's
+`path_lower` and its `can_*` permissions are shown to its owner only. Another account naming your link's URL gets `shared_link_access_denied` on modify and revoke
 (it holds the URL: the link's existence is no secret to it), and the link's metadata like any
 visitor (a password link asks for the password: `shared_link_access_denied`).
 
@@ -50,7 +51,13 @@ Looking an unknown token up may cost a ReadIndex round, so an address that misse
 member's replica knows the link live (a visitor behind a scanner's NAT keeps working).
 
 The link URL's origin is the `Host` the creating request came in on, with this server's scheme
-(`https`), unless the server was given a public URL (`public_url`, e.g. behind a proxy).
+(`https`), unless the server was given a public URL (`--public-url`, e.g. behind a proxy that
+rewrites Host). A Host that is not a host name or address (with a port) is not echoed: the
+server's own address is used instead. The access log never shows a token (`accesslog`).
+
+Where these routes are served: on meta members (they read the replicated link state), not on a
+block-only process; `files/download_zip` and `get_shared_link_file` are content routes, so an
+SDK whose content host is a blockserver must be pointed at a meta member for them.
 """
 
 from __future__ import annotations
