@@ -120,3 +120,22 @@ def test_malformed_tokens():
     assert not L.token_well_formed("abc/def")
     assert not L.token_well_formed("é" * 10)
     assert L.token_well_formed(L.link_token(KEY, b"\0" * 16))
+
+
+def test_owner_listing_pages_and_skips_dead_links():
+    d, ns, owner, _ = setup()
+    made = []
+    for i in range(7):
+        f = d.put(ns, f"/many/{i}.txt", b"%d" % i)
+        made.append(new(d, ns, owner, f.id, i + 1)[1])
+    d.apply(RevokeLink(made[3].token_hash, owner))
+    seen, after = [], b""
+    while True:
+        page, after = L.links_of(d.store.db, owner, d.now_ms, after, limit=2)
+        assert len(page) <= 2
+        seen += page
+        if after is None:
+            break
+    want = sorted((x for i, x in enumerate(made) if i != 3), key=lambda x: x.token_hash)
+    assert [x.token_hash for x in seen] == [x.token_hash for x in want]
+    assert L.links_of(d.store.db, "dbid:nobody", d.now_ms) == ([], None)
