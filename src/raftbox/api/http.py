@@ -66,6 +66,7 @@ from .args import (
     resolve_write_path,
     rpc_args,
 )
+from .batch import BatchRoutes
 from .content import ContentRoutes, client_gone
 from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, from_lower, raise_meta
 from .limits import FailedAuthLimiter, TokenBucket
@@ -140,6 +141,7 @@ class ApiServer:
         self.add_routes(self.content.routes())
         if meta is not None:
             self.add_routes(AccountRoutes(meta).routes())
+            self.add_routes(BatchRoutes(self.mc).routes())
 
     def add_routes(self, table: Iterable[tuple[str, str, Handler]]) -> None:
         """Register a route table: (route, auth "user" | "admin" | "none", handler) rows."""
