@@ -71,6 +71,7 @@ from .content import ContentRoutes, client_gone
 from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, from_lower, raise_meta
 from .limits import FailedAuthLimiter, TokenBucket
 from .metaclient import LocalMetaClient, MetaClient
+from .thumbnails import ThumbnailRoutes
 from .wire import json_response
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class ApiServer:
             }
         self.content = ContentRoutes(self.mc, blocks)
         self.add_routes(self.content.routes())
+        self.add_routes(ThumbnailRoutes(self.mc, blocks).routes())
         if meta is not None:
             self.add_routes(AccountRoutes(meta).routes())
             self.add_routes(BatchRoutes(self.mc).routes())
