@@ -105,11 +105,14 @@ def test_delete_batch_reports_each_entry(acct: Account) -> None:
 
 def test_create_folder_batch_complete_at_once_or_as_a_job_with_force_async(acct: Account) -> None:
     dbx = acct.dbx()
-    r = dbx.files_create_folder_batch(["/f/one", "/f/two", "/f/one"])
+    dbx.files_create_folder_v2("/f/old")
+    r = dbx.files_create_folder_batch(["/f/one", "/f/two", "/f/ONE", "/f/old"])
     assert r.is_complete()
     entries = r.get_complete().entries
-    assert [e.get_success().metadata.path_display for e in entries[:2]] == ["/f/one", "/f/two"]
-    err = entries[2].get_failure().get_path()
+    made = [e.get_success().metadata for e in entries[:3]]
+    assert [m.path_display for m in made] == ["/f/one", "/f/two", "/f/one"]  # one, once
+    assert made[0].id == made[2].id
+    err = entries[3].get_failure().get_path()
     assert err.is_conflict() and err.get_conflict().is_folder()
 
     r = dbx.files_create_folder_batch(["/f/one", "/f/three"], autorename=True, force_async=True)
@@ -117,7 +120,7 @@ def test_create_folder_batch_complete_at_once_or_as_a_job_with_force_async(acct:
     status = dbx.files_create_folder_batch_check(r.get_async_job_id())
     names = [e.get_success().metadata.name for e in status.get_complete().entries]
     assert names == ["one (1)", "three"]
-    assert _paths(dbx, "/f") == {"/f/one", "/f/two", "/f/one (1)", "/f/three"}
+    assert _paths(dbx, "/f") == {"/f/old", "/f/one", "/f/two", "/f/one (1)", "/f/three"}
 
 
 def test_finish_batch_v1_is_a_job_checked_with_finish_batch_check(acct: Account) -> None:

@@ -32,13 +32,14 @@ def test_a_job_runs_its_batch_in_order_and_keeps_the_result(tmp_path) -> None:
     d = Driver()
     ns = d.setup()
     d.put(ns, "/a.txt")
+    d.apply(CreateFolder(ns, "/g"))
     batch = WriteBatch(
         [
             CreateFolder(ns, "/f"),
             Copy(ns, "/a.txt", "/f/a.txt"),
             Move(ns, "/f/a.txt", "/f/b.txt"),  # sees the copy just made
             Delete(ns, "/nope"),
-            CreateFolder(ns, "/f"),
+            CreateFolder(ns, "/g"),
         ]
     )
     r = d.apply(job("dbjid:1", ns, batch))
@@ -135,3 +136,21 @@ def test_two_replicas_applying_the_same_log_keep_the_same_jobs() -> None:
         replica.apply(index, c)
     assert replica.dump(["jobs"]) == d.store.dump(["jobs"])
     assert replica.job("j", ns, "k") == d.store.job("j", ns, "k")
+
+
+def test_a_folder_named_twice_in_a_batch_is_created_once() -> None:
+    d = Driver()
+    ns = d.setup()
+    r = d.apply(
+        WriteBatch(
+            [
+                CreateFolder(ns, "/A", autorename=True),
+                CreateFolder(ns, "/a", autorename=True),  # the same path (case-insensitive)
+                CreateFolder(ns, f"ns:{ns}/A", autorename=True),
+            ]
+        )
+    )
+    assert r[0] == r[1] == r[2] and r[0].path_display == "/A"
+    assert [m.path_display for m in d.store.list_folder(ns, "", False, False, 100).entries] == [
+        "/A"
+    ]

@@ -24,6 +24,8 @@ Contract (the SDK's types, `dropbox.files`):
   `DeleteError`, `CreateFolderEntryError` (`path`: a `WriteError`). Running out of an entry's
   positions (`context.MAX_POS`: a batch that would write too many items in one raft entry)
   fails the remaining entries with `too_many_write_operations` / `too_many_files`.
+- `create_folder_batch`: a path given twice is created once, both entries answering the same
+  folder (Dropbox: "duplicate path arguments in the batch are considered only once").
 - `move_batch_v2`'s `allow_ownership_transfer` is accepted and changes nothing (every item of a
   namespace has one owner).
 """

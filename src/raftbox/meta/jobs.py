@@ -51,7 +51,7 @@ from typing import Any
 
 import msgspec
 
-from . import writes
+from . import paths, writes
 from .commands import (
     Copy,
     CreateFolder,
@@ -85,14 +85,37 @@ _ENTRY_WRITES: dict[type, tuple[Callable[[ApplyContext, Any], Any], str]] = {
 
 
 def write_batch(ctx: ApplyContext, c: WriteBatch) -> list | MetaError:
-    """Every entry in order, each under its own savepoint: a list of results and errors."""
+    """Every entry in order, each under its own savepoint: a list of results and errors.
+
+    A `CreateFolder` of a path that an earlier entry of the batch created answers that entry's
+    result again (Dropbox: "duplicate path arguments in the batch are considered only once"),
+    instead of a conflict — or, with autorename, a second folder."""
     if len(c.entries) > MAX_BATCH_ENTRIES:
         return MetaError(["invalid_command"], {"reason": "batch too large"})
     out = []
+    made: dict[tuple[int, str], Any] = {}  # (ns, key) -> the folder this batch created there
     for e in c.entries:
+        key = _folder_key(e) if isinstance(e, CreateFolder) else None
+        if key is not None and key in made:
+            out.append(made[key])
+            continue
         fn, too_many = _ENTRY_WRITES[type(e)]
-        out.append(atomic(ctx, lambda e=e, fn=fn: fn(ctx, e), too_many=too_many))
+        r = atomic(ctx, lambda e=e, fn=fn: fn(ctx, e), too_many=too_many)
+        if key is not None and not isinstance(r, MetaError):
+            made[key] = r
+        out.append(r)
     return out
+
+
+def _folder_key(e: CreateFolder) -> tuple[int, str] | None:
+    """The key a folder creation names (its namespace and path key), None if malformed."""
+    try:
+        ref = paths.parse_ref(e.path, allow_id=False)
+    except paths.MalformedPath:
+        return None
+    if ref.ns is not None and ref.ns != e.ns:
+        return None
+    return e.ns, ref.path.key
 
 
 def run_job(ctx: ApplyContext, c: RunJob, dispatch: Callable[[Any], Any]) -> Any:
