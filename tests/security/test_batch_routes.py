@@ -145,6 +145,29 @@ def test_broken_json_and_oversize_bodies(srv: Server, clean: None) -> None:
     expect_400(srv.rpc("files/create_folder_batch", body=big), "files/create_folder_batch")
 
 
+def test_paths_no_one_can_name_fail_their_own_entry(srv: Server, clean: None) -> None:
+    bad = ["/nul\x00", "/\ud800.txt", "/a/", "/" + "d/" * 300 + "x", "ns:99999999/x", "id:"]
+    jid = srv.ok("files/delete_batch", {"entries": [{"path": p} for p in bad]})["async_job_id"]
+    out = srv.ok("files/delete_batch/check", {"async_job_id": jid})["entries"]
+    tags = [e["failure"]["path_lookup"][".tag"] for e in out]
+    assert tags == ["malformed_path"] * 4 + ["not_found", "malformed_path"], out
+    body = [{"from_path": "/keep/a.txt", "to_path": p} for p in bad]
+    jid = srv.ok("files/move_batch_v2", {"entries": body})["async_job_id"]
+    out = srv.ok("files/move_batch/check_v2", {"async_job_id": jid})["entries"]
+    assert all(e[".tag"] == "failure" for e in out), out
+    assert [e["failure"]["relocation_error"]["to"][".tag"] for e in out] == [
+        *["malformed_path"] * 4,
+        "no_write_permission",
+        "malformed_path",
+    ], out
+    r = srv.ok("files/create_folder_batch", {"paths": bad})
+    assert [e["failure"]["path"][".tag"] for e in r["entries"]] == [
+        *["malformed_path"] * 4,
+        "no_write_permission",
+        "malformed_path",
+    ], r
+
+
 def test_thumbnail_arguments(srv: Server, clean: None) -> None:
     route = "files/get_thumbnail_v2"
     for arg in (

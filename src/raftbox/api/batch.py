@@ -32,6 +32,7 @@ Contract (the SDK's types, `dropbox.files`):
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -50,7 +51,8 @@ from .wire import json_response
 RELOCATION_BATCH_MAX_ENTRIES = 1000
 DELETE_BATCH_MAX_ENTRIES = 1000
 CREATE_FOLDER_BATCH_MAX_PATHS = 10_000
-ASYNC_JOB_ID_MAX_CHARS = jobs.JOB_ID_MAX_CHARS
+
+log = logging.getLogger(__name__)
 
 
 def new_job_id() -> str:
@@ -88,9 +90,18 @@ async def job_result(mc: MetaClient, who: Any, kind: str, jid: str) -> Any:
 
 
 def entries_json(results: Any, success: Callable[[Any], dict], failure: Callable[[Any], dict]):
-    """One JSON entry per result; a whole-batch error (a `MetaError` instead of a list) raises."""
-    results = raise_meta(results)
+    """One JSON entry per result. A whole-batch error (a `MetaError` instead of a list: the
+    state machine refused the batch itself, a bug of ours) is `PollError.internal_error`."""
+    results = whole_batch(results)
     return [failure(r) if isinstance(r, C.MetaError) else success(r) for r in results]
+
+
+def whole_batch(results: Any) -> list:
+    """`results` if it is a list of per-entry results, else `internal_error` (logged)."""
+    if isinstance(results, list):
+        return results
+    log.error("a kept job result is not a batch result: %r", results)
+    raise ApiError(["internal_error"])
 
 
 # -- the per-entry error shapes ----------------------------------------------------------------
@@ -176,9 +187,7 @@ class BatchRoutes:
         for src, dst in pairs:
             try:
                 src = ns_path(who, src, ["from_lookup"], write=True)
-                dst = ns_path(who, dst, ["to"], write=True)
-                if dst.startswith("id:"):
-                    raise ApiError(["to", "malformed_path"])
+                dst = write_destination(who, dst, "to")
             except ApiError as e:
                 refused.append(C.MetaError(e.tags))
                 continue
@@ -256,9 +265,7 @@ class BatchRoutes:
         cmds, refused = [], []
         for path in paths:
             try:
-                path = ns_path(who, path, ["path"], write=True)
-                if path.startswith("id:"):
-                    raise ApiError(["path", "malformed_path"])
+                path = write_destination(who, path, "path")
             except ApiError as e:
                 refused.append(C.MetaError(e.tags))
                 continue
@@ -277,6 +284,20 @@ class BatchRoutes:
         results = await job_result(self.mc, who, "create_folder_batch", async_job_id(a))
         out = entries_json(results, _folder_success, create_folder_failure)
         return json_response({".tag": "complete", "entries": out})
+
+
+def write_destination(who: Any, path: str, outer: str) -> str:
+    """A new item's path (a `WriteError` under `outer`): malformed, an id (a destination is a
+    path), or another namespace's (`no_write_permission`, as the state machine says)."""
+    try:
+        path = ns_path(who, path, [outer], write=True)
+    except ApiError as e:
+        if e.tags[-1:] == ["not_found"]:
+            raise ApiError([outer, "no_write_permission"]) from None
+        raise
+    if path.startswith("id:"):
+        raise ApiError([outer, "malformed_path"])
+    return path
 
 
 def _folder_success(m: Any) -> dict:

@@ -56,7 +56,7 @@ from .args import (
     rpc_args,
     write_mode,
 )
-from .batch import async_job_id, job_result, launch_job
+from .batch import async_job_id, job_result, launch_job, whole_batch
 from .errors import ApiError, BadInput, Unavailable, raise_meta
 from .metaclient import MetaClient
 from .wire import json_response
@@ -336,7 +336,7 @@ class ContentRoutes:
     async def finish_batch_check(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/upload_session/finish_batch/check")
         results = await job_result(self.mc, who, "finish_batch", async_job_id(a))
-        return json_response({".tag": "complete", "entries": _finish_entries(raise_meta(results))})
+        return json_response({".tag": "complete", "entries": _finish_entries(whole_batch(results))})
 
     async def _finish_batch_parts(
         self, a: Args, who: Any
