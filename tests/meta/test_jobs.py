@@ -154,3 +154,24 @@ def test_a_folder_named_twice_in_a_batch_is_created_once() -> None:
     assert [m.path_display for m in d.store.list_folder(ns, "", False, False, 100).entries] == [
         "/A"
     ]
+
+
+def test_a_batch_past_an_entrys_positions_fails_the_rest_entry_by_entry(monkeypatch) -> None:
+    """Positions (ids, revs) are bounded per raft entry (`context.MAX_POS`): the entries that
+    run out fail with Dropbox's too-many tags, the ones before them stand."""
+    from raftbox.meta import context
+
+    d = Driver()
+    ns = d.setup()
+    d.put(ns, "/a.txt")
+    monkeypatch.setattr(context, "MAX_POS", 3)
+    r = d.apply(
+        WriteBatch(
+            [CreateFolder(ns, f"/f{i}") for i in range(4)]  # positions 0..3
+            + [Copy(ns, "/a.txt", "/b.txt"), CreateFolder(ns, "/f4")]
+        )
+    )
+    assert [m.path_display for m in r[:4]] == ["/f0", "/f1", "/f2", "/f3"]
+    assert r[4].tags == ["too_many_files"]
+    assert r[5].tags == ["too_many_write_operations"]
+    assert d.store.get_metadata(ns, "/b.txt").tags == ["path", "not_found"]
