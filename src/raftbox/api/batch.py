@@ -108,11 +108,13 @@ def whole_batch(results: Any) -> list:
 
 
 def _known(tags: list[str], members: set[str]) -> dict:
-    """`union(tags)` when the outer tag is one of the error union's `members`, else `other`
-    (a failure that is ours, e.g. `internal_error`: the union's catch-all)."""
+    """`union(tags)` when the outer tag is one of the error union's `members`, else
+    `internal_error` (a failure that is ours). That tag is not a member: the SDKs read an
+    unknown tag as the union's catch-all `other` — which they refuse to read when sent by name
+    ("unexpected use of the catch-all tag")."""
     if tags and tags[0] in members:
         return wire.union(tags)
-    return {".tag": "other"}
+    return {".tag": "internal_error"}
 
 
 _RELOCATION_ERROR = {
@@ -136,7 +138,7 @@ def relocation_failure(e: C.MetaError) -> dict:
     elif e.tags and e.tags[0] in _RELOCATION_ERROR:
         inner = {".tag": "relocation_error", "relocation_error": wire.union(e.tags, e.extra)}
     else:
-        inner = {".tag": "other"}
+        inner = {".tag": "internal_error"}
     return {".tag": "failure", "failure": inner}
 
 
