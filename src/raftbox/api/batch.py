@@ -44,7 +44,7 @@ from raftbox.meta import jobs
 
 from . import wire
 from .args import WRITE_PATH, Args, ns_path, path_arg, rpc_args
-from .errors import ApiError, BadInput, raise_meta
+from .errors import ApiError, BadInput, Unavailable
 from .metaclient import MetaClient
 from .wire import json_response
 
@@ -76,8 +76,11 @@ async def launch_job(
     jid = new_job_id()
     cmd = C.RunJob(jid, who.namespace_id, kind, C.encode_command(batch), refused)
     r = await mc.write(cmd)
-    if isinstance(r, C.MetaError) and r.tags[:1] in (["invalid_command"], ["not_initialized"]):
-        raise_meta(r)  # not the batch's outcome: the launch itself failed (a bug: 409 other)
+    if isinstance(r, C.MetaError) and r.tags[:1] == ["not_initialized"]:
+        raise Unavailable("the cluster is starting")
+    if isinstance(r, C.MetaError) and r.tags[:1] == ["invalid_command"]:
+        # Not the batch's outcome: the state machine refused the job itself (a bug of ours).
+        raise RuntimeError(f"job {kind} refused: {r.extra.get('reason', r.summary)}")
     return jid
 
 
