@@ -9,10 +9,12 @@ A blockserver needs few things from meta, each a higher-level directive in one r
 - `query(name, *args)`: one of the named read-only queries in `QUERIES`, answered after a
   ReadIndex (linearizable): `file_blocks`, `file_blocks_many` (a list of paths: native batch
   `blocks/list`), `resolve`, `session`, `sessions` (a list of ids: finish_batch_v2),
-  `session_head`, `ns_has_blocks`, `auth_token`, `job` (an async job's result: `upload_session/finish_batch/check`), `gc_generation` (that one may be stale: see
+  `session_head`, `ns_has_blocks`, `auth_token`, `job` (an async job's kept result:
+  `upload_session/finish_batch/check`), `gc_generation` (that one may be stale: see
   `raftbox.gc`), `store_marker` (the block store marker a blockserver checks at start). A batch query is one read: every answer from the same state;
 - `write(cmd)`: one state machine command of the whitelist `WRITES` (commits, upload sessions,
-  `RecordUpload`, and a `RunJob` around one of them), with exactly-once semantics across retries and failovers.
+  `RecordUpload`, and a `RunJob` around one of them: `allowed_write`), with exactly-once
+  semantics across retries and failovers.
 
 `LocalMetaClient` wraps the `MetaService` of this process. `RemoteMetaClient` calls the internal
 routes a meta member serves (`InternalRoutes`, admin/cluster token only):
