@@ -27,6 +27,7 @@ exception:
 | RecordUpload    | None                                              |
 | GcCondemn       | GcResult (the ids condemned, adopted)             |
 | GcRelease       | GcResult (the new GC generation)                  |
+| SetAuth, StartWebSession, EndWebSession: see `webcmds` (web sign-in)                |
 
 and any of them may answer `MetaError` instead: `tags` is the Dropbox error path, outer tag first
 (`["path", "conflict", "file"]` → `error_summary` "path/conflict/file/"), `extra` holds the fields
@@ -58,6 +59,8 @@ import hashlib
 from typing import Any, Literal
 
 import msgspec
+
+from .webcmds import EndWebSession, SetAuth, StartWebSession  # web sign-in (issue 14)
 
 BLOCK_WINDOW_BYTES = 4 * 1024 * 1024  # Dropbox's content_hash window, and the concurrent unit
 MAX_SYMLINK_TARGET_BYTES = 4096  # PATH_MAX on Linux
@@ -364,6 +367,9 @@ MetaCommand = (
     | RecordUpload
     | GcCondemn
     | GcRelease
+    | SetAuth
+    | StartWebSession
+    | EndWebSession
 )
 
 _encoder = msgspec.msgpack.Encoder()
