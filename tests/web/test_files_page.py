@@ -10,7 +10,9 @@ Every result is checked with the official SDK (bearer token of the same account)
 from __future__ import annotations
 
 import hashlib
+import io
 import re
+import zipfile
 
 import dropbox
 import pytest
@@ -284,3 +286,34 @@ def test_search_and_space_routes_when_present(up, page_for, route):
     page.get_by_label("Search").fill("needle")
     page.get_by_label("Search").press("Enter")
     expect(page.get_by_role("cell", name=re.compile("needle-report.txt"))).to_be_visible()
+
+
+def test_folder_downloads_as_a_zip(up, page_for):
+    email, pw, dbx = _account(up, "zipper")
+    dbx.files_upload(b"top", "/Album/cover.txt")
+    dbx.files_upload(bytes(range(256)) * 5000, "/Album/Disc 1/track.bin")
+    dbx.files_create_folder_v2("/Album/Empty")
+    dbx.files_upload(b"not in the zip", "/outside.txt")
+    want = {
+        "Album/": b"",
+        "Album/cover.txt": b"top",
+        "Album/Disc 1/": b"",
+        "Album/Disc 1/track.bin": bytes(range(256)) * 5000,
+        "Album/Empty/": b"",
+    }
+    # the SDK's own route
+    md, resp = dbx.files_download_zip("/Album")
+    assert md.metadata.name == "Album"
+    with zipfile.ZipFile(io.BytesIO(resp.content)) as z:
+        assert {n: z.read(n) for n in z.namelist()} == want
+    # the page's Download of a folder row
+    page = page_for(email, pw)
+    with page.expect_download() as dl:
+        _row(page, "Album").get_by_role("button", name="Download").click()
+    assert dl.value.suggested_filename == "Album.zip"
+    with zipfile.ZipFile(dl.value.path()) as z:
+        assert {n: z.read(n) for n in z.namelist()} == want
+    # a file is not a folder
+    with pytest.raises(dropbox.exceptions.ApiError) as e:
+        dbx.files_download_zip("/outside.txt")
+    assert e.value.error.is_path() and e.value.error.get_path().is_not_folder()

@@ -279,11 +279,12 @@ async def _answer(request: web.Request, route: str, fn: Any) -> web.Response:
         return failure.response()
 
 
-def download_disposition(request: web.Request) -> str | None:
-    """`Content-Disposition` for `GET /web/download?arg=…`: an attachment named after the file."""
+def download_disposition(request: web.Request, suffix: str = "") -> str | None:
+    """`Content-Disposition` for `GET /web/download?arg=…`: an attachment named after the file
+    (`suffix` appended: ".zip" for a folder)."""
     try:
         path = json.loads(request.query.get("arg", ""))["path"]
-        name = str(path).rstrip("/").rsplit("/", 1)[-1] or "download"
+        name = (str(path).rstrip("/").rsplit("/", 1)[-1] or "raftbox") + suffix
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return "attachment; filename*=UTF-8''" + urllib.parse.quote(name, safe="")

@@ -84,9 +84,10 @@ const RB = (function () {
     });
   }
 
-  function downloadUrl(path, rev) {
+  // GET endpoints a link can point at (the cookie alone authenticates a download: a read).
+  function downloadUrl(path, rev, zip) {
     const arg = rev ? { path, rev } : { path };
-    return "/web/download?arg=" + encodeURIComponent(JSON.stringify(arg));
+    return (zip ? "/web/download_zip" : "/web/download") + "?arg=" + encodeURIComponent(JSON.stringify(arg));
   }
 
   async function logout() {
