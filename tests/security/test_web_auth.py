@@ -301,3 +301,23 @@ def test_download_zip_attacked(up):
         up.url + "/2/files/download_zip", headers={"Dropbox-API-Arg": '{"path":"/Private"}'}
     )
     assert r.status_code == 401
+
+
+def test_chunked_sign_in_body(up):
+    def body(parts):
+        yield from parts
+
+    pw = json.dumps(up.password)
+    parts = [b'{"email": "you@', b'localhost", "pass', b'word": ' + pw.encode() + b"}"]
+    r = up.http().post(
+        up.url + "/web/login",
+        data=body(parts),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    big = (b"x" * 1000 for _ in range(100))  # 100 KB, chunked: refused, no cookie
+    r = up.http().post(
+        up.url + "/web/login", data=big, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert r.status_code in (400, 401) and "Set-Cookie" not in r.headers

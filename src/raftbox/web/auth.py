@@ -160,7 +160,12 @@ class WebAuth:
             raise BadInput("web/login", "send a JSON body (Content-Type: application/json)")
         if (request.content_length or 0) > LOGIN_BODY_MAX_BYTES:
             raise BadInput("web/login", "request too large")
-        raw = await request.content.read(LOGIN_BODY_MAX_BYTES + 1)
+        raw = b""
+        while len(raw) <= LOGIN_BODY_MAX_BYTES:  # chunked bodies have no Content-Length
+            chunk = await request.content.read(LOGIN_BODY_MAX_BYTES + 1 - len(raw))
+            if not chunk:
+                break
+            raw += chunk
         try:
             body = json.loads(raw)
             email, password = body["email"], body["password"]
