@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import urllib.parse
 import zipfile
 
 import dropbox
@@ -45,9 +46,35 @@ def test_sign_in_and_out(up, page_for):
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url(up.url + "/login")
     page.goto(up.url + "/")  # the session is over: back to the sign-in page
-    page.wait_for_url(up.url + "/login")
+    page.wait_for_url(up.url + "/login?next=%2F")
     status = page.evaluate("fetch('/web/session').then(r => r.status)")
     assert status == 401
+
+
+def test_sign_in_returns_to_the_page_asked_for(up, browser, page_for):
+    email, pw, dbx = _account(up, "returner")
+    dbx.files_create_folder_v2("/Deep")
+    ctx = browser.new_context(ignore_https_errors=True)
+    try:
+        page = ctx.new_page()
+        page.goto(up.url + "/#/Deep")
+        page.wait_for_url(up.url + "/login?next=%2F%23%2FDeep")
+        page.get_by_label("Email").fill(email)
+        page.get_by_label("Password").fill(pw)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(up.url + "/#/Deep")
+        expect(page.get_by_role("navigation", name="Breadcrumbs")).to_contain_text("Deep")
+        # never to another site
+        for hostile in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+            page.get_by_role("button", name="Log out").click()
+            page.wait_for_url(up.url + "/login")
+            page.goto(up.url + "/login?next=" + urllib.parse.quote(hostile, safe=""))
+            page.get_by_label("Email").fill(email)
+            page.get_by_label("Password").fill(pw)
+            page.get_by_role("button", name="Log in").click()
+            page.wait_for_url(up.url + "/")
+    finally:
+        ctx.close()
 
 
 def test_wrong_password_then_rate_limit(up, browser):

@@ -20,7 +20,8 @@ const RB = (function () {
   async function session() {
     const r = await fetch("/web/session", { credentials: "same-origin", cache: "no-store" });
     if (r.status === 401 || r.status === 403) {
-      window.location.assign("/login");
+      const here = window.location.pathname + window.location.search + window.location.hash;
+      window.location.assign("/login?next=" + encodeURIComponent(here));
       throw new ApiError(r.status, null);
     }
     if (!r.ok) throw new ApiError(r.status, null);
