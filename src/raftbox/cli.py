@@ -88,6 +88,8 @@ def _access_log_flags(p: argparse.ArgumentParser) -> None:
         help="one line per request (time, route, status, bytes, ms, account id; never a token)",
     )
     p.add_argument("--access-log-file", help="append the access log here (default: stderr)")
+    p.add_argument("--metrics-listen", type=_addr, help="also serve /metrics here, plain HTTP, "
+                   "no authentication (default: off; the public port's /metrics needs the admin token)")  # fmt: skip
 
 
 def _server_flags(p: argparse.ArgumentParser) -> None:
@@ -303,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             access_log=args.access_log,
             access_log_file=args.access_log_file,
             max_connections=args.max_connections,
+            metrics_listen=args.metrics_listen,
         )
         try:
             settings["http"] = _http_limits(args)

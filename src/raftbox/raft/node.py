@@ -340,6 +340,7 @@ class RaftNode:
         from .metrics import RaftMetrics
 
         self.metrics = RaftMetrics(registry, self.status)
+        self.metrics.leader_changes.inc(self.record.elections)  # those before the attach
 
     def _observe(self, ticked: bool = False) -> None:
         """Show the record what the core's role, term and leader are now (cheap when unchanged)."""
