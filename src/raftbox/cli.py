@@ -268,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     from raftbox.raft import kvcli
 
     kvcli.add_parser(sub)
+    from raftbox.ops import demo
+
+    demo.add_parser(sub)
     from raftbox.client import commands as client_commands
 
     client_commands.add_parsers(sub)
@@ -276,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         return client_commands.run(args)
     if args.command == "raft-kv":
         return kvcli.run(args)
+    if args.command == "demo":
+        return demo.run(args)
     if args.command == "cluster":
         return _cluster(args)
     if args.command == "version":
