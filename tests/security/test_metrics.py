@@ -71,3 +71,36 @@ def test_the_metrics_address_serves_metrics_alone_without_a_token(metered):
     for path in ("/", "/admin/cluster", "/admin/cluster/status", "/2/raftbox/admin/status"):
         assert _get(base + path, None).status_code == 404, path
     assert _get(f"{base}/metrics", None, method="POST").status_code == 405
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    from ops.fleet import OpsFleet
+
+    f = OpsFleet(tmp_path_factory.mktemp("metrics-fleet"))
+    f.start()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+@pytest.mark.parametrize("token", [None, "rbxadmin_x"])
+def test_blockservers_and_notify_processes_refuse_metrics_and_announcements(fleet, token):
+    """The other roles: `/metrics` and the root's announce route need the admin token too."""
+    for kind, url in fleet.urls.items():
+        r = fleet.get(f"{url}/metrics", token)
+        assert r.status_code == 401, (kind, r.status_code)
+        assert "raftbox_" not in r.text
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with requests.Session() as s:
+        s.trust_env = False
+        r = s.post(
+            f"{fleet.urls['notify_root']}/2/raftbox/internal/announce",
+            headers=headers,
+            json={"kind": "notify_leaf", "url": "https://intruder:1"},
+            verify=fleet.ca,
+            timeout=30,
+        )
+    assert r.status_code == 401
+    assert all("intruder" not in p["url"] for p in fleet.processes())
