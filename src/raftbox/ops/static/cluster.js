@@ -118,7 +118,12 @@ function drawElections(all) {
     const winner = evs.find((e) => e.kind === "leader" && e.won);
     const li = el("li", null, winner ? "won" : "");
     li.dataset.term = t;
-    const title = winner ? `Term ${t}: member ${winner.member} leads` : `Term ${t}: no leader yet`;
+    const voted = evs.some((e) => (e.kind === "campaign" && !e.pre_vote) || e.kind === "term");
+    const title = winner
+      ? `Term ${t}: member ${winner.member} leads`
+      : voted
+        ? `Term ${t}: no leader yet`
+        : `Term ${t}: pre-votes only — no majority, so no new term and the leader stays`;
     li.append(el("h3", title));
     const ul = el("ul");
     for (const e of evs) {
@@ -170,7 +175,7 @@ function drawProcesses(st) {
   const notify = [];
   for (const m of st.members) {
     if (m.reachable && m.notify) {
-      notify.push(row([`member ${m.id}`, "root (in meta)", "up", m.notify.connections ?? "",
+      notify.push(row([`member ${m.id} (meta)`, "root", "up", m.notify.connections ?? "",
         m.notify.waiting ?? 0, m.notify.streams ?? 0]));
     }
   }
