@@ -171,3 +171,29 @@ def test_a_garbled_announcement_is_a_400_and_is_not_recorded(member, body):
     r = _post(member, "/2/raftbox/internal/announce", member.admin_token, body)
     assert r.status_code == 400, (body[:60], r.status_code, r.text[:200])
     assert _processes(member) == []
+
+
+def test_an_admin_check_that_is_async_or_says_false_still_refuses():
+    """The web interface may make the admin check async (a session looked up in a store): the
+    ops routes await it, so it cannot let a request through unawaited."""
+    import asyncio
+
+    from raftbox.ops.metrics import admitted
+
+    async def refuses_async(request):
+        raise PermissionError("no session")
+
+    async def lets_in_async(request):
+        return None
+
+    def refuses(request):
+        raise PermissionError("no token")
+
+    async def main():
+        assert await admitted(refuses_async, None) is False
+        assert await admitted(refuses, None) is False
+        assert await admitted(lambda r: False, None) is False
+        assert await admitted(lets_in_async, None) is True
+        assert await admitted(lambda r: None, None) is True
+
+    asyncio.run(main())

@@ -25,6 +25,7 @@ authentication, on a plain-HTTP address meant for a Prometheus on a private netw
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import deque
 from collections.abc import Callable
@@ -45,6 +46,7 @@ __all__ = [
     "MetricsListener",
     "NotifyMetrics",
     "RequestRates",
+    "admitted",
     "metrics_handler",
     "register_cache",
     "register_notify",
@@ -52,6 +54,19 @@ __all__ = [
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60)
 _KNOWN_PREFIXES = ("metrics", "admin", "static", "s", "web")
+
+
+async def admitted(check_admin: Callable[[web.Request], Any], request: web.Request) -> bool:
+    """Whether `request` passes the process's admin check. The check refuses by raising (or by
+    returning False); it may be a coroutine function (a session looked up in a store): it is
+    awaited, so that a check that became async can never let a request through unawaited."""
+    try:
+        result = check_admin(request)
+        if inspect.isawaitable(result):
+            result = await result
+    except Exception:  # noqa: BLE001 - any refusal is the same 401 to the client
+        return False
+    return result is not False
 
 
 class RequestRates:
@@ -237,17 +252,14 @@ def metrics_handler(
     """`GET /metrics`: the registry in Prometheus text format; `check_admin` raises to refuse."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        if check_admin is not None:
-            try:
-                check_admin(request)
-            except Exception:  # noqa: BLE001 - any refusal is the same 401 to the client
-                return web.json_response(
-                    {
-                        "error_summary": "invalid_access_token/",
-                        "error": {".tag": "invalid_access_token"},
-                    },
-                    status=401,
-                )
+        if check_admin is not None and not await admitted(check_admin, request):
+            return web.json_response(
+                {
+                    "error_summary": "invalid_access_token/",
+                    "error": {".tag": "invalid_access_token"},
+                },
+                status=401,
+            )
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -103,10 +103,10 @@ class ProcessTable:
 def announce_handler(table: ProcessTable, check_admin: Callable[[web.Request], None]):
     """`POST /2/raftbox/internal/announce` for an aiohttp app that is not an `ApiServer`."""
 
+    from .metrics import admitted
+
     async def handler(request: web.Request) -> web.Response:
-        try:
-            check_admin(request)
-        except Exception:  # noqa: BLE001 - any refusal is the same 401
+        if not await admitted(check_admin, request):
             return web.Response(status=401, text="admin token required")
         return await record_announcement(request, table)
 
@@ -160,7 +160,8 @@ class Announcer:
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=max(1.0, self.interval_s))
-        conn = aiohttp.TCPConnector(ssl=self.ssl_context if self.ssl_context else False)
+        # No context given: the system's CAs, verified (never an unverified https link).
+        conn = aiohttp.TCPConnector(ssl=self.ssl_context if self.ssl_context is not None else True)
         async with aiohttp.ClientSession(timeout=timeout, connector=conn) as http:
             while True:
                 await self._once(http)

@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from .cluster import ClusterView, parse_since
+from .metrics import admitted
 
 __all__ = ["PAGE_HEADERS", "add_cluster_routes"]
 
@@ -59,14 +60,6 @@ def _refused() -> web.Response:
     )
 
 
-def _admitted(check_admin: Callable[[web.Request], Any], request: web.Request) -> bool:
-    try:
-        check_admin(request)
-    except Exception:  # noqa: BLE001 - any refusal is the same 401
-        return False
-    return True
-
-
 def _wait_s(raw: Any) -> float:
     try:
         w = float(raw)
@@ -85,14 +78,14 @@ def add_cluster_routes(
         body = _static(name)
 
         async def page(request: web.Request, body=body, ctype=ctype) -> web.Response:
-            if not _admitted(check_admin, request):
+            if not await admitted(check_admin, request):
                 return _refused()
             return web.Response(body=body, content_type=ctype, headers=PAGE_HEADERS)
 
         app.router.add_get(path, page)
 
     async def feed(request: web.Request) -> web.Response:
-        if not _admitted(check_admin, request):
+        if not await admitted(check_admin, request):
             return _refused()
         try:
             since = parse_since(request.query.get("since", ""))
