@@ -41,6 +41,9 @@ from typing import Any
 from .messages import NONE, Message, MessageType, StateRole
 
 MT = MessageType
+_VOTE_TYPES = frozenset({MT.VOTE, MT.PRE_VOTE, MT.VOTE_RESP, MT.PRE_VOTE_RESP})
+_VOTE_RESPS = frozenset({MT.VOTE_RESP, MT.PRE_VOTE_RESP})
+_FROM_LEADER = frozenset({MT.APP, MT.HEARTBEAT, MT.SNAP})
 
 __all__ = ["RaftRecord", "ReplicationSample"]
 
@@ -156,8 +159,11 @@ class RaftRecord:
         self._role, self._term, self._leader = role, term, leader
 
     def outgoing(self, now_ms: int, msgs: tuple[Message, ...] | list[Message]) -> None:
+        votes = [m for m in msgs if m.type in _VOTE_TYPES]  # the rest costs one set look-up
+        if not votes:
+            return
         asked: dict[tuple[bool, int], list[int]] = {}
-        for m in msgs:
+        for m in votes:
             t = m.type
             if t in (MT.VOTE, MT.PRE_VOTE):
                 asked.setdefault((t == MT.PRE_VOTE, m.term), []).append(m.to)
@@ -169,7 +175,10 @@ class RaftRecord:
 
     def incoming(self, now_ms: int, m: Message) -> None:
         t = m.type
-        if t in (MT.VOTE_RESP, MT.PRE_VOTE_RESP):
+        if t is MT.APP_RESP:  # the leader's hot path: one comparison when nothing is sampled
+            if self._sample is not None and not m.reject:
+                self._ack(now_ms, m.frm, m.index)
+        elif t in _VOTE_RESPS:
             if self._role not in (StateRole.PRE_CANDIDATE, StateRole.CANDIDATE):
                 return
             pre = t == MT.PRE_VOTE_RESP
@@ -178,11 +187,9 @@ class RaftRecord:
             if not m.reject and t == MT.VOTE_RESP:
                 self._votes_from.append(m.frm)
             self._emit(now_ms, "vote", term=m.term, pre_vote=pre, frm=m.frm, granted=not m.reject)
-        elif t in (MT.APP, MT.HEARTBEAT, MT.SNAP):
+        elif t in _FROM_LEADER:
             if m.frm == self._leader and m.frm != NONE:
                 self._alive_ms = now_ms  # the leader we know is alive (not a new one yet)
-        elif t == MT.APP_RESP and not m.reject:
-            self._ack(now_ms, m.frm, m.index)
 
     # -- replication samples (leader) ----------------------------------------------------------
     def appended(self, now_ms: int, index: int, term: int) -> None:
