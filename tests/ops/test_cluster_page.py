@@ -52,8 +52,7 @@ def test_the_page_shows_the_new_leader_and_its_election_after_the_leader_is_kill
             timeout=20_000
         )
         # A write: the replication panel shows an entry reach a majority and commit.
-        cluster.status(via)  # (a read; the write below goes through the SDK-free admin route)
-        _write(cluster, via)
+        _write(cluster, via)  # an account made: one Raft entry
         page.locator("#replication li.won").first.wait_for(timeout=20_000)
         text = page.locator("#replication").inner_text()
         assert "a majority has it" in text and "committed" in text
