@@ -121,6 +121,9 @@ def test_the_cluster_view_gathers_members_and_marks_a_stopped_one_unreachable(tm
             # Only newer events when the caller says what it has.
             again = await views[via].status({int(k): v for k, v in st["seqs"].items()})
             assert all(e["seq"] > st["seqs"][str(e["member"])] for e in again["events"])
+            # A caller that holds seqs past this member's (it restarted) gets all it has.
+            ahead = await views[via].status({via: 10**9})
+            assert any(e["member"] == via for e in ahead["events"])
             await c.stop(leader)
             st = await views[via].status()
             gone = next(m for m in st["members"] if m["id"] == leader)

@@ -108,6 +108,8 @@ class ClusterView:
             for pid, p in core.progress.items()
         }
         notify = self.notify_status()
+        if since > node.record.seq:
+            since = 0  # this member restarted (its seqs start again): everything it has
         return {
             "id": st["id"],
             "role": st["role"],
