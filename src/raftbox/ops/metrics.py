@@ -41,6 +41,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from raftbox.raft.metrics import MetricsListener
+
 __all__ = [
     "ApiMetrics",
     "MetricsListener",
@@ -264,29 +266,3 @@ def metrics_handler(
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return handler
-
-
-class MetricsListener:
-    """`--metrics-listen HOST:PORT`: `/metrics` alone, unauthenticated, plain HTTP."""
-
-    def __init__(self, registry: CollectorRegistry, listen: tuple[str, int]) -> None:
-        self.registry = registry
-        self.listen = listen
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_get("/metrics", metrics_handler(self.registry, None))
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.listen[0], self.listen[1])
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}/metrics"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None

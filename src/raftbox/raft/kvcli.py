@@ -140,7 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
         if args.metrics_listen is not None:
             from prometheus_client import CollectorRegistry
 
-            from raftbox.ops.metrics import MetricsListener
+            from .metrics import MetricsListener
 
             registry = CollectorRegistry()
             node.attach_metrics(registry)

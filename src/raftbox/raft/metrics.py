@@ -12,10 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 
-__all__ = ["RaftMetrics"]
+__all__ = ["MetricsListener", "RaftMetrics"]
 
 _FSYNC_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -77,3 +84,34 @@ class _StatusCollector:
         for role in ("follower", "pre_candidate", "candidate", "leader"):
             g.add_metric([role], 1.0 if st["role"] == role else 0.0)
         yield g
+
+
+class MetricsListener:
+    """`/metrics` alone, unauthenticated, plain HTTP, on its own address (`--metrics-listen` of
+    `raftbox serve`/`up` and of `raft-kv serve`): for a Prometheus on a private network."""
+
+    def __init__(self, registry: CollectorRegistry, listen: tuple[str, int]) -> None:
+        self.registry = registry
+        self.listen = listen
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.listen[0], self.listen[1])
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}/metrics"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
