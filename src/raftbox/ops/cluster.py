@@ -195,12 +195,15 @@ class ClusterView:
         wait_s = max(0.0, min(wait_s, self.wait_max_s))
         deadline = time.monotonic() + wait_s
         rec = self.node.record
-        while rec.seq <= since_seq:
+        while True:
+            changed = self.node.record_event()  # before the look: no event slips in between
+            if rec.seq > since_seq:
+                return
             left = deadline - time.monotonic()
             if left <= 0:
                 return
             try:
-                await asyncio.wait_for(self.node.wait_record(), left)
+                await asyncio.wait_for(changed.wait(), left)
             except TimeoutError:
                 return
 

@@ -331,9 +331,10 @@ class RaftNode:
         self._record_changed.set()
         self._record_changed = asyncio.Event()
 
-    async def wait_record(self) -> None:
-        """Until the record (`self.record`) gets its next event."""
-        await self._record_changed.wait()
+    def record_event(self) -> asyncio.Event:
+        """Set when the record (`self.record`) gets its next event. Take it before looking at
+        the record, then wait on it: no event can slip in between."""
+        return self._record_changed
 
     def attach_metrics(self, registry) -> None:
         """Count into `registry` (prometheus): see `raft/metrics.py`."""
