@@ -10,6 +10,7 @@ every process whose pid it printed has exited, and the demo exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -43,6 +44,7 @@ def test_the_demo_narrates_an_upload_and_an_election_and_ctrl_c_stops_everything
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: the finally below ends it all
             )
         )
     pids: list[int] = []
@@ -76,9 +78,14 @@ def test_the_demo_narrates_an_upload_and_an_election_and_ctrl_c_stops_everything
         dead = [p for p in pids if _alive(p)]
         assert dead == [], dead
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait(30)
+        if demo.poll() is None:  # a failure above: Ctrl-C first, so it stops what it started
+            demo.send_signal(signal.SIGINT)
+            try:
+                demo.wait(90)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):  # not reaped: the group is its own
+                    os.killpg(demo.pid, signal.SIGKILL)
+                demo.wait(30)
         untrack(demo)
         for p in pids:
             if _alive(p):

@@ -39,6 +39,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import ssl
 import sys
 import tempfile
@@ -71,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     demo = Demo(args.dir, args.tick_ms, args.interval_s, args.clients)
     try:
         asyncio.run(demo.main(args.steps))
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass  # Ctrl-C or SIGTERM: `main` stopped everything on its way out
     return 0 if demo.failed is None else 1
 
 
@@ -124,6 +125,10 @@ class Demo:
 
     # -- start and stop -------------------------------------------------------------------------
     async def main(self, steps: int = 0) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        # SIGTERM as Ctrl-C: stop what was started (Python's default would exit without it).
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         try:
             await self.start()
             steps_done = 0
