@@ -6,12 +6,14 @@ What is counted, and where
 - API (`raftbox_http_*`, every process with an aiohttp app): `ApiMetrics.middleware` times every
   request and labels it with its route (the `/2/` route name, or the path's first segment for
   anything else, so a client cannot create labels at will: unknown routes are `other`) and its
-  status; it counts request bytes (`Content-Length`, or what a handler read) and answer bytes.
+  status; it counts request bytes (the declared `Content-Length`: a chunked body without one
+  is not counted) and answer bytes; `raftbox_http_connections` is the public port's open
+  connections (the notify front's long-poll connections included).
   `RequestRates` keeps a short per-second window of the same requests for the cluster view.
 - Blocks (`raftbox_blockstore_*`): `blocks/wrappers.MetricsStore`, built into the store stack
   with this registry; the fact cache's hits and misses are read at scrape time
   (`raftbox_blockcache_*`).
-- Notify (`raftbox_notify_*`): connections, waiting long-polls and streams are read from the
+- Notify (`raftbox_notify_*`): waiting long-polls, streams and the upstream link are read from the
   service at scrape time; wake-ups and fan-out latency are observed by `NotifyService` through
   `NotifyMetrics` (a wake-up: a long-poll answered `changes` or a stream pushed).
 
