@@ -89,6 +89,8 @@ def _access_log_flags(p: argparse.ArgumentParser) -> None:
         help="one line per request (time, route, status, bytes, ms, account id; never a token)",
     )
     p.add_argument("--access-log-file", help="append the access log here (default: stderr)")
+    p.add_argument("--metrics-listen", type=_addr, help="also serve /metrics here, plain HTTP, "
+                   "no authentication (default: off; the public port's /metrics needs the admin token)")  # fmt: skip
 
 
 def _link_flags(p: argparse.ArgumentParser) -> None:
@@ -283,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     from raftbox.raft import kvcli
 
     kvcli.add_parser(sub)
+    from raftbox.ops import demo
+
+    demo.add_parser(sub)
     from raftbox.client import commands as client_commands
 
     client_commands.add_parsers(sub)
@@ -291,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         return client_commands.run(args)
     if args.command == "raft-kv":
         return kvcli.run(args)
+    if args.command == "demo":
+        return demo.run(args)
     if args.command == "cluster":
         return _cluster(args)
     if args.command == "version":
@@ -321,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             access_log_file=args.access_log_file,
             max_connections=args.max_connections,
             public_url=args.public_url,
+            metrics_listen=args.metrics_listen,
         )
         if args.public_url and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", args.public_url):
             parser.error(f"--public-url: {args.public_url!r} is not an http(s):// URL")
