@@ -585,6 +585,7 @@ def banner(url: str, token: str, ca: str, data: str, password: str | None = None
         web += f"`raftbox user passwd you@localhost --password-stdin --data {data}`)"
     return f"""raftbox is up at {url}/  (web interface; data in {data})
 {web}
+  cluster view : {url}/admin/cluster  (administrators)
 
   access token : {token}
   CA file      : {ca}

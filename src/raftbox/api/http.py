@@ -223,6 +223,14 @@ class ApiServer:
             raise AuthFailed("invalid_access_token")
         return _admitted(request, acct)
 
+    async def authorize_admin_read(self, request: web.Request) -> None:
+        """The admin check of a safe GET (the cluster page, its feed, `/metrics`): the admin
+        token, or an administrator's browser session (no CSRF header: a read changes nothing)."""
+        if self.web is not None and not _bearer(request) and self.web.has_cookie(request):
+            await self.web.authenticate(request, admin=True, csrf=False)
+        else:
+            self._authenticate_admin(request)
+
     def _authenticate_admin(self, request: web.Request) -> None:
         token = _bearer(request)
         if not token or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
