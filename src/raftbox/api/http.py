@@ -27,7 +27,9 @@ blockserver (no meta role, no replica) cannot tell, and answers 429 until the bu
 Errors (`raftbox.api.errors`, one hierarchy, rendered in one place by `dispatch`): `BadInput`
 400 text; `AuthFailed` 401 JSON; `ApiError` 409 (or its status) JSON; `RateLimited` 429 JSON with
 `retry_after`; `Unavailable` (no majority, a Raft `NodeError`, a timeout) 503; anything else 500,
-logged, and no state changed (every write is one state machine command).
+logged, and no state changed (every write is one state machine command). A route this server
+does not serve is a 400 `Unknown API function`, as Dropbox answers it: every SDK reads that
+(the Python SDKs parse a 404 body as a JSON route error: JSONDecodeError on text).
 
 No client input reaches that 500 (issue 11): every header, argument and body is checked where
 it is parsed (`args.load_json`, `Args`, `args.ns_path` for paths, `content.parse_range`), every
@@ -66,6 +68,7 @@ from .args import (
     resolve_write_path,
     rpc_args,
 )
+from .compat import CompatRoutes
 from .content import ContentRoutes, client_gone
 from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, from_lower, raise_meta
 from .limits import FailedAuthLimiter, TokenBucket
@@ -140,6 +143,7 @@ class ApiServer:
         self.add_routes(self.content.routes())
         if meta is not None:
             self.add_routes(AccountRoutes(meta).routes())
+            self.add_routes(CompatRoutes(self).routes())
 
     def add_routes(self, table: Iterable[tuple[str, str, Handler]]) -> None:
         """Register a route table: (route, auth "user" | "admin" | "none", handler) rows."""
@@ -160,8 +164,8 @@ class ApiServer:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         route = request.match_info["route"]
         entry = self.routes.get(route)
-        if entry is None:
-            return web.Response(status=404, text=f"Unknown API function: {route!r}")
+        if entry is None:  # as Dropbox answers it: a 400 every SDK reads (BadInputError)
+            return BadInput(route, f"Unknown API function: /2/{route}").response()
         auth, handler = entry
         try:
             who: Any = None
