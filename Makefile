@@ -17,8 +17,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 # The Debian packages the suite runs against (memcached for the block cache, nginx in front of
-# blockservers): installed when missing (as root), else named.
-DEBS := memcached=memcached nginx=nginx
+# blockservers; rclone, node/npm for the JS SDK, iproute2 for the real-client harness in
+# tests/eco): installed when missing (as root), else named.
+DEBS := memcached=memcached nginx=nginx rclone=rclone node=nodejs npm=npm ip=iproute2
 debs:
 	bash scripts/debian-deps.sh $(DEBS)
 
