@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint sim run e2e-long bench-raft bench-meta bench-blocks bench-sync clean debs
+.PHONY: test lint sim run e2e-long bench-raft bench-meta bench-blocks bench-sync clean debs eco-long
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -85,3 +85,12 @@ bench-sync: $(STAMP)
 FUZZ_S ?= 300
 fuzz: $(STAMP)
 	RAFTBOX_FUZZ_S=$(FUZZ_S) $(PY) -m pytest -p no:cacheprovider --timeout=0 tests/security/test_fuzz.py -s
+
+# Real Dropbox clients (rclone, the npm dropbox SDK, the Python SDKs 12.2.4 and 11.36.2) against
+# raftbox posing as *.dropboxapi.com in a private namespace (tests/eco; needs root for unshare).
+# The default suite runs them small; this runs rclone on a bigger tree and a bigger file.
+ECO_FILES ?= 2000
+ECO_BIG_MIB ?= 200
+eco-long: $(STAMP) debs
+	ECO_FILES=$(ECO_FILES) ECO_BIG_MIB=$(ECO_BIG_MIB) $(PY) -m pytest -p no:cacheprovider \
+		--timeout=3600 tests/eco

@@ -180,3 +180,24 @@ def test_about(dbhost: DropboxHost, token: str, remote: str, tmp_path: Path) -> 
         assert r.returncode != 0
         assert "Unknown API function" in r.stderr, r.stderr  # readable, not a decode error
         print(f"rclone about (pending: eco-routes): {r.stderr.strip().splitlines()[-1]}")
+
+
+def test_chunked_uploads_and_many_files(
+    dbhost: DropboxHost, token: str, remote: str, tmp_path: Path
+) -> None:
+    """Upload sessions (a file over --dropbox-chunk-size goes start/append_v2/finish) and a
+    tree of many small files; `make eco-long` makes both bigger (ECO_FILES, ECO_BIG_MIB)."""
+    rc = Rclone(dbhost, token, tmp_path)
+    src = tmp_path / "src"
+    rng = random.Random(4)
+    n_files = int(os.environ.get("ECO_FILES", "40"))
+    big_mib = int(os.environ.get("ECO_BIG_MIB", "5"))
+    write(src, "big/blob.bin", rng.randbytes(big_mib * 1024 * 1024 + 12345))
+    for i in range(n_files):
+        write(src, f"many/d{i % 7}/f{i:05d}.txt", rng.randbytes(rng.randrange(0, 3000)))
+    rc("sync", "--dropbox-chunk-size", "1M", "--transfers", "4", str(src), remote)
+    assert rc.tree(remote) == local_tree(src)
+    rc.check_same(src, remote)
+    write(src, "big/blob.bin", rng.randbytes(big_mib * 1024 * 1024 + 1))  # replaced
+    rc("sync", "--dropbox-chunk-size", "1M", str(src), remote)
+    rc.check_same(src, remote)
