@@ -16,8 +16,9 @@ tools test a token (`dbx.check_user("ping")`). A v1 file route is its v2 route w
 the metadata itself rather than `{"metadata": ...}` (the SDK's route table: `copy` returns
 `Metadata`, `create_folder` returns `FolderMetadata`); its argument and its error union
 (`RelocationError`, `DeleteError`, `CreateFolderError`) are the v2 route's. So each alias runs
-the v2 handler and unwraps its answer; errors pass through unchanged. `check/app` (app key and
-secret as Basic auth) needs registered apps (OAuth2) and is not served here.
+the v2 handler and unwraps its answer; errors pass through unchanged (a 400 names the alias the
+client called). `check/app` (app key and secret as Basic auth) needs registered apps (OAuth2)
+and is not served here.
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ class CompatRoutes:
         api = self.api
         return [
             ("check/user", "user", self.check_user),
-            ("files/copy", "user", self._unwrapped(api.copy)),
-            ("files/move", "user", self._unwrapped(api.move)),
-            ("files/delete", "user", self._unwrapped(api.delete)),
-            ("files/create_folder", "user", self._unwrapped(api.create_folder)),
+            ("files/copy", "user", _unwrapped("files/copy", api.copy)),
+            ("files/move", "user", _unwrapped("files/move", api.move)),
+            ("files/delete", "user", _unwrapped("files/delete", api.delete)),
+            ("files/create_folder", "user", _unwrapped("files/create_folder", api.create_folder)),
         ]
 
     async def check_user(self, request: web.Request, who: Any) -> web.Response:
@@ -57,14 +58,18 @@ class CompatRoutes:
             raise BadInput(a.route, f"query: longer than {ECHO_QUERY_MAX_CHARS} characters")
         return json_response({"result": query})
 
-    @staticmethod
-    def _unwrapped(v2: Any) -> Any:
-        """The v1 alias of a v2 route: its answer's `metadata`, errors unchanged."""
 
-        async def handler(request: web.Request, who: Any) -> web.Response:
+def _unwrapped(route: str, v2: Any) -> Any:
+    """The v1 alias `route` of a v2 handler: its answer's `metadata`; its errors unchanged,
+    except that a 400 names the route the client called."""
+
+    async def handler(request: web.Request, who: Any) -> web.Response:
+        try:
             resp = await v2(request, who)
-            if resp.status != 200 or not isinstance(resp.body, bytes):
-                return resp
-            return json_response(json.loads(resp.body)["metadata"])
+        except BadInput as e:
+            raise BadInput(route, str(e).partition('": ')[2]) from None
+        if resp.status != 200 or not isinstance(resp.body, bytes):
+            return resp
+        return json_response(json.loads(resp.body)["metadata"])
 
-        return handler
+    return handler

@@ -78,6 +78,7 @@ from .wire import json_response
 log = logging.getLogger(__name__)
 
 TOKEN_MAX_BYTES = 1024  # ours are 47; longer (or non-ASCII) is refused without a lookup
+ROUTE_QUOTE_CHARS = 200  # how much of an unknown route's name its 400 quotes
 
 Handler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
 
@@ -165,7 +166,8 @@ class ApiServer:
         route = request.match_info["route"]
         entry = self.routes.get(route)
         if entry is None:  # as Dropbox answers it: a 400 every SDK reads (BadInputError)
-            return BadInput(route, f"Unknown API function: /2/{route}").response()
+            shown = route if len(route) <= ROUTE_QUOTE_CHARS else route[:ROUTE_QUOTE_CHARS] + "..."
+            return BadInput(shown, f"Unknown API function: /2/{shown}").response()
         auth, handler = entry
         try:
             who: Any = None
