@@ -36,12 +36,29 @@ def _rclone_installed() -> None:
 
 
 class Rclone:
-    def __init__(self, host: DropboxHost, token: str, base: Path) -> None:
+    """rclone with a config whose remote `rb:` holds `token`. Given an app (`client_id`,
+    `client_secret`) and a `refresh_token`, the token is written as already expired, so that
+    rclone refreshes it at `https://api.dropboxapi.com/oauth2/token` before its first call
+    (for the OAuth2 routes, once merged)."""
+
+    def __init__(
+        self,
+        host: DropboxHost,
+        token: str,
+        base: Path,
+        *,
+        client_id: str = "",
+        client_secret: str = "",
+        refresh_token: str = "",
+    ) -> None:
         self.host = host
         self.conf = base / "rclone.conf"
-        expiry = "2099-01-01T00:00:00Z"
-        tok = json.dumps({"access_token": token, "token_type": "bearer", "expiry": expiry})
-        self.conf.write_text(f"[rb]\ntype = dropbox\ntoken = {tok}\n")
+        tok = {"access_token": token, "token_type": "bearer", "expiry": "2099-01-01T00:00:00Z"}
+        app = ""
+        if refresh_token:
+            tok.update(refresh_token=refresh_token, expiry="2000-01-01T00:00:00Z")
+            app = f"client_id = {client_id}\nclient_secret = {client_secret}\n"
+        self.conf.write_text(f"[rb]\ntype = dropbox\n{app}token = {json.dumps(tok)}\n")
 
     def __call__(self, *args: str, check: bool = True):
         argv = ["rclone", "--config", str(self.conf), "--retries", "1",
