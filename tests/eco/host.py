@@ -1,16 +1,17 @@
 """raftbox posing as Dropbox, for real Dropbox clients (rclone, the JS SDK, older Python SDKs).
 
 Real clients have `api.dropboxapi.com`, `content.dropboxapi.com` and `notify.dropboxapi.com`
-built in (rclone's backend has no option to change them), so the test gives them those names:
+(and `www.dropbox.com` for OAuth2's authorize page) built in (rclone's backend has no option to
+change them), so the test gives them those names:
 
 - `DropboxHost.start()` runs `raftbox up --listen 127.0.0.1:443` inside a private network and
   mount namespace (`unshare -m -n`: its own loopback, brought up with `ip link set lo up`, so
   parallel runs never collide on port 443, and nothing outside can reach it), where a hosts file
-  naming the three hosts 127.0.0.1 is bind-mounted over `/etc/hosts`. The machine's own
+  naming those hosts 127.0.0.1 is bind-mounted over `/etc/hosts`. The machine's own
   `/etc/hosts` is never touched: the bind mount exists only in that mount namespace, and both
   namespaces end with the server process.
 - The server's certificate is issued before it starts, by a test CA in its data dir, for the
-  three host names (`raftbox.tls.ensure_local_ca`, which `up` then reuses as its own).
+  host names (`raftbox.tls.ensure_local_ca`, which `up` then reuses as its own).
 - `run(argv)` runs a client inside the same namespaces (`nsenter -t PID -m -n`, which execs the
   client: a timeout kills the client itself), trusting the test CA through the variables each
   client reads (`SSL_CERT_FILE` for rclone/Go, `NODE_EXTRA_CA_CERTS` for node,
@@ -40,7 +41,13 @@ from pathlib import Path
 from raftbox.testing.procs import Proc
 from raftbox.tls import ensure_local_ca
 
-DROPBOX_HOSTS = ("api.dropboxapi.com", "content.dropboxapi.com", "notify.dropboxapi.com")
+# www.dropbox.com: where the SDKs send a user's browser to authorize an app (OAuth2)
+DROPBOX_HOSTS = (
+    "api.dropboxapi.com",
+    "content.dropboxapi.com",
+    "notify.dropboxapi.com",
+    "www.dropbox.com",
+)
 RAFTBOX = str(Path(sys.executable).with_name("raftbox"))
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build" / "eco"
@@ -146,6 +153,16 @@ class DropboxHost:
         email = email or f"eco{self._accounts}@example.test"
         r = self.run([RAFTBOX, "user", "add", email, "--data", str(self.data)], check=True)
         return r.stdout.strip().splitlines()[-1].strip()
+
+    def has_oauth_apps(self) -> bool:
+        """Whether this build registers OAuth2 apps (`raftbox app`, issue 15)."""
+        return subprocess.run([RAFTBOX, "app", "--help"], capture_output=True).returncode == 0
+
+    def add_app(self, name: str = "rclone") -> tuple[str, str]:
+        """A new OAuth2 app (`raftbox app add`, run inside): (app key, app secret)."""
+        r = self.run([RAFTBOX, "app", "add", name, "--data", str(self.data)], check=True)
+        got = dict(line.split(" ", 1) for line in r.stdout.strip().splitlines()[-2:])
+        return got["app_key"].strip(), got["app_secret"].strip()
 
 
 # -- the clients, installed once ---------------------------------------------------------------

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,24 @@ def test_chunked_uploads_and_many_files(
     write(src, "big/blob.bin", rng.randbytes(big_mib * 1024 * 1024 + 1))  # replaced
     rc("sync", "--dropbox-chunk-size", "1M", str(src), remote)
     rc.check_same(src, remote)
+
+
+def test_refresh_token_from_oauth2(dbhost: DropboxHost, token: str, tmp_path: Path) -> None:
+    """A third-party app (here rclone) signed in through OAuth2 keeps working after its access
+    token expires: the SDK's own no-redirect flow gets a refresh token, rclone's config holds
+    it with an expired access token, and rclone refreshes at api.dropboxapi.com/oauth2/token."""
+    if not dbhost.has_oauth_apps():
+        pytest.skip("this build has no OAuth2 apps (raftbox app)")
+    key, secret = dbhost.add_app("rclone")
+    script = Path(__file__).with_name("clients") / "oauth_grant.py"
+    r = dbhost.run([sys.executable, str(script), key, secret, token], check=True)
+    grant = json.loads(r.stdout.strip().splitlines()[-1])
+    assert grant["refresh_token"], grant
+    rc = Rclone(dbhost, "expired-" + grant["access_token"][:8], tmp_path, client_id=key,
+                client_secret=secret, refresh_token=grant["refresh_token"])  # fmt: skip
+    src = tmp_path / "src"
+    make_tree(src, random.Random(5))
+    rc("sync", str(src), "rb:")
+    rc.check_same(src, "rb:")
+    conf = rc.conf.read_text()
+    assert "2000-01-01" not in conf, conf  # rclone saved the refreshed token
