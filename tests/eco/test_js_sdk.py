@@ -1,7 +1,7 @@
 """The npm `dropbox` SDK (10.x, installed from the npm registry into build/eco) on node, on
 every route it exposes that raftbox serves, against raftbox as *.dropboxapi.com
 (`tests/eco/host.py`): session uploads and `finish_batch` included. Judged like the Python SDKs
-(`test_python_sdks.judge`: `SERVED` must pass, `PENDING` is reported).
+(`routes.judge`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .host import JS_SDK_VERSION, DropboxHost, js_sdk_dir
-from .test_python_sdks import judge
+from .routes import judge
 
 SCRIPT = Path(__file__).with_name("clients") / "js_sdk_routes.js"
 

@@ -9,8 +9,8 @@ on a subfolder remote (`rb:tree`), each on its own new account:
 - two rounds of edits, deletes and renames, each followed by sync (twice: the second has
   nothing to do) and check: the remote is the local tree again;
 - moveto, purge, and uploads in both batch modes (`--dropbox-batch-mode sync|async`);
-- about (users/get_space_usage) is a pending route (eco-routes): it is run and reported, and
-  must fail readably until that branch is merged (then set `ABOUT_SERVED`).
+- about (users/get_space_usage): judged like the SDKs' checks (`routes.py`): while the route is
+  pending (eco-routes), rclone must fail readably ("Unknown API function").
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from .host import DropboxHost
+from .routes import is_pending
 
-ABOUT_SERVED = False  # users/get_space_usage: set True when eco-routes is merged
 RCLONE_S = 300.0
 
 
@@ -190,14 +190,14 @@ def test_batch_modes(
 def test_about(dbhost: DropboxHost, token: str, remote: str, tmp_path: Path) -> None:
     rc = Rclone(dbhost, token, tmp_path)
     r = rc("about", "--json", remote, check=False)
-    if ABOUT_SERVED:
-        assert r.returncode == 0, r.stderr
-        about = json.loads(r.stdout)
-        assert about["used"] >= 0 and about["total"] >= about["used"], about
-    else:
-        assert r.returncode != 0
+    if is_pending("users/get_space_usage"):
+        assert r.returncode != 0, "served now: move it from PENDING to SERVED (routes.py)"
         assert "Unknown API function" in r.stderr, r.stderr  # readable, not a decode error
-        print(f"rclone about (pending: eco-routes): {r.stderr.strip().splitlines()[-1]}")
+        print(f"rclone about (pending): {r.stderr.strip().splitlines()[-1]}")
+        return
+    assert r.returncode == 0, r.stderr
+    about = json.loads(r.stdout)
+    assert about["used"] >= 0 and about["total"] >= about["used"], about
 
 
 def test_chunked_uploads_and_many_files(
