@@ -19,6 +19,11 @@ SERVED = {
     "files/upload_session/start", "files/upload_session/append_v2",
     "files/upload_session/finish", "files/upload_session/finish_batch_v2",
     "unknown route",
+    "files/upload_session/finish_batch", "files/upload_session/finish_batch/check",
+    "files/copy_batch_v2", "files/copy_batch/check_v2", "files/move_batch_v2",
+    "files/move_batch/check_v2", "files/delete_batch", "files/delete_batch/check",
+    "files/create_folder_batch", "files/create_folder_batch/check",
+    "files/get_thumbnail_v2", "files/get_thumbnail_batch",
 }  # fmt: skip
 
 # route -> the branch that adds it
@@ -27,18 +32,6 @@ PENDING = {
     "files/search_v2": "eco-routes",
     "files/search/continue_v2": "eco-routes",
     "files/get_temporary_link": "eco-routes",
-    "files/upload_session/finish_batch": "eco-batch",
-    "files/upload_session/finish_batch/check": "eco-batch",
-    "files/copy_batch_v2": "eco-batch",
-    "files/copy_batch/check_v2": "eco-batch",
-    "files/move_batch_v2": "eco-batch",
-    "files/move_batch/check_v2": "eco-batch",
-    "files/delete_batch": "eco-batch",
-    "files/delete_batch/check": "eco-batch",
-    "files/create_folder_batch": "eco-batch",
-    "files/create_folder_batch/check": "eco-batch",
-    "files/get_thumbnail_v2": "eco-batch",
-    "files/get_thumbnail_batch": "eco-batch",
 }
 
 

@@ -68,11 +68,14 @@ from .args import (
     resolve_write_path,
     rpc_args,
 )
+from .batch import BatchRoutes
 from .compat import CompatRoutes
 from .content import ContentRoutes, client_gone
 from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, from_lower, raise_meta
 from .limits import FailedAuthLimiter, TokenBucket
+from .links import LinkRoutes
 from .metaclient import LocalMetaClient, MetaClient
+from .thumbnails import ThumbnailRoutes
 from .wire import json_response
 
 log = logging.getLogger(__name__)
@@ -142,9 +145,14 @@ class ApiServer:
             }
         self.content = ContentRoutes(self.mc, blocks)
         self.add_routes(self.content.routes())
+        self.add_routes(ThumbnailRoutes(self.mc, blocks).routes())
         if meta is not None:
             self.add_routes(AccountRoutes(meta).routes())
             self.add_routes(CompatRoutes(self).routes())
+            self.add_routes(BatchRoutes(self.mc).routes())
+        self.links = LinkRoutes(meta, blocks, admin_token) if meta is not None else None
+        if self.links is not None:  # shared links: the sharing/*link* routes and /s/ pages
+            self.add_routes(self.links.routes())
 
     def add_routes(self, table: Iterable[tuple[str, str, Handler]]) -> None:
         """Register a route table: (route, auth "user" | "admin" | "none", handler) rows."""
@@ -159,6 +167,8 @@ class ApiServer:
             client_max_size=RPC_BODY_MAX_BYTES, handler_args={"logger": ProtocolLog()}
         )
         app.router.add_post("/2/{route:.+}", self.dispatch)
+        if self.links is not None:
+            self.links.add_public_routes(app)
         return app
 
     # -- dispatch ------------------------------------------------------------------------------

@@ -24,9 +24,14 @@ exception:
 | SessionAppend   | None                                              |
 | SessionFinish   | FileMeta                                          |
 | FinishBatch     | list[FileMeta | MetaError], in order              |
+| WriteBatch      | list[Meta | MetaError], in order (`raftbox.meta.jobs`) |
+| RunJob          | its inner command's result, kept under the job id (`raftbox.meta.jobs`) |
 | RecordUpload    | None                                              |
 | GcCondemn       | GcResult (the ids condemned, adopted)             |
 | GcRelease       | GcResult (the new GC generation)                  |
+| CreateLink      | LinkInfo (or error shared_link_already_exists)    |
+| ModifyLink      | LinkInfo (as it is now)                           |
+| RevokeLink      | LinkInfo (as it was)                              |
 
 and any of them may answer `MetaError` instead: `tags` is the Dropbox error path, outer tag first
 (`["path", "conflict", "file"]` → `error_summary` "path/conflict/file/"), `extra` holds the fields
@@ -309,6 +314,27 @@ class FinishBatch(_Cmd, tag="us_finish_batch"):
     entries: list[SessionFinish]
 
 
+class WriteBatch(_Cmd, tag="write_batch"):
+    """Many folder creations, deletions, moves or copies in one raft entry, each succeeding or
+    failing on its own (the batch routes: `raftbox.meta.jobs`)."""
+
+    entries: list[CreateFolder | Delete | Move | Copy]
+
+
+class RunJob(_Cmd, tag="job"):
+    """Run the command `payload` (an encoded `MetaCommand`, normally a batch) and keep its
+    result under `job_id` for namespace `ns`, in the same raft entry (`raftbox.meta.jobs`).
+    `refused`: for a batch whose caller already failed some entries (a malformed path), one
+    slot per entry of the whole batch — that entry's error, or None for the next entry of
+    `payload`'s batch; the kept result has the errors in their slots."""
+
+    job_id: str
+    ns: int
+    kind: str
+    payload: bytes
+    refused: list[Any] = []  # MetaError | None each (a MetaError decodes as a dict)
+
+
 class RecordUpload(_Cmd, tag="blocks_put"):
     """Namespace `ns` sent these blocks to a blockserver, which verified and stored them
     (native `blocks/put`): `ns` may now reference them in a commit, and their upload time is
@@ -341,6 +367,40 @@ class GcRelease(_Cmd, tag="gc_release"):
     done: bool = False
 
 
+class CreateLink(_Cmd, tag="link_create"):
+    """A shared link to the file or folder `target_id` of namespace `ns`, owned by `owner`
+    (`raftbox.meta.links`). Only the token's SHA-256, the nonce it derives from (with a key
+    no store holds) and the password's argon2 hash travel."""
+
+    token_hash: bytes
+    nonce: bytes
+    owner: str
+    ns: int
+    target_id: str
+    password_hash: str | None = None  # None: public
+    expires_ms: int | None = None  # None: never
+    allow_download: bool = True
+
+
+class ModifyLink(_Cmd, tag="link_modify"):
+    """Change a link's settings; a field left None is kept (`remove_expiration`: no expiry;
+    `password_hash` "" makes it public again)."""
+
+    token_hash: bytes
+    owner: str
+    password_hash: str | None = None
+    expires_ms: int | None = None
+    remove_expiration: bool = False
+    allow_download: bool | None = None
+
+
+class RevokeLink(_Cmd, tag="link_revoke"):
+    """Revoke a link: from the moment this returns no member serves it."""
+
+    token_hash: bytes
+    owner: str
+
+
 MetaCommand = (
     InitCluster
     | CreateAccount
@@ -361,9 +421,14 @@ MetaCommand = (
     | SessionAppend
     | SessionFinish
     | FinishBatch
+    | WriteBatch
+    | RunJob
     | RecordUpload
     | GcCondemn
     | GcRelease
+    | CreateLink
+    | ModifyLink
+    | RevokeLink
 )
 
 _encoder = msgspec.msgpack.Encoder()
@@ -462,6 +527,21 @@ class Count(_Res, tag="count"):
     n: int = 0
 
 
+class LinkInfo(_Res, tag="link"):
+    """A shared link as stored (`raftbox.meta.links`): never the token, only its hash."""
+
+    token_hash: bytes
+    nonce: bytes
+    owner: str
+    ns: int
+    target_id: str
+    password_hash: str | None
+    expires_ms: int | None
+    allow_download: bool
+    created_ms: int
+    revoked_ms: int | None = None
+
+
 Result = (
     FileMeta
     | FolderMeta
@@ -470,7 +550,8 @@ Result = (
     | AccountInfo
     | GcResult
     | Count
-    | list[FileMeta | MetaError]
+    | LinkInfo
+    | list[FileMeta | FolderMeta | DeletedMeta | MetaError]
     | bool
     | None
 )
