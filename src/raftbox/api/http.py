@@ -27,7 +27,9 @@ blockserver (no meta role, no replica) cannot tell, and answers 429 until the bu
 Errors (`raftbox.api.errors`, one hierarchy, rendered in one place by `dispatch`): `BadInput`
 400 text; `AuthFailed` 401 JSON; `ApiError` 409 (or its status) JSON; `RateLimited` 429 JSON with
 `retry_after`; `Unavailable` (no majority, a Raft `NodeError`, a timeout) 503; anything else 500,
-logged, and no state changed (every write is one state machine command).
+logged, and no state changed (every write is one state machine command). A route this server
+does not serve is a 400 `Unknown API function`, as Dropbox answers it: every SDK reads that
+(the Python SDKs parse a 404 body as a JSON route error: JSONDecodeError on text).
 
 No client input reaches that 500 (issue 11): every header, argument and body is checked where
 it is parsed (`args.load_json`, `Args`, `args.ns_path` for paths, `content.parse_range`), every
@@ -67,6 +69,7 @@ from .args import (
     rpc_args,
 )
 from .batch import BatchRoutes
+from .compat import CompatRoutes
 from .content import ContentRoutes, client_gone
 from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, from_lower, raise_meta
 from .limits import FailedAuthLimiter, TokenBucket
@@ -78,6 +81,7 @@ from .wire import json_response
 log = logging.getLogger(__name__)
 
 TOKEN_MAX_BYTES = 1024  # ours are 47; longer (or non-ASCII) is refused without a lookup
+ROUTE_QUOTE_CHARS = 200  # how much of an unknown route's name its 400 quotes
 
 Handler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
 
@@ -145,6 +149,7 @@ class ApiServer:
         self.add_routes(ThumbnailRoutes(self.mc, blocks).routes())
         if meta is not None:
             self.add_routes(AccountRoutes(meta).routes())
+            self.add_routes(CompatRoutes(self).routes())
             self.add_routes(BatchRoutes(self.mc).routes())
         self.links = LinkRoutes(meta, blocks, admin_token) if meta is not None else None
         if self.links is not None:  # shared links: the sharing/*link* routes and /s/ pages
@@ -171,8 +176,9 @@ class ApiServer:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         route = request.match_info["route"]
         entry = self.routes.get(route)
-        if entry is None:
-            return web.Response(status=404, text=f"Unknown API function: {route!r}")
+        if entry is None:  # as Dropbox answers it: a 400 every SDK reads (BadInputError)
+            shown = route if len(route) <= ROUTE_QUOTE_CHARS else route[:ROUTE_QUOTE_CHARS] + "..."
+            return BadInput(shown, f"Unknown API function: /2/{shown}").response()
         auth, handler = entry
         try:
             who: Any = None
