@@ -55,6 +55,7 @@ from raftbox.api import accesslog
 from raftbox.api.http import ApiServer
 from raftbox.api.metaclient import InternalRoutes, LocalMetaClient, RemoteMetaClient
 from raftbox.api.native import NativeRoutes
+from raftbox.api.oauth import OAuthRoutes
 from raftbox.blocks.cache import GenerationKeyedCache, open_cache
 from raftbox.blocks.chunker import Chunking
 from raftbox.blocks.service import BlockService
@@ -127,6 +128,7 @@ class ServeConfig:
     access_log: str = "plain"
     access_log_file: str | None = None
     store_marker_wait_s: float = 30.0  # how long a process waits for the cluster's store marker
+    oauth_access_ttl_s: float = 4 * 3600.0  # OAuth2 apps' access tokens (raftbox.api.oauth)
 
     def validate(self) -> None:
         """`ConfigError` naming the first setting, or combination of roles and settings, that
@@ -338,6 +340,7 @@ class Server:
         )
         api.add_route("raftbox/admin/gc", "admin", self._admin_gc)
         app = api.app()
+        OAuthRoutes(self.meta, cfg.oauth_access_ttl_s).install(api, app)  # apps (issue 15)
         self._log_requests(app)
         self.feed = MetaFeedServer(self.node, self.store, self.admin_token)
         self.feed.add_routes(app)

@@ -27,6 +27,7 @@ exception:
 | RecordUpload    | None                                              |
 | GcCondemn       | GcResult (the ids condemned, adopted)             |
 | GcRelease       | GcResult (the new GC generation)                  |
+| OAuthAppAdd, OAuthAppRemove, OAuthCodeIssue, OAuthCodeRedeem, OAuthRefresh: see `oauthcmds` |
 
 and any of them may answer `MetaError` instead: `tags` is the Dropbox error path, outer tag first
 (`["path", "conflict", "file"]` → `error_summary` "path/conflict/file/"), `extra` holds the fields
@@ -58,6 +59,14 @@ import hashlib
 from typing import Any, Literal
 
 import msgspec
+
+from .oauthcmds import (  # OAuth2 apps (issue 15)
+    OAuthAppAdd,
+    OAuthAppRemove,
+    OAuthCodeIssue,
+    OAuthCodeRedeem,
+    OAuthRefresh,
+)
 
 BLOCK_WINDOW_BYTES = 4 * 1024 * 1024  # Dropbox's content_hash window, and the concurrent unit
 MAX_SYMLINK_TARGET_BYTES = 4096  # PATH_MAX on Linux
@@ -364,6 +373,11 @@ MetaCommand = (
     | RecordUpload
     | GcCondemn
     | GcRelease
+    | OAuthAppAdd
+    | OAuthAppRemove
+    | OAuthCodeIssue
+    | OAuthCodeRedeem
+    | OAuthRefresh
 )
 
 _encoder = msgspec.msgpack.Encoder()
@@ -439,6 +453,10 @@ class AccountInfo(_Res, tag="account"):
     home_ns: int
     created: str = ""  # "%Y-%m-%dT%H:%M:%SZ"
     disabled: bool = False  # its tokens are refused (`user_suspended`); its data is kept
+    # Set when authenticated by an OAuth2 app's access token (`raftbox.meta.oauth`): the scopes
+    # granted (None: an account token, full access) and the expiry (0: never).
+    scopes: list[str] | None = None
+    expires_ms: int = 0
 
     @property
     def namespace_id(self) -> int:

@@ -42,7 +42,7 @@ from typing import Any
 import msgspec
 
 from ..raft.sessions import Command, SessionExpired
-from . import accounts, clients, gcstate, schema, sessions, snapshot, writes
+from . import accounts, clients, gcstate, oauth, schema, sessions, snapshot, writes
 from .commands import (
     SESSION_TTL_MS,
     AddToken,
@@ -114,6 +114,7 @@ HANDLERS: dict[type, Callable[[ApplyContext, Any], Any]] = {
     RecordUpload: gcstate.record_upload,
     GcCondemn: gcstate.gc_condemn,
     GcRelease: gcstate.gc_release,
+    **oauth.HANDLERS,
 }
 
 

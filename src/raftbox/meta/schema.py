@@ -34,6 +34,8 @@ Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
 - upload_sessions, upload_pieces: replicated upload sessions, so any blockserver continues one
   (`raftbox.meta.sessions`).
 - client_sessions, client_results: `raft.sessions.SessionTable`, persisted incrementally.
+- oauth_apps, oauth_codes, oauth_grants, oauth_tokens, oauth_consents: OAuth2 apps and what
+  they were granted (`raftbox.meta.oauth`); new tables, so an older store just gains them empty.
 
 Schema changes: a store made by an older version is brought up to date when opened or restored
 from a snapshot (`migrate`: columns added with the value every old row means — `ns_blocks`
@@ -115,6 +117,35 @@ CREATE TABLE IF NOT EXISTS client_sessions (
 CREATE TABLE IF NOT EXISTS client_results (
   client_id INTEGER NOT NULL, seq INTEGER NOT NULL, result BLOB NOT NULL,
   PRIMARY KEY (client_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS oauth_apps (
+  app_key TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash BLOB NOT NULL,
+  redirect_uris TEXT NOT NULL, scopes TEXT NOT NULL, created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS oauth_codes (
+  code_hash BLOB PRIMARY KEY, app_key TEXT NOT NULL, account_id TEXT NOT NULL,
+  redirect_uri TEXT, challenge TEXT, challenge_method TEXT, scopes TEXT NOT NULL,
+  offline INTEGER NOT NULL, created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+  grant_id INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS oauth_codes_expiry ON oauth_codes (expires_ms);
+CREATE INDEX IF NOT EXISTS oauth_codes_account ON oauth_codes (account_id, created_ms);
+CREATE TABLE IF NOT EXISTS oauth_grants (
+  grant_id INTEGER PRIMARY KEY, app_key TEXT NOT NULL, account_id TEXT NOT NULL,
+  scopes TEXT NOT NULL, refresh_hash BLOB UNIQUE, public INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS oauth_grants_account ON oauth_grants (account_id, app_key, grant_id);
+CREATE INDEX IF NOT EXISTS oauth_grants_app ON oauth_grants (app_key);
+CREATE TABLE IF NOT EXISTS oauth_tokens (
+  token_hash BLOB PRIMARY KEY, grant_id INTEGER NOT NULL, scopes TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS oauth_tokens_grant ON oauth_tokens (grant_id, expires_ms);
+CREATE INDEX IF NOT EXISTS oauth_tokens_expiry ON oauth_tokens (expires_ms);
+CREATE TABLE IF NOT EXISTS oauth_consents (
+  account_id TEXT NOT NULL, app_key TEXT NOT NULL, scopes TEXT NOT NULL,
+  PRIMARY KEY (account_id, app_key)
 ) WITHOUT ROWID;
 """
 
