@@ -188,3 +188,42 @@ def _revoke_one(args: Any) -> int:
         return 1
     print("token revoked" + (" (log in again with a new token: `raftbox login`)" if saved else ""))
     return 0
+
+
+def read_password_stdin() -> str | None:
+    """The password given on stdin: its first line without the line end (None if empty)."""
+    line = sys.stdin.readline().rstrip("\r\n")
+    return line or None
+
+
+def user_password(args: Any) -> int:
+    """`user add EMAIL --password-stdin [--admin]` and `user passwd EMAIL --password-stdin`:
+    the server hashes the password (argon2) and stores only the hash."""
+    if not args.password_stdin:
+        print("error: give the password on stdin with --password-stdin", file=sys.stderr)
+        return 2
+    password = read_password_stdin()
+    if password is None:
+        print("error: no password on stdin", file=sys.stderr)
+        return 2
+    from raftbox.web.passwords import password_problem
+
+    why = password_problem(password)
+    if why is not None:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+    body: dict[str, Any] = {"email": args.email, "password": password}
+    if args.user_command == "add":
+        if args.admin:
+            body["admin"] = True
+        rc = user_add(args.email, args.data, args.server, args.admin_token, args.ca, args.name)
+        if rc:
+            return rc
+    out = _admin("raftbox/admin/set_password", body, args)
+    if isinstance(out, int):
+        return out
+    if args.user_command == "passwd":
+        print(f"password of {out['email']} changed (its browser sessions ended)")
+    elif out.get("admin"):
+        print(f"{out['email']} is an administrator", file=sys.stderr)
+    return 0

@@ -28,6 +28,7 @@ exception:
 | GcCondemn       | GcResult (the ids condemned, adopted)             |
 | GcRelease       | GcResult (the new GC generation)                  |
 | OAuthAppAdd, OAuthAppRemove, OAuthCodeIssue, OAuthCodeRedeem, OAuthRefresh: see `oauthcmds` |
+| SetAuth, StartWebSession, EndWebSession: see `webcmds` (web sign-in)                |
 
 and any of them may answer `MetaError` instead: `tags` is the Dropbox error path, outer tag first
 (`["path", "conflict", "file"]` → `error_summary` "path/conflict/file/"), `extra` holds the fields
@@ -67,6 +68,7 @@ from .oauthcmds import (  # OAuth2 apps (issue 15)
     OAuthCodeRedeem,
     OAuthRefresh,
 )
+from .webcmds import EndWebSession, SetAuth, StartWebSession  # web sign-in (issue 14)
 
 BLOCK_WINDOW_BYTES = 4 * 1024 * 1024  # Dropbox's content_hash window, and the concurrent unit
 MAX_SYMLINK_TARGET_BYTES = 4096  # PATH_MAX on Linux
@@ -378,6 +380,9 @@ MetaCommand = (
     | OAuthCodeIssue
     | OAuthCodeRedeem
     | OAuthRefresh
+    | SetAuth
+    | StartWebSession
+    | EndWebSession
 )
 
 _encoder = msgspec.msgpack.Encoder()

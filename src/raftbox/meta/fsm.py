@@ -42,7 +42,18 @@ from typing import Any
 import msgspec
 
 from ..raft.sessions import Command, SessionExpired
-from . import accounts, clients, gcstate, oauth, schema, sessions, snapshot, writes
+from . import (
+    accounts,
+    clients,
+    gcstate,
+    oauth,
+    schema,
+    sessions,
+    snapshot,
+    webcmds,
+    webstate,
+    writes,
+)
 from .commands import (
     SESSION_TTL_MS,
     AddToken,
@@ -115,6 +126,9 @@ HANDLERS: dict[type, Callable[[ApplyContext, Any], Any]] = {
     GcCondemn: gcstate.gc_condemn,
     GcRelease: gcstate.gc_release,
     **oauth.HANDLERS,
+    webcmds.SetAuth: webstate.set_auth,
+    webcmds.StartWebSession: webstate.start_session,
+    webcmds.EndWebSession: webstate.end_session,
 }
 
 
