@@ -40,9 +40,15 @@ Access tokens are checked where every token is (`raftbox.api.http`): expired →
 its whole grant: the refresh token and every access token made from it (Dropbox's documented
 behaviour for a token that has a refresh token; an online grant just loses its token).
 
-Who is signed in: `signed_in(request)` is the one function that decides. Until the web sign-in
-(issue 14) lands it accepts an account token of full access in `Authorization: Bearer` (what a
-script or test holds; an app's scoped token is refused — an app must not grant itself more).
+Who is signed in: `signed_in(request)` is the one function that decides: the browser session of
+the web sign-in (`raftbox.web.auth`: its cookie; the consent form's own CSRF token stands in for
+the page's CSRF header), else an account token of full access in `Authorization: Bearer` (what a
+script or a test holds: a header no other site can make a browser send; an app's scoped token is
+refused — an app must not grant itself more). The session cookie is SameSite=Strict, so a
+browser does not send it on the navigation that comes from the app's site: a GET without a
+session answers a page that loads the same URL again from this site (a meta refresh, marked
+`_rb_same_site=1`), which does carry the cookie; only if that one has no session either is the
+user asked to sign in (`/login`) and come back.
 
 A failed client authentication or grant costs the caller's address one unit of a
 `FailedAuthLimiter` (20, refilled at 1/s): past it, 429 with `Retry-After`. Codes, refresh tokens
@@ -86,7 +92,7 @@ from raftbox.meta.service import MetaService
 from raftbox.meta.tokens import token_hash
 
 from .args import rpc_args
-from .errors import ApiError, BadInput
+from .errors import ApiError, AuthFailed, BadInput
 from .limits import FailedAuthLimiter
 from .scopes import SCOPES
 from .wire import json_response
@@ -218,11 +224,13 @@ class OAuthRoutes:
         access_ttl_s: float = ACCESS_TTL_S,
         code_ttl_s: float = CODE_TTL_S,
         signed_in: AccountLookup | None = None,
+        web: Any = None,
     ) -> None:
         self.meta = meta
+        self.web = web  # raftbox.web.auth.WebAuth: browser sessions, if this process has them
         self.access_ttl_s = access_ttl_s
         self.code_ttl_s = code_ttl_s
-        self.signed_in: AccountLookup = signed_in or self.bearer_account
+        self.signed_in: AccountLookup = signed_in or self.session_or_bearer
         self.failures = FailedAuthLimiter(1.0, 20)
 
     # -- registration -----------------------------------------------------------------------
@@ -243,6 +251,19 @@ class OAuthRoutes:
         app.router.add_post("/oauth2/token", self.token)
 
     # -- who is signed in ---------------------------------------------------------------------
+    async def session_or_bearer(self, request: web.Request) -> tuple[C.AccountInfo, bytes] | None:
+        """The signed-in account and the binding of the consent form's CSRF token to it (the
+        session's hash, or the bearer token's), or None (module docstring)."""
+        if self.web is not None and self.web.has_cookie(request):
+            h = self.web._cookie_hash(request)
+            try:
+                acct = await self.web.authenticate(request, csrf=False)  # our form has its own
+            except (AuthFailed, ApiError):
+                acct = None
+            if acct is not None and h is not None:
+                return acct, b"session:" + h
+        return await self.bearer_account(request)
+
     async def bearer_account(self, request: web.Request) -> tuple[C.AccountInfo, bytes] | None:
         """The account whose full-access token is in `Authorization: Bearer`, and the binding
         for the consent form's CSRF token (the token's hash); None if there is none."""
@@ -253,7 +274,7 @@ class OAuthRoutes:
         acct = await self.meta.auth(token)
         if acct is None or acct.disabled or acct.scopes is not None:
             return None
-        return acct, token_hash(token)
+        return acct, b"bearer:" + token_hash(token)
 
     # -- admin: apps --------------------------------------------------------------------------
     async def add_app(self, request: web.Request, who: Any) -> web.Response:
@@ -364,9 +385,7 @@ class OAuthRoutes:
             req = await self.parse_authorize(request.query)
             who = await self.signed_in(request)
             if who is None:
-                raise AuthorizeFailure(
-                    "login_required", "sign in to raftbox, then open this link again", status=401
-                )
+                return _sign_in_page(request)
             acct, binding = who
             return _page(_consent_html(req, acct, self._csrf(binding, req, _now_ms())))
         except AuthorizeFailure as f:
@@ -645,7 +664,7 @@ def _basic_auth(h: str) -> tuple[str, str] | None:
 _NO_STORE = {"Cache-Control": "no-store"}
 PAGE_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
@@ -653,19 +672,14 @@ PAGE_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-_STYLE = (
-    "body{font-family:sans-serif;max-width:32em;margin:3em auto;padding:0 1em;color:#222}"
-    "li{margin:.3em 0}code{font-size:1.2em;word-break:break-all;background:#eee;padding:.3em}"
-    "button{font-size:1em;padding:.4em 1.2em;margin-right:1em}"
-)
 
-
-def _page(body: str, status: int = 200) -> web.Response:
+def _page(body: str, status: int = 200, head: str = "") -> web.Response:
     doc = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>raftbox: authorize an app</title><style>{_STYLE}</style></head>"
-        f"<body>{body}</body></html>"
+        '<title>Authorize an app · raftbox</title><link rel="stylesheet" href="/static/style.css">'
+        f'<link rel="stylesheet" href="/static/oauth.css">{head}</head>'
+        f'<body class="oauth"><main>{body}</main></body></html>'
     )
     return web.Response(
         status=status, text=doc, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS
@@ -704,6 +718,27 @@ def _code_html(app: OAuthApp, code: str) -> str:
         f"<p>Copy this code into “{e(app.name)}” to finish:</p>"
         f'<p><code id="code">{e(code)}</code></p>'
         f"<p>It works once, within {CODE_TTL_S // 60} minutes.</p>"
+    )
+
+
+SAME_SITE_MARK = "_rb_same_site"
+
+
+def _sign_in_page(request: web.Request) -> web.Response:
+    """No session: load the URL again from this site first (the SameSite=Strict cookie is sent
+    then), and if that was already done, ask the user to sign in and come back."""
+    e = html.escape
+    if request.query.get(SAME_SITE_MARK) != "1":
+        again = with_params(str(request.rel_url), {SAME_SITE_MARK: "1"})
+        return _page(
+            f'<p><a href="{e(again)}">Continue</a> to authorize the app.</p>',
+            head=f'<meta http-equiv="refresh" content="0; url={e(again)}">',
+        )
+    return _page(
+        "<h1>Sign in to raftbox first</h1><p>An app asks to use your raftbox.</p>"
+        '<p><a href="/login" target="_blank" rel="noopener">Sign in</a> (in a new tab), then '
+        f'<a href="{e(str(request.rel_url))}">continue</a>.</p>',
+        status=401,
     )
 
 
