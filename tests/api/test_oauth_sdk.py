@@ -217,3 +217,23 @@ def test_cluster_wide_code_tokens_and_revocation(cluster, cluster_target):
         )
     assert e.value.response.json()["error"] == "invalid_grant"
     refused_everywhere(res.access_token)
+
+
+def test_the_unmodified_sdk_pointed_by_its_environment(up, up_target, app):
+    """No subclass: DROPBOX_API_HOST (set by conftest before the SDK was imported) is the
+    `raftbox up` address, so the SDK's own default token URL reaches it."""
+    import dropbox
+
+    from .sdk import ENV_HOSTPORT
+
+    assert ENV_HOSTPORT == up.hostport
+    acct = up_target.new_account("oauth")
+    flow = dropbox.DropboxOAuth2FlowNoRedirect(
+        app[0], use_pkce=True, token_access_type="offline", ca_certs=up.ca
+    )
+    flow.requests_session.trust_env = False
+    res = flow.finish(Browser(up.hostport, up.ca, acct.token).allow(flow.start()))
+    s = dropbox.create_session(ca_certs=up.ca)
+    s.trust_env = False
+    dbx = dropbox.Dropbox(oauth2_refresh_token=res.refresh_token, app_key=app[0], session=s)
+    assert dbx.users_get_current_account().account_id == acct.account_id
