@@ -249,3 +249,30 @@ def test_passwords_never_stored_in_clear(up):
     assert hashes and all(h.startswith("$argon2id$") for h in hashes)
     assert up.proc.output().count(up.password) == 1  # printed once, never logged
     assert pw not in up.proc.output()
+
+
+def test_set_password_route_is_admin_only_and_checks_its_input(up):
+    token = up.add_user("target@example.test", "target-password-1")
+    route = up.url + "/2/raftbox/admin/set_password"
+    body = {"email": "target@example.test", "password": "taken-over-1", "admin": True}
+    h = up.http()
+    assert h.post(route, json=body, timeout=30).status_code == 401  # no credential
+    r = h.post(route, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert r.status_code == 401  # a user's token
+    s, csrf = up.login("target@example.test", "target-password-1")
+    assert up.rpc(s, "raftbox/admin/set_password", body, csrf=csrf).status_code == 401
+    admin = {"Authorization": f"Bearer {up.admin_token}"}
+    for bad, status in (
+        ({"email": "target@example.test", "password": "short"}, 400),
+        ({"email": "target@example.test", "password": "x" * 2000}, 400),
+        ({"email": "target@example.test", "password": 12345678}, 400),
+        ({"email": "target@example.test", "admin": "yes"}, 400),
+        ({"email": "nobody@example.test", "password": "long-enough-1"}, 409),
+        ({"password": "long-enough-1"}, 400),
+    ):
+        r = h.post(route, json=bad, headers=admin, timeout=30)
+        assert r.status_code == status, (bad, r.text)
+    # nothing changed: the old password works, the account is no administrator, the session lives
+    assert up.rpc(s, "users/get_current_account", csrf=csrf).status_code == 200
+    s2, csrf2 = up.login("target@example.test", "target-password-1")
+    assert up.rpc(s2, "raftbox/admin/status", csrf=csrf2).status_code == 401
