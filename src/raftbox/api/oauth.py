@@ -92,7 +92,7 @@ from raftbox.meta.service import MetaService
 from raftbox.meta.tokens import token_hash
 
 from .args import rpc_args
-from .errors import ApiError, AuthFailed, BadInput
+from .errors import ApiError, AuthFailed, BadInput, Unavailable, from_lower
 from .limits import FailedAuthLimiter
 from .scopes import SCOPES
 from .wire import json_response
@@ -246,9 +246,9 @@ class OAuthRoutes:
         """Register the admin routes on `api` (an `ApiServer`) and the OAuth2 endpoints on
         `app`, its aiohttp application."""
         api.add_routes(self.admin_routes())
-        app.router.add_get("/oauth2/authorize", self.authorize_get)
-        app.router.add_post("/oauth2/authorize", self.authorize_post)
-        app.router.add_post("/oauth2/token", self.token)
+        app.router.add_get("/oauth2/authorize", _guarded(self.authorize_get, page=True))
+        app.router.add_post("/oauth2/authorize", _guarded(self.authorize_post, page=True))
+        app.router.add_post("/oauth2/token", _guarded(self.token, page=False))
 
     # -- who is signed in ---------------------------------------------------------------------
     async def session_or_bearer(self, request: web.Request) -> tuple[C.AccountInfo, bytes] | None:
@@ -604,6 +604,31 @@ class OAuthRoutes:
             )
         )
         return _typed(r, OAuthOutcome), access, refresh
+
+
+def _guarded(handler: Callable[[web.Request], Awaitable[web.StreamResponse]], page: bool) -> Any:
+    """`handler`, with what the layers below raise answered as the API answers it: no majority
+    or a timeout is a 503 the client may retry (`temporarily_unavailable` for the token
+    endpoint, RFC 6749 §5.2's nearest), anything else a logged 500 (`server_error`)."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise  # a redirect, or aiohttp's own answer
+        except Exception as e:
+            failure = from_lower(request.path, e)
+            if isinstance(failure, Unavailable):
+                log.warning("%s: unavailable: %s", request.path, e)
+                error, status = "temporarily_unavailable", 503
+            else:
+                log.exception("internal error in %s", request.path)
+                error, status = "server_error", 500
+            if page:
+                return _page(f"<h1>Try again later</h1><p>{error}</p>", status=status)
+            return json_response({"error": error, "error_description": error}, status)
+
+    return guarded
 
 
 def new_access_token() -> str:
