@@ -1,7 +1,7 @@
 """The admin commands of the command line: thin HTTP clients of a running server's admin routes
 (`raftbox.api.accounts`, `raftbox/admin/gc`).
 
-`raftbox user add|list|disable|enable|remove`, `raftbox admin gc` and `raftbox token revoke
+`raftbox user add|passwd|list|disable|enable|remove`, `raftbox admin gc` and `raftbox token revoke
 --email E --all` POST an admin route of a running server, found by `--data DIR` (a local
 server's data directory: its `url`, `admin.token` and `ca.pem`) or by `--server URL
 --admin-token T [--ca F]`. Each prints what happened and returns the process's exit status:
@@ -11,6 +11,10 @@ server's data directory: its `url`, `admin.token` and `ca.pem`) or by `--server 
 no admin token: the token given by `--token` (on the server of `--server`/`--data`, else of the
 client's configuration), or, with no `--token`, the one `raftbox login` saved. With
 `--email E --all` it revokes every token of that account instead (admin).
+
+Web passwords (issue 14): `user add EMAIL --password-stdin [--admin]` and `user passwd EMAIL
+--password-stdin` read the password from stdin's first line, check its length here, and send it
+over TLS to `raftbox/admin/set_password`, where the member hashes it (argon2) before proposing.
 
 The HTTP client is `requests` (the one the project's other blocking callers use); a request's
 body is always JSON, `null` when the route takes no argument.

@@ -72,6 +72,7 @@ from raftbox.raft.node import NodeConfig, RaftNode
 from raftbox.tls import PeerTLS, ensure_local_ca, server_context
 from raftbox.web.auth import WebAuth, ensure_first_password
 from raftbox.web.pages import add_web
+from raftbox.web.zipdl import ZipRoutes
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +343,7 @@ class Server:
         )
         api.add_route("raftbox/admin/gc", "admin", self._admin_gc)
         api.web = WebAuth(self.meta)  # the web interface: sign-in, sessions, pages (issue 14)
-        api.add_routes(api.web.admin_routes())
+        api.add_routes(api.web.admin_routes() + ZipRoutes(api).routes())
         app = api.app()
         OAuthRoutes(self.meta, cfg.oauth_access_ttl_s, web=api.web).install(api, app)  # issue 15
         add_web(app, api, api.web)

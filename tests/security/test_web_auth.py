@@ -8,6 +8,7 @@ state, and checks through the SDK (bearer token) that a refused request changed 
 from __future__ import annotations
 
 import glob
+import json
 import sqlite3
 import subprocess
 
@@ -276,3 +277,47 @@ def test_set_password_route_is_admin_only_and_checks_its_input(up):
     assert up.rpc(s, "users/get_current_account", csrf=csrf).status_code == 200
     s2, csrf2 = up.login("target@example.test", "target-password-1")
     assert up.rpc(s2, "raftbox/admin/status", csrf=csrf2).status_code == 401
+
+
+def test_download_zip_attacked(up):
+    token = up.add_user("zipsec@example.test", "zipsec-password-1")
+    up.dbx(token).files_upload(b"secret", "/Private/s.txt")
+    s, _ = up.login("zipsec@example.test", "zipsec-password-1")
+    web = up.url + "/web/download_zip?arg="
+    assert up.http().get(web + '{"path":"/Private"}', timeout=30).status_code == 401
+    other, _ = up.login()  # another account: its own namespace only
+    assert other.get(web + '{"path":"/Private"}', timeout=30).status_code == 409
+    me = up.dbx(token).users_get_current_account().root_info.root_namespace_id
+    r = other.get(web + json.dumps({"path": f"ns:{me}/Private"}), timeout=30)
+    assert r.status_code == 409 and "not_found" in r.text
+    for arg in ("nope", '{"path": 1}', '{"path":"rev:0123456789abcdef"}', '{"path":"/a\\u0000"}'):
+        r = s.get(web + arg, timeout=30)
+        assert r.status_code in (400, 409), (arg, r.status_code, r.text)
+    r = s.get(web + '{"path":"/Private"}', timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip"
+    assert r.headers["Content-Disposition"] == "attachment; filename*=UTF-8''Private.zip"
+    # the API route wants a token like every other
+    r = up.http().post(
+        up.url + "/2/files/download_zip", headers={"Dropbox-API-Arg": '{"path":"/Private"}'}
+    )
+    assert r.status_code == 401
+
+
+def test_chunked_sign_in_body(up):
+    def body(parts):
+        yield from parts
+
+    pw = json.dumps(up.password)
+    parts = [b'{"email": "you@', b'localhost", "pass', b'word": ' + pw.encode() + b"}"]
+    r = up.http().post(
+        up.url + "/web/login",
+        data=body(parts),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    big = (b"x" * 1000 for _ in range(100))  # 100 KB, chunked: refused, no cookie
+    r = up.http().post(
+        up.url + "/web/login", data=big, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert r.status_code in (400, 401) and "Set-Cookie" not in r.headers

@@ -96,7 +96,7 @@ def test_session_works_on_every_member_and_logout_ends_it_everywhere(cluster, br
             assert page.evaluate("fetch('/web/session').then(r => r.status)") == 401
             assert _call(page, "users/get_current_account", csrf) == 401
             page.goto(url[i] + "/")
-            page.wait_for_url(url[i] + "/login")
+            page.wait_for_url(url[i] + "/login?next=%2F")
         ctx.clear_cookies()
         # an administrator's session passes the admin routes of every member
         sign_in(page, url[c], "root@example.test", "cluster-password-2")

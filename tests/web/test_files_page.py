@@ -10,7 +10,10 @@ Every result is checked with the official SDK (bearer token of the same account)
 from __future__ import annotations
 
 import hashlib
+import io
 import re
+import urllib.parse
+import zipfile
 
 import dropbox
 import pytest
@@ -43,9 +46,35 @@ def test_sign_in_and_out(up, page_for):
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url(up.url + "/login")
     page.goto(up.url + "/")  # the session is over: back to the sign-in page
-    page.wait_for_url(up.url + "/login")
+    page.wait_for_url(up.url + "/login?next=%2F")
     status = page.evaluate("fetch('/web/session').then(r => r.status)")
     assert status == 401
+
+
+def test_sign_in_returns_to_the_page_asked_for(up, browser, page_for):
+    email, pw, dbx = _account(up, "returner")
+    dbx.files_create_folder_v2("/Deep")
+    ctx = browser.new_context(ignore_https_errors=True)
+    try:
+        page = ctx.new_page()
+        page.goto(up.url + "/#/Deep")
+        page.wait_for_url(up.url + "/login?next=%2F%23%2FDeep")
+        page.get_by_label("Email").fill(email)
+        page.get_by_label("Password").fill(pw)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(up.url + "/#/Deep")
+        expect(page.get_by_role("navigation", name="Breadcrumbs")).to_contain_text("Deep")
+        # never to another site
+        for hostile in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+            page.get_by_role("button", name="Log out").click()
+            page.wait_for_url(up.url + "/login")
+            page.goto(up.url + "/login?next=" + urllib.parse.quote(hostile, safe=""))
+            page.get_by_label("Email").fill(email)
+            page.get_by_label("Password").fill(pw)
+            page.get_by_role("button", name="Log in").click()
+            page.wait_for_url(up.url + "/")
+    finally:
+        ctx.close()
 
 
 def test_wrong_password_then_rate_limit(up, browser):
@@ -284,3 +313,34 @@ def test_search_and_space_routes_when_present(up, page_for, route):
     page.get_by_label("Search").fill("needle")
     page.get_by_label("Search").press("Enter")
     expect(page.get_by_role("cell", name=re.compile("needle-report.txt"))).to_be_visible()
+
+
+def test_folder_downloads_as_a_zip(up, page_for):
+    email, pw, dbx = _account(up, "zipper")
+    dbx.files_upload(b"top", "/Album/cover.txt")
+    dbx.files_upload(bytes(range(256)) * 5000, "/Album/Disc 1/track.bin")
+    dbx.files_create_folder_v2("/Album/Empty")
+    dbx.files_upload(b"not in the zip", "/outside.txt")
+    want = {
+        "Album/": b"",
+        "Album/cover.txt": b"top",
+        "Album/Disc 1/": b"",
+        "Album/Disc 1/track.bin": bytes(range(256)) * 5000,
+        "Album/Empty/": b"",
+    }
+    # the SDK's own route
+    md, resp = dbx.files_download_zip("/Album")
+    assert md.metadata.name == "Album"
+    with zipfile.ZipFile(io.BytesIO(resp.content)) as z:
+        assert {n: z.read(n) for n in z.namelist()} == want
+    # the page's Download of a folder row
+    page = page_for(email, pw)
+    with page.expect_download() as dl:
+        _row(page, "Album").get_by_role("button", name="Download").click()
+    assert dl.value.suggested_filename == "Album.zip"
+    with zipfile.ZipFile(dl.value.path()) as z:
+        assert {n: z.read(n) for n in z.namelist()} == want
+    # a file is not a folder
+    with pytest.raises(dropbox.exceptions.ApiError) as e:
+        dbx.files_download_zip("/outside.txt")
+    assert e.value.error.is_path() and e.value.error.get_path().is_not_folder()

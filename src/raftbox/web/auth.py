@@ -160,7 +160,12 @@ class WebAuth:
             raise BadInput("web/login", "send a JSON body (Content-Type: application/json)")
         if (request.content_length or 0) > LOGIN_BODY_MAX_BYTES:
             raise BadInput("web/login", "request too large")
-        raw = await request.content.read(LOGIN_BODY_MAX_BYTES + 1)
+        raw = b""
+        while len(raw) <= LOGIN_BODY_MAX_BYTES:  # chunked bodies have no Content-Length
+            chunk = await request.content.read(LOGIN_BODY_MAX_BYTES + 1 - len(raw))
+            if not chunk:
+                break
+            raw += chunk
         try:
             body = json.loads(raw)
             email, password = body["email"], body["password"]
@@ -279,11 +284,12 @@ async def _answer(request: web.Request, route: str, fn: Any) -> web.Response:
         return failure.response()
 
 
-def download_disposition(request: web.Request) -> str | None:
-    """`Content-Disposition` for `GET /web/download?arg=…`: an attachment named after the file."""
+def download_disposition(request: web.Request, suffix: str = "") -> str | None:
+    """`Content-Disposition` for `GET /web/download?arg=…`: an attachment named after the file
+    (`suffix` appended: ".zip" for a folder)."""
     try:
         path = json.loads(request.query.get("arg", ""))["path"]
-        name = str(path).rstrip("/").rsplit("/", 1)[-1] or "download"
+        name = (str(path).rstrip("/").rsplit("/", 1)[-1] or "raftbox") + suffix
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return "attachment; filename*=UTF-8''" + urllib.parse.quote(name, safe="")

@@ -6,6 +6,7 @@
 - `GET /static/{name}` → a file of `static/` (names `[a-z0-9_-]+.(js|css|html|svg|png)` only);
 - `GET /web/download?arg={"path": P}` → `files/download` of the session's account, as an
   attachment (`auth.download_disposition`), so a browser saves it and never renders it;
+  `GET /web/download_zip?arg={"path": P}` → a folder as a streamed zip (`raftbox.web.zipdl`);
 - the sign-in routes of `WebAuth` (`raftbox.web.auth`).
 
 Pages are static: they hold no data and no secret; each page's script asks `/web/session` who
@@ -29,6 +30,7 @@ from raftbox.api.accesslog import ACCOUNT_KEY
 from raftbox.api.errors import from_lower
 
 from .auth import WebAuth, download_disposition
+from .zipdl import ZipRoutes
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 STATIC_NAME = re.compile(r"[a-z0-9_-]+\.(js|css|html|svg|png)")
@@ -57,7 +59,8 @@ def add_web(app: web.Application, api: Any, auth: WebAuth) -> None:
     app.router.add_get("/", _page("files.html"))
     app.router.add_get("/login", _page("login.html"))
     app.router.add_get("/static/{name}", _static)
-    app.router.add_get("/web/download", _download(api, auth))
+    app.router.add_get("/web/download", _download(api, auth, api.content.download))
+    app.router.add_get("/web/download_zip", _download(api, auth, ZipRoutes(api).download_zip))
     app.on_response_prepare.append(_headers)
 
 
@@ -66,8 +69,8 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
         return
     for k, v in SECURITY_HEADERS.items():
         response.headers.setdefault(k, v)
-    if request.path == "/web/download" and response.status in (200, 206):
-        disp = download_disposition(request)
+    if request.path.startswith("/web/download") and response.status in (200, 206):
+        disp = download_disposition(request, ".zip" if request.path.endswith("_zip") else "")
         if disp:
             response.headers["Content-Disposition"] = disp
         response.headers["Cache-Control"] = "private, no-store"
@@ -99,12 +102,12 @@ async def _static(request: web.Request) -> web.Response:
     return _file(name)
 
 
-def _download(api: Any, auth: WebAuth) -> Any:
+def _download(api: Any, auth: WebAuth, route: Any) -> Any:
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
             who = await auth.authenticate(request, csrf=False)
             request[ACCOUNT_KEY] = who.account_id
-            return await api.content.download(request, who)
+            return await route(request, who)
         except Exception as e:
             failure = from_lower("files/download", e)
             if failure is None:

@@ -20,7 +20,8 @@ const RB = (function () {
   async function session() {
     const r = await fetch("/web/session", { credentials: "same-origin", cache: "no-store" });
     if (r.status === 401 || r.status === 403) {
-      window.location.assign("/login");
+      const here = window.location.pathname + window.location.search + window.location.hash;
+      window.location.assign("/login?next=" + encodeURIComponent(here));
       throw new ApiError(r.status, null);
     }
     if (!r.ok) throw new ApiError(r.status, null);
@@ -84,9 +85,10 @@ const RB = (function () {
     });
   }
 
-  function downloadUrl(path, rev) {
+  // GET endpoints a link can point at (the cookie alone authenticates a download: a read).
+  function downloadUrl(path, rev, zip) {
     const arg = rev ? { path, rev } : { path };
-    return "/web/download?arg=" + encodeURIComponent(JSON.stringify(arg));
+    return (zip ? "/web/download_zip" : "/web/download") + "?arg=" + encodeURIComponent(JSON.stringify(arg));
   }
 
   async function logout() {

@@ -268,6 +268,9 @@
     }
     if (kind === "file") {
       td.append(el("a", { class: "button", href: RB.downloadUrl(e.path_display), download: e.name, role: "button", text: "Download" }));
+    } else {
+      // a folder: a zip of it, streamed by the server
+      td.append(el("a", { class: "button", href: RB.downloadUrl(e.path_display, null, true), download: e.name + ".zip", role: "button", text: "Download" }));
     }
     td.append(
       button("Rename", () => rename(e)),

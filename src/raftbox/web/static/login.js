@@ -1,10 +1,19 @@
-// The sign-in page: POST /web/login with the email and password (JSON), then go to the files.
+// The sign-in page: POST /web/login with the email and password (JSON), then go to the page
+// that sent here (?next=/path, same site only) or to the files.
 // The session cookie is HttpOnly: this script never sees it. Errors are shown as text.
 "use strict";
 
 (function () {
   const form = document.getElementById("login-form");
   const error = document.getElementById("login-error");
+
+  // Where to go once signed in: ?next=, if it is a path of this site (never another origin:
+  // "//host" and "/\\host" are other origins to a browser), else the files.
+  function nextPage() {
+    const next = new URLSearchParams(window.location.search).get("next") || "/";
+    const local = next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\");
+    return local ? next : "/";
+  }
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -22,7 +31,7 @@
         credentials: "same-origin",
       });
       if (r.ok) {
-        window.location.assign("/");
+        window.location.assign(nextPage());
         return;
       }
       if (r.status === 429) {
