@@ -228,7 +228,9 @@ def test_without_a_session_there_is_no_consent(up, apps):
     assert r.status_code == 200 and "<form" not in r.text  # retried from this site first
     assert "_rb_same_site=1" in r.text
     r = anon.authorize({**params(apps["a"][0]), "_rb_same_site": "1"})
-    assert r.status_code == 401 and "<form" not in r.text and 'href="/login"' in r.text
+    assert (
+        r.status_code == 401 and "<form" not in r.text and 'href="/login?next=%2Foauth2' in r.text
+    )
     page = browser(up).authorize(params(apps["a"][0]))
     r = anon.submit(page)
     assert r.status_code == 401 and "Location" not in r.headers

@@ -150,14 +150,23 @@ def test_deny_goes_back_to_the_app_with_access_denied(up, page_for, third_party)
         flow.finish(answer)
 
 
-def test_signed_out_the_user_is_asked_to_sign_in_and_no_code_is_given(up, browser, third_party):
+def test_signed_out_the_user_signs_in_and_comes_back_to_the_consent(up, browser, third_party):
     ctx = browser.new_context(ignore_https_errors=True)
     try:
         page = ctx.new_page()
-        start_flow(up, third_party)
+        flow, _ = start_flow(up, third_party)
         visit_app_and_sign_in_with_raftbox(page, third_party)
         expect(page.get_by_role("heading")).to_contain_text("Sign in to raftbox first")
         expect(page.get_by_role("button", name="Allow")).to_have_count(0)
         assert third_party.answers == []
+        page.get_by_role("link", name="Sign in").click()
+        page.get_by_label("Email").fill("you@localhost")
+        page.get_by_label("Password").fill(up.password)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("heading")).to_contain_text("Photo Printer")  # back here
+        page.get_by_role("button", name="Allow").click()
+        expect(page.locator("#done")).to_be_visible()
+        [answer] = third_party.answers
+        assert flow.finish(answer).url_state == "back-to/albums"
     finally:
         ctx.close()

@@ -48,7 +48,7 @@ refused — an app must not grant itself more). The session cookie is SameSite=S
 browser does not send it on the navigation that comes from the app's site: a GET without a
 session answers a page that loads the same URL again from this site (a meta refresh, marked
 `_rb_same_site=1`), which does carry the cookie; only if that one has no session either is the
-user asked to sign in (`/login`) and come back.
+user asked to sign in (`/login?next=` this URL, which brings them back).
 
 A failed client authentication or grant costs the caller's address one unit of a
 `FailedAuthLimiter` (20, refilled at 1/s): past it, 429 with `Retry-After`. Codes, refresh tokens
@@ -759,10 +759,10 @@ def _sign_in_page(request: web.Request) -> web.Response:
             f'<p><a href="{e(again)}">Continue</a> to authorize the app.</p>',
             head=f'<meta http-equiv="refresh" content="0; url={e(again)}">',
         )
+    back = urllib.parse.quote(str(request.rel_url), safe="")
     return _page(
         "<h1>Sign in to raftbox first</h1><p>An app asks to use your raftbox.</p>"
-        '<p><a href="/login" target="_blank" rel="noopener">Sign in</a> (in a new tab), then '
-        f'<a href="{e(str(request.rel_url))}">continue</a>.</p>',
+        f'<p><a href="/login?next={e(back)}">Sign in</a> and you will come back here.</p>',
         status=401,
     )
 
