@@ -209,6 +209,8 @@ def test_the_consent_form_is_bound_to_the_user_the_request_and_time(up, apps):
     for override in (
         {"csrf": ""},
         {"csrf": "1.deadbeef"},
+        {"csrf": at + ".é" + mac[2:]},  # not ASCII
+        {"csrf": str(int(at) + 600_000) + "." + mac},  # from the future
         {"scope": "files.metadata.read files.content.write"},  # widened after consent
         {"redirect_uri": "http://127.0.0.1:9/cb"},  # another registered URI
         {"code_challenge": s256("A" * 50)},

@@ -102,6 +102,7 @@ log = logging.getLogger(__name__)
 ACCESS_TTL_S = 4 * 3600
 CODE_TTL_S = 600
 CONSENT_TTL_S = 3600  # how long a consent page's form may be submitted
+CLOCK_SKEW_S = 60  # how far ahead another member's clock may be (the form's time is its)
 PARAM_MAX_CHARS = 2000  # any one query or form value
 FORM_MAX_BYTES = 64 * 1024
 APP_KEY_CHARS = string.ascii_lowercase + string.digits
@@ -453,12 +454,14 @@ class OAuthRoutes:
 
     def _csrf_ok(self, binding: bytes, req: AuthorizeRequest, csrf: str) -> bool:
         at, _, _ = csrf.partition(".")
-        if not at.isdigit() or len(at) > 15:
+        if not (at.isascii() and at.isdigit()) or len(at) > 15:
             return False
         age_ms = _now_ms() - int(at)
-        if not 0 <= age_ms <= CONSENT_TTL_S * 1000:
+        # The page may have come from another member, whose clock may be a little ahead.
+        if not -CLOCK_SKEW_S * 1000 <= age_ms <= CONSENT_TTL_S * 1000:
             return False
-        return hmac.compare_digest(csrf, self._csrf(binding, req, int(at)))
+        want = self._csrf(binding, req, int(at))
+        return hmac.compare_digest(csrf.encode("utf-8", "replace"), want.encode())
 
     # -- /oauth2/token ------------------------------------------------------------------------
     async def token(self, request: web.Request) -> web.Response:
