@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import hashlib
 
+import msgspec
 import pytest
 
 from raftbox.meta import commands as C
 from raftbox.meta import oauth as O
+from raftbox.meta.fsm import MetaStore
 from raftbox.meta.oauthcmds import (
     OAuthApp,
     OAuthAppAdd,
@@ -246,3 +248,25 @@ def test_the_same_entries_give_the_same_state_on_every_replica(d):
         other.index = index - 1
         other.store.apply(index, cmd)
     assert other.store.dump() == d.store.dump()
+
+
+def test_a_restarted_store_reads_its_oauth_results_back(tmp_path):
+    """The exactly-once table keeps each client's latest result; a member that restarts decodes
+    them (an undecodable result stopped a restarted member from starting)."""
+    path = str(tmp_path / "meta.sqlite3")
+    d = Driver(MetaStore(path))
+    d.setup()
+
+    def restart() -> object:
+        d.store.close()
+        d.store = MetaStore(path)  # raised msgspec.ValidationError with untagged results
+        [s] = d.store.sessions.sessions.values()
+        return s.results[max(s.results)]
+
+    d.apply(OAuthAppAdd("app1", "App", h("secret1"), [URI], SCOPES))
+    assert isinstance(restart(), OAuthApp)
+    issue(d)
+    redeem(d)
+    last = restart()
+    assert isinstance(last, OAuthOutcome) and last.refresh
+    assert C.decode_result(msgspec.msgpack.decode(msgspec.msgpack.encode(last))) == last

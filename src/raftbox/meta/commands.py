@@ -62,10 +62,12 @@ from typing import Any, Literal
 import msgspec
 
 from .oauthcmds import (  # OAuth2 apps (issue 15)
+    OAuthApp,
     OAuthAppAdd,
     OAuthAppRemove,
     OAuthCodeIssue,
     OAuthCodeRedeem,
+    OAuthOutcome,
     OAuthRefresh,
 )
 from .webcmds import EndWebSession, SetAuth, StartWebSession  # web sign-in (issue 14)
@@ -493,6 +495,8 @@ Result = (
     | AccountInfo
     | GcResult
     | Count
+    | OAuthApp
+    | OAuthOutcome
     | list[FileMeta | MetaError]
     | bool
     | None

@@ -89,7 +89,12 @@ class OAuthRefresh(_Cmd, tag="oauth_refresh"):
     access_ttl_ms: int
 
 
-class OAuthApp(msgspec.Struct, frozen=True):
+class _Res(msgspec.Struct, frozen=True, tag_field="kind"):
+    """Results are tagged like `commands`' (`kind`), so `commands.decode_result` reads them back
+    (a follower's answer, and the client session table when a member restarts)."""
+
+
+class OAuthApp(_Res, tag="oauth_app"):
     app_key: str
     name: str
     redirect_uris: list[str]
@@ -98,7 +103,7 @@ class OAuthApp(msgspec.Struct, frozen=True):
     grants: int = 0  # live grants (list_apps only)
 
 
-class OAuthOutcome(msgspec.Struct, frozen=True):
+class OAuthOutcome(_Res, tag="oauth_outcome"):
     """What a code or token command did: `error` (an OAuth2 error code) and `description`, or
     the grant's account, scopes, the access token's expiry and whether a refresh token was
     issued."""
