@@ -131,9 +131,8 @@ def remove_account(ctx: ApplyContext, c: RemoveAccount) -> AccountInfo:
     db.execute("DELETE FROM tokens WHERE account_id = ?", (acct.account_id,))
     db.execute("DELETE FROM accounts WHERE account_id = ?", (acct.account_id,))
     oauth.forget_account(db, acct.account_id)  # its apps' grants (issue 15)
-    from .webstate import forget_account  # its password and browser sessions (issue 14)
-
-    forget_account(db, acct.account_id)
+    for table in ("account_auth", "web_sessions"):  # its password, browser sessions (webstate)
+        db.execute(f"DELETE FROM {table} WHERE account_id = ?", (acct.account_id,))
     db.execute(
         "DELETE FROM upload_pieces WHERE session_id IN "
         "(SELECT session_id FROM upload_sessions WHERE ns = ?)",

@@ -3,7 +3,7 @@
 Tables (`schema.SCHEMA`): `account_auth(account_id, password_hash, admin)` — one row per account
 that has a password or is an administrator (none: no password, not an administrator);
 `web_sessions(session_hash, account_id, created_ms, expires_ms)` — SHA-256 of session tokens.
-`RemoveAccount` removes both kinds of rows of the account.
+`RemoveAccount` (`accounts.remove_account`) removes both kinds of rows of the account.
 
 Writes (`ApplyContext` in, a result or `Fail` out): `set_auth`, `start_session`, `end_session`
 (commands in `webcmds`). Reads (a connection in, values out): `auth_of_email` (for sign-in: the
@@ -80,12 +80,6 @@ def start_session(ctx: ApplyContext, c: StartWebSession) -> None:
 def end_session(ctx: ApplyContext, c: EndWebSession) -> bool:
     cur = ctx.db.execute("DELETE FROM web_sessions WHERE session_hash = ?", (c.session_hash,))
     return cur.rowcount > 0
-
-
-def forget_account(db: sqlite3.Connection, account_id: str) -> None:
-    """Part of `RemoveAccount`: the account's password, flag and sessions."""
-    db.execute("DELETE FROM account_auth WHERE account_id = ?", (account_id,))
-    db.execute("DELETE FROM web_sessions WHERE account_id = ?", (account_id,))
 
 
 # -- reads ----------------------------------------------------------------------------------
