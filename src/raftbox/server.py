@@ -55,6 +55,7 @@ from raftbox.api import accesslog
 from raftbox.api.http import ApiServer
 from raftbox.api.metaclient import InternalRoutes, LocalMetaClient, RemoteMetaClient
 from raftbox.api.native import NativeRoutes
+from raftbox.api.oauth import OAuthRoutes
 from raftbox.blocks.cache import GenerationKeyedCache, open_cache
 from raftbox.blocks.chunker import Chunking
 from raftbox.blocks.service import BlockService
@@ -132,6 +133,7 @@ class ServeConfig:
     public_url: str | None = None  # where shared link URLs point (None: the request's Host)
     store_marker_wait_s: float = 30.0  # how long a process waits for the cluster's store marker
     metrics_listen: Address | None = None  # also serve /metrics here, plain HTTP, no auth
+    oauth_access_ttl_s: float = 4 * 3600.0  # OAuth2 apps' access tokens (raftbox.api.oauth)
 
     def validate(self) -> None:
         """`ConfigError` naming the first setting, or combination of roles and settings, that
@@ -350,6 +352,7 @@ class Server:
         api.web = WebAuth(self.meta)  # the web interface: sign-in, sessions, pages (issue 14)
         api.add_routes(api.web.admin_routes())
         app = api.app()
+        OAuthRoutes(self.meta, cfg.oauth_access_ttl_s, web=api.web).install(api, app)  # issue 15
         add_web(app, api, api.web)
         self._log_requests(app)
         self.feed = MetaFeedServer(self.node, self.store, self.admin_token)

@@ -16,6 +16,11 @@ the route name, whatever the Host header, so one address serves the "api", "cont
    storing them (`raftbox.gc`); a `gc_retry` answer becomes a 503 the SDKs retry,
 4. answers with exact Dropbox JSON (`wire.py`), or a route error (409 + error union).
 
+An OAuth2 app's access token (`raftbox.api.oauth`) carries scopes and an expiry: past its
+expiry it is answered 401 `expired_access_token` (the SDKs then refresh it); a route outside its
+scopes is answered 401 `missing_scope` with the `required_scope` (`raftbox.api.scopes`, the table
+of every user route's scope; a user route without an entry cannot be registered).
+
 Authentication failures are limited per client address (`FailedAuthLimiter`), because looking
 an unknown token up may cost a ReadIndex round on the meta group (`raftbox.meta.service`): an
 address that failed `auth_fail_burst` times recently (refilled at `auth_fail_per_s`) is answered
@@ -43,6 +48,7 @@ from __future__ import annotations
 import hmac
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -55,7 +61,7 @@ from raftbox.meta import commands as C
 from raftbox.meta import values as V
 from raftbox.meta.service import AccountError, CursorInvalid, MetaService
 
-from . import wire
+from . import scopes, wire
 from .accesslog import ACCOUNT_KEY
 from .accounts import AccountRoutes
 from .args import (
@@ -144,6 +150,8 @@ class ApiServer:
                 "raftbox/admin/create_account": ("admin", self.admin_create_account),
                 "raftbox/admin/status": ("admin", self.admin_status),
             }
+        for name, (auth, _) in self.routes.items():
+            scopes.check_registered(name, auth)  # every user route has a scope (api/scopes.py)
         self.content = ContentRoutes(self.mc, blocks)
         self.add_routes(self.content.routes())
         self.add_routes(ThumbnailRoutes(self.mc, blocks).routes())
@@ -161,6 +169,7 @@ class ApiServer:
             self.add_route(name, auth, handler)
 
     def add_route(self, name: str, auth: str, handler: Handler) -> None:
+        scopes.check_registered(name, auth)
         self.routes[name] = (auth, handler)
 
     def app(self) -> web.Application:
@@ -184,6 +193,11 @@ class ApiServer:
             who: Any = None
             if auth == "user":
                 who = await self._authenticate(request)
+                need = scopes.missing_scope(
+                    route, getattr(who, "scopes", None)
+                )  # an app's token (issue 15)
+                if need is not None:
+                    raise AuthFailed("missing_scope", {"required_scope": need})
                 wait = self.limiter.take(who.account_id)
                 if wait:
                     raise RateLimited(max(1, int(wait + 0.999)))
@@ -425,6 +439,10 @@ def _admitted(request: web.Request, acct: Any) -> Any:
     request[ACCOUNT_KEY] = acct.account_id
     if acct.disabled:
         raise AuthFailed("user_suspended")
+    if (
+        getattr(acct, "expires_ms", 0) and time.time() * 1000 >= acct.expires_ms
+    ):  # an app's short-lived token
+        raise AuthFailed("expired_access_token")
     return acct
 
 
