@@ -250,6 +250,8 @@ class OAuthRoutes:
         app.router.add_get("/oauth2/authorize", _guarded(self.authorize_get, page=True))
         app.router.add_post("/oauth2/authorize", _guarded(self.authorize_post, page=True))
         app.router.add_post("/oauth2/token", _guarded(self.token, page=False))
+        # rclone 1.60 (golang.org/x/oauth2 with Dropbox's old endpoint) refreshes at /1/oauth2/token
+        app.router.add_post("/1/oauth2/token", _guarded(self.token, page=False))
 
     # -- who is signed in ---------------------------------------------------------------------
     async def session_or_bearer(self, request: web.Request) -> tuple[C.AccountInfo, bytes] | None:
