@@ -27,6 +27,7 @@ exception:
 | RecordUpload    | None                                              |
 | GcCondemn       | GcResult (the ids condemned, adopted)             |
 | GcRelease       | GcResult (the new GC generation)                  |
+| ShareFolder …   | ShareResult (`raftbox.meta.sharing`)              |
 
 and any of them may answer `MetaError` instead: `tags` is the Dropbox error path, outer tag first
 (`["path", "conflict", "file"]` → `error_summary` "path/conflict/file/"), `extra` holds the fields
@@ -341,6 +342,73 @@ class GcRelease(_Cmd, tag="gc_release"):
     done: bool = False
 
 
+# -- shared folders (`raftbox.meta.sharing`: what each does, and why) --------------------------
+
+AccessName = Literal["owner", "editor", "viewer"]
+
+
+class ShareMember(msgspec.Struct, frozen=True, array_like=True):
+    """Who to add to a shared folder: an account id ("dbid:…") or an email (""), and how."""
+
+    account_id: str
+    email: str
+    access: AccessName = "viewer"
+
+
+class ShareFolder(_Cmd, tag="share"):
+    """Make the folder at `path` (in the account's home namespace; created if missing) a
+    shared folder: a namespace of its own, mounted where the folder was. `job_id`: keep the
+    outcome under this id (`force_async`)."""
+
+    account_id: str
+    path: str
+    job_id: str = ""
+
+
+class AddMembers(_Cmd, tag="share_add"):
+    actor: str
+    ns: int
+    members: list[ShareMember]
+
+
+class SetMemberAccess(_Cmd, tag="share_access"):
+    actor: str
+    ns: int
+    member: ShareMember
+
+
+class RemoveMember(_Cmd, tag="share_remove"):
+    actor: str
+    ns: int
+    member: ShareMember
+    leave_a_copy: bool = False
+    job_id: str = ""
+
+
+class MountFolder(_Cmd, tag="share_mount"):
+    account_id: str
+    ns: int
+
+
+class UnmountFolder(_Cmd, tag="share_unmount"):
+    account_id: str
+    ns: int
+
+
+class Relinquish(_Cmd, tag="share_leave"):
+    account_id: str
+    ns: int
+    leave_a_copy: bool = False
+    job_id: str = ""
+
+
+class Unshare(_Cmd, tag="share_unshare"):
+    actor: str
+    ns: int
+    leave_a_copy: bool = False
+    job_id: str = ""
+
+
 MetaCommand = (
     InitCluster
     | CreateAccount
@@ -364,6 +432,14 @@ MetaCommand = (
     | RecordUpload
     | GcCondemn
     | GcRelease
+    | ShareFolder
+    | AddMembers
+    | SetMemberAccess
+    | RemoveMember
+    | MountFolder
+    | UnmountFolder
+    | Relinquish
+    | Unshare
 )
 
 _encoder = msgspec.msgpack.Encoder()
@@ -462,6 +538,14 @@ class Count(_Res, tag="count"):
     n: int = 0
 
 
+class ShareResult(_Res, tag="share"):
+    """A sharing command's outcome: the shared folder (`ns`) and, for `AddMembers`, each
+    member's error tag ("" = added) in the order given."""
+
+    ns: int = 0
+    failed: list[str] = []
+
+
 Result = (
     FileMeta
     | FolderMeta
@@ -470,6 +554,7 @@ Result = (
     | AccountInfo
     | GcResult
     | Count
+    | ShareResult
     | list[FileMeta | MetaError]
     | bool
     | None

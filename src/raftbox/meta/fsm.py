@@ -42,7 +42,7 @@ from typing import Any
 import msgspec
 
 from ..raft.sessions import Command, SessionExpired
-from . import accounts, clients, gcstate, schema, sessions, snapshot, writes
+from . import accounts, clients, gcstate, schema, sessions, sharing, snapshot, writes
 from .commands import (
     SESSION_TTL_MS,
     AddToken,
@@ -115,6 +115,7 @@ HANDLERS: dict[type, Callable[[ApplyContext, Any], Any]] = {
     GcCondemn: gcstate.gc_condemn,
     GcRelease: gcstate.gc_release,
 }
+HANDLERS.update(sharing.HANDLERS)  # shared folders: `raftbox.meta.sharing`
 
 
 class MetaStore(MetaQueries):
