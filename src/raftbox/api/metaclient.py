@@ -49,6 +49,7 @@ from aiohttp import web
 
 from raftbox.backoff import Backoff
 from raftbox.meta import commands as C
+from raftbox.meta import sharing
 from raftbox.meta.service import MetaService
 from raftbox.meta.tokens import TokenCache, token_hash
 from raftbox.raft.sessions import Command
@@ -85,6 +86,12 @@ QUERIES: dict[str, tuple[Callable[..., Any], Any]] = {
     "auth_token": (lambda s, h: s.auth_token(bytes(h)), C.AccountInfo | None),
     "gc_generation": (lambda s: s.gc_generation(), int),
     "store_marker": (lambda s: s.store_marker(), str | None),
+    # shared folders (`raftbox.api.spaces`): an account's mounts, where an id or rev lives
+    "mounts": (lambda s, a: sharing.mounts(s.db, str(a)), list[tuple[int, str, str, str]]),
+    "locate": (
+        lambda s, nss, ref: sharing.locate(s.db, [int(n) for n in nss], str(ref)),
+        int | None,
+    ),
 }
 STALE_OK = {"gc_generation"}
 WRITES = (

@@ -409,6 +409,26 @@ class Unshare(_Cmd, tag="share_unshare"):
     job_id: str = ""
 
 
+class CopyAcross(_Cmd, tag="copy_across"):
+    """Copy the item at `from_path` of `from_ns` to `to_path` of `to_ns` (new ids): the first
+    half of a move between namespaces (the API deletes the source next). Writes `to_ns` only."""
+
+    from_ns: int
+    from_path: str
+    to_ns: int
+    to_path: str
+    autorename: bool = False
+
+
+class MoveMount(_Cmd, tag="share_move_mount"):
+    """Move `account_id`'s mount point of shared folder `ns` to `to_path` of its home."""
+
+    account_id: str
+    ns: int
+    to_path: str
+    autorename: bool = False
+
+
 MetaCommand = (
     InitCluster
     | CreateAccount
@@ -440,6 +460,8 @@ MetaCommand = (
     | UnmountFolder
     | Relinquish
     | Unshare
+    | CopyAcross
+    | MoveMount
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -50,8 +50,12 @@ from typing import Any, NamedTuple
 from . import accounts, paths, rows, writes
 from .commands import (
     AddMembers,
+    CopyAcross,
+    FolderMeta,
+    Meta,
     MetaError,
     MountFolder,
+    MoveMount,
     Relinquish,
     RemoveMember,
     SetMemberAccess,
@@ -61,7 +65,7 @@ from .commands import (
     UnmountFolder,
     Unshare,
 )
-from .context import ApplyContext, atomic
+from .context import ApplyContext, atomic, check_ns
 from .paths import MalformedPath, Path
 from .rows import BLOCKS_DEC, E_COLS, Entry, Fail
 from .schema import DELETED, FILE, FOLDER
@@ -227,6 +231,22 @@ def readable_namespaces(db: sqlite3.Connection, account_id: str, home_ns: int) -
             "SELECT ns FROM share_members WHERE account_id = ? ORDER BY ns", (account_id,)
         )
     ]
+
+
+def locate(db: sqlite3.Connection, nss: list[int], ref: str) -> int | None:
+    """The first of `nss` that holds the item `ref` ("id:…" or "rev:…"), or None."""
+    for ns in nss:
+        if ref.startswith("id:"):
+            row = db.execute(
+                "SELECT 1 FROM entries WHERE ns = ? AND id = ? LIMIT 1", (ns, ref)
+            ).fetchone()
+        else:
+            row = db.execute(
+                "SELECT 1 FROM revisions WHERE ns = ? AND rev = ?", (ns, ref[4:])
+            ).fetchone()
+        if row is not None:
+            return ns
+    return None
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -644,7 +664,80 @@ def unshare(ctx: ApplyContext, c: Unshare) -> ShareResult:
     return _with_job(ctx, c.actor, c.job_id, run)
 
 
+def copy_across(ctx: ApplyContext, c: CopyAcross) -> Meta:
+    """See `commands.CopyAcross`: like `writes.relocate` (copy), from another namespace."""
+    db = ctx.db
+    check_ns(ctx, c.to_ns)
+    src = rows.lookup_live(db, c.from_ns, c.from_path, "from_lookup")
+    to = writes.write_path(ctx, c.to_ns, c.to_path, "to", allow_id=False)
+    if to.is_root:
+        raise Fail("to", "malformed_path")
+    parent = Path(writes.ensure_parents(ctx, c.to_ns, to, "to"), to.parent.key)
+    if rows.live(db, c.to_ns, to.key) is not None:
+        if not c.autorename:
+            raise Fail("to", "conflict", "folder" if src.kind == FOLDER else "file")
+        to = writes.free_name(
+            ctx,
+            c.to_ns,
+            parent,
+            to.name,
+            is_folder=src.kind == FOLDER,
+            conflicted=False,
+            outer="to",
+        )
+    else:
+        to = parent.child(to.name)
+    db.execute(  # deleted history at the destination goes (as a same-namespace copy does)
+        "DELETE FROM entries WHERE ns = ? AND (key = ? OR (key > ? AND key < ?))",
+        (c.to_ns, to.key, *paths.subtree_range(to.key)),
+    )
+    pos = ctx.next_pos()
+    id_ = ctx.new_id(pos)
+    if src.kind == FOLDER:
+        writes.put_entry(ctx, c.to_ns, to.key, parent.key, to.display, FOLDER, id_, None)
+        writes.journal(ctx, c.to_ns, to.key, parent.key, to.display, FOLDER)
+        _copy_tree(
+            ctx, c.from_ns, src.key, len(src.display), c.to_ns, to, keep_ids=False, journal=True
+        )
+        return FolderMeta(id_, to.name, to.lower, to.display)
+    rev = ctx.rev(pos)
+    db.execute(
+        "INSERT INTO revisions (ns, rev, id, key, display, size, content_hash, "
+        "client_modified, server_modified, stamp_ms, blocks, symlink, executable) "
+        "SELECT ?, ?, ?, ?, ?, size, content_hash, client_modified, ?, ?, blocks, "
+        "symlink, executable FROM revisions WHERE ns = ? AND rev = ?",
+        (c.to_ns, rev, id_, to.key, to.display, ctx.now, ctx.now_ms, c.from_ns, src.rev),
+    )
+    (blob,) = db.execute(
+        "SELECT blocks FROM revisions WHERE ns = ? AND rev = ?", (c.to_ns, rev)
+    ).fetchone()
+    _grant_blocks(ctx, c.from_ns, c.to_ns, [blob])
+    writes.put_entry(ctx, c.to_ns, to.key, parent.key, to.display, FILE, id_, rev)
+    writes.journal(ctx, c.to_ns, to.key, parent.key, to.display, FILE)
+    return rows.meta_of(db, c.to_ns, rows.live(db, c.to_ns, to.key))
+
+
+def move_mount(ctx: ApplyContext, c: MoveMount) -> Meta:
+    """The mount point moves like any folder of the home namespace (it holds nothing there)."""
+    found = _mount_entry(ctx, c.account_id, c.ns)
+    if found is None:
+        raise Fail("from_lookup", "not_found")
+    home, e = found
+    to = writes.write_path(ctx, home, c.to_path, "to", allow_id=False)
+    others = [m for m in mounts(ctx.db, c.account_id) if m.ns != c.ns]
+    if mount_of(others, to.key) is not None:
+        raise Fail("cant_nest_shared_folder")
+    m = writes.relocate(ctx, writes.Move(home, e.display, c.to_path, c.autorename))
+    ctx.db.execute(
+        "UPDATE mounts SET key = ?, display = ? WHERE account_id = ? AND ns = ?",
+        (paths.make_key(m.path_display), m.path_display, c.account_id, c.ns),
+    )
+    return m
+
+
 HANDLERS = {
+    CopyAcross: copy_across,
+    MoveMount: move_mount,
     ShareFolder: share_folder,
     AddMembers: add_members,
     SetMemberAccess: set_member_access,
