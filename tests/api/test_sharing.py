@@ -5,6 +5,8 @@ without a copy; unshare; every refusal with the SDK's own error type."""
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import dropbox
 import pytest
 from dropbox import files, sharing
@@ -268,3 +270,53 @@ def test_share_refusals_and_async(target: Target):
     with pytest.raises(dropbox.exceptions.ApiError) as e:
         a.sharing_check_share_job_status("dbjid:nope")
     assert api_error(e).is_invalid_async_job_id()
+
+
+def _drain(dbx: dropbox.Dropbox, res) -> tuple[list, str]:
+    entries = list(res.entries)
+    while res.has_more:
+        res = dbx.files_list_folder_continue(res.cursor)
+        entries += res.entries
+    return entries, res.cursor
+
+
+def test_root_cursor_covers_mounts_and_stays_valid(team):
+    sfid, alice, bob, carol, dave = team
+    b = bob.dbx()
+    entries, cur = _drain(b, b.files_list_folder("", recursive=True))
+    live = {e.path_display for e in entries if not isinstance(e, files.DeletedMetadata)}
+    assert {"/Project", "/Project/plan.txt", "/Project/docs"} <= live
+    # a change in the shared folder shows in the root cursor, under the mount point
+    alice.dbx().files_upload(b"new", "/Project/docs/new.txt")
+    entries, cur = _drain(b, b.files_list_folder_continue(cur))
+    assert [e.path_display for e in entries] == ["/Project/docs/new.txt"]
+    # unmounted: the folder disappears; mounted again: it comes back with its content
+    b.sharing_unmount_folder(sfid)
+    entries, cur = _drain(b, b.files_list_folder_continue(cur))
+    assert [(type(e).__name__, e.path_display) for e in entries] == [
+        ("DeletedMetadata", "/Project")
+    ]
+    b.sharing_mount_folder(sfid)
+    entries, cur = _drain(b, b.files_list_folder_continue(cur))
+    live = {e.path_display for e in entries if not isinstance(e, files.DeletedMetadata)}
+    assert {"/Project", "/Project/plan.txt", "/Project/docs/new.txt"} <= live
+
+
+def test_longpoll_wakes_every_member(team):
+    sfid, alice, bob, carol, dave = team
+    curs = {
+        m.email: m.dbx().files_list_folder_get_latest_cursor("", recursive=True).cursor
+        for m in (bob, carol)
+    }
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # waiting (or not yet) when it comes
+        polls = [
+            pool.submit(m.dbx().files_list_folder_longpoll, curs[m.email], timeout=30)
+            for m in (bob, carol)
+        ]
+        alice.dbx().files_upload(b"wake", "/Project/wake.txt")
+        assert all(p.result(timeout=60).changes for p in polls)
+    # a cursor on the shared folder itself wakes too, for a member that is not its owner
+    c = carol.dbx()
+    cur = c.files_list_folder_get_latest_cursor("/Project").cursor
+    bob.dbx().files_upload(b"again", "/Project/again.txt")
+    assert c.files_list_folder_longpoll(cur, timeout=30).changes

@@ -283,39 +283,73 @@ class ApiServer:
         include_deleted = a.bool("include_deleted")
         limit = a.int("limit", default=None, lo=1, hi=2000) or 2000
         ns, path = t.ns, t.path
-        page = await self.meta.read(
-            lambda s: s.list_folder(ns, path, recursive, include_deleted, limit)
-        )
-        return self._page(who, raise_meta(page), t.ns)
 
-    def _page(self, who: Any, page: Any, ns: int | None = None) -> web.Response:
+        def q(s: Any) -> Any:  # one read: the listing and where each covered mount starts
+            page = s.list_folder(ns, path, recursive, include_deleted, limit)
+            if isinstance(page, C.MetaError):
+                return page, [], False
+            return page, *spaces.start_positions(s, who, ns, page.cursor_state)
+
+        page, positions, pending = await self.meta.read(q)
+        return self._page(who, raise_meta(page), t.ns, positions, pending)
+
+    def _page(
+        self,
+        who: Any,
+        page: Any,
+        ns: int | None = None,
+        positions: list | None = None,
+        pending: bool = False,
+        mounted: list | None = None,
+    ) -> web.Response:
+        """A listing page; with `positions` (a recursive home cursor) the cursor covers those
+        mounts, `mounted` holds their entries and `pending` says some have more to send."""
         ns = who.namespace_id if ns is None else ns
         mount = who.mount_of_ns(ns) if ns != who.namespace_id else None
         t = spaces.Target(ns, "", mount)
-        cursor = self.meta.sign_cursor([who.account_id, ns, page.cursor_state])
+        state = [who.account_id, ns, page.cursor_state]
+        if positions is not None and page.recursive and ns == who.namespace_id:
+            state.append(positions)  # the mounts it covers (`spaces`)
+        entries = [t.json(who, m, tagged=True) for m in page.entries]
+        entries += [spaces.meta_json(who, spaces.rebase(e, m), True, m) for m, e in mounted or []]
         return json_response(
             {
-                "entries": [t.json(who, m, tagged=True) for m in page.entries],
-                "cursor": cursor,
-                "has_more": page.has_more,
+                "entries": entries,
+                "cursor": self.meta.sign_cursor(state),
+                "has_more": page.has_more or pending,
             }
         )
 
     def open_cursor(self, who: Any, cursor: str) -> Any:
+        """(ns, state, positions of the mounts it covers: `spaces`) of a cursor of `who`."""
         try:
-            account_id, ns, state = self.meta.open_cursor(cursor)
+            account_id, ns, state, *rest = self.meta.open_cursor(cursor)
+            positions = rest[0] if rest else []
+            if len(rest) > 1 or not isinstance(positions, list):
+                raise ValueError("not a cursor")
         except (CursorInvalid, ValueError, TypeError):
             raise ApiError(["reset"]) from None
         if who is not None and (account_id != who.account_id or ns not in who.readable()):
             raise ApiError(["reset"])
-        return ns, state
+        return ns, state, positions
 
     async def list_folder_continue(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/list_folder/continue")
         cursor = a.str("cursor", required=True)
-        ns, state = self.open_cursor(who, cursor)
-        page = await self.meta.read(lambda s: s.list_folder_continue(ns, state, 2000))
-        return self._page(who, raise_meta(page), ns)
+        ns, state, positions = self.open_cursor(who, cursor)
+
+        def q(s: Any) -> Any:  # one read: the namespace's changes, then its mounts'
+            page = s.list_folder_continue(ns, state, 2000)
+            if isinstance(page, C.MetaError) or page.has_more:
+                return page, positions, [], True
+            st = page.cursor_state
+            mounted, new, more = spaces.mounts_page(
+                s, who, ns, st, positions, 2000 - len(page.entries)
+            )
+            return page, new, mounted, more
+
+        page, new, mounted, more = await self.meta.read(q)
+        return self._page(who, raise_meta(page), ns, new, more, mounted)
 
     async def get_latest_cursor(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/list_folder/get_latest_cursor")
@@ -323,12 +357,19 @@ class ApiServer:
         recursive = a.bool("recursive")
         include_deleted = a.bool("include_deleted")
         ns, path = t.ns, t.path
-        state = await self.meta.read(
-            lambda s: s.get_latest_cursor(ns, path, recursive, include_deleted)
-        )
+
+        def q(s: Any) -> Any:
+            st = s.get_latest_cursor(ns, path, recursive, include_deleted)
+            if isinstance(st, C.MetaError):
+                return st, []
+            return st, spaces.latest_positions(s, who, ns, st)
+
+        state, positions = await self.meta.read(q)
         state = raise_meta(state)
-        cursor = self.meta.sign_cursor([who.account_id, ns, state])
-        return json_response({"cursor": cursor})
+        cursor = [who.account_id, ns, state]
+        if recursive and ns == who.namespace_id:  # covers the mounts below (`spaces`)
+            cursor.append(positions)
+        return json_response({"cursor": self.meta.sign_cursor(cursor)})
 
     async def list_revisions(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/list_revisions")

@@ -88,6 +88,10 @@ QUERIES: dict[str, tuple[Callable[..., Any], Any]] = {
     "store_marker": (lambda s: s.store_marker(), str | None),
     # shared folders (`raftbox.api.spaces`): an account's mounts, where an id or rev lives
     "mounts": (lambda s, a: sharing.mounts(s.db, str(a)), list[tuple[int, str, str, str]]),
+    "has_blocks": (
+        lambda s, nss, ids: sorted(sharing.has_blocks(s.db, [int(n) for n in nss], list(ids))),
+        list[str],
+    ),
     "locate": (
         lambda s, nss, ref: sharing.locate(s.db, [int(n) for n in nss], str(ref)),
         int | None,

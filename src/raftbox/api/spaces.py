@@ -222,3 +222,64 @@ def mounts_under(who: Member, t: Target) -> list[Mount]:
     key = P.make_key(t.path)
     at = who.mount_at(key)
     return ([at] if at is not None else []) + mounts_below(who.mounts, key)
+
+
+# -- cursors that cover mounted shared folders -------------------------------------------------
+#
+# A recursive cursor on a folder of the home namespace carries, besides the home namespace's
+# state, one `[ns, mount key, position]` per shared folder mounted below that folder: its
+# signed form is `[account, home ns, CursorState, [[ns, key, pos], ...]]` (a 3-element cursor,
+# as made before shared folders, covers no mount yet). `continue` sends the home namespace's
+# changes first, then each mount's journal after its position, rebased under the mount point.
+# A mount that appears (mounted, or moved: its key changed) starts at position 0, so its whole
+# content arrives, under its path; one that disappears is dropped from the cursor (the home
+# journal already reports its mount point deleted, and the folder with it). So the cursor stays
+# valid across mount and unmount, and `has_more` holds while any mount has more to send.
+
+MountPos = list  # [ns, key, position]
+
+
+def covered(who: Member, ns: int, state: Any) -> list[Mount]:
+    """The mounts a cursor on `ns` with `state` covers: below its folder, if recursive in
+    the home namespace; none otherwise."""
+    if ns != who.namespace_id or not state.recursive:
+        return []
+    return mounts_below(who.mounts, state.path_key)
+
+
+def mounts_page(
+    store: Any, who: Member, ns: int, state: Any, positions: list[MountPos], limit: int
+) -> tuple[list[tuple[Mount, Any]], list[MountPos], bool]:
+    """(entries with their mount, the new positions, has_more) of the mounts a cursor covers,
+    read from `store` (one consistent read: call it inside `MetaService.read`)."""
+    old = {int(p[0]): (str(p[1]), int(p[2])) for p in positions if len(p) == 3}
+    out: list[tuple[Mount, Any]] = []
+    new: list[MountPos] = []
+    more = False
+    for m in covered(who, ns, state):
+        key, pos = old.get(m.ns, (m.key, 0))
+        if key != m.key:
+            pos = 0  # moved: everything again, under its new path
+        budget = limit - len(out)
+        if budget <= 0:
+            new.append([m.ns, m.key, pos])
+            more = more or store.journal_position(m.ns) > pos
+            continue
+        st = C.CursorState("", True, state.include_deleted, pos, None)
+        page = store.list_folder_continue(m.ns, st, budget)
+        if isinstance(page, C.MetaError):  # gone since (unshared): nothing more to send
+            continue
+        out.extend((m, e) for e in page.entries)
+        new.append([m.ns, m.key, page.cursor_state.position])
+        more = more or page.has_more
+    return out, new, more
+
+
+def latest_positions(store: Any, who: Member, ns: int, state: Any) -> list[MountPos]:
+    return [[m.ns, m.key, store.journal_position(m.ns)] for m in covered(who, ns, state)]
+
+
+def start_positions(store: Any, who: Member, ns: int, state: Any) -> tuple[list[MountPos], bool]:
+    """The positions of a new listing (every mount from 0) and whether any has content."""
+    ms = covered(who, ns, state)
+    return [[m.ns, m.key, 0] for m in ms], any(store.journal_position(m.ns) for m in ms)

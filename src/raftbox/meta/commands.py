@@ -199,6 +199,11 @@ class CommitFile(_Cmd, tag="commit"):
     revision of an existing file (same id: overwrite, update), the revision is executable if
     the current one is. A commit whose content and attributes equal the current revision's
     changes nothing.
+
+    `readable_ns` (shared folders): other namespaces the committing account can read; with
+    `uploaded=False` a block any of them references counts as this namespace's (a member may
+    reference the blocks of a shared folder it reads, and its own in a shared folder). The
+    API fills it with the caller's namespaces only (`raftbox.api.spaces`).
     """
 
     ns: int
@@ -216,6 +221,7 @@ class CommitFile(_Cmd, tag="commit"):
     symlink_target: str | None = None
     executable: bool = False
     keep_executable: bool = False
+    readable_ns: list[int] = []
 
 
 class CommitBatch(_Cmd, tag="commit_batch"):

@@ -47,7 +47,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, NamedTuple
 
-from . import accounts, paths, rows, writes
+from . import accounts, gcstate, paths, rows, writes
 from .commands import (
     AddMembers,
     CopyAcross,
@@ -116,6 +116,16 @@ def mounts(db: sqlite3.Connection, account_id: str) -> list[Mount]:
             "SELECT m.ns, m.key, m.display, s.access FROM mounts m JOIN share_members s "
             "ON s.ns = m.ns AND s.account_id = m.account_id WHERE m.account_id = ? ORDER BY m.key",
             (account_id,),
+        )
+    ]
+
+
+def member_ids(db: sqlite3.Connection, ns: int) -> list[str]:
+    """The account ids of the members of shared folder `ns` (none: not a shared folder)."""
+    return [
+        r[0]
+        for r in db.execute(
+            "SELECT account_id FROM share_members WHERE ns = ? ORDER BY account_id", (ns,)
         )
     ]
 
@@ -231,6 +241,17 @@ def readable_namespaces(db: sqlite3.Connection, account_id: str, home_ns: int) -
             "SELECT ns FROM share_members WHERE account_id = ? ORDER BY ns", (account_id,)
         )
     ]
+
+
+def has_blocks(db: sqlite3.Connection, nss: list[int], ids: list[str]) -> set[str]:
+    """The ids of `ids` that any of the namespaces `nss` references."""
+    have: set[str] = set()
+    for ns in nss:
+        rest = [i for i in ids if i not in have]
+        if not rest:
+            break
+        have |= gcstate.ns_has_blocks(db, ns, rest)
+    return have
 
 
 def locate(db: sqlite3.Connection, nss: list[int], ref: str) -> int | None:
