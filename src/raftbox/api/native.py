@@ -260,10 +260,10 @@ class NativeRoutes:
                 path = await spaces.resolve(self.mc, who, path, ["path"], write=True)
                 if path.at_mount_point:  # a file where the mount point is: a conflict at home
                     path = spaces.Target(who.namespace_id, path.mount.display)
-            except ApiError as e:
-                if "malformed_path" in e.tags:
+            except ApiError as err:
+                if "malformed_path" in err.tags:
                     raise
-                path = C.MetaError(e.tags, e.extra)
+                path = C.MetaError(err.tags, err.extra)
             write_mode(ea)
             raw = e.get("blocks")
             if not isinstance(raw, list):

@@ -130,6 +130,18 @@ def member_ids(db: sqlite3.Connection, ns: int) -> list[str]:
     ]
 
 
+def shared_infos(store: Any, nss: list[int]) -> list[tuple[int, str, int]]:
+    """`store.namespace_info` of those of `nss` that are shared folders: a notify root sends
+    them with the change events, so that its members' list follows membership changes."""
+    out = []
+    for ns in nss:
+        if store.db.execute("SELECT 1 FROM shares WHERE ns = ?", (ns,)).fetchone():
+            info = store.namespace_info(ns)
+            if info is not None:
+                out.append((ns, info[0], info[1]))
+    return out
+
+
 def access_of(db: sqlite3.Connection, ns: int, account_id: str) -> str | None:
     row = db.execute(
         "SELECT access FROM share_members WHERE ns = ? AND account_id = ?", (ns, account_id)
@@ -271,6 +283,11 @@ def locate(db: sqlite3.Connection, nss: list[int], ref: str) -> int | None:
 
 
 # -- commands ------------------------------------------------------------------------------------
+
+
+def _members_changed(ctx: ApplyContext, ns: int) -> None:
+    """The change feed reports `ns` (a notify root then re-reads its members)."""
+    ctx.db.execute("UPDATE namespaces SET last_index = ? WHERE ns = ?", (ctx.index, ns))
 
 
 def _with_job(ctx: ApplyContext, account_id: str, job_id: str, fn: Any) -> Any:
@@ -549,6 +566,7 @@ def add_members(ctx: ApplyContext, c: AddMembers) -> ShareResult:
     ).fetchone()
     if n > MEMBERS_MAX:
         raise Fail("too_many_members", too_many_members=MEMBERS_MAX)
+    _members_changed(ctx, c.ns)
     return ShareResult(c.ns, failed)
 
 
@@ -606,6 +624,7 @@ def remove_member(ctx: ApplyContext, c: RemoveMember) -> ShareResult:
             raise Fail("folder_owner")
         _unmount(ctx, who, c.ns, copy=c.leave_a_copy, keep_ids=False)
         ctx.db.execute("DELETE FROM share_members WHERE ns = ? AND account_id = ?", (c.ns, who))
+        _members_changed(ctx, c.ns)
         return ShareResult(c.ns)
 
     return _with_job(ctx, c.actor, c.job_id, run)
@@ -632,6 +651,7 @@ def mount_folder(ctx: ApplyContext, c: MountFolder) -> ShareResult:
             "DELETE FROM share_invites WHERE ns = ? AND email_key = ?",
             (c.ns, acct.email.casefold()),
         )
+        _members_changed(ctx, c.ns)
     if db.execute(
         "SELECT 1 FROM mounts WHERE account_id = ? AND ns = ?", (c.account_id, c.ns)
     ).fetchone():
@@ -665,6 +685,7 @@ def relinquish(ctx: ApplyContext, c: Relinquish) -> ShareResult:
         ctx.db.execute(
             "DELETE FROM share_members WHERE ns = ? AND account_id = ?", (c.ns, c.account_id)
         )
+        _members_changed(ctx, c.ns)
         return ShareResult(c.ns)
 
     return _with_job(ctx, c.account_id, c.job_id, run)
