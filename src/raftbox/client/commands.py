@@ -14,11 +14,12 @@ import sys
 import time
 from typing import Any
 
-from . import synccmd
+from . import sharecmd, synccmd
 from .api import Api, ApiError
 from .config import Config, ConfigError, load, save
 
 COMMANDS = ("login", "ls", "put", "get", "rm", "mv", "revs", "restore", *synccmd.COMMANDS)
+COMMANDS += sharecmd.COMMANDS  # shared folders
 
 
 def add_parsers(sub: Any) -> None:
@@ -52,6 +53,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("path")
     p.add_argument("rev")
     synccmd.add_parsers(sub, _command)
+    sharecmd.add_parsers(sub, _command)
 
 
 def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
@@ -230,6 +232,7 @@ def _restore(api: Api, args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {
+    **sharecmd.HANDLERS,
     "ls": _ls,
     "put": _put,
     "get": _get,
