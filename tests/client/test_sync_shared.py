@@ -121,3 +121,32 @@ def test_a_viewers_edit_stays_its_own(server, tmp_path: Path) -> None:
     assert not (ra / "Project" / "new.txt").exists()
     again = sync(rc, carol)
     assert again.ok and not again.counters.messages
+
+
+def test_removal_deletes_only_what_was_synced(server, tmp_path: Path) -> None:
+    _, alice = _member(server, tmp_path, "alice")
+    bob_email, bob = _member(server, tmp_path, "bob")
+    ra, rb = tmp_path / "a", tmp_path / "b"
+    rb.mkdir()
+    (ra / "Project").mkdir(parents=True)
+    (ra / "Project" / "plan.txt").write_bytes(b"plan v1")
+    assert sync(ra, alice).ok
+    sfid = _rpc(alice, "sharing/share_folder", {"path": "/Project"})["shared_folder_id"]
+    member = {".tag": "email", "email": bob_email}
+    arg = {"shared_folder_id": sfid, "members": [{"member": member, "access_level": "editor"}]}
+    _rpc(alice, "sharing/add_folder_member", arg)
+    _rpc(bob, "sharing/mount_folder", {"shared_folder_id": sfid})
+    assert sync(rb, bob).ok
+    (rb / "Project" / "draft.txt").write_bytes(b"not synced yet")
+    _rpc(
+        alice,
+        "sharing/remove_folder_member",
+        {"shared_folder_id": sfid, "member": member, "leave_a_copy": False},
+    )
+    s = sync(rb, bob)
+    assert s.ok, (s.counters.errors, s.counters.messages)
+    left = snapshot(rb)
+    assert "Project/plan.txt" not in left  # synced: gone with the share
+    assert left.get("Project/draft.txt") == ("file", b"not synced yet", False)  # kept
+    assert sync(ra, alice).ok
+    assert not (ra / "Project" / "draft.txt").exists()  # it went to bob's own space only
