@@ -320,3 +320,33 @@ def test_longpoll_wakes_every_member(team):
     cur = c.files_list_folder_get_latest_cursor("/Project").cursor
     bob.dbx().files_upload(b"again", "/Project/again.txt")
     assert c.files_list_folder_longpoll(cur, timeout=30).changes
+
+
+def test_moves_and_copies_across_the_mount_point(team):
+    sfid, alice, bob, carol, dave = team
+    b = bob.dbx()
+    b.files_upload(b"bob's own", "/mine.txt")
+    moved = b.files_move_v2("/mine.txt", "/Project/mine.txt").metadata
+    assert moved.path_display == "/Project/mine.txt"
+    assert moved.sharing_info.parent_shared_folder_id == sfid
+    with pytest.raises(dropbox.exceptions.ApiError) as e:
+        b.files_get_metadata("/mine.txt")
+    assert api_error(e).get_path().is_not_found()
+    _, resp = alice.dbx().files_download("/Project/mine.txt")
+    assert resp.content == b"bob's own"
+    # a copy out of the shared folder is bob's own file
+    b.files_copy_v2("/Project/docs", "/backup/docs")
+    b.files_copy_v2("/Project/plan.txt", "/backup/plan.txt")
+    mine = b.files_get_metadata("/backup/plan.txt")
+    assert mine.sharing_info is None
+    _, resp = b.files_download("/backup/plan.txt")
+    assert resp.content == b"plan v1"
+    # the viewer can copy out, not in; and a mount point is not copied
+    c = carol.dbx()
+    c.files_copy_v2("/Project/plan.txt", "/plan-copy.txt")
+    with pytest.raises(dropbox.exceptions.ApiError) as e:
+        c.files_move_v2("/plan-copy.txt", "/Project/plan-copy.txt")
+    assert api_error(e).get_to().is_no_write_permission()
+    with pytest.raises(dropbox.exceptions.ApiError) as e:
+        c.files_copy_v2("/Project", "/Project-copy")
+    assert api_error(e).is_cant_copy_shared_folder()
