@@ -350,3 +350,21 @@ def test_moves_and_copies_across_the_mount_point(team):
     with pytest.raises(dropbox.exceptions.ApiError) as e:
         c.files_copy_v2("/Project", "/Project-copy")
     assert api_error(e).is_cant_copy_shared_folder()
+
+
+def test_upload_session_into_a_shared_folder(team):
+    sfid, alice, bob, carol, dave = team
+    b = bob.dbx()
+    part1, part2 = b"a" * 1000, b"b" * 500
+    start = b.files_upload_session_start(part1)
+    cur = files.UploadSessionCursor(start.session_id, len(part1))
+    md = b.files_upload_session_finish(part2, cur, files.CommitInfo("/Project/big.bin"))
+    assert md.path_display == "/Project/big.bin" and md.sharing_info is not None
+    _, resp = alice.dbx().files_download("/Project/big.bin")
+    assert resp.content == part1 + part2
+    c = carol.dbx()  # a viewer's session ends refused, and nothing is written
+    start = c.files_upload_session_start(part1)
+    cur = files.UploadSessionCursor(start.session_id, len(part1))
+    with pytest.raises(dropbox.exceptions.ApiError) as e:
+        c.files_upload_session_finish(b"", cur, files.CommitInfo("/Project/carol.bin"))
+    assert api_error(e).get_path().is_no_write_permission()
