@@ -8,8 +8,10 @@ import asyncio
 import contextlib
 import io
 import os
+import random
 from pathlib import Path
 
+import pytest
 import requests
 
 from raftbox.admincli import user_add
@@ -150,3 +152,99 @@ def test_removal_deletes_only_what_was_synced(server, tmp_path: Path) -> None:
     assert left.get("Project/draft.txt") == ("file", b"not synced yet", False)  # kept
     assert sync(ra, alice).ok
     assert not (ra / "Project" / "draft.txt").exists()  # it went to bob's own space only
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_three_members_converge_under_random_edits(server, tmp_path: Path, seed: int) -> None:
+    """alice (owner) and bob (editors) and carol (viewer) edit one shared folder at random,
+    syncing in random order. After quiescence: the three copies of the folder are identical
+    and equal the server's; every file an editor created and nobody touched again is there;
+    nothing of carol's reached the folder, and each of her edits is hers, at her top level."""
+    rng = random.Random(seed)
+    (_, alice), (bob_email, bob), (carol_email, carol) = (
+        _member(server, tmp_path, n) for n in ("alice", "bob", "carol")
+    )
+    roots = {n: tmp_path / n for n in ("alice", "bob", "carol")}
+    for r in roots.values():
+        r.mkdir()
+    cfgs = {"alice": alice, "bob": bob, "carol": carol}
+    (roots["alice"] / "Project" / "docs").mkdir(parents=True)
+    (roots["alice"] / "Project" / "seed.txt").write_bytes(b"seed")
+    assert sync(roots["alice"], alice).ok
+    sfid = _rpc(alice, "sharing/share_folder", {"path": "/Project"})["shared_folder_id"]
+    for email, level in ((bob_email, "editor"), (carol_email, "viewer")):
+        member = {".tag": "email", "email": email}
+        arg = {"shared_folder_id": sfid, "members": [{"member": member, "access_level": level}]}
+        _rpc(alice, "sharing/add_folder_member", arg)
+    for n in ("bob", "carol"):
+        _rpc(cfgs[n], "sharing/mount_folder", {"shared_folder_id": sfid})
+        assert sync(roots[n], cfgs[n]).ok
+
+    created: dict[bytes, str] = {}  # content of a create → its name (never reused)
+    touched: set[str] = set()  # names some op edited, renamed or deleted
+    carol_writes: list[bytes] = []
+    n_write = 0
+
+    def files_in(root: Path) -> list[Path]:
+        return sorted(p for p in (root / "Project").rglob("*") if p.is_file())
+
+    for step in range(40):
+        who = rng.choice(["alice", "bob", "bob", "alice", "carol"])
+        root = roots[who]
+        existing = files_in(root)
+        op = rng.choice(["create", "create", "edit", "rename", "delete", "sync", "sync"])
+        n_write += 1
+        content = f"s{seed}#{n_write} by {who}".encode()
+        if op == "create" or not existing:
+            name = f"f{n_write}.txt"
+            folder = rng.choice([root / "Project", root / "Project" / "docs"])
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(content)
+            if who == "carol":
+                carol_writes.append(content)
+            else:
+                created[content] = name
+        elif op == "edit":
+            p = rng.choice(existing)
+            touched.add(p.name)
+            p.write_bytes(content)
+            if who == "carol":
+                carol_writes.append(content)
+        elif op == "rename" and who != "carol":
+            p = rng.choice(existing)
+            touched.add(p.name)
+            p.rename(p.with_name(f"r{n_write}-{p.name}"))
+            touched.add(f"r{n_write}-{p.name}")
+        elif op == "delete" and who != "carol":
+            p = rng.choice(existing)
+            touched.add(p.name)
+            p.unlink()
+        s = sync(root, cfgs[who])
+        assert not s.counters.errors, (step, who, op, s.counters.errors)
+        if rng.random() < 0.5:
+            other = rng.choice(list(roots))
+            assert sync(roots[other], cfgs[other]).ok
+
+    for _ in range(3):  # quiescence: a round in which nobody does anything
+        results = [sync(roots[n], cfgs[n]) for n in roots]
+        assert all(r.ok for r in results), [r.counters.errors for r in results]
+        if not any(r.did_something for r in results):
+            break
+    snaps = {n: shared(snapshot(r)) for n, r in roots.items()}
+    assert snaps["alice"] == snaps["bob"] == snaps["carol"]
+    listed = _rpc(alice, "files/list_folder", {"path": "/Project", "recursive": True})
+    names = {"Project"}
+    while True:
+        names |= {e["path_display"][1:] for e in listed["entries"] if e[".tag"] != "deleted"}
+        if not listed["has_more"]:
+            break
+        listed = _rpc(alice, "files/list_folder/continue", {"cursor": listed["cursor"]})
+    assert names == set(snaps["alice"])
+    in_folder = {v[1] for v in snaps["alice"].values() if v[0] == "file"}
+    for content, name in created.items():
+        if name not in touched:
+            assert content in in_folder, (content, name)
+    assert not any(b"by carol" in c for c in in_folder)
+    carols = {v[1] for k, v in snapshot(roots["carol"]).items() if "/" not in k and v[0] == "file"}
+    for c in carol_writes:
+        assert c in carols, c
