@@ -248,3 +248,30 @@ def test_three_members_converge_under_random_edits(server, tmp_path: Path, seed:
     carols = {v[1] for k, v in snapshot(roots["carol"]).items() if "/" not in k and v[0] == "file"}
     for c in carol_writes:
         assert c in carols, c
+
+
+def test_unshare_mid_run(server, tmp_path: Path) -> None:
+    _, alice = _member(server, tmp_path, "alice")
+    bob_email, bob = _member(server, tmp_path, "bob")
+    ra, rb = tmp_path / "a", tmp_path / "b"
+    rb.mkdir()
+    (ra / "Project").mkdir(parents=True)
+    (ra / "Project" / "plan.txt").write_bytes(b"plan v1")
+    assert sync(ra, alice).ok
+    sfid = _rpc(alice, "sharing/share_folder", {"path": "/Project"})["shared_folder_id"]
+    member = {".tag": "email", "email": bob_email}
+    arg = {"shared_folder_id": sfid, "members": [{"member": member, "access_level": "editor"}]}
+    _rpc(alice, "sharing/add_folder_member", arg)
+    _rpc(bob, "sharing/mount_folder", {"shared_folder_id": sfid})
+    assert sync(rb, bob).ok
+    (rb / "Project" / "bob.txt").write_bytes(b"from bob")
+    assert sync(rb, bob).ok
+    (ra / "Project" / "alice-late.txt").write_bytes(b"not synced when unshared")
+    _rpc(alice, "sharing/unshare_folder", {"shared_folder_id": sfid, "leave_a_copy": False})
+    for root, cfg in ((ra, alice), (rb, bob), (ra, alice)):
+        s = sync(root, cfg)
+        assert s.ok, (s.counters.errors, s.counters.messages)
+    a = shared(snapshot(ra))
+    assert a["Project/plan.txt"][1] == b"plan v1" and a["Project/bob.txt"][1] == b"from bob"
+    assert a["Project/alice-late.txt"][1] == b"not synced when unshared"
+    assert shared(snapshot(rb)) == {}  # bob's synced copy went with the share
