@@ -22,6 +22,12 @@ route's error prefix, before anything is read or written.
 
 Why here and not in the state machine: mounts are per account while commands are per
 namespace (every write stays inside one namespace); the API knows the account.
+
+Known limits: the access check is made on the state read for the request (linearizable), and
+the write proposed after it, so a write racing the removal of its author from the folder may
+still land (the command carries no account for the state machine to check again). Moving a
+folder that holds a mount point (other than the mount point itself) is refused
+(`cant_move_shared_folder`); deleting one unmounts what it holds first.
 """
 
 from __future__ import annotations

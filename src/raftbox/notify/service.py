@@ -18,14 +18,22 @@ Upstream also answers `request(ns)` with an **info**: the namespace's owner and 
 
 1. the cursor must carry a valid HMAC under the cluster secret (delivered by upstream: read from
    the local MetaStore, or sent in the `hello` of an admin-authenticated stream) — else `reset`;
-2. the owner of its namespace must be the cursor's account, and the namespace must exist — else
-   `reset`. Forged, foreign and deleted-namespace cursors get the same 409 body: nothing tells
-   them apart. An unknown namespace is **parked** until upstream's info arrives (one read);
+2. the owner of its namespace must be the cursor's account (a shared folder's info names all
+   its members: `hub.may_watch`), and the namespace must exist — else `reset`. Forged, foreign
+   and deleted-namespace cursors get the same 409 body: nothing tells them apart. An unknown
+   namespace is **parked** until upstream's info arrives (one read); so is a shared folder whose
+   known members do not include the account (it may have just joined). A root in a meta
+   process re-reads a shared folder's members with each change of it (`LocalFeed`), so a
+   removed member's next long-poll is refused; a leaf learns them when it asks its root;
 3. a cursor still in its listing phase (`resume` set: `continue` has entries to give) or behind
    the namespace's position answers `{"changes": true}` at once;
 4. else the request waits in the hub until the namespace moves past the cursor (`true`), or its
    deadline passes (`false`). Deadline = timeout (30..480 s) plus up to 10 % jitter, so that
    clients that arrived together do not come back together.
+
+A recursive cursor on an account's tree also covers the shared folders mounted in it (its 4th
+element, `raftbox.api.spaces`): the long-poll waits on each of those namespaces too and answers
+for the first that moves (`_longpoll_many`); the push stream subscribes to them all.
 
 `changes` is per namespace: a cursor on a sub-folder wakes for a change anywhere in its
 namespace, and `continue` then returns no entries and a newer cursor (Dropbox allows this; a
