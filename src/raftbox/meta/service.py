@@ -163,6 +163,11 @@ class MetaService:
             and core.log.applied >= core.log.committed
         )
 
+    def replica_is_current(self) -> bool:
+        """`_replica_is_current`, for reads that may skip the ReadIndex round when it holds
+        (an account's mounts: `raftbox.api.metaclient.CURRENT_OK`)."""
+        return self._replica_is_current()
+
     def auth_known(self, token: str, h: bytes | None = None) -> Any | None:
         """The account of `token` as this member's replica has it now, with no round trip, or
         None — which does not mean the token is bad. (Used only to let known users through
