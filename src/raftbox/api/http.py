@@ -67,6 +67,7 @@ from .args import (
 from .content import ContentRoutes, client_gone
 from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, from_lower, raise_meta
 from .limits import FailedAuthLimiter, TokenBucket
+from .links import LinkRoutes
 from .metaclient import LocalMetaClient, MetaClient
 from .sharing import SharingRoutes
 from .wire import json_response
@@ -140,6 +141,9 @@ class ApiServer:
         if meta is not None:
             self.add_routes(AccountRoutes(meta).routes())
             self.add_routes(SharingRoutes(meta, self.mc).routes())  # shared folders
+        self.links = LinkRoutes(meta, blocks, admin_token) if meta is not None else None
+        if self.links is not None:  # shared links: the sharing/*link* routes and /s/ pages
+            self.add_routes(self.links.routes())
 
     def add_routes(self, table: Iterable[tuple[str, str, Handler]]) -> None:
         """Register a route table: (route, auth "user" | "admin" | "none", handler) rows."""
@@ -154,6 +158,8 @@ class ApiServer:
             client_max_size=RPC_BODY_MAX_BYTES, handler_args={"logger": ProtocolLog()}
         )
         app.router.add_post("/2/{route:.+}", self.dispatch)
+        if self.links is not None:
+            self.links.add_public_routes(app)
         return app
 
     # -- dispatch ------------------------------------------------------------------------------

@@ -138,6 +138,7 @@ def remove_account(ctx: ApplyContext, c: RemoveAccount) -> AccountInfo:
     db.execute("DELETE FROM namespaces WHERE ns = ?", (ns,))
     for table in ("share_members", "mounts"):  # its shared folders: memberships and mounts
         db.execute(f"DELETE FROM {table} WHERE account_id = ?", (acct.account_id,))
+    db.execute("DELETE FROM shared_links WHERE owner = ?", (acct.account_id,))
     ctx.known_ns.discard(ns)
     return acct
 

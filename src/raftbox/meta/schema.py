@@ -38,6 +38,8 @@ Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
   share_invites(ns, email_key, email, access, invited_ms), mounts(account_id, ns, key,
   display), share_jobs(job_id, account_id, created_ms, ns, error): shared folders
   (`raftbox.meta.sharing`). New tables only: a store made before them gets them empty.
+- shared_links(token_hash, nonce, owner, ns, target_id, password_hash, expires_ms, allow_download,
+  created_ms, revoked_ms): shared links, token hashes only (`raftbox.meta.links`).
 
 Schema changes: a store made by an older version is brought up to date when opened or restored
 from a snapshot (`migrate`: columns added with the value every old row means — `ns_blocks`
@@ -143,6 +145,13 @@ CREATE TABLE IF NOT EXISTS share_jobs (
   ns INTEGER NOT NULL, error TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS share_jobs_created ON share_jobs (created_ms, job_id);
+CREATE TABLE IF NOT EXISTS shared_links (
+  token_hash BLOB PRIMARY KEY, nonce BLOB NOT NULL, owner TEXT NOT NULL, ns INTEGER NOT NULL,
+  target_id TEXT NOT NULL, password_hash TEXT, expires_ms INTEGER,
+  allow_download INTEGER NOT NULL DEFAULT 1, created_ms INTEGER NOT NULL, revoked_ms INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS shared_links_owner ON shared_links (owner, token_hash);
+CREATE INDEX IF NOT EXISTS shared_links_target ON shared_links (ns, target_id);
 """
 
 
