@@ -368,3 +368,25 @@ def test_upload_session_into_a_shared_folder(team):
     with pytest.raises(dropbox.exceptions.ApiError) as e:
         c.files_upload_session_finish(b"", cur, files.CommitInfo("/Project/carol.bin"))
     assert api_error(e).get_path().is_no_write_permission()
+
+
+def test_a_link_to_a_file_in_a_shared_folder(team, target: Target):
+    """alice's link to a file of the shared folder gives it to anyone, and revoking it stops
+    that at once; a member's own link works too; a folder link zips the folder's content."""
+    import requests
+
+    sfid, alice, bob, carol, dave = team
+    link = alice.dbx().sharing_create_shared_link_with_settings("/Project/plan.txt")
+    s = requests.Session()
+    s.verify, s.trust_env = target.ca, False
+    r = s.get(link.url, params={"dl": "1"}, timeout=30)
+    assert r.status_code == 200 and r.content == b"plan v1"
+    listed = alice.dbx().sharing_list_shared_links(path="/Project/plan.txt").links
+    assert [x.url for x in listed] == [link.url]
+    alice.dbx().sharing_revoke_shared_link(link.url)
+    assert s.get(link.url, params={"dl": "1"}, timeout=30).status_code == 404
+    mine = bob.dbx().sharing_create_shared_link_with_settings("/Project/docs")
+    assert s.get(mine.url, params={"dl": "1"}, timeout=30).status_code == 200
+    bob.dbx().files_upload(b"zipped", "/Project/docs/z.txt")
+    _, resp = carol.dbx().files_download_zip("/Project/docs")
+    assert resp.status_code == 200 and resp.content[:2] == b"PK" and b"z.txt" in resp.content
