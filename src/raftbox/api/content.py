@@ -43,16 +43,14 @@ from raftbox.blocks.errors import BlockStoreError
 from raftbox.blocks.service import BlockService, Ingested, PayloadTooLarge
 from raftbox.meta import commands as C
 
-from . import wire
+from . import spaces, wire
 from .args import (
     READ_PATH,
     WRITE_PATH,
     Args,
     header_args,
-    ns_path,
     parse_ts,
     path_arg,
-    resolve_write_path,
     rpc_args,
     write_mode,
 )
@@ -110,20 +108,21 @@ class ContentRoutes:
         path = path_arg(a, "path", WRITE_PATH)
         write_mode(a)  # validate before reading the body
         try:
-            path = await resolve_write_path(self.mc, who, path, ["path"])
+            t = await spaces.resolve_write(self.mc, who, path, ["path"])
+            if t.at_mount_point:  # a file where the mount point is: a conflict at home
+                t = spaces.Target(who.namespace_id, t.mount.display)
         except ApiError as e:  # UploadError.path is the struct UploadWriteFailed: flatten it
             raise_meta(C.MetaError(e.tags, e.extra), upload=True)
         ing, gen = await self._ingest(request, a)
-        m = await mwrite(self.mc, commit_info(who, a, ing, path, gen))
-        return json_response(wire.metadata_json(raise_meta(m, upload=True), tagged=False))
+        m = await mwrite(self.mc, commit_info(who, a, ing, t.path, gen, ns=t.ns))
+        return json_response(t.json(who, raise_meta(m, upload=True), tagged=False))
 
     async def download(self, request: web.Request, who: Any) -> web.StreamResponse:
         a = header_args(request, "files/download")
-        path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
+        path = path_arg(a, "path", READ_PATH)
         rev = a.rev("rev")
-        if rev is not None:
-            path = "rev:" + rev
-        ns = who.namespace_id
+        t = await spaces.resolve(self.mc, who, "rev:" + rev if rev is not None else path, ["path"])
+        ns, path = t.ns, t.path
         r = await self.mc.query("file_blocks", ns, path)
         meta, blocks = raise_meta(r)
         size = meta.size
@@ -140,9 +139,7 @@ class ContentRoutes:
             status = 206
         resp = web.StreamResponse(status=status)
         resp.content_type = "application/octet-stream"
-        resp.headers["Dropbox-API-Result"] = wire.dumps(
-            wire.metadata_json(meta, tagged=False)
-        ).decode()
+        resp.headers["Dropbox-API-Result"] = wire.dumps(t.json(who, meta, tagged=False)).decode()
         resp.headers["Accept-Ranges"] = "bytes"
         length = max(0, end - start + 1)
         resp.content_length = length
@@ -266,9 +263,10 @@ class ContentRoutes:
         the entry's own failure."""
         ns = who.namespace_id
         try:
-            path = ns_path(who, path, ["path"])
-            if path.startswith("id:"):
-                path = await resolve_write_path(self.mc, who, path, ["path"])
+            t = await spaces.resolve_write(self.mc, who, path, ["path"])
+            if t.at_mount_point:
+                t = spaces.Target(who.namespace_id, t.mount.display)
+            path = t.path
         except ApiError as e:
             return C.MetaError(e.tags, e.extra)
         if st is None or st.ns != ns:
@@ -281,7 +279,7 @@ class ContentRoutes:
             content_hash = await self.blocks.content_hash_of(blocks)
         size = sum(s for _, s in blocks)
         try:
-            info = commit_info(who, commit, Ingested(blocks, size, content_hash), path)
+            info = commit_info(who, commit, Ingested(blocks, size, content_hash), path, ns=t.ns)
         except ApiError as e:  # property_groups
             return C.MetaError(e.tags, e.extra)
         return C.SessionFinish(session_id, ns, offset, info)
@@ -290,7 +288,7 @@ class ContentRoutes:
         a = header_args(request, "files/upload_session/finish")
         session_id, offset, commit, path = self._finish_args(a)
         ns = who.namespace_id
-        ns_path(who, path, ["path"], write=True)  # a malformed path changes nothing
+        spaces.target(who, path, ["path"], write=True)  # a malformed path changes nothing
         # Check the session before storing any of the body (up to 150 MiB) for it.
         head = await self.mc.query("session_head", session_id)
         if head is None or head[0] != ns:
@@ -314,35 +312,40 @@ class ContentRoutes:
         st = await self.mc.query("session", session_id)
         cmd = raise_meta(await self._finish_cmd(who, session_id, offset, commit, path, st))
         m = await mwrite(self.mc, cmd)
-        return json_response(wire.metadata_json(raise_meta(m), tagged=False))
+        return json_response(spaces_json(who, cmd, raise_meta(m)))
 
     async def session_finish_batch(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/upload_session/finish_batch_v2")
-        results, cmds = await self._finish_batch_parts(a, who)
+        results, cmds, ns_of = await self._finish_batch_parts(a, who)
         if cmds:
             done = iter(raise_meta(await mwrite(self.mc, C.FinishBatch(cmds))))
             results = [next(done) if r is None else r for r in results]
-        return json_response({"entries": _finish_entries(results)})
+        return json_response({"entries": _finish_entries(who, results, ns_of)})
 
     async def session_finish_batch_v1(self, request: web.Request, who: Any) -> web.Response:
         """`finish_batch` (v1): the same batch as `finish_batch_v2`, run as an async job
         (`raftbox.api.batch`, `raftbox.meta.jobs`): answers `async_job_id` at once, as Dropbox
         does; `finish_batch/check` answers the entries."""
         a = await rpc_args(request, "files/upload_session/finish_batch")
-        refused, cmds = await self._finish_batch_parts(a, who)
+        refused, cmds, _ = await self._finish_batch_parts(a, who)
         jid = await launch_job(self.mc, who, "finish_batch", C.FinishBatch(cmds), refused)
         return json_response({".tag": "async_job_id", "async_job_id": jid})
 
     async def finish_batch_check(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/upload_session/finish_batch/check")
         results = await job_result(self.mc, who, "finish_batch", async_job_id(a))
-        return json_response({".tag": "complete", "entries": _finish_entries(whole_batch(results))})
+        entries = whole_batch(results)
+        # the job keeps results, not their namespaces: paths are shown as in the home namespace
+        return json_response(
+            {".tag": "complete", "entries": _finish_entries(who, entries, [None] * len(entries))}
+        )
 
     async def _finish_batch_parts(
         self, a: Args, who: Any
-    ) -> tuple[list[C.MetaError | None], list[C.SessionFinish]]:
+    ) -> tuple[list[C.MetaError | None], list[C.SessionFinish], list[C.SessionFinish | None]]:
         """A finish batch's entries: (one slot per entry — its error, or None for the next
-        command —, the `SessionFinish` commands), every argument checked first (`BadInput`)."""
+        command —, the `SessionFinish` commands, each entry's command or None), every argument
+        checked first (`BadInput`)."""
         entries = a.obj.get("entries")
         if not isinstance(entries, list):
             raise BadInput(a.route, "entries: expected a list")
@@ -352,28 +355,43 @@ class ContentRoutes:
         states = await self.mc.query("sessions", [sid for sid, _, _, _ in parsed]) if parsed else []
         results: list[Any] = []
         cmds: list[C.SessionFinish] = []
+        ns_of: list[C.SessionFinish | None] = []
         for (sid, offset, commit, path), st in zip(parsed, states, strict=True):
             r = await self._finish_cmd(who, sid, offset, commit, path, st)
+            ns_of.append(r if isinstance(r, C.SessionFinish) else None)
             if isinstance(r, C.SessionFinish):
                 cmds.append(r)
                 r = None  # filled in from the batch's answer below
             results.append(r)
-        return results, cmds
+        return results, cmds, ns_of
 
 
-def _finish_entries(results: list[Any]) -> list[dict]:
-    """`UploadSessionFinishBatchResultEntry` of each result."""
+def _finish_entries(who: Any, results: list[Any], ns_of: list[Any]) -> list[dict]:
+    """`UploadSessionFinishBatchResultEntry` of each result, in `who`'s tree (`ns_of`: each
+    entry's `SessionFinish`, or None: its path is in the home namespace)."""
     out = []
-    for r in results:
+    for r, cmd in zip(results, ns_of, strict=True):
         if isinstance(r, C.MetaError):
             out.append({".tag": "failure", "failure": wire.union(r.tags, r.extra)})
         else:
-            out.append({".tag": "success", **wire.metadata_json(r, tagged=False)})
+            out.append({".tag": "success", **spaces_json(who, cmd, r)})
     return out
 
 
+def spaces_json(who: Any, cmd: Any, m: Any) -> dict:
+    """The JSON of a file an upload session finished, in `who`'s tree (its commit's ns)."""
+    ns = cmd.commit.ns if cmd is not None else who.namespace_id
+    mount = who.mount_of_ns(ns) if ns != who.namespace_id else None
+    return spaces.Target(ns, "", mount).json(who, m, tagged=False)
+
+
 def commit_info(
-    who: Any, a: Args, ing: Ingested, path: str, gc_gen: int | None = None
+    who: Any,
+    a: Args,
+    ing: Ingested,
+    path: str,
+    gc_gen: int | None = None,
+    ns: int | None = None,
 ) -> C.CommitFile:
     """The `CommitFile` of a Dropbox commit argument (`CommitInfo`) for the blocks `ing`."""
     mode, rev = write_mode(a)
@@ -383,7 +401,7 @@ def commit_info(
     if a.obj.get("property_groups"):
         raise ApiError(["properties_error", "does_not_fit_template"])
     return C.CommitFile(
-        ns=who.namespace_id,
+        ns=who.namespace_id if ns is None else ns,
         path=path,
         blocks=[C.BlockRef(b, s) for b, s in ing.blocks],
         size=ing.size,

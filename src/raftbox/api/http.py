@@ -61,7 +61,7 @@ from raftbox.meta import commands as C
 from raftbox.meta import values as V
 from raftbox.meta.service import AccountError, CursorInvalid, MetaService
 
-from . import scopes, wire
+from . import scopes, spaces
 from .accesslog import ACCOUNT_KEY
 from .accounts import AccountRoutes
 from .args import (
@@ -69,9 +69,7 @@ from .args import (
     READ_PATH,
     RPC_BODY_MAX_BYTES,
     WRITE_PATH,
-    ns_path,
     path_arg,
-    resolve_write_path,
     rpc_args,
 )
 from .batch import BatchRoutes
@@ -81,6 +79,7 @@ from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, fr
 from .limits import FailedAuthLimiter, TokenBucket
 from .links import LinkRoutes
 from .metaclient import LocalMetaClient, MetaClient
+from .sharing import SharingRoutes
 from .thumbnails import ThumbnailRoutes
 from .wire import json_response
 
@@ -159,6 +158,7 @@ class ApiServer:
             self.add_routes(AccountRoutes(meta).routes())
             self.add_routes(CompatRoutes(self).routes())
             self.add_routes(BatchRoutes(self.mc).routes())
+            self.add_routes(SharingRoutes(meta, self.mc).routes())  # shared folders
         self.links = LinkRoutes(meta, blocks, admin_token) if meta is not None else None
         if self.links is not None:  # shared links: the sharing/*link* routes and /s/ pages
             self.add_routes(self.links.routes())
@@ -201,6 +201,7 @@ class ApiServer:
                 wait = self.limiter.take(who.account_id)
                 if wait:
                     raise RateLimited(max(1, int(wait + 0.999)))
+                who = await spaces.with_mounts(self.mc, who)  # its shared folders
             elif auth == "admin":
                 if self.web is not None and not _bearer(request) and self.web.has_cookie(request):
                     await self.web.authenticate(request, admin=True)  # an administrator's page
@@ -308,80 +309,126 @@ class ApiServer:
     # -- metadata reads ------------------------------------------------------------------------
     async def get_metadata(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/get_metadata")
-        path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
+        t = await spaces.resolve(self.mc, who, path_arg(a, "path", READ_PATH), ["path"])
         include_deleted = a.bool("include_deleted")
-        ns = who.namespace_id
+        if t.at_mount_point:  # the folder entry in the home namespace, with its share
+            t = spaces.Target(who.namespace_id, t.mount.display)
+        ns, path = t.ns, t.path
         m = await self.meta.read(lambda s: s.get_metadata(ns, path, include_deleted))
-        return json_response(wire.metadata_json(raise_meta(m), tagged=True))
+        return json_response(t.json(who, raise_meta(m), tagged=True))
 
     async def list_folder(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/list_folder")
         path = path_arg(a, "path", LIST_PATH, default="")
         if path == "/":
             raise BadInput(a.route, "path: root folder is the empty string, not '/'")
-        path = ns_path(who, path, ["path"])
+        t = await spaces.resolve(self.mc, who, path, ["path"])
         recursive = a.bool("recursive")
         include_deleted = a.bool("include_deleted")
         limit = a.int("limit", default=None, lo=1, hi=2000) or 2000
-        ns = who.namespace_id
-        page = await self.meta.read(
-            lambda s: s.list_folder(ns, path, recursive, include_deleted, limit)
-        )
-        return self._page(who, raise_meta(page))
+        ns, path = t.ns, t.path
 
-    def _page(self, who: Any, page: Any) -> web.Response:
-        cursor = self.meta.sign_cursor([who.account_id, who.namespace_id, page.cursor_state])
+        def q(s: Any) -> Any:  # one read: the listing and where each covered mount starts
+            page = s.list_folder(ns, path, recursive, include_deleted, limit)
+            if isinstance(page, C.MetaError):
+                return page, [], False
+            return page, *spaces.start_positions(s, who, ns, page.cursor_state)
+
+        page, positions, pending = await self.meta.read(q)
+        return self._page(who, raise_meta(page), t.ns, positions, pending)
+
+    def _page(
+        self,
+        who: Any,
+        page: Any,
+        ns: int | None = None,
+        positions: list | None = None,
+        pending: bool = False,
+        mounted: list | None = None,
+    ) -> web.Response:
+        """A listing page; with `positions` (a recursive home cursor) the cursor covers those
+        mounts, `mounted` holds their entries and `pending` says some have more to send."""
+        ns = who.namespace_id if ns is None else ns
+        mount = who.mount_of_ns(ns) if ns != who.namespace_id else None
+        t = spaces.Target(ns, "", mount)
+        state = [who.account_id, ns, page.cursor_state]
+        if positions is not None and page.recursive and ns == who.namespace_id:
+            state.append(positions)  # the mounts it covers (`spaces`)
+        entries = [t.json(who, m, tagged=True) for m in page.entries]
+        entries += [spaces.meta_json(who, spaces.rebase(e, m), True, m) for m, e in mounted or []]
         return json_response(
             {
-                "entries": [wire.metadata_json(m, tagged=True) for m in page.entries],
-                "cursor": cursor,
-                "has_more": page.has_more,
+                "entries": entries,
+                "cursor": self.meta.sign_cursor(state),
+                "has_more": page.has_more or pending,
             }
         )
 
     def open_cursor(self, who: Any, cursor: str) -> Any:
+        """(ns, state, positions of the mounts it covers: `spaces`) of a cursor of `who`."""
         try:
-            account_id, ns, state = self.meta.open_cursor(cursor)
+            account_id, ns, state, *rest = self.meta.open_cursor(cursor)
+            positions = rest[0] if rest else []
+            if len(rest) > 1 or not isinstance(positions, list):
+                raise ValueError("not a cursor")
         except (CursorInvalid, ValueError, TypeError):
             raise ApiError(["reset"]) from None
-        if who is not None and (account_id != who.account_id or ns != who.namespace_id):
+        if who is not None and (account_id != who.account_id or ns not in who.readable()):
             raise ApiError(["reset"])
-        return ns, state
+        return ns, state, positions
 
     async def list_folder_continue(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/list_folder/continue")
         cursor = a.str("cursor", required=True)
-        ns, state = self.open_cursor(who, cursor)
-        page = await self.meta.read(lambda s: s.list_folder_continue(ns, state, 2000))
-        return self._page(who, raise_meta(page))
+        ns, state, positions = self.open_cursor(who, cursor)
+
+        def q(s: Any) -> Any:  # one read: the namespace's changes, then its mounts'
+            page = s.list_folder_continue(ns, state, 2000)
+            if isinstance(page, C.MetaError) or page.has_more:
+                return page, positions, [], True
+            st = page.cursor_state
+            mounted, new, more = spaces.mounts_page(
+                s, who, ns, st, positions, 2000 - len(page.entries)
+            )
+            return page, new, mounted, more
+
+        page, new, mounted, more = await self.meta.read(q)
+        return self._page(who, raise_meta(page), ns, new, more, mounted)
 
     async def get_latest_cursor(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/list_folder/get_latest_cursor")
-        path = ns_path(who, path_arg(a, "path", LIST_PATH, default=""), ["path"])
+        t = await spaces.resolve(self.mc, who, path_arg(a, "path", LIST_PATH, default=""), ["path"])
         recursive = a.bool("recursive")
         include_deleted = a.bool("include_deleted")
-        ns = who.namespace_id
-        state = await self.meta.read(
-            lambda s: s.get_latest_cursor(ns, path, recursive, include_deleted)
-        )
+        ns, path = t.ns, t.path
+
+        def q(s: Any) -> Any:
+            st = s.get_latest_cursor(ns, path, recursive, include_deleted)
+            if isinstance(st, C.MetaError):
+                return st, []
+            return st, spaces.latest_positions(s, who, ns, st)
+
+        state, positions = await self.meta.read(q)
         state = raise_meta(state)
-        cursor = self.meta.sign_cursor([who.account_id, who.namespace_id, state])
-        return json_response({"cursor": cursor})
+        cursor = [who.account_id, ns, state]
+        if recursive and ns == who.namespace_id:  # covers the mounts below (`spaces`)
+            cursor.append(positions)
+        return json_response({"cursor": self.meta.sign_cursor(cursor)})
 
     async def list_revisions(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/list_revisions")
-        path = ns_path(who, path_arg(a, "path", WRITE_PATH), ["path"])
+        t = await spaces.resolve(self.mc, who, path_arg(a, "path", WRITE_PATH), ["path"])
         mode, _ = a.tag("mode", "path")
         if mode not in ("path", "id"):
             raise BadInput(a.route, f"mode: unknown tag '{mode}'")
         limit = a.int("limit", default=10, lo=1, hi=100)
         before_rev = a.rev("before_rev")
-        ns = who.namespace_id
+        ns, path = t.ns, t.path
         r = await self.meta.read(lambda s: s.list_revisions(ns, path, mode, limit, before_rev))
         r = raise_meta(r)
         body: dict = {
             "is_deleted": r.is_deleted,
-            "entries": [wire.metadata_json(m, tagged=False) for m in r.entries],
+            "entries": [t.json(who, m, tagged=False) for m in r.entries],
             "has_more": r.has_more,
         }
         if r.server_deleted:
@@ -391,31 +438,67 @@ class ApiServer:
     # -- metadata writes -----------------------------------------------------------------------
     async def create_folder(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/create_folder_v2")
-        path = ns_path(who, path_arg(a, "path", WRITE_PATH), ["path"], write=True)
+        path = path_arg(a, "path", WRITE_PATH)
         if path.startswith("id:"):
             raise ApiError(["path", "malformed_path"])
-        m = await self.meta.write(C.CreateFolder(who.namespace_id, path, a.bool("autorename")))
-        return json_response({"metadata": wire.metadata_json(raise_meta(m), tagged=False)})
+        t = spaces.target(who, path, ["path"], write=True)
+        if t.at_mount_point:  # the mount point's folder: a conflict (or autorename) at home
+            t = spaces.Target(who.namespace_id, t.mount.display)
+        m = await self.meta.write(C.CreateFolder(t.ns, t.path, a.bool("autorename")))
+        return json_response({"metadata": t.json(who, raise_meta(m), tagged=False)})
 
     async def delete(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/delete_v2")
-        path = await resolve_write_path(
-            self.mc, who, path_arg(a, "path", WRITE_PATH), ["path_lookup"]
+        t = await spaces.resolve_write(
+            self.mc, who, path_arg(a, "path", WRITE_PATH), ["path_lookup"], deny=["path_write"]
         )
-        m = await self.meta.write(C.Delete(who.namespace_id, path, a.rev("parent_rev")))
-        return json_response({"metadata": wire.metadata_json(raise_meta(m), tagged=True)})
+        if t.at_mount_point:  # deleting a mount point unmounts it (the folder stays shared)
+            m = await self.meta.read(lambda s: s.get_metadata(who.namespace_id, t.mount.display))
+            raise_meta(await self.meta.write(C.UnmountFolder(who.account_id, t.mount.ns)))
+            return json_response({"metadata": spaces.meta_json(who, m, True, None)})
+        for inner in spaces.mounts_under(who, t):  # so is deleting a folder that holds them
+            raise_meta(await self.meta.write(C.UnmountFolder(who.account_id, inner.ns)))
+        m = await self.meta.write(C.Delete(t.ns, t.path, a.rev("parent_rev")))
+        return json_response({"metadata": t.json(who, raise_meta(m), tagged=True)})
 
     async def _relocate(self, request: web.Request, who: Any, route: str, copy: bool) -> Any:
         a = await rpc_args(request, route)
-        src = await resolve_write_path(
-            self.mc, who, path_arg(a, "from_path", WRITE_PATH), ["from_lookup"]
+        src = await spaces.resolve_write(
+            self.mc,
+            who,
+            path_arg(a, "from_path", WRITE_PATH),
+            ["from_lookup"],
+            write=not copy,
+            deny=["from_write"],
         )
-        dst = ns_path(who, path_arg(a, "to_path", WRITE_PATH), ["to"], write=True)
-        if dst.startswith("id:"):
+        dst_arg = path_arg(a, "to_path", WRITE_PATH)
+        if dst_arg.startswith("id:"):
             raise ApiError(["to", "malformed_path"])
+        dst = spaces.target(who, dst_arg, ["to"], write=True)
+        if src.at_mount_point and not copy and dst.mount is None:  # moves the mount point
+            m = raise_meta(
+                await self.meta.write(
+                    C.MoveMount(who.account_id, src.mount.ns, dst.path, a.bool("autorename"))
+                )
+            )
+            return json_response({"metadata": dst.json(who, m, tagged=True)})
+        if src.at_mount_point or spaces.mounts_under(who, src):
+            raise ApiError(["cant_copy_shared_folder" if copy else "cant_move_shared_folder"])
+        if dst.at_mount_point:
+            dst = spaces.Target(who.namespace_id, dst.mount.display)  # a conflict at home
         cls = C.Copy if copy else C.Move
-        m = await self.meta.write(cls(who.namespace_id, src, dst, a.bool("autorename")))
-        return json_response({"metadata": wire.metadata_json(raise_meta(m), tagged=True)})
+        if src.ns != dst.ns:  # across namespaces: copy into the target, delete in the source
+            m = await self.meta.write(
+                C.CopyAcross(src.ns, src.path, dst.ns, dst.path, a.bool("autorename"))
+            )
+            m = raise_meta(m)
+            if not copy:
+                raise_meta(await self.meta.write(C.Delete(src.ns, src.path)))
+        else:
+            m = raise_meta(
+                await self.meta.write(cls(src.ns, src.path, dst.path, a.bool("autorename")))
+            )
+        return json_response({"metadata": dst.json(who, m, tagged=True)})
 
     async def move(self, request: web.Request, who: Any) -> web.Response:
         return await self._relocate(request, who, "files/move_v2", copy=False)
@@ -425,12 +508,12 @@ class ApiServer:
 
     async def restore(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/restore")
-        path = await resolve_write_path(
-            self.mc, who, path_arg(a, "path", WRITE_PATH), ["path_lookup"]
+        t = await spaces.resolve_write(
+            self.mc, who, path_arg(a, "path", WRITE_PATH), ["path_lookup"], deny=["path_write"]
         )
         rev = a.rev("rev", required=True)
-        m = await self.meta.write(C.Restore(who.namespace_id, path, rev))
-        return json_response(wire.metadata_json(raise_meta(m), tagged=False))
+        m = await self.meta.write(C.Restore(t.ns, t.path, rev))
+        return json_response(t.json(who, raise_meta(m), tagged=False))
 
 
 def _admitted(request: web.Request, acct: Any) -> Any:

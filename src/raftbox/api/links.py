@@ -83,11 +83,11 @@ from raftbox.blocks.errors import BlockStoreError
 from raftbox.blocks.service import BlockService
 from raftbox.meta import commands as C
 from raftbox.meta import links as L
-from raftbox.meta import rows
+from raftbox.meta import rows, sharing
 from raftbox.meta.service import CursorInvalid, MetaService
 from raftbox.raft.node import NodeError
 
-from . import wire
+from . import spaces, wire
 from .args import READ_PATH, Args, header_args, ns_path, parse_ts, path_arg, rpc_args
 from .content import abort_connection, client_gone, parse_range
 from .errors import ApiError, BadInput, RateLimited, Unavailable
@@ -348,10 +348,12 @@ class LinkRoutes:
     async def create(self, request: web.Request, who: Any) -> web.Response:
         route = "sharing/create_shared_link_with_settings"
         a = await rpc_args(request, route)
-        path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
+        t = await self._target(who, path_arg(a, "path", READ_PATH))  # shared folders too
         so = a.obj_("settings")
         want = self._settings(route, so) if so is not None else None
-        ns = who.namespace_id
+        ns, path = t.ns, t.path
+        if t.at_mount_point:  # a shared folder's root has no item of its own to link to
+            path = ""
         if path in ("", "/") or path.startswith("rev:"):
             raise ApiError(["access_denied"] if path in ("", "/") else ["path", "not_found"])
         now = self.now_ms()
@@ -418,7 +420,8 @@ class LinkRoutes:
             path, direct_only = cpath, cdirect
         ns = who.namespace_id
         if path is not None:
-            path = ns_path(who, path, ["path"])
+            t = await self._target(who, path)  # a path in a shared folder: its links
+            ns, path = t.ns, t.path
         now = self.now_ms()
 
         def q(s: Any) -> Any:
@@ -567,10 +570,23 @@ class LinkRoutes:
 
     async def download_zip(self, request: web.Request, who: Any) -> web.StreamResponse:
         a = header_args(request, "files/download_zip")
-        path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
-        if path.startswith("rev:"):
+        t = await self._target(who, path_arg(a, "path", READ_PATH))  # shared folders too
+        if t.path.startswith("rev:"):
             raise ApiError(["path", "not_folder"])
-        return await self._zip(request, who.namespace_id, path or "", tagged_result=True)
+        return await self._zip(request, t.ns, t.path or "", tagged_result=True)
+
+    async def _target(self, who: Any, path: str) -> spaces.Target:
+        """Where `path` lives for `who`, across mount points (`raftbox.api.spaces`); `id:`
+        and `rev:` in the namespace that holds them among the caller's."""
+        t = spaces.target(who, path, ["path"])
+        if t.path.startswith(("id:", "rev:")):
+            nss = who.readable() if hasattr(who, "readable") else [who.namespace_id]
+            ns = await self.meta.read(lambda s: sharing.locate(s.db, nss, t.path))
+            if ns is None:
+                raise ApiError(["path", "not_found"])
+            m = who.mount_of_ns(ns) if ns != who.namespace_id else None
+            t = spaces.Target(ns, t.path, m)
+        return t
 
     async def _zip(
         self, request: web.Request, ns: int, folder: str, tagged_result: bool = False

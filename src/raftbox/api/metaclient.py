@@ -51,6 +51,7 @@ from aiohttp import web
 
 from raftbox.backoff import Backoff
 from raftbox.meta import commands as C
+from raftbox.meta import sharing
 from raftbox.meta.service import MetaService
 from raftbox.meta.tokens import TokenCache, token_hash
 from raftbox.raft.sessions import Command
@@ -88,8 +89,22 @@ QUERIES: dict[str, tuple[Callable[..., Any], Any]] = {
     "gc_generation": (lambda s: s.gc_generation(), int),
     "store_marker": (lambda s: s.store_marker(), str | None),
     "job": (lambda s, jid, ns, kind: s.job(str(jid), int(ns), str(kind)), Any),
+    # shared folders (`raftbox.api.spaces`): an account's mounts, where an id or rev lives
+    "mounts": (lambda s, a: sharing.mounts(s.db, str(a)), list[tuple[int, str, str, str]]),
+    "has_blocks": (
+        lambda s, nss, ids: sorted(sharing.has_blocks(s.db, [int(n) for n in nss], list(ids))),
+        list[str],
+    ),
+    "locate": (
+        lambda s, nss, ref: sharing.locate(s.db, [int(n) for n in nss], str(ref)),
+        int | None,
+    ),
 }
 STALE_OK = {"gc_generation"}
+# Read from this member's replica with no ReadIndex round when it is current (it leads and has
+# applied all it committed: what `MetaService.auth` does), else after one: the mounts every
+# request reads (`raftbox.api.spaces.with_mounts`) cost the leader nothing more.
+CURRENT_OK = {"mounts"}
 WRITES = (
     C.CommitFile,
     C.CommitBatch,
@@ -159,7 +174,8 @@ class LocalMetaClient:
 
     async def query(self, name: str, *args: Any) -> Any:
         fn, _ = QUERIES[name]
-        return await self.meta.read(lambda s: fn(s, *args), stale=name in STALE_OK)
+        stale = name in STALE_OK or (name in CURRENT_OK and self.meta.replica_is_current())
+        return await self.meta.read(lambda s: fn(s, *args), stale=stale)
 
     async def write(self, cmd: Any) -> Any:
         return await self.meta.write(cmd)

@@ -40,8 +40,8 @@ from raftbox.blocks.native import (
 from raftbox.blocks.service import BlockService
 from raftbox.meta import commands as C
 
-from . import wire
-from .args import READ_PATH, WRITE_PATH, Args, ns_path, path_arg, rpc_args, write_mode
+from . import spaces, wire
+from .args import READ_PATH, WRITE_PATH, Args, path_arg, rpc_args, write_mode
 from .content import abort_connection, client_gone, commit_info, mwrite
 from .errors import ApiError, BadInput, Unavailable, raise_meta
 from .metaclient import MetaClient
@@ -114,7 +114,8 @@ class NativeRoutes:
     async def has(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "raftbox/blocks/has")
         ids = self._ids(a, MAX_HAS_IDS)
-        have = await self.mc.query("ns_has_blocks", who.namespace_id, ids) if ids else []
+        # Blocks any of the caller's namespaces references: its own and its shared folders'.
+        have = await self.mc.query("has_blocks", who.readable(), ids) if ids else []
         return json_response({"have": sorted(have)})
 
     async def put(self, request: web.Request, who: Any) -> web.Response:
@@ -152,7 +153,7 @@ class NativeRoutes:
     async def get(self, request: web.Request, who: Any) -> web.StreamResponse:
         a = await rpc_args(request, "raftbox/blocks/get")
         ids = self._ids(a, MAX_GET_BLOCKS)
-        have = set(await self.mc.query("ns_has_blocks", who.namespace_id, ids)) if ids else set()
+        have = set(await self.mc.query("has_blocks", who.readable(), ids)) if ids else set()
         missing = sorted(set(ids) - have)
         if missing:
             raise ApiError(["not_found"], {"ids": missing})
@@ -202,9 +203,9 @@ class NativeRoutes:
         a = await rpc_args(request, "raftbox/blocks/list")
         if "paths" in a.obj:
             return await self._list_many(a, who)
-        path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
-        r = await self.mc.query("file_blocks", who.namespace_id, path)
-        return json_response(_listed(raise_meta(r)))
+        t = await spaces.resolve(self.mc, who, path_arg(a, "path", READ_PATH), ["path"])
+        r = await self.mc.query("file_blocks", t.ns, t.path)
+        return json_response(_listed(raise_meta(r), who, t))
 
     async def _list_many(self, a: Args, who: Any) -> web.Response:
         """`{"paths": [...]}` → `{"entries": [...]}` in order, one meta query for them all."""
@@ -215,26 +216,31 @@ class NativeRoutes:
             raise BadInput(a.route, "paths: expected a list of paths")
         if len(paths) > MAX_LIST_PATHS:
             raise BadInput(a.route, f"paths: at most {MAX_LIST_PATHS}")
-        mine: list[str | C.MetaError] = []  # another namespace's ("ns:N/..."): not_found
+        # another namespace's ("ns:N/..." not mounted, an id of no readable one): not_found
+        mine: list[spaces.Target | C.MetaError] = []
         for p in paths:
             if not READ_PATH.match(p):
                 raise BadInput(a.route, f"paths: {p[:200]!r} did not match pattern")
             try:
-                mine.append(ns_path(who, p, ["path"]))
+                mine.append(await spaces.resolve(self.mc, who, p, ["path"]))
             except ApiError as e:
                 mine.append(C.MetaError(e.tags, e.extra))
-        asked = [p for p in mine if isinstance(p, str)]
-        found = iter(
-            await self.mc.query("file_blocks_many", who.namespace_id, asked) if asked else []
-        )
+        by_ns: dict[int, list[spaces.Target]] = {}
+        for t in mine:
+            if isinstance(t, spaces.Target):
+                by_ns.setdefault(t.ns, []).append(t)
+        answers: dict[int, Any] = {}
+        for ns, ts in by_ns.items():  # one query per namespace (usually one in all)
+            rs = await self.mc.query("file_blocks_many", ns, [t.path for t in ts])
+            answers.update((id(t), r) for t, r in zip(ts, rs, strict=True))
         entries = []
-        for p in mine:
-            r = p if isinstance(p, C.MetaError) else next(found)
+        for t in mine:
+            r = t if isinstance(t, C.MetaError) else answers[id(t)]
             if isinstance(r, C.MetaError):
                 tags = r.tags[1:] if r.tags[:1] == ["path"] and len(r.tags) > 1 else r.tags
                 entries.append({"error": wire.union(tags, r.extra)})
             else:
-                entries.append(_listed(r))
+                entries.append(_listed(r, who, t))
         return json_response({"entries": entries})
 
     async def commit_batch(self, request: web.Request, who: Any) -> web.Response:
@@ -244,13 +250,20 @@ class NativeRoutes:
             raise BadInput(a.route, "entries: expected a list")
         if len(entries) > MAX_COMMIT_ENTRIES:
             raise BadInput(a.route, f"entries: at most {MAX_COMMIT_ENTRIES}")
-        ns = who.namespace_id
-        parsed: list[tuple[Args, str, list[C.BlockRef], int, str | None, str | None, bool]] = []
+        parsed: list[tuple[Args, Any, list[C.BlockRef], int, str | None, str | None, bool]] = []
         for e in entries:
             ea = Args(a.route, e)
             if not isinstance(e, dict):
                 raise BadInput(a.route, "entries: each entry is an object")
-            path = ns_path(who, path_arg(ea, "path", WRITE_PATH), ["path"], write=True)
+            path: Any = path_arg(ea, "path", WRITE_PATH)
+            try:  # a viewer's entry, or one in a namespace the caller cannot see, fails alone
+                path = await spaces.resolve(self.mc, who, path, ["path"], write=True)
+                if path.at_mount_point:  # a file where the mount point is: a conflict at home
+                    path = spaces.Target(who.namespace_id, path.mount.display)
+            except ApiError as err:
+                if "malformed_path" in err.tags:
+                    raise
+                path = C.MetaError(err.tags, err.extra)
             write_mode(ea)
             raw = e.get("blocks")
             if not isinstance(raw, list):
@@ -284,16 +297,21 @@ class NativeRoutes:
                 if exe:
                     raise BadInput(a.route, "executable: a symlink is never executable")
             parsed.append((ea, path, refs, size, ch, link, exe))
-        # Which entries use only blocks this namespace has: the others fail with need_blocks
-        # here, so nothing is read for them (reading would tell what the store holds).
+        # Which entries use only blocks the caller's namespaces have (its own, its shared
+        # folders'): the others fail with need_blocks here, so nothing is read for them
+        # (reading would tell what the store holds).
+        readable = who.readable()
         all_ids = list({r.id for _, _, refs, *_ in parsed for r in refs})
         have: set[str] = set()
         for i in range(0, len(all_ids), MAX_HAS_IDS):
-            have.update(await self.mc.query("ns_has_blocks", ns, all_ids[i : i + MAX_HAS_IDS]))
+            have.update(await self.mc.query("has_blocks", readable, all_ids[i : i + MAX_HAS_IDS]))
         results: list[Any] = [None] * len(parsed)
         cmds: list[C.CommitFile] = []
         where: list[int] = []
         for k, (ea, path, refs, size, ch, link, exe) in enumerate(parsed):
+            if isinstance(path, C.MetaError):
+                results[k] = path
+                continue
             missing = sorted({r.id for r in refs} - have)
             if missing:
                 results[k] = C.MetaError(["need_blocks"], {"missing": missing})
@@ -311,15 +329,15 @@ class NativeRoutes:
                 ch = derived
             elif ch is None:
                 ch = await self.blocks.content_hash_of([(r.id, r.size) for r in refs])
-            info = commit_info(
-                who,
-                ea,
-                _Ing(refs, size, ch),
-                path,  # type: ignore[arg-type]
-            )
+            info = commit_info(who, ea, _Ing(refs, size, ch), path.path, ns=path.ns)
             cmds.append(
                 msgspec.structs.replace(
-                    info, uploaded=False, symlink_target=link, executable=exe, keep_executable=False
+                    info,
+                    uploaded=False,
+                    symlink_target=link,
+                    executable=exe,
+                    keep_executable=False,
+                    readable_ns=readable,
                 )
             )
             where.append(k)
@@ -328,14 +346,14 @@ class NativeRoutes:
             for k, r in zip(where, out, strict=True):
                 results[k] = r
         body = []
-        for r in results:
+        for r, (_, t, *_) in zip(results, parsed, strict=True):
             if isinstance(r, C.MetaError):
                 if r.tags[:1] == ["need_blocks"]:
                     body.append({".tag": "need_blocks", "missing": r.extra.get("missing", [])})
                 else:
                     body.append({".tag": "failure", "failure": wire.union(r.tags, r.extra)})
             else:
-                body.append({".tag": "success", **wire.metadata_json(r, tagged=False)})
+                body.append({".tag": "success", **t.json(who, r, tagged=False)})
         return json_response({"entries": body})
 
 
@@ -348,9 +366,9 @@ class _Ing:
         self.content_hash = content_hash
 
 
-def _listed(found: tuple[C.FileMeta, list[C.BlockRef]]) -> dict:
+def _listed(found: tuple[C.FileMeta, list[C.BlockRef]], who: Any, t: spaces.Target) -> dict:
     meta, blocks = found
     return {
-        "metadata": wire.metadata_json(meta, tagged=False),
+        "metadata": t.json(who, meta, tagged=False),
         "blocks": [[b.id, b.size] for b in blocks],
     }

@@ -14,11 +14,12 @@ import sys
 import time
 from typing import Any
 
-from . import linkcmd, synccmd
+from . import linkcmd, sharecmd, synccmd
 from .api import Api, ApiError
 from .config import Config, ConfigError, load, save
 
 COMMANDS = ("login", "ls", "put", "get", "rm", "mv", "revs", "restore", *synccmd.COMMANDS)
+COMMANDS += sharecmd.COMMANDS  # shared folders
 COMMANDS += linkcmd.COMMANDS
 
 
@@ -53,6 +54,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("path")
     p.add_argument("rev")
     synccmd.add_parsers(sub, _command)
+    sharecmd.add_parsers(sub, _command)
     linkcmd.add_parsers(sub, _command)
 
 
@@ -234,6 +236,7 @@ def _restore(api: Api, args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {
+    **sharecmd.HANDLERS,
     "ls": _ls,
     "put": _put,
     "get": _get,

@@ -141,6 +141,8 @@ def remove_account(ctx: ApplyContext, c: RemoveAccount) -> AccountInfo:
     for table in ("upload_sessions", "ns_blocks", "journal", "revisions", "entries", "jobs"):
         db.execute(f"DELETE FROM {table} WHERE ns = ?", (ns,))
     db.execute("DELETE FROM namespaces WHERE ns = ?", (ns,))
+    for table in ("share_members", "mounts"):  # its shared folders: memberships and mounts
+        db.execute(f"DELETE FROM {table} WHERE account_id = ?", (acct.account_id,))
     db.execute("DELETE FROM shared_links WHERE owner = ?", (acct.account_id,))
     ctx.known_ns.discard(ns)
     return acct

@@ -29,6 +29,7 @@ exception:
 | RecordUpload    | None                                              |
 | GcCondemn       | GcResult (the ids condemned, adopted)             |
 | GcRelease       | GcResult (the new GC generation)                  |
+| ShareFolder …   | ShareResult (`raftbox.meta.sharing`)              |
 | CreateLink      | LinkInfo (or error shared_link_already_exists)    |
 | ModifyLink      | LinkInfo (as it is now)                           |
 | RevokeLink      | LinkInfo (as it was)                              |
@@ -216,6 +217,11 @@ class CommitFile(_Cmd, tag="commit"):
     revision of an existing file (same id: overwrite, update), the revision is executable if
     the current one is. A commit whose content and attributes equal the current revision's
     changes nothing.
+
+    `readable_ns` (shared folders): other namespaces the committing account can read; with
+    `uploaded=False` a block any of them references counts as this namespace's (a member may
+    reference the blocks of a shared folder it reads, and its own in a shared folder). The
+    API fills it with the caller's namespaces only (`raftbox.api.spaces`).
     """
 
     ns: int
@@ -233,6 +239,7 @@ class CommitFile(_Cmd, tag="commit"):
     symlink_target: str | None = None
     executable: bool = False
     keep_executable: bool = False
+    readable_ns: list[int] = []
 
 
 class CommitBatch(_Cmd, tag="commit_batch"):
@@ -380,6 +387,93 @@ class GcRelease(_Cmd, tag="gc_release"):
     done: bool = False
 
 
+# -- shared folders (`raftbox.meta.sharing`: what each does, and why) --------------------------
+
+AccessName = Literal["owner", "editor", "viewer"]
+
+
+class ShareMember(msgspec.Struct, frozen=True, array_like=True):
+    """Who to add to a shared folder: an account id ("dbid:…") or an email (""), and how."""
+
+    account_id: str
+    email: str
+    access: AccessName = "viewer"
+
+
+class ShareFolder(_Cmd, tag="share"):
+    """Make the folder at `path` (in the account's home namespace; created if missing) a
+    shared folder: a namespace of its own, mounted where the folder was. `job_id`: keep the
+    outcome under this id (`force_async`)."""
+
+    account_id: str
+    path: str
+    job_id: str = ""
+
+
+class AddMembers(_Cmd, tag="share_add"):
+    actor: str
+    ns: int
+    members: list[ShareMember]
+
+
+class SetMemberAccess(_Cmd, tag="share_access"):
+    actor: str
+    ns: int
+    member: ShareMember
+
+
+class RemoveMember(_Cmd, tag="share_remove"):
+    actor: str
+    ns: int
+    member: ShareMember
+    leave_a_copy: bool = False
+    job_id: str = ""
+
+
+class MountFolder(_Cmd, tag="share_mount"):
+    account_id: str
+    ns: int
+
+
+class UnmountFolder(_Cmd, tag="share_unmount"):
+    account_id: str
+    ns: int
+
+
+class Relinquish(_Cmd, tag="share_leave"):
+    account_id: str
+    ns: int
+    leave_a_copy: bool = False
+    job_id: str = ""
+
+
+class Unshare(_Cmd, tag="share_unshare"):
+    actor: str
+    ns: int
+    leave_a_copy: bool = False
+    job_id: str = ""
+
+
+class CopyAcross(_Cmd, tag="copy_across"):
+    """Copy the item at `from_path` of `from_ns` to `to_path` of `to_ns` (new ids): the first
+    half of a move between namespaces (the API deletes the source next). Writes `to_ns` only."""
+
+    from_ns: int
+    from_path: str
+    to_ns: int
+    to_path: str
+    autorename: bool = False
+
+
+class MoveMount(_Cmd, tag="share_move_mount"):
+    """Move `account_id`'s mount point of shared folder `ns` to `to_path` of its home."""
+
+    account_id: str
+    ns: int
+    to_path: str
+    autorename: bool = False
+
+
 class CreateLink(_Cmd, tag="link_create"):
     """A shared link to the file or folder `target_id` of namespace `ns`, owned by `owner`
     (`raftbox.meta.links`). Only the token's SHA-256, the nonce it derives from (with a key
@@ -439,6 +533,16 @@ MetaCommand = (
     | RecordUpload
     | GcCondemn
     | GcRelease
+    | ShareFolder
+    | AddMembers
+    | SetMemberAccess
+    | RemoveMember
+    | MountFolder
+    | UnmountFolder
+    | Relinquish
+    | Unshare
+    | CopyAcross
+    | MoveMount
     | CreateLink
     | ModifyLink
     | RevokeLink
@@ -552,6 +656,14 @@ class Count(_Res, tag="count"):
     n: int = 0
 
 
+class ShareResult(_Res, tag="share"):
+    """A sharing command's outcome: the shared folder (`ns`) and, for `AddMembers`, each
+    member's error tag ("" = added) in the order given."""
+
+    ns: int = 0
+    failed: list[str] = []
+
+
 class LinkInfo(_Res, tag="link"):
     """A shared link as stored (`raftbox.meta.links`): never the token, only its hash."""
 
@@ -575,6 +687,7 @@ Result = (
     | AccountInfo
     | GcResult
     | Count
+    | ShareResult
     | LinkInfo
     | OAuthApp
     | OAuthOutcome

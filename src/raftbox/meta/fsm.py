@@ -52,6 +52,7 @@ from . import (
     oauth,
     schema,
     sessions,
+    sharing,
     snapshot,
     webcmds,
     webstate,
@@ -140,6 +141,7 @@ HANDLERS: dict[type, Callable[[ApplyContext, Any], Any]] = {
     webcmds.StartWebSession: webstate.start_session,
     webcmds.EndWebSession: webstate.end_session,
 }
+HANDLERS.update(sharing.HANDLERS)  # shared folders: `raftbox.meta.sharing`
 
 
 class MetaStore(MetaQueries):

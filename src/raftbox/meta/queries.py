@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from . import accounts, gcstate, jobs, paths, rows, sessions
+from . import accounts, gcstate, jobs, paths, rows, sessions, sharing
 from .commands import (
     AccountInfo,
     BlockRef,
@@ -207,11 +207,16 @@ class MetaQueries:
 
     def namespace_info(self, ns: int) -> tuple[str, int] | None:
         """(owner account id, journal position) of namespace `ns`; None if it does not exist.
-        A notify server checks a long-poll cursor's account against the owner."""
+        A notify server checks a long-poll cursor's account against the owner. A shared
+        folder's "owner" is "shared:" then every member's account id, space-separated
+        (`raftbox.notify.hub.may_watch`)."""
         row = self._db.execute(
             "SELECT owner, journal_end FROM namespaces WHERE ns = ?", (ns,)
         ).fetchone()
-        return None if row is None else (row[0], row[1])
+        if row is None:
+            return None
+        members = sharing.member_ids(self._db, ns)
+        return (" ".join(["shared:", *members]) if members else row[0], row[1])
 
     def changed_since(self, index: int) -> list[tuple[int, int]]:
         """(ns, journal position) of every namespace changed by an entry after `index` — the

@@ -36,6 +36,10 @@ Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
 - jobs(job_id, ns, kind, idx, done_ms, result): async jobs' results (msgpack), kept for
   `.../check` on any member (`raftbox.meta.jobs`: bounded in count per namespace and in age).
 - client_sessions, client_results: `raft.sessions.SessionTable`, persisted incrementally.
+- shares(ns, name, owner, created_ms), share_members(ns, account_id, access, invited_ms),
+  share_invites(ns, email_key, email, access, invited_ms), mounts(account_id, ns, key,
+  display), share_jobs(job_id, account_id, created_ms, ns, error): shared folders
+  (`raftbox.meta.sharing`). New tables only: a store made before them gets them empty.
 - shared_links(token_hash, nonce, owner, ns, target_id, password_hash, expires_ms, allow_download,
   created_ms, revoked_ms): shared links, token hashes only (`raftbox.meta.links`).
 - oauth_apps, oauth_codes, oauth_grants, oauth_tokens, oauth_consents: OAuth2 apps and what
@@ -130,6 +134,29 @@ CREATE TABLE IF NOT EXISTS client_results (
   client_id INTEGER NOT NULL, seq INTEGER NOT NULL, result BLOB NOT NULL,
   PRIMARY KEY (client_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shares (
+  ns INTEGER PRIMARY KEY, name TEXT NOT NULL, owner TEXT NOT NULL, created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS share_members (
+  ns INTEGER NOT NULL, account_id TEXT NOT NULL, access TEXT NOT NULL, invited_ms INTEGER NOT NULL,
+  PRIMARY KEY (ns, account_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS share_members_account ON share_members (account_id, ns);
+CREATE TABLE IF NOT EXISTS share_invites (
+  ns INTEGER NOT NULL, email_key TEXT NOT NULL, email TEXT NOT NULL, access TEXT NOT NULL,
+  invited_ms INTEGER NOT NULL, PRIMARY KEY (ns, email_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS share_invites_email ON share_invites (email_key, ns);
+CREATE TABLE IF NOT EXISTS mounts (
+  account_id TEXT NOT NULL, ns INTEGER NOT NULL, key TEXT NOT NULL, display TEXT NOT NULL,
+  PRIMARY KEY (account_id, ns)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS mounts_key ON mounts (account_id, key);
+CREATE TABLE IF NOT EXISTS share_jobs (
+  job_id TEXT PRIMARY KEY, account_id TEXT NOT NULL, created_ms INTEGER NOT NULL,
+  ns INTEGER NOT NULL, error TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS share_jobs_created ON share_jobs (created_ms, job_id);
 CREATE TABLE IF NOT EXISTS shared_links (
   token_hash BLOB PRIMARY KEY, nonce BLOB NOT NULL, owner TEXT NOT NULL, ns INTEGER NOT NULL,
   target_id TEXT NOT NULL, password_hash TEXT, expires_ms INTEGER,

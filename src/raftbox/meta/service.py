@@ -163,6 +163,11 @@ class MetaService:
             and core.log.applied >= core.log.committed
         )
 
+    def replica_is_current(self) -> bool:
+        """`_replica_is_current`, for reads that may skip the ReadIndex round when it holds
+        (an account's mounts: `raftbox.api.metaclient.CURRENT_OK`)."""
+        return self._replica_is_current()
+
     async def read_current(self, fn: Callable[[MetaStore], Any]) -> Any:
         """`fn(store)` on a replica that holds every command that returned before the call, at
         the cost of a token check (`auth`): nothing on a current leader, else a ReadIndex round

@@ -216,9 +216,9 @@ def session_finish(ctx: ApplyContext, c: SessionFinish) -> FileMeta:
     if c.commit.size != total:
         raise Fail("invalid_command", reason=f"commit size is not the session's {total}")
     # Pieces were checked against GC when they were added; live sessions are never collected.
-    commit = msgspec.structs.replace(
-        c.commit, ns=c.ns, blocks=state.blocks, uploaded=True, gc_gen=None
-    )
+    # The file goes to the commit's namespace: the session's own, or a shared folder the
+    # session's account may write to (the API checked it: `raftbox.api.spaces`).
+    commit = msgspec.structs.replace(c.commit, blocks=state.blocks, uploaded=True, gc_gen=None)
     meta = writes.commit(ctx, commit)
     ctx.db.execute("DELETE FROM upload_sessions WHERE session_id = ?", (c.session_id,))
     ctx.db.execute("DELETE FROM upload_pieces WHERE session_id = ?", (c.session_id,))

@@ -240,6 +240,12 @@ def commit(ctx: ApplyContext, c: CommitFile) -> FileMeta:
         gcstate.gc_check(ctx, c.blocks, c.gc_gen)
     elif c.blocks:
         have = gcstate.ns_has_blocks(ctx.db, ns, [b.id for b in c.blocks])
+        for other in c.readable_ns:  # shared folders: what the committer can read counts
+            rest = [b.id for b in c.blocks if b.id not in have]
+            if not rest:
+                break
+            if other != ns:
+                have |= gcstate.ns_has_blocks(ctx.db, other, rest)
         missing = sorted({b.id for b in c.blocks} - have)
         if missing:
             raise Fail("need_blocks", missing=missing)

@@ -57,6 +57,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from raftbox.backoff import Backoff
+from raftbox.meta import sharing
 
 from . import frames as F
 from .hub import GONE
@@ -147,6 +148,10 @@ class LocalFeed:
                 last = now
                 if events:
                     sink.on_events(events)
+                    # shared folders: their members, which membership changes change
+                    infos = sharing.shared_infos(store, [ns for ns, _ in events])
+                    if infos:
+                        sink.on_info(infos)
 
     async def _lookups(self, sink: NotifyService) -> None:
         from raftbox.raft.node import NodeError

@@ -39,6 +39,20 @@ UNKNOWN = -1  # the position of a namespace the hub has not heard of
 GONE = -2  # a namespace that does not exist (deleted, or never created)
 
 
+SHARED = "shared:"  # an owner that starts so lists a shared folder's members
+
+
+def may_watch(owner: str | None, account: str) -> bool:
+    """Whether `account` may watch a namespace whose info names `owner`: the owner's account
+    id, or, for a shared folder, "shared:" and its members' ids, separated by spaces (an
+    account id holds no space)."""
+    if owner is None:
+        return False
+    if owner.startswith(SHARED):
+        return account in owner.split(" ")[1:]
+    return owner == account
+
+
 class HubFull(Exception):
     """Past `max_watchers`: shed the load (answer `backoff`)."""
 

@@ -18,14 +18,22 @@ Upstream also answers `request(ns)` with an **info**: the namespace's owner and 
 
 1. the cursor must carry a valid HMAC under the cluster secret (delivered by upstream: read from
    the local MetaStore, or sent in the `hello` of an admin-authenticated stream) — else `reset`;
-2. the owner of its namespace must be the cursor's account, and the namespace must exist — else
-   `reset`. Forged, foreign and deleted-namespace cursors get the same 409 body: nothing tells
-   them apart. An unknown namespace is **parked** until upstream's info arrives (one read);
+2. the owner of its namespace must be the cursor's account (a shared folder's info names all
+   its members: `hub.may_watch`), and the namespace must exist — else `reset`. Forged, foreign
+   and deleted-namespace cursors get the same 409 body: nothing tells them apart. An unknown
+   namespace is **parked** until upstream's info arrives (one read); so is a shared folder whose
+   known members do not include the account (it may have just joined). A root in a meta
+   process re-reads a shared folder's members with each change of it (`LocalFeed`), so a
+   removed member's next long-poll is refused; a leaf learns them when it asks its root;
 3. a cursor still in its listing phase (`resume` set: `continue` has entries to give) or behind
    the namespace's position answers `{"changes": true}` at once;
 4. else the request waits in the hub until the namespace moves past the cursor (`true`), or its
    deadline passes (`false`). Deadline = timeout (30..480 s) plus up to 10 % jitter, so that
    clients that arrived together do not come back together.
+
+A recursive cursor on an account's tree also covers the shared folders mounted in it (its 4th
+element, `raftbox.api.spaces`): the long-poll waits on each of those namespaces too and answers
+for the first that moves (`_longpoll_many`); the push stream subscribes to them all.
 
 `changes` is per namespace: a cursor on a sub-folder wakes for a change anywhere in its
 namespace, and `continue` then returns no entries and a newer cursor (Dropbox allows this; a
@@ -70,7 +78,7 @@ from raftbox.backoff import Backoff
 from raftbox.meta.commands import CursorState
 from raftbox.meta.cursors import CursorInvalid, open_signed_cursor
 
-from .hub import GONE, UNKNOWN, Hub, HubFull, Wake
+from .hub import GONE, SHARED, UNKNOWN, Hub, HubFull, Wake, may_watch
 from .stream import STREAM_PATH, Decide, PushStreams
 
 log = logging.getLogger(__name__)
@@ -134,6 +142,49 @@ class Upstream(Protocol):
 
 class CursorReset(Exception):
     pass
+
+
+MAX_MOUNTS_PER_CURSOR = 1000  # shared folders one long-poll may wait on (a bound, not a limit
+# anyone meets: an account's mounts)
+
+
+class _Fanout:
+    """One long-poll waiting on several namespaces (`NotifyService._longpoll_many`): answered
+    once, by whichever part moves first; then the other parts leave the hub."""
+
+    def __init__(self, svc: NotifyService, waiter: Waiter) -> None:
+        self.svc = svc
+        self.waiter = waiter
+        self.parts: list[_Part] = []
+        self.done = False
+
+    def drop(self) -> None:
+        self.done = True
+        self.svc._fanouts.pop(self.waiter, None)
+        for p in self.parts:
+            self.svc.cancel(p)
+
+    def answer(self, answer: tuple[int, bytes]) -> None:
+        if not self.done:
+            self.drop()
+            self.svc._finish(self.waiter, answer)
+
+    def finished(self, status: int, body: bytes) -> None:
+        if not self.done:  # the hub woke or expired a part (it counted the answer)
+            self.drop()
+            self.waiter.finish(status, body)
+
+
+class _Part:
+    """One namespace of a `_Fanout`: its key in the hub."""
+
+    __slots__ = ("fan",)
+
+    def __init__(self, fan: _Fanout) -> None:
+        self.fan = fan
+
+    def finish(self, status: int, body: bytes) -> None:
+        self.fan.finished(status, body)
 
 
 def parse_longpoll(raw: bytes, min_timeout_s: float) -> tuple[str, float]:
@@ -200,6 +251,7 @@ class NotifyService:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self.stats = dict(longpolls=0, true=0, false=0, reset=0, backoff=0, bad=0)
+        self._fanouts: dict[Hashable, _Fanout] = {}  # long-polls on several namespaces
         self.streams = PushStreams(self)
         self.metrics: Any = None  # wake-ups and fan-out latency (raftbox.ops.metrics)
 
@@ -299,6 +351,7 @@ class NotifyService:
             return
         try:
             account, ns, state = self._open(cursor)
+            mounts = self._mounts(cursor)
         except CursorReset:
             self._finish(waiter, RESET)
             return
@@ -306,13 +359,16 @@ class NotifyService:
         if self.cfg.longpoll_wait_cap_s is not None:
             wait_s = min(wait_s, self.cfg.longpoll_wait_cap_s)
         deadline = self._now() + wait_s * (1 + self.cfg.jitter_fraction * self.rng.random())
+        if mounts:
+            self._longpoll_many(account, ns, state, mounts, waiter, deadline)
+            return
 
         def decide(info: tuple[str | None, int] | None) -> None:
             if info is None:
                 self._finish(waiter, self.backoff_answer)
                 return
             owner, pos = info
-            if pos == GONE or owner is None or owner != account:
+            if pos == GONE or not may_watch(owner, account):
                 self._finish(waiter, RESET)
             elif state.resume is not None or pos > state.position:
                 self._finish(waiter, TRUE)
@@ -325,10 +381,62 @@ class NotifyService:
                 if ready is not None:
                     self._finish(waiter, TRUE)
 
-        self.with_info(ns, waiter, decide)
+        self.with_info(ns, waiter, decide, account)
+
+    def _longpoll_many(
+        self,
+        account: str,
+        ns: int,
+        state: CursorState,
+        mounts: list[tuple[int, int]],
+        waiter: Waiter,
+        deadline: float,
+    ) -> None:
+        """A cursor that covers mounted shared folders (`raftbox.api.spaces`): wait on its
+        namespace and on each mount's, one hub place each (`_Part`), and answer once, when
+        the first moves past its position. A mount this account may no longer watch (left,
+        unshared) answers `true` at once: the client's `continue` drops it."""
+        if len(mounts) > MAX_MOUNTS_PER_CURSOR:
+            self._finish(waiter, self.backoff_answer)
+            return
+        fan = _Fanout(self, waiter)
+        self._fanouts[waiter] = fan
+        seen0 = state.position
+        for n, seen, home in [(ns, seen0, True)] + [(m, p, False) for m, p in mounts]:
+            part = _Part(fan)
+            fan.parts.append(part)
+
+            def decide(info: Any, part=part, n=n, seen=seen, home=home) -> None:
+                if fan.done:
+                    return
+                if info is None:
+                    fan.answer(self.backoff_answer)
+                    return
+                owner, pos = info
+                allowed = pos != GONE and may_watch(owner, account)
+                if home and not allowed:
+                    fan.answer(RESET)
+                elif not allowed or pos > seen or (home and state.resume is not None):
+                    fan.answer(TRUE)
+                else:
+                    try:
+                        ready = self.hub.wait(n, part, seen, deadline)
+                    except HubFull:
+                        fan.answer(self.backoff_answer)
+                        return
+                    if ready is not None:
+                        fan.answer(TRUE)
+
+            self.with_info(n, part, decide, account)
+            if fan.done:
+                break
 
     def cancel(self, waiter: Hashable) -> None:
         """The waiter's client went away."""
+        fan = self._fanouts.pop(waiter, None)
+        if fan is not None:
+            fan.drop()
+            return
         if not self.hub.cancel(waiter):
             ns = self._parked_of.pop(waiter, None)
             if ns is not None:
@@ -349,16 +457,39 @@ class NotifyService:
         except CursorReset:
             return None
 
+    def cursor_mounts(self, cursor: str) -> list[tuple[int, int]]:
+        """(ns, position) of the mounted shared folders a cursor covers ([] if none, or if
+        it is no cursor: `open_cursor` tells that)."""
+        try:
+            return self._mounts(cursor)
+        except CursorReset:
+            return []
+
     def cancel_parked(self, owner: object) -> None:
         """Forget every parked request keyed `(owner, ...)` (a stream that closed)."""
         for key in [k for k in self._parked_of if isinstance(k, tuple) and k[0] is owner]:
             self.cancel(key)
 
+    def _mounts(self, cursor: str) -> list[tuple[int, int]]:
+        """(ns, position) of each mounted shared folder a cursor covers (its optional 4th
+        element, `raftbox.api.spaces`: `[ns, key, position]` each); [] for most cursors."""
+        assert self.secret is not None
+        try:
+            obj = open_signed_cursor(self.secret, cursor)
+            if len(obj) < 4:
+                return []
+            out = [(int(m[0]), int(m[2])) for m in obj[3]]
+        except (CursorInvalid, ValueError, TypeError, IndexError):
+            raise CursorReset() from None
+        return out
+
     def _open(self, cursor: str) -> tuple[str, int, CursorState]:
         assert self.secret is not None
         try:
             obj = open_signed_cursor(self.secret, cursor)
-            account, ns, raw = obj
+            account, ns, raw, *rest = obj
+            if len(rest) > 1:
+                raise ValueError("not a cursor")
             state = msgspec.convert(raw, CursorState)
         except (CursorInvalid, ValueError, TypeError, msgspec.ValidationError):
             raise CursorReset() from None
@@ -378,13 +509,21 @@ class NotifyService:
             self.stats["backoff"] += 1
         waiter.finish(status, body)
 
-    def with_info(self, ns: int, key: Hashable, fn: Decide) -> None:
+    def with_info(self, ns: int, key: Hashable, fn: Decide, account: str | None = None) -> None:
         """Call `fn((owner, position))` once both are known — now, or when upstream answers —
-        or `fn(None)` if upstream cannot answer in time."""
+        or `fn(None)` if upstream cannot answer in time. With `account`: a known owner that
+        does not name it is asked again if it is a shared folder's (its members change: a new
+        member's first long-poll must not be refused on an answer from before it joined)."""
         i = self.hub.info(ns)
         if i is not None and (i.position == GONE or (i.owner is not None and i.position >= 0)):
-            fn((i.owner, i.position))
-            return
+            if (
+                account is None
+                or i.position == GONE
+                or may_watch(i.owner, account)
+                or not str(i.owner).startswith(SHARED)  # a home namespace's owner never changes
+            ):
+                fn((i.owner, i.position))
+                return
         if len(self._parked_of) >= self.cfg.max_parked or (
             ns not in self._asked and len(self._asked) >= self.cfg.max_parked
         ):

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Protocol
 from aiohttp import WSMsgType, web
 
 from . import frames as F
-from .hub import GONE, Hub, HubFull
+from .hub import GONE, Hub, HubFull, may_watch
 
 if TYPE_CHECKING:
     from raftbox.meta.commands import CursorState
@@ -72,7 +72,9 @@ class StreamHost(Protocol):
 
     def open_cursor(self, cursor: str) -> tuple[str, int, CursorState] | None: ...
 
-    def with_info(self, ns: int, key: Hashable, fn: Decide) -> None: ...
+    def cursor_mounts(self, cursor: str) -> list[tuple[int, int]]: ...
+
+    def with_info(self, ns: int, key: Hashable, fn: Decide, account: str | None = None) -> None: ...
 
     def ask(self, ns: int) -> None: ...
 
@@ -264,7 +266,7 @@ class PushStreams:
                     peer.note(F.BackoffAnswer(cursor=idx, backoff=busy))
                     return
                 owner, pos = info
-                if pos == GONE or owner is None or owner != account:
+                if pos == GONE or not may_watch(owner, account):
                     peer.note(F.Reset(cursor=idx))
                     return
                 if ns not in peer.ns and len(peer.ns) >= peer.max_ns:
@@ -280,7 +282,33 @@ class PushStreams:
                 if pos > seen:
                     peer.push(ns, pos)
 
-            self.svc.with_info(ns, (peer, idx), decide)
+            self.svc.with_info(ns, (peer, idx), decide, account)
+            for m_ns, m_seen in self.svc.cursor_mounts(c.cursor)[: peer.max_ns]:
+                self._watch_mount(peer, idx, account, m_ns, m_seen)
+
+    def _watch_mount(self, peer: StreamPeer, idx: int, account: str, ns: int, seen: int) -> None:
+        """A shared folder a watched cursor covers (`raftbox.api.spaces`): its changes are the
+        cursor's too. One the account may no longer watch is skipped: the cursor's own
+        namespace reports the mount point gone, and `continue` drops it."""
+
+        def decide(info) -> None:
+            if peer.closed or info is None:
+                return
+            owner, pos = info
+            if pos == GONE or not may_watch(owner, account):
+                return
+            if ns not in peer.ns and len(peer.ns) >= peer.max_ns:
+                return
+            try:
+                self.svc.hub.subscribe(ns, peer, seen)
+            except HubFull:
+                return
+            peer.ns.add(ns)
+            peer.note(F.Watching(cursor=idx, ns=ns))
+            if pos > seen:
+                peer.push(ns, pos)
+
+        self.svc.with_info(ns, (peer, idx, ns), decide, account)
 
     async def _writer(self, peer: StreamPeer) -> None:
         ws = peer.ws

@@ -15,6 +15,10 @@ Every commit is written ahead in the index (`pending`) and recorded in one trans
 the server answers: a success records both sides as agreeing (and the scan cache entry for the
 content read); a conflict (`update(parent_rev)` or `add` refused) renames the local file aside
 as a conflicted copy, which the next pass uploads while it downloads the server's version.
+A read-only refusal (`no_write_permission`: the file is in a folder shared with this account
+as a viewer) moves the local file to a conflicted copy at the top of the sync folder (the
+account's own space) and forgets the path, so the next pass restores the shared version and
+uploads the copy: the edit is kept, never uploaded into the shared folder; one message.
 Each returns how many files were committed.
 """
 
@@ -51,6 +55,25 @@ class _Prepared:
 
 class Uploads(PassBase):
     """Reading, sending and committing uploads (see the module docstring)."""
+
+    def _read_only_aside(self, rel: str) -> bool:
+        """A file the server refused as read-only (a viewer's edit in a shared folder): move
+        it to a conflicted-copy name at the top of the sync folder — the account's own space,
+        which the next pass uploads — and say so once. Returns whether it was moved (then the
+        caller forgets `rel` in the index, so the next pass downloads the shared version)."""
+        name = rel.rsplit("/", 1)[-1]
+        new = localfs.free_conflict_name(
+            self.root, "/" + name, host=self.host, today=self.today, is_folder=False
+        )
+        try:
+            localfs.rename_noreplace(self.abs(rel), self.abs(new))
+        except FileNotFoundError:
+            return False
+        msg = _read_only_note(rel, new)
+        self.c.conflicts += 1
+        self.c.messages.append(msg)
+        self.progress.message(msg)
+        return True
 
     def _read(self, op: Upload, keep_data: bool) -> _Prepared | None:
         """Cut and hash `op`'s file as it is now (worker thread); None if it changed or went."""
@@ -147,6 +170,9 @@ class Uploads(PassBase):
                 done += 1
             elif tag == "failure" and "conflict" in _tags(res.get("failure")):
                 self._conflict_aside(pr.op.path)  # the next pass uploads it and downloads theirs
+            elif tag == "failure" and "no_write_permission" in _tags(res.get("failure")):
+                if self._read_only_aside(pr.op.path):  # a viewer's edit: kept, but as its own
+                    keys.append(pr.node.key)  # forgotten: the next pass restores the server's
             else:
                 self.c.skipped += 1
                 why = _tags(res.get("failure")) if tag == "failure" else [str(tag)]
@@ -332,6 +358,13 @@ async def _abandon(task: asyncio.Task | None) -> None:
     await asyncio.wait({task})
     if not task.cancelled():
         task.exception()  # retrieved: not reported later as "never retrieved"
+
+
+def _read_only_note(path: str, copy: str) -> str:
+    return (
+        f"read-only: {path!r} is in a folder shared with you as a viewer; your version is "
+        f"kept as {copy!r} and the shared one restored"
+    )
 
 
 def _tags(u: Any) -> list[str]:
