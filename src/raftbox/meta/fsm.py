@@ -42,7 +42,7 @@ from typing import Any
 import msgspec
 
 from ..raft.sessions import Command, SessionExpired
-from . import accounts, clients, gcstate, schema, sessions, snapshot, writes
+from . import accounts, clients, gcstate, quota, schema, sessions, snapshot, writes
 from .commands import (
     SESSION_TTL_MS,
     AddToken,
@@ -67,6 +67,7 @@ from .commands import (
     SessionFinish,
     SessionStart,
     SetDisabled,
+    SetQuota,
     SetStoreMarker,
     decode_command,
 )
@@ -99,6 +100,7 @@ HANDLERS: dict[type, Callable[[ApplyContext, Any], Any]] = {
     RevokeTokens: accounts.revoke_tokens,
     SetDisabled: accounts.set_disabled,
     RemoveAccount: accounts.remove_account,
+    SetQuota: quota.set_quota,
     SetStoreMarker: gcstate.set_store_marker,
     CommitFile: writes.commit,
     CommitBatch: writes.commit_batch,

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from . import accounts, gcstate, paths, rows, sessions
+from . import accounts, gcstate, paths, quota, rows, sessions
 from .commands import (
     AccountInfo,
     BlockRef,
@@ -37,6 +37,7 @@ from .commands import (
     Meta,
     MetaError,
     SessionState,
+    SpaceUsage,
 )
 from .paths import MalformedPath
 from .rows import BLOCKS_DEC, E_COLS, M_COLS, M_FROM, R_COLS, Entry, Fail, Revision, format_ts
@@ -100,6 +101,10 @@ class MetaQueries:
 
     def auth_token(self, token_hash: bytes) -> AccountInfo | None:
         return accounts.auth_token(self._db, token_hash)
+
+    def space_usage(self, account_id: str) -> SpaceUsage | None:
+        """The account's usage and quota (`raftbox.meta.quota`); None if no such account."""
+        return quota.space_usage(self._db, account_id)
 
     # -- blocks and garbage collection -------------------------------------------------------
     def store_marker(self) -> str | None:

@@ -31,6 +31,8 @@ Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
   of the last command that uploaded or referenced them (garbage collection reads both).
 - gc_condemned(block_id, run_id), gc_deleted(block_id, gen, ms), kv "gc_gen", "gc_floor",
   "gc_lease": the garbage collector's replicated half (`raftbox.meta.gcstate`).
+- ns_usage(ns, used_bytes), account_quota(account_id, quota_bytes): space usage kept by
+  triggers on `entries`, and quotas (`raftbox.meta.quota`).
 - upload_sessions, upload_pieces: replicated upload sessions, so any blockserver continues one
   (`raftbox.meta.sessions`).
 - client_sessions, client_results: `raft.sessions.SessionTable`, persisted incrementally.
@@ -140,6 +142,9 @@ def migrate(db: sqlite3.Connection) -> None:
     cols = {r[1] for r in db.execute("PRAGMA table_info(accounts)")}
     if "disabled" not in cols:
         db.execute("ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0")
+    from . import quota  # its tables and triggers, and counters for an older store
+
+    quota.migrate(db)
 
 
 def get_kv(db: sqlite3.Connection, k: str, default: Any = None) -> Any:

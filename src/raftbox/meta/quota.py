@@ -1,0 +1,184 @@
+"""Space usage and quotas: what an account stores, what it may store, and the guard that refuses
+a write past it (`users/get_space_usage`, `raftbox user quota`).
+
+What "used" means (Dropbox's `SpaceUsage.used`): the bytes of the account's CURRENT files —
+the size of the current revision of every live file in the namespaces the account owns
+(`namespaces.owner`). Old revisions and deleted files are not counted (Dropbox does not count
+them either: version history is free), folders weigh nothing, and two files with the same
+content count twice (the quota is about what the user stores, not about the block store, which
+keeps one copy).
+
+The counter (`ns_usage`), replicated state kept by the state machine itself: SQLite triggers on
+`entries` add the size of a file's current revision when a live file row appears (insert, or an
+update of `kind`/`rev`) and take it off when it goes (delete, an update to a folder or to
+"deleted", the row an `INSERT OR REPLACE` replaces — a BEFORE INSERT trigger, since SQLite fires
+no delete trigger for a REPLACE unless `recursive_triggers` is on, which the store never turns
+on). So every write of every command — commit, batches, upload sessions, delete, move, copy,
+restore, account removal, and any command added later — keeps it right without a scan, on every
+replica alike (triggers are deterministic). A namespace's row is made with the namespace (a
+trigger on `namespaces`) and dropped with it. A store made before this module existed gets its
+counters computed once, when opened (`migrate`: the same sum on every replica).
+
+Quotas (`account_quota`): bytes per account; no row means no quota. `SetQuota` sets or clears
+it (the operator: `raftbox/admin/set_quota`); `CreateAccount.quota_bytes` gives a new account
+its quota in the same entry (`raftbox serve|up --default-quota`). With no quota the API reports
+`UNLIMITED_ALLOCATION_BYTES` as the allocation.
+
+The guard (`guarded`): a command that may make an account store more (a commit — upload,
+upload session finish, each item of a commit batch or finish batch —, a copy, a restore) runs
+inside it. If the account has a quota, its usage is read before and after the command; a command
+that grew the usage past the quota fails with the route's `insufficient_space` error and, like
+any failed command, is rolled back by its savepoint: nothing half written. A command that does
+not grow it (a move, a delete, an overwrite with a smaller file) is never refused, so an account
+over its quota (the operator lowered it) can always clean up.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from .commands import SetQuota, SpaceUsage
+from .context import ApplyContext
+from .rows import Fail
+
+UNLIMITED_ALLOCATION_BYTES = 2**50  # 1 PiB: what `allocated` says for an account with no quota
+QUOTA_MAX_BYTES = 2**62  # a quota must fit in SQLite's INTEGER with room for sums
+
+_SIZE_OF_NEW = "COALESCE((SELECT size FROM revisions WHERE ns = NEW.ns AND rev = NEW.rev), 0)"
+_SIZE_OF_OLD = "COALESCE((SELECT size FROM revisions WHERE ns = OLD.ns AND rev = OLD.rev), 0)"
+
+# One statement each (triggers hold semicolons, so no naive split of a script).
+DDL = [
+    "CREATE TABLE IF NOT EXISTS ns_usage ("
+    "ns INTEGER PRIMARY KEY, used_bytes INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS account_quota ("
+    "account_id TEXT PRIMARY KEY, quota_bytes INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS namespaces_owner ON namespaces (owner, ns)",
+    "CREATE TRIGGER IF NOT EXISTS usage_ns_add AFTER INSERT ON namespaces BEGIN "
+    "INSERT OR IGNORE INTO ns_usage (ns, used_bytes) VALUES (NEW.ns, 0); END",
+    "CREATE TRIGGER IF NOT EXISTS usage_ns_drop AFTER DELETE ON namespaces BEGIN "
+    "DELETE FROM ns_usage WHERE ns = OLD.ns; END",
+    "CREATE TRIGGER IF NOT EXISTS usage_quota_drop AFTER DELETE ON accounts BEGIN "
+    "DELETE FROM account_quota WHERE account_id = OLD.account_id; END",
+    # the row an INSERT OR REPLACE is about to replace (no delete trigger fires for it)
+    "CREATE TRIGGER IF NOT EXISTS usage_entry_replaced BEFORE INSERT ON entries BEGIN "
+    "UPDATE ns_usage SET used_bytes = used_bytes - COALESCE(("
+    "SELECT r.size FROM entries e JOIN revisions r ON r.ns = e.ns AND r.rev = e.rev "
+    "WHERE e.ns = NEW.ns AND e.key = NEW.key AND e.kind = 1), 0) WHERE ns = NEW.ns; END",
+    "CREATE TRIGGER IF NOT EXISTS usage_entry_insert AFTER INSERT ON entries "
+    f"WHEN NEW.kind = 1 BEGIN UPDATE ns_usage SET used_bytes = used_bytes + {_SIZE_OF_NEW} "
+    "WHERE ns = NEW.ns; END",
+    "CREATE TRIGGER IF NOT EXISTS usage_entry_update AFTER UPDATE OF kind, rev, ns ON entries "
+    "WHEN OLD.kind = 1 OR NEW.kind = 1 BEGIN "
+    f"UPDATE ns_usage SET used_bytes = used_bytes - {_SIZE_OF_OLD} "
+    "WHERE ns = OLD.ns AND OLD.kind = 1; "
+    f"UPDATE ns_usage SET used_bytes = used_bytes + {_SIZE_OF_NEW} "
+    "WHERE ns = NEW.ns AND NEW.kind = 1; END",
+    "CREATE TRIGGER IF NOT EXISTS usage_entry_delete AFTER DELETE ON entries "
+    f"WHEN OLD.kind = 1 BEGIN UPDATE ns_usage SET used_bytes = used_bytes - {_SIZE_OF_OLD} "
+    "WHERE ns = OLD.ns; END",
+]
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Create the tables and triggers if missing, and compute the counter of every namespace
+    that has none (a store made before this module: one scan, the same on every replica)."""
+    for stmt in DDL:
+        db.execute(stmt)
+    db.execute(
+        "INSERT INTO ns_usage (ns, used_bytes) SELECT n.ns, COALESCE(("
+        "SELECT SUM(r.size) FROM entries e JOIN revisions r ON r.ns = e.ns AND r.rev = e.rev "
+        "WHERE e.ns = n.ns AND e.kind = 1), 0) FROM namespaces n "
+        "WHERE n.ns NOT IN (SELECT ns FROM ns_usage)"
+    )
+
+
+# -- reads ----------------------------------------------------------------------------------
+
+
+def account_used(db: sqlite3.Connection, account_id: str) -> int:
+    """The bytes of the current files of every namespace `account_id` owns."""
+    row = db.execute(
+        "SELECT COALESCE(SUM(u.used_bytes), 0) FROM namespaces n JOIN ns_usage u ON u.ns = n.ns "
+        "WHERE n.owner = ?",
+        (account_id,),
+    ).fetchone()
+    return int(row[0])
+
+
+def account_quota(db: sqlite3.Connection, account_id: str) -> int | None:
+    row = db.execute(
+        "SELECT quota_bytes FROM account_quota WHERE account_id = ?", (account_id,)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def space_usage(db: sqlite3.Connection, account_id: str) -> SpaceUsage | None:
+    """The account's usage and quota; None if there is no such account."""
+    row = db.execute("SELECT email FROM accounts WHERE account_id = ?", (account_id,)).fetchone()
+    if row is None:
+        return None
+    return SpaceUsage(
+        account_id, row[0], account_used(db, account_id), account_quota(db, account_id)
+    )
+
+
+# -- writes ---------------------------------------------------------------------------------
+
+
+def quota_problem(quota_bytes: int | None) -> str | None:
+    """Why `quota_bytes` cannot be a quota, or None (None itself: no quota)."""
+    if quota_bytes is None:
+        return None
+    if isinstance(quota_bytes, bool) or not isinstance(quota_bytes, int):
+        return "a quota is a number of bytes"
+    if not 0 <= quota_bytes <= QUOTA_MAX_BYTES:
+        return f"a quota is between 0 and {QUOTA_MAX_BYTES} bytes"
+    return None
+
+
+def put_quota(db: sqlite3.Connection, account_id: str, quota_bytes: int | None) -> None:
+    if quota_bytes is None:
+        db.execute("DELETE FROM account_quota WHERE account_id = ?", (account_id,))
+    else:
+        db.execute(
+            "INSERT OR REPLACE INTO account_quota (account_id, quota_bytes) VALUES (?, ?)",
+            (account_id, quota_bytes),
+        )
+
+
+def set_quota(ctx: ApplyContext, c: SetQuota) -> SpaceUsage:
+    """`SetQuota`: set (or clear, None) the quota of the account with this email."""
+    why = quota_problem(c.quota_bytes)
+    if why is not None:
+        raise Fail("invalid_command", reason=why)
+    row = ctx.db.execute(
+        "SELECT account_id FROM accounts WHERE email_key = ?", (c.email.strip().casefold(),)
+    ).fetchone()
+    if row is None:
+        raise Fail("account_not_found")
+    put_quota(ctx.db, row[0], c.quota_bytes)
+    usage = space_usage(ctx.db, row[0])
+    assert usage is not None
+    return usage
+
+
+def guarded(ctx: ApplyContext, ns: int, tags: list[str], fn: Callable[[], Any]) -> Any:
+    """Run `fn` (a write into namespace `ns`); fail with `tags` if it grew the owner's usage
+    past the owner's quota (module docstring). The caller's savepoint undoes `fn`'s writes."""
+    row = ctx.db.execute(
+        "SELECT q.account_id, q.quota_bytes FROM namespaces n "
+        "JOIN account_quota q ON q.account_id = n.owner WHERE n.ns = ?",
+        (ns,),
+    ).fetchone()
+    if row is None:  # no such namespace (fn fails on its own) or no quota
+        return fn()
+    owner, quota = row
+    before = account_used(ctx.db, owner)
+    result = fn()
+    after = account_used(ctx.db, owner)
+    if after > before and after > quota:
+        raise Fail(*tags)
+    return result
