@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from . import accounts, gcstate, paths, quota, rows, sessions
+from . import accounts, gcstate, links, paths, quota, rows, search, sessions
 from .commands import (
     AccountInfo,
     BlockRef,
@@ -87,6 +87,7 @@ class MetaQueries:
 
     _db: sqlite3.Connection
     upload_session_ttl_ms: int
+    secret: Callable[[], bytes]
 
     # -- accounts ---------------------------------------------------------------------------
     def list_accounts(self) -> list[tuple[AccountInfo, int]]:
@@ -246,6 +247,20 @@ class MetaQueries:
         if e.kind != FOLDER:
             raise Fail("path", "not_folder")
         return e.key
+
+    def folder_key(self, ns: int, path: str) -> str | MetaError:
+        """The key of the folder "", "/…", "ns:…" or "id:…" names (path/not_found, not_folder)."""
+        return self._query(lambda: self._folder_key(ns, path))
+
+    def temporary_link(
+        self, token: str, now_ms: int
+    ) -> tuple[FileMeta, list[BlockRef]] | MetaError:
+        """The file a temporary link gives at `now_ms`, or why not (`raftbox.meta.links`)."""
+        return links.open_link(self._db, self.secret(), token, now_ms)
+
+    def search(self, ns: int, st: search.SearchState) -> search.SearchPage:
+        """One page of a search by name (`raftbox.meta.search`)."""
+        return search.search_page(self._db, ns, st)
 
     def _check_folder_key(self, ns: int, key: str) -> None:
         if key == "":

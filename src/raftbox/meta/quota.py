@@ -182,3 +182,45 @@ def guarded(ctx: ApplyContext, ns: int, tags: list[str], fn: Callable[[], Any]) 
     if after > before and after > quota:
         raise Fail(*tags)
     return result
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "kib": 2**10,
+    "kb": 10**3,
+    "m": 2**20,
+    "mib": 2**20,
+    "mb": 10**6,
+    "g": 2**30,
+    "gib": 2**30,
+    "gb": 10**9,
+    "t": 2**40,
+    "tib": 2**40,
+    "tb": 10**12,
+    "p": 2**50,
+    "pib": 2**50,
+    "pb": 10**15,
+}
+
+
+def parse_quota(s: str) -> int | None:
+    """A quota as an operator writes it: "none" (no quota), or a number of bytes with an
+    optional unit — K/M/G/T/P and KiB… are powers of 1024, KB/MB/GB/TB/PB powers of 1000
+    (as `dd` reads them); "1.5G" is allowed. `ValueError` says what is wrong."""
+    t = s.strip().lower().replace(" ", "")
+    if t in ("none", "unlimited"):
+        return None
+    num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = t[len(num) :]
+    if unit not in _UNITS or not num:
+        raise ValueError(f"{s!r}: a size like 500M, 10G, 2TB, or none")
+    try:
+        n = float(num) if "." in num else int(num)
+    except ValueError:
+        raise ValueError(f"{s!r}: a size like 500M, 10G, 2TB, or none") from None
+    out = int(n * _UNITS[unit])
+    if why := quota_problem(out):
+        raise ValueError(f"{s!r}: {why}")
+    return out

@@ -1,0 +1,132 @@
+"""Temporary links on the API: `files/get_temporary_link` makes one; `GET /tl/{token}/{name}`
+gives the file to anyone holding it, without an account, for four hours.
+
+- `files/get_temporary_link` (rpc, auth user, a meta member): `{"path": ReadPath}` → Dropbox's
+  `GetTemporaryLinkResult` `{"metadata": FileMetadata, "link": URL}`. Errors are
+  `GetTemporaryLinkError`'s: `path` (LookupError: `not_found`, `not_file` for a folder,
+  `malformed_path`). The URL is on the host the request came to (`Host`; every member and
+  blockserver serves the links, which is what "the content host" is for raftbox):
+  `https://HOST/tl/TOKEN/NAME` — NAME (the file's name, URL-quoted) only makes `curl -O` and
+  browsers save it under its name; it is not checked.
+- `GET /tl/...` (and HEAD; no authentication: the token is the credential, see
+  `raftbox.meta.links` for what it carries and when it stops working): the bytes, with `Range`
+  (206, 416 as for `files/download`). A token that is not this cluster's, or whose file was
+  deleted or changed, is answered 404; an expired one 410 Gone (Dropbox's answer). The answer
+  says `Content-Disposition: attachment` and forbids sniffing and scripts (`nosniff`, a CSP
+  `sandbox`): a user's HTML must never run as a page of this origin, which also serves the
+  API and the web interface. A client address that sent `fail_burst` bad tokens recently is
+  answered 429 before its token is looked at (the API's `FailedAuthLimiter`: a blockserver
+  must ask meta for each token it cannot check).
+
+Every member gives the same answer for a link (the signing key derives from the replicated
+cluster secret); a blockserver asks meta (`MetaClient.query("temporary_link", ...)`), which
+checks the token against its replica after a ReadIndex — so a file deleted a moment ago is
+never served from a link.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import time
+import urllib.parse
+from typing import Any
+
+from aiohttp import web
+
+from raftbox.meta import commands as C
+from raftbox.meta.links import LINK_TTL_MS, TOKEN_MAX_CHARS, make_token
+from raftbox.meta.service import MetaService
+
+from . import wire
+from .args import READ_PATH, ns_path, path_arg, rpc_args
+from .content import ContentRoutes
+from .errors import RateLimited, from_lower, raise_meta
+from .limits import FailedAuthLimiter
+from .metaclient import MetaClient
+from .wire import json_response
+
+log = logging.getLogger(__name__)
+
+LINK_PATH = "/tl/{token}/{name:.*}"
+ROUTE = "files/get_temporary_link"
+
+
+def link_url(request: web.Request, token: str, name: str) -> str:
+    return f"https://{request.host}/tl/{token}/{urllib.parse.quote(name, safe='')}"
+
+
+class LinkRoutes:
+    def __init__(
+        self,
+        mc: MetaClient,
+        content: ContentRoutes,
+        failures: FailedAuthLimiter,
+        meta: MetaService | None = None,
+    ) -> None:
+        self.mc = mc
+        self.content = content
+        self.failures = failures
+        self.meta = meta
+        self.clock_ms = lambda: int(time.time() * 1000)
+
+    def routes(self) -> list[tuple[str, str, Any]]:
+        """The rpc route (on meta members only)."""
+        return [(ROUTE, "user", self.get_temporary_link)]
+
+    def add_to(self, app: web.Application) -> None:
+        """The GET (and HEAD) route that serves the links."""
+        app.router.add_get(LINK_PATH, self.fetch)
+
+    async def get_temporary_link(self, request: web.Request, who: Any) -> web.Response:
+        assert self.meta is not None
+        a = await rpc_args(request, ROUTE)
+        path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
+        ns = who.namespace_id
+        meta, _ = raise_meta(await self.mc.query("file_blocks", ns, path))
+        token = make_token(
+            self.meta.store.secret(), ns, meta.id, meta.rev, self.clock_ms() + LINK_TTL_MS
+        )
+        return json_response(
+            {
+                "metadata": wire.metadata_json(meta, tagged=False),
+                "link": link_url(request, token, meta.name),
+            }
+        )
+
+    async def fetch(self, request: web.Request) -> web.StreamResponse:
+        addr = request.remote or ""
+        try:
+            wait = self.failures.retry_after_s(addr)
+            if wait:
+                raise RateLimited(max(1, int(wait + 0.999)))
+            token = request.match_info["token"]
+            if len(token) > TOKEN_MAX_CHARS:
+                return self._refused(addr, 404, "no such link")
+            r = await self.mc.query("temporary_link", token, self.clock_ms())
+            if isinstance(r, C.MetaError):
+                if r.tags == ["expired"]:
+                    return web.Response(status=410, text="this link has expired")
+                return self._refused(addr, 404, "no such link (or its file changed)")
+            meta, blocks = r
+            ctype = mimetypes.guess_type(meta.name)[0] or "application/octet-stream"
+            headers = {
+                "Content-Type": ctype,
+                "Dropbox-API-Result": "",
+                "Content-Disposition": "attachment; filename*=UTF-8''"
+                + urllib.parse.quote(meta.name, safe=""),
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox; default-src 'none'",
+                "Cache-Control": "private, max-age=0",
+            }
+            return await self.content.send_file(request, meta, blocks, "temporary link", headers)
+        except Exception as e:  # 416 for a bad Range, 503 if meta cannot answer, 429
+            failure = from_lower("temporary link", e)
+            if failure is None:
+                log.exception("temporary link: internal error")
+                return web.Response(status=500, text="internal server error")
+            return failure.response()
+
+    def _refused(self, addr: str, status: int, text: str) -> web.Response:
+        self.failures.failed(addr)
+        return web.Response(status=status, text=text)
