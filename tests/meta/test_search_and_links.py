@@ -184,4 +184,4 @@ def test_forged_tampered_and_foreign_tokens_give_nothing(d, ns):
     from raftbox.meta.cursors import sign_cursor
 
     for token in (tampered, other_secret, sign_cursor(SECRET, cursor), "", "!!", "A" * 10_000):
-        assert d.store.temporary_link(token, d.now_ms) == MetaError(["not_found"]), token[:40]
+        assert d.store.temporary_link(token, d.now_ms) == MetaError(["invalid_token"]), token[:40]

@@ -14,9 +14,11 @@ gives the file to anyone holding it, without an account, for four hours.
   deleted or changed, is answered 404; an expired one 410 Gone (Dropbox's answer). The answer
   says `Content-Disposition: attachment` and forbids sniffing and scripts (`nosniff`, a CSP
   `sandbox`): a user's HTML must never run as a page of this origin, which also serves the
-  API and the web interface. A client address that sent `fail_burst` bad tokens recently is
-  answered 429 before its token is looked at (the API's `FailedAuthLimiter`: a blockserver
-  must ask meta for each token it cannot check).
+  API and the web interface. A meta member checks a token's signature itself (one HMAC: a
+  forgery costs nothing more, and is never rate-limited, so that clients sharing a balancer's
+  address cannot lock each other out); a blockserver, which holds no secret, asks meta, so an
+  address that sent `auth_fail_burst` forged tokens recently is answered 429 there before its
+  token is looked at (the API's `FailedAuthLimiter`, as for bad bearer tokens).
 
 Every member gives the same answer for a link (the signing key derives from the replicated
 cluster secret); a blockserver asks meta (`MetaClient.query("temporary_link", ...)`), which
@@ -35,7 +37,7 @@ from typing import Any
 from aiohttp import web
 
 from raftbox.meta import commands as C
-from raftbox.meta.links import LINK_TTL_MS, TOKEN_MAX_CHARS, make_token
+from raftbox.meta.links import LINK_TTL_MS, TOKEN_MAX_CHARS, make_token, signed_body
 from raftbox.meta.service import MetaService
 
 from . import wire
@@ -97,17 +99,25 @@ class LinkRoutes:
     async def fetch(self, request: web.Request) -> web.StreamResponse:
         addr = request.remote or ""
         try:
-            wait = self.failures.retry_after_s(addr)
-            if wait:
-                raise RateLimited(max(1, int(wait + 0.999)))
             token = request.match_info["token"]
-            if len(token) > TOKEN_MAX_CHARS:
-                return self._refused(addr, 404, "no such link")
+            if self.meta is not None:
+                # A meta member holds the secret: a forgery costs one HMAC, and is not counted
+                # against the address (behind a balancer every client shares one).
+                if signed_body(self.meta.store.secret(), token) is None:
+                    return web.Response(status=404, text="no such link")
+            else:
+                wait = self.failures.retry_after_s(addr)
+                if wait:
+                    raise RateLimited(max(1, int(wait + 0.999)))
+                if len(token) > TOKEN_MAX_CHARS:
+                    return self._refused(addr, 404, "no such link")
             r = await self.mc.query("temporary_link", token, self.clock_ms())
             if isinstance(r, C.MetaError):
                 if r.tags == ["expired"]:
                     return web.Response(status=410, text="this link has expired")
-                return self._refused(addr, 404, "no such link (or its file changed)")
+                if r.tags == ["invalid_token"]:
+                    return self._refused(addr, 404, "no such link")
+                return web.Response(status=404, text="no such link (or its file changed)")
             meta, blocks = r
             ctype = mimetypes.guess_type(meta.name)[0] or "application/octet-stream"
             headers = {
