@@ -63,7 +63,8 @@ DDL = [
     "CREATE TRIGGER IF NOT EXISTS usage_quota_drop AFTER DELETE ON accounts BEGIN "
     "DELETE FROM account_quota WHERE account_id = OLD.account_id; END",
     # the row an INSERT OR REPLACE is about to replace (no delete trigger fires for it)
-    "CREATE TRIGGER IF NOT EXISTS usage_entry_replaced BEFORE INSERT ON entries BEGIN "
+    "CREATE TRIGGER IF NOT EXISTS usage_entry_replaced BEFORE INSERT ON entries "
+    "WHEN EXISTS (SELECT 1 FROM entries WHERE ns = NEW.ns AND key = NEW.key AND kind = 1) BEGIN "
     "UPDATE ns_usage SET used_bytes = used_bytes - COALESCE(("
     "SELECT r.size FROM entries e JOIN revisions r ON r.ns = e.ns AND r.rev = e.rev "
     "WHERE e.ns = NEW.ns AND e.key = NEW.key AND e.kind = 1), 0) WHERE ns = NEW.ns; END",
