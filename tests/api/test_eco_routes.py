@@ -277,6 +277,10 @@ def test_temporary_link_streams_with_ranges_and_follows_the_file(
     assert get(r.link, target.ca).content == body
     dbx.files_upload(b"new", "/dir/renamed.mp4", mode=files.WriteMode.overwrite)
     assert get(r.link, target.ca).status_code == 404
+    # a "rev:" path links that revision, whatever becomes of the file
+    pinned = dbx.files_get_temporary_link(f"rev:{r.metadata.rev}")
+    assert pinned.metadata.rev == r.metadata.rev
+    assert get(pinned.link, target.ca).content == body
     # deleted: gone
     r2 = dbx.files_get_temporary_link("/dir/renamed.mp4")
     assert get(r2.link, target.ca).content == b"new"

@@ -185,3 +185,15 @@ def test_forged_tampered_and_foreign_tokens_give_nothing(d, ns):
 
     for token in (tampered, other_secret, sign_cursor(SECRET, cursor), "", "!!", "A" * 10_000):
         assert d.store.temporary_link(token, d.now_ms) == MetaError(["invalid_token"]), token[:40]
+
+
+def test_a_link_to_a_revision_gives_that_revision(d, ns):
+    first = d.put(ns, "/a.txt", b"v1")
+    d.put(ns, "/a.txt", b"v2", mode="overwrite")
+    token = links.make_token(SECRET, ns, first.id, first.rev, d.now_ms + 60_000, pinned=True)
+    meta, blocks = d.store.temporary_link(token, d.now_ms)
+    assert (meta.rev, blocks) == (first.rev, [block(b"v1")])
+    d.apply(Delete(ns, "/a.txt"))  # the revision is kept: still served
+    assert isinstance(d.store.temporary_link(token, d.now_ms), tuple)
+    wrong = links.make_token(SECRET, ns, "id:other", first.rev, d.now_ms + 60_000, pinned=True)
+    assert d.store.temporary_link(wrong, d.now_ms) == MetaError(["not_found"])

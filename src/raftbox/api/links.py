@@ -4,7 +4,9 @@ gives the file to anyone holding it, without an account, for four hours.
 - `files/get_temporary_link` (rpc, auth user, a meta member): `{"path": ReadPath}` → Dropbox's
   `GetTemporaryLinkResult` `{"metadata": FileMetadata, "link": URL}`. Errors are
   `GetTemporaryLinkError`'s: `path` (LookupError: `not_found`, `not_file` for a folder,
-  `malformed_path`). The URL is on the host the request came to (`Host`; every member and
+  `malformed_path`). A "rev:" path links that revision (served while it is kept, whatever
+  becomes of the file); any other path links the file (module `raftbox.meta.links`). The URL is
+  on the host the request came to (`Host`; every member and
   blockserver serves the links, which is what "the content host" is for raftbox):
   `https://HOST/tl/TOKEN/NAME` — NAME (the file's name, URL-quoted) only makes `curl -O` and
   browsers save it under its name; it is not checked.
@@ -86,8 +88,10 @@ class LinkRoutes:
         path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
         ns = who.namespace_id
         meta, _ = raise_meta(await self.mc.query("file_blocks", ns, path))
+        expires_ms = self.clock_ms() + LINK_TTL_MS
+        pinned = path.startswith("rev:")  # that revision, not the file as it changes
         token = make_token(
-            self.meta.store.secret(), ns, meta.id, meta.rev, self.clock_ms() + LINK_TTL_MS
+            self.meta.store.secret(), ns, meta.id, meta.rev, expires_ms, pinned=pinned
         )
         return json_response(
             {

@@ -3,7 +3,8 @@ the check that decides whether a link still gives its file. Pure but the connect
 clock value it is given.
 
 A token is b64url(HMAC-SHA256(key, body)[:16] + body) (`cursors.sign_cursor`), body = msgpack
-`["tl", ns, file id, rev, expires_ms]`, key = HMAC-SHA256(cluster secret, `KEY_LABEL`): derived
+`[kind, ns, file id, rev, expires_ms]` (kind "tl": the file; "tlr": one revision of it, for a
+link asked for a "rev:" path, served as long as that revision is kept), key = HMAC-SHA256(cluster secret, `KEY_LABEL`): derived
 from the secret held in the replicated state, so every member signs and checks the same links
 (no per-process secret: a link made on one member works on all of them), and a link cannot be
 taken for a cursor or a cursor for a link (another key). Knowing a path, an id or a rev gives
@@ -43,13 +44,16 @@ def _key(secret: bytes) -> bytes:
     return hmac.new(secret, KEY_LABEL, hashlib.sha256).digest()
 
 
-def make_token(secret: bytes, ns: int, id_: str, rev: str, expires_ms: int) -> str:
-    """The token of a link to file `id_` at `rev` in namespace `ns`, valid until `expires_ms`."""
-    return sign_cursor(_key(secret), ["tl", ns, id_, rev, expires_ms])
+def make_token(
+    secret: bytes, ns: int, id_: str, rev: str, expires_ms: int, *, pinned: bool = False
+) -> str:
+    """The token of a link to file `id_` at `rev` in namespace `ns`, valid until `expires_ms`;
+    `pinned`: to that revision itself (a "rev:" path), not to the file."""
+    return sign_cursor(_key(secret), ["tlr" if pinned else "tl", ns, id_, rev, expires_ms])
 
 
 def signed_body(secret: bytes, token: str) -> list | None:
-    """The body of a token this cluster signed (`["tl", ns, id, rev, expires_ms]`), else None:
+    """The body of a token this cluster signed (`[kind, ns, id, rev, expires_ms]`), else None:
     one HMAC, no lookup (a meta member refuses forgeries with this alone)."""
     if not secret or not isinstance(token, str) or len(token) > TOKEN_MAX_CHARS:
         return None
@@ -60,7 +64,7 @@ def signed_body(secret: bytes, token: str) -> list | None:
     if (
         not isinstance(body, list)
         or len(body) != 5
-        or body[0] != "tl"
+        or body[0] not in ("tl", "tlr")
         or not isinstance(body[1], int)
         or not all(isinstance(x, str) for x in body[2:4])
         or not isinstance(body[4], int)
@@ -76,7 +80,7 @@ def open_link(
     body = signed_body(secret, token)
     if body is None:
         return MetaError(["invalid_token"])
-    _, ns, id_, rev, expires_ms = body
+    kind, ns, id_, rev, expires_ms = body
     if now_ms >= expires_ms:
         return MetaError(["expired"])
     owner = db.execute(
@@ -86,6 +90,11 @@ def open_link(
     ).fetchone()
     if owner is None or owner[0]:
         return MetaError(["not_found"])
+    if kind == "tlr":  # a revision: served while it is kept
+        r = rows.revision(db, ns, rev)
+        if r is None or r.id != id_:
+            return MetaError(["not_found"])
+        return rows.rev_meta(r), BLOCKS_DEC.decode(r.blocks)
     e = rows.live_by_id(db, ns, id_)
     if e is None or e.kind != FILE:
         return MetaError(["not_found"])
