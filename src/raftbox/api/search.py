@@ -37,7 +37,8 @@ from .wire import json_response
 QUERY_MAX_CHARS = 1000
 MAX_RESULTS_MAX = 1000
 EXTENSIONS_MAX = 100
-CURSOR_MAX_CHARS = 16 * 1024
+EXTENSION_MAX_CHARS = 64
+CURSOR_MAX_CHARS = 64 * 1024  # the largest search (query, 100 extensions) signs to ~20 KiB
 _CURSOR_KIND = "search"
 
 
@@ -144,6 +145,8 @@ def _extensions(opts: Args) -> list[str] | None:
     out = []
     for x in v:
         e = Args(opts.route, {"e": x}).str("e").strip().lstrip(".")
+        if len(e) > EXTENSION_MAX_CHARS:
+            raise BadInput(opts.route, f"file_extensions: over {EXTENSION_MAX_CHARS} characters")
         out.append(paths.component_key(e))
     return out
 

@@ -8,7 +8,8 @@ them either: version history is free), folders weigh nothing, and two files with
 content count twice (the quota is about what the user stores, not about the block store, which
 keeps one copy).
 
-The counter (`ns_usage`), replicated state kept by the state machine itself: SQLite triggers on
+The counter (`ns_usage`, defined with its triggers in `schema`), replicated state kept by the
+state machine itself: SQLite triggers on
 `entries` add the size of a file's current revision when a live file row appears (insert, or an
 update of `kind`/`rev`) and take it off when it goes (delete, an update to a folder or to
 "deleted", the row an `INSERT OR REPLACE` replaces — a BEFORE INSERT trigger, since SQLite fires
@@ -17,7 +18,7 @@ on). So every write of every command — commit, batches, upload sessions, delet
 restore, account removal, and any command added later — keeps it right without a scan, on every
 replica alike (triggers are deterministic). A namespace's row is made with the namespace (a
 trigger on `namespaces`) and dropped with it. A store made before this module existed gets its
-counters computed once, when opened (`migrate`: the same sum on every replica).
+counters computed once, when opened (`schema.migrate`: the same sum on every replica).
 
 Quotas (`account_quota`): bytes per account; no row means no quota. `SetQuota` sets or clears
 it (the operator: `raftbox/admin/set_quota`); `CreateAccount.quota_bytes` gives a new account
@@ -45,56 +46,6 @@ from .rows import Fail
 
 UNLIMITED_ALLOCATION_BYTES = 2**50  # 1 PiB: what `allocated` says for an account with no quota
 QUOTA_MAX_BYTES = 2**62  # a quota must fit in SQLite's INTEGER with room for sums
-
-_SIZE_OF_NEW = "COALESCE((SELECT size FROM revisions WHERE ns = NEW.ns AND rev = NEW.rev), 0)"
-_SIZE_OF_OLD = "COALESCE((SELECT size FROM revisions WHERE ns = OLD.ns AND rev = OLD.rev), 0)"
-
-# One statement each (triggers hold semicolons, so no naive split of a script).
-DDL = [
-    "CREATE TABLE IF NOT EXISTS ns_usage ("
-    "ns INTEGER PRIMARY KEY, used_bytes INTEGER NOT NULL DEFAULT 0)",
-    "CREATE TABLE IF NOT EXISTS account_quota ("
-    "account_id TEXT PRIMARY KEY, quota_bytes INTEGER NOT NULL) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS namespaces_owner ON namespaces (owner, ns)",
-    "CREATE TRIGGER IF NOT EXISTS usage_ns_add AFTER INSERT ON namespaces BEGIN "
-    "INSERT OR IGNORE INTO ns_usage (ns, used_bytes) VALUES (NEW.ns, 0); END",
-    "CREATE TRIGGER IF NOT EXISTS usage_ns_drop AFTER DELETE ON namespaces BEGIN "
-    "DELETE FROM ns_usage WHERE ns = OLD.ns; END",
-    "CREATE TRIGGER IF NOT EXISTS usage_quota_drop AFTER DELETE ON accounts BEGIN "
-    "DELETE FROM account_quota WHERE account_id = OLD.account_id; END",
-    # the row an INSERT OR REPLACE is about to replace (no delete trigger fires for it)
-    "CREATE TRIGGER IF NOT EXISTS usage_entry_replaced BEFORE INSERT ON entries "
-    "WHEN EXISTS (SELECT 1 FROM entries WHERE ns = NEW.ns AND key = NEW.key AND kind = 1) BEGIN "
-    "UPDATE ns_usage SET used_bytes = used_bytes - COALESCE(("
-    "SELECT r.size FROM entries e JOIN revisions r ON r.ns = e.ns AND r.rev = e.rev "
-    "WHERE e.ns = NEW.ns AND e.key = NEW.key AND e.kind = 1), 0) WHERE ns = NEW.ns; END",
-    "CREATE TRIGGER IF NOT EXISTS usage_entry_insert AFTER INSERT ON entries "
-    f"WHEN NEW.kind = 1 BEGIN UPDATE ns_usage SET used_bytes = used_bytes + {_SIZE_OF_NEW} "
-    "WHERE ns = NEW.ns; END",
-    "CREATE TRIGGER IF NOT EXISTS usage_entry_update AFTER UPDATE OF kind, rev, ns ON entries "
-    "WHEN OLD.kind = 1 OR NEW.kind = 1 BEGIN "
-    f"UPDATE ns_usage SET used_bytes = used_bytes - {_SIZE_OF_OLD} "
-    "WHERE ns = OLD.ns AND OLD.kind = 1; "
-    f"UPDATE ns_usage SET used_bytes = used_bytes + {_SIZE_OF_NEW} "
-    "WHERE ns = NEW.ns AND NEW.kind = 1; END",
-    "CREATE TRIGGER IF NOT EXISTS usage_entry_delete AFTER DELETE ON entries "
-    f"WHEN OLD.kind = 1 BEGIN UPDATE ns_usage SET used_bytes = used_bytes - {_SIZE_OF_OLD} "
-    "WHERE ns = OLD.ns; END",
-]
-
-
-def migrate(db: sqlite3.Connection) -> None:
-    """Create the tables and triggers if missing, and compute the counter of every namespace
-    that has none (a store made before this module: one scan, the same on every replica)."""
-    for stmt in DDL:
-        db.execute(stmt)
-    db.execute(
-        "INSERT INTO ns_usage (ns, used_bytes) SELECT n.ns, COALESCE(("
-        "SELECT SUM(r.size) FROM entries e JOIN revisions r ON r.ns = e.ns AND r.rev = e.rev "
-        "WHERE e.ns = n.ns AND e.kind = 1), 0) FROM namespaces n "
-        "WHERE n.ns NOT IN (SELECT ns FROM ns_usage)"
-    )
-
 
 # -- reads ----------------------------------------------------------------------------------
 
