@@ -1,4 +1,4 @@
-"""Search by name (`raftbox.meta.search`) and temporary link tokens (`raftbox.meta.links`) on a
+"""Search by name (`raftbox.meta.search`) and temporary link tokens (`raftbox.meta.templinks`) on a
 MetaStore: what matches, the bound on one call's work, and when a link stops giving its file."""
 
 import base64
@@ -6,7 +6,8 @@ import base64
 import msgspec
 import pytest
 
-from raftbox.meta import links, search
+from raftbox.meta import search
+from raftbox.meta import templinks as links
 from raftbox.meta.commands import (
     Copy,
     CreateFolder,

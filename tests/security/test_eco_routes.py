@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from raftbox.meta import links
+from raftbox.meta import templinks as links
 
 from .badinput import Server, expect_400, expect_409
 

@@ -69,9 +69,9 @@ from .args import (
 from .content import ContentRoutes, client_gone
 from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, from_lower, raise_meta
 from .limits import FailedAuthLimiter, TokenBucket
-from .links import LinkRoutes
 from .metaclient import LocalMetaClient, MetaClient
 from .search import SearchRoutes
+from .templinks import TempLinkRoutes
 from .usage import UsageRoutes
 from .wire import json_response
 
@@ -141,12 +141,12 @@ class ApiServer:
             }
         self.content = ContentRoutes(self.mc, blocks)
         self.add_routes(self.content.routes())
-        self.links = LinkRoutes(self.mc, self.content, self.auth_failures, meta)  # temporary links
+        self.templinks = TempLinkRoutes(self.mc, self.content, self.auth_failures, meta)
         if meta is not None:
             self.add_routes(AccountRoutes(meta).routes())
             self.add_routes(UsageRoutes(meta).routes())  # space usage and quotas
             self.add_routes(SearchRoutes(meta).routes())  # search by name
-            self.add_routes(self.links.routes())
+            self.add_routes(self.templinks.routes())
 
     def add_routes(self, table: Iterable[tuple[str, str, Handler]]) -> None:
         """Register a route table: (route, auth "user" | "admin" | "none", handler) rows."""
@@ -161,7 +161,7 @@ class ApiServer:
             client_max_size=RPC_BODY_MAX_BYTES, handler_args={"logger": ProtocolLog()}
         )
         app.router.add_post("/2/{route:.+}", self.dispatch)
-        self.links.add_to(app)  # GET /tl/...: temporary links, no account needed
+        self.templinks.add_to(app)  # GET /tl/...: temporary links, no account needed
         return app
 
     # -- dispatch ------------------------------------------------------------------------------

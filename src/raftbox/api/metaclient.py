@@ -11,7 +11,7 @@ A blockserver needs few things from meta, each a higher-level directive in one r
   `blocks/list`), `resolve`, `session`, `sessions` (a list of ids: finish_batch_v2),
   `session_head`, `ns_has_blocks`, `auth_token`, `gc_generation` (that one may be stale: see
   `raftbox.gc`), `store_marker` (the block store marker a blockserver checks at start),
-  `temporary_link` (the file a temporary link gives: `raftbox.api.links`). A batch query is
+  `temporary_link` (the file a temporary link gives: `raftbox.api.templinks`). A batch query is
   one read: every answer from the same state;
 - `write(cmd)`: one state machine command of the whitelist `WRITES` (commits, upload sessions,
   `RecordUpload`), with exactly-once semantics across retries and failovers.
@@ -87,7 +87,7 @@ QUERIES: dict[str, tuple[Callable[..., Any], Any]] = {
     "auth_token": (lambda s, h: s.auth_token(bytes(h)), C.AccountInfo | None),
     "gc_generation": (lambda s: s.gc_generation(), int),
     "store_marker": (lambda s: s.store_marker(), str | None),
-    "temporary_link": (  # raftbox.api.links
+    "temporary_link": (  # raftbox.api.templinks
         lambda s, token, now_ms: s.temporary_link(str(token), int(now_ms)),
         tuple[C.FileMeta, list[C.BlockRef]] | C.MetaError,
     ),

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from . import accounts, gcstate, links, paths, quota, rows, search, sessions
+from . import accounts, gcstate, paths, quota, rows, search, sessions, templinks
 from .commands import (
     AccountInfo,
     BlockRef,
@@ -255,8 +255,8 @@ class MetaQueries:
     def temporary_link(
         self, token: str, now_ms: int
     ) -> tuple[FileMeta, list[BlockRef]] | MetaError:
-        """The file a temporary link gives at `now_ms`, or why not (`raftbox.meta.links`)."""
-        return links.open_link(self._db, self.secret(), token, now_ms)
+        """The file a temporary link gives at `now_ms`, or why not (`raftbox.meta.templinks`)."""
+        return templinks.open_link(self._db, self.secret(), token, now_ms)
 
     def search(self, ns: int, st: search.SearchState) -> search.SearchPage:
         """One page of a search by name (`raftbox.meta.search`)."""

@@ -5,13 +5,13 @@ gives the file to anyone holding it, without an account, for four hours.
   `GetTemporaryLinkResult` `{"metadata": FileMetadata, "link": URL}`. Errors are
   `GetTemporaryLinkError`'s: `path` (LookupError: `not_found`, `not_file` for a folder,
   `malformed_path`). A "rev:" path links that revision (served while it is kept, whatever
-  becomes of the file); any other path links the file (module `raftbox.meta.links`). The URL is
+  becomes of the file); any other path links the file (module `raftbox.meta.templinks`). The URL is
   on the host the request came to (`Host`; every member and
   blockserver serves the links, which is what "the content host" is for raftbox):
   `https://HOST/tl/TOKEN/NAME` — NAME (the file's name, URL-quoted) only makes `curl -O` and
   browsers save it under its name; it is not checked.
 - `GET /tl/...` (and HEAD; no authentication: the token is the credential, see
-  `raftbox.meta.links` for what it carries and when it stops working): the bytes, with `Range`
+  `raftbox.meta.templinks` for what it carries and when it stops working): the bytes, with `Range`
   (206, 416 as for `files/download`). A token that is not this cluster's, or whose file was
   deleted or changed, is answered 404; an expired one 410 Gone (Dropbox's answer). The answer
   says `Content-Disposition: attachment` and forbids sniffing and scripts (`nosniff`, a CSP
@@ -39,8 +39,8 @@ from typing import Any
 from aiohttp import web
 
 from raftbox.meta import commands as C
-from raftbox.meta.links import LINK_TTL_MS, TOKEN_MAX_CHARS, make_token, signed_body
 from raftbox.meta.service import MetaService
+from raftbox.meta.templinks import LINK_TTL_MS, TOKEN_MAX_CHARS, make_token, signed_body
 
 from . import wire
 from .args import READ_PATH, ns_path, path_arg, rpc_args
@@ -60,7 +60,7 @@ def link_url(request: web.Request, token: str, name: str) -> str:
     return f"https://{request.host}/tl/{token}/{urllib.parse.quote(name, safe='')}"
 
 
-class LinkRoutes:
+class TempLinkRoutes:
     def __init__(
         self,
         mc: MetaClient,
