@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 
 
@@ -108,6 +109,14 @@ def _access_log_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--access-log-file", help="append the access log here (default: stderr)")
 
 
+def _link_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(  # shared links (raftbox.api.links)
+        "--public-url",
+        help="https://HOST[:PORT] that shared link URLs start with (default: the Host the "
+        "request that made the link came in on; set it behind a proxy that rewrites Host)",
+    )
+
+
 def _server_flags(p: argparse.ArgumentParser) -> None:
     """How an admin command finds a running server (as `raftbox user add`)."""
     p.add_argument("--data", help="a local data dir (uses the admin token found there)")
@@ -191,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--tls-cert", help="the public certificate (PEM; default: a CA made in DATA)")
     up.add_argument("--tls-key", help="its private key (PEM)")
     _http_limit_flags(up)
+    _link_flags(up)
 
     sv = sub.add_parser("serve", help="run one member of a raftbox cluster")
     sv.add_argument(
@@ -223,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     _access_log_flags(sv)
     _quota_flags(sv)
     _http_limit_flags(sv)
+    _link_flags(sv)
     sv.add_argument("--tls-cert")
     sv.add_argument("--tls-key")
     sv.add_argument("--admin-token", help="default: $RAFTBOX_ADMIN_TOKEN, else DATA/admin.token")
@@ -331,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
             access_log_file=args.access_log_file,
             max_connections=args.max_connections,
             default_quota_bytes=args.default_quota,
+            public_url=args.public_url,
         )
+        if args.public_url and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", args.public_url):
+            parser.error(f"--public-url: {args.public_url!r} is not an http(s):// URL")
         try:
             settings["http"] = _http_limits(args)
         except ValueError as e:

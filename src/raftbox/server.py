@@ -126,6 +126,7 @@ class ServeConfig:
     # one line per request: plain, json or off; to stderr, or to access_log_file
     access_log: str = "plain"
     access_log_file: str | None = None
+    public_url: str | None = None  # where shared link URLs point (None: the request's Host)
     store_marker_wait_s: float = 30.0  # how long a process waits for the cluster's store marker
     default_quota_bytes: int | None = None  # quota of accounts made here (None: none)
 
@@ -333,6 +334,7 @@ class Server:
         self.blocks = blocks = cfg.block_service(lambda: mc.believed_gc_generation)
         await self._check_store(self._read_marker_local, self._record_marker)
         api = ApiServer(self.meta, blocks, self.admin_token, metaclient=mc)
+        api.links.set_public_url(cfg.public_url)  # shared links' URLs (raftbox.api.links)
         api.add_routes(NativeRoutes(mc, blocks).routes())
         internal = InternalRoutes(self.meta)
         api.add_route("raftbox/internal/query", "admin", internal.query)

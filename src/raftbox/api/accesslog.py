@@ -6,7 +6,11 @@ the query string, which may hold an `arg`), the status,
 the bytes read from the request body and the bytes of the response body (of a stream without a
 length, such as the push stream, all it wrote, headers included), the milliseconds spent,
 and the account id once the request authenticated (`-` before: a refused token, an admin or
-internal call, a long-poll). Never a header: no token, no `Dropbox-API-Arg`, no cookie.
+internal call, a long-poll). Never a header: no token, no `Dropbox-API-Arg`, no cookie; and
+never a shared link's token, which is in its path: `/s/<token>/<name>` is logged as
+`/s/h:<the first 12 hex digits of the token's hash>` (what `raftbox.meta.links` stores, so an
+operator can still tell which link was fetched), and a temporary link's `/tl/<token>/<name>`
+likewise as `/tl/h:<…>`.
 
     2026-12-07T08:40:00.123Z 127.0.0.1 POST /2/files/upload 200 in=1024 out=412 ms=12.3 account=dbid:AAB…
 
@@ -35,6 +39,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+
+from raftbox.meta.links import link_token_hash
 
 ACCOUNT_KEY = web.RequestKey("raftbox.account_id", str)  # set by the API's authentication
 FORMATS = ("plain", "json", "off")
@@ -88,7 +94,7 @@ def line(fmt: str, request: web.Request, status: int, bytes_out: int, ms: float)
     except AttributeError:
         bytes_in = 0
     remote = request.remote or "-"
-    route = request.rel_url.raw_path  # as sent (percent-encoded: no spaces), no query string
+    route = _no_link_token(request.rel_url.raw_path)  # as sent (percent-encoded), no query
     if fmt == "json":
         return json.dumps(
             {
@@ -108,6 +114,17 @@ def line(fmt: str, request: web.Request, status: int, bytes_out: int, ms: float)
         f"{stamp} {remote} {request.method} {route} {status} in={bytes_in} "
         f"out={bytes_out} ms={ms:.1f} account={account or '-'}"
     )
+
+
+def _no_link_token(path: str) -> str:
+    """A shared link's path with its token replaced by a prefix of the token's hash."""
+    if path.startswith("/tl/"):  # a temporary link (raftbox.api.templinks): the same rule
+        token = path[4:].split("/", 1)[0]
+        return "/tl/h:" + link_token_hash(token).hex()[:12]
+    if not path.startswith("/s/"):
+        return path
+    token = path[3:].split("/", 1)[0]
+    return "/s/h:" + link_token_hash(token).hex()[:12]
 
 
 def middleware(fmt: str) -> Any:

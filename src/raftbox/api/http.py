@@ -69,6 +69,7 @@ from .args import (
 from .content import ContentRoutes, client_gone
 from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, from_lower, raise_meta
 from .limits import FailedAuthLimiter, TokenBucket
+from .links import LinkRoutes
 from .metaclient import LocalMetaClient, MetaClient
 from .search import SearchRoutes
 from .templinks import TempLinkRoutes
@@ -147,6 +148,10 @@ class ApiServer:
             self.add_routes(UsageRoutes(meta).routes())  # space usage and quotas
             self.add_routes(SearchRoutes(meta).routes())  # search by name
             self.add_routes(self.templinks.routes())
+        self.links = LinkRoutes(meta, blocks, admin_token) if meta is not None else None
+        if self.links is not None:  # shared links: the sharing/*link* routes and /s/ pages
+            self.add_routes(self.links.routes())
+            self.templinks.origin = self.links.origin  # temporary links: the same origin rule
 
     def add_routes(self, table: Iterable[tuple[str, str, Handler]]) -> None:
         """Register a route table: (route, auth "user" | "admin" | "none", handler) rows."""
@@ -162,6 +167,8 @@ class ApiServer:
         )
         app.router.add_post("/2/{route:.+}", self.dispatch)
         self.templinks.add_to(app)  # GET /tl/...: temporary links, no account needed
+        if self.links is not None:
+            self.links.add_public_routes(app)
         return app
 
     # -- dispatch ------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ gives the file to anyone holding it, without an account, for four hours.
   `GetTemporaryLinkResult` `{"metadata": FileMetadata, "link": URL}`. Errors are
   `GetTemporaryLinkError`'s: `path` (LookupError: `not_found`, `not_file` for a folder,
   `malformed_path`). A "rev:" path links that revision (served while it is kept, whatever
-  becomes of the file); any other path links the file (module `raftbox.meta.templinks`). The URL is
-  on the host the request came to (`Host`; every member and
-  blockserver serves the links, which is what "the content host" is for raftbox):
+  becomes of the file); any other path links the file (module `raftbox.meta.templinks`). The
+  URL starts as a shared link's does (`serve|up --public-url`, else the request's Host: every
+  member and blockserver serves the links, which is what "the content host" is for raftbox):
   `https://HOST/tl/TOKEN/NAME` — NAME (the file's name, URL-quoted) only makes `curl -O` and
   browsers save it under its name; it is not checked.
 - `GET /tl/...` (and HEAD; no authentication: the token is the credential, see
@@ -34,6 +34,7 @@ import logging
 import mimetypes
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -56,8 +57,10 @@ LINK_PATH = "/tl/{token}/{name:.*}"
 ROUTE = "files/get_temporary_link"
 
 
-def link_url(request: web.Request, token: str, name: str) -> str:
-    return f"https://{request.host}/tl/{token}/{urllib.parse.quote(name, safe='')}"
+def request_origin(request: web.Request) -> str:
+    """`https://` + the request's Host (a block-only process makes no links; a meta member
+    uses the shared links' origin instead: `--public-url`, else a checked Host)."""
+    return f"https://{request.host}"
 
 
 class TempLinkRoutes:
@@ -73,6 +76,7 @@ class TempLinkRoutes:
         self.failures = failures
         self.meta = meta
         self.clock_ms = lambda: int(time.time() * 1000)
+        self.origin: Callable[[web.Request], str] = request_origin  # where link URLs point
 
     def routes(self) -> list[tuple[str, str, Any]]:
         """The rpc route (on meta members only)."""
@@ -96,7 +100,8 @@ class TempLinkRoutes:
         return json_response(
             {
                 "metadata": wire.metadata_json(meta, tagged=False),
-                "link": link_url(request, token, meta.name),
+                "link": f"{self.origin(request)}/tl/{token}/"
+                + urllib.parse.quote(meta.name, safe=""),
             }
         )
 

@@ -14,11 +14,12 @@ import sys
 import time
 from typing import Any
 
-from . import synccmd
+from . import linkcmd, synccmd
 from .api import Api, ApiError
 from .config import Config, ConfigError, load, save
 
 COMMANDS = ("login", "ls", "put", "get", "rm", "mv", "revs", "restore", *synccmd.COMMANDS)
+COMMANDS += linkcmd.COMMANDS
 
 
 def add_parsers(sub: Any) -> None:
@@ -52,6 +53,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("path")
     p.add_argument("rev")
     synccmd.add_parsers(sub, _command)
+    linkcmd.add_parsers(sub, _command)
 
 
 def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
@@ -83,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
             return _login(args)
         cfg = load(args.config)
         with Api(cfg) as api:
+            if args.command in linkcmd.COMMANDS:
+                return linkcmd.run(args, api)
             return _COMMANDS[args.command](api, args)
     except (ApiError, ConfigError) as e:
         return _fail(str(e))

@@ -139,6 +139,7 @@ def remove_account(ctx: ApplyContext, c: RemoveAccount) -> AccountInfo:
     for table in ("upload_sessions", "ns_blocks", "journal", "revisions", "entries"):
         db.execute(f"DELETE FROM {table} WHERE ns = ?", (ns,))
     db.execute("DELETE FROM namespaces WHERE ns = ?", (ns,))
+    db.execute("DELETE FROM shared_links WHERE owner = ?", (acct.account_id,))
     ctx.known_ns.discard(ns)
     return acct
 

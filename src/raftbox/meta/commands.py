@@ -28,6 +28,9 @@ exception:
 | RecordUpload    | None                                              |
 | GcCondemn       | GcResult (the ids condemned, adopted)             |
 | GcRelease       | GcResult (the new GC generation)                  |
+| CreateLink      | LinkInfo (or error shared_link_already_exists)    |
+| ModifyLink      | LinkInfo (as it is now)                           |
+| RevokeLink      | LinkInfo (as it was)                              |
 
 and any of them may answer `MetaError` instead: `tags` is the Dropbox error path, outer tag first
 (`["path", "conflict", "file"]` → `error_summary` "path/conflict/file/"), `extra` holds the fields
@@ -351,6 +354,40 @@ class GcRelease(_Cmd, tag="gc_release"):
     done: bool = False
 
 
+class CreateLink(_Cmd, tag="link_create"):
+    """A shared link to the file or folder `target_id` of namespace `ns`, owned by `owner`
+    (`raftbox.meta.links`). Only the token's SHA-256, the nonce it derives from (with a key
+    no store holds) and the password's argon2 hash travel."""
+
+    token_hash: bytes
+    nonce: bytes
+    owner: str
+    ns: int
+    target_id: str
+    password_hash: str | None = None  # None: public
+    expires_ms: int | None = None  # None: never
+    allow_download: bool = True
+
+
+class ModifyLink(_Cmd, tag="link_modify"):
+    """Change a link's settings; a field left None is kept (`remove_expiration`: no expiry;
+    `password_hash` "" makes it public again)."""
+
+    token_hash: bytes
+    owner: str
+    password_hash: str | None = None
+    expires_ms: int | None = None
+    remove_expiration: bool = False
+    allow_download: bool | None = None
+
+
+class RevokeLink(_Cmd, tag="link_revoke"):
+    """Revoke a link: from the moment this returns no member serves it."""
+
+    token_hash: bytes
+    owner: str
+
+
 MetaCommand = (
     InitCluster
     | CreateAccount
@@ -375,6 +412,9 @@ MetaCommand = (
     | RecordUpload
     | GcCondemn
     | GcRelease
+    | CreateLink
+    | ModifyLink
+    | RevokeLink
 )
 
 _encoder = msgspec.msgpack.Encoder()
@@ -482,6 +522,21 @@ class Count(_Res, tag="count"):
     n: int = 0
 
 
+class LinkInfo(_Res, tag="link"):
+    """A shared link as stored (`raftbox.meta.links`): never the token, only its hash."""
+
+    token_hash: bytes
+    nonce: bytes
+    owner: str
+    ns: int
+    target_id: str
+    password_hash: str | None
+    expires_ms: int | None
+    allow_download: bool
+    created_ms: int
+    revoked_ms: int | None = None
+
+
 Result = (
     FileMeta
     | FolderMeta
@@ -491,6 +546,7 @@ Result = (
     | GcResult
     | Count
     | SpaceUsage
+    | LinkInfo
     | list[FileMeta | MetaError]
     | bool
     | None

@@ -42,7 +42,8 @@ from typing import Any
 import msgspec
 
 from ..raft.sessions import Command, SessionExpired
-from . import accounts, clients, gcstate, quota, schema, sessions, snapshot, writes
+from . import accounts, clients, gcstate, links, quota, schema, sessions, snapshot, writes
+from . import commands as C
 from .commands import (
     SESSION_TTL_MS,
     AddToken,
@@ -116,6 +117,9 @@ HANDLERS: dict[type, Callable[[ApplyContext, Any], Any]] = {
     RecordUpload: gcstate.record_upload,
     GcCondemn: gcstate.gc_condemn,
     GcRelease: gcstate.gc_release,
+    C.CreateLink: links.create_link,
+    C.ModifyLink: links.modify_link,
+    C.RevokeLink: links.revoke_link,
 }
 
 

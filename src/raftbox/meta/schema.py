@@ -37,6 +37,8 @@ Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
 - upload_sessions, upload_pieces: replicated upload sessions, so any blockserver continues one
   (`raftbox.meta.sessions`).
 - client_sessions, client_results: `raft.sessions.SessionTable`, persisted incrementally.
+- shared_links(token_hash, nonce, owner, ns, target_id, password_hash, expires_ms, allow_download,
+  created_ms, revoked_ms): shared links, token hashes only (`raftbox.meta.links`).
 
 Schema changes: a store made by an older version is brought up to date when opened or restored
 from a snapshot (`migrate`: columns added with the value every old row means — `ns_blocks`
@@ -159,6 +161,13 @@ CREATE TABLE IF NOT EXISTS client_results (
   client_id INTEGER NOT NULL, seq INTEGER NOT NULL, result BLOB NOT NULL,
   PRIMARY KEY (client_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shared_links (
+  token_hash BLOB PRIMARY KEY, nonce BLOB NOT NULL, owner TEXT NOT NULL, ns INTEGER NOT NULL,
+  target_id TEXT NOT NULL, password_hash TEXT, expires_ms INTEGER,
+  allow_download INTEGER NOT NULL DEFAULT 1, created_ms INTEGER NOT NULL, revoked_ms INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS shared_links_owner ON shared_links (owner, token_hash);
+CREATE INDEX IF NOT EXISTS shared_links_target ON shared_links (ns, target_id);
 """
 
 

@@ -165,6 +165,15 @@ class MetaService:
             and core.log.applied >= core.log.committed
         )
 
+    async def read_current(self, fn: Callable[[MetaStore], Any]) -> Any:
+        """`fn(store)` on a replica that holds every command that returned before the call, at
+        the cost of a token check (`auth`): nothing on a current leader, else a ReadIndex round
+        shared with the calls that arrive with it. Shared links use it: a link revoked on any
+        member is gone for the next fetch on every member."""
+        if not self._replica_is_current():
+            await self._auth_rounds.wait()
+        return fn(self.store)
+
     def auth_known(self, token: str, h: bytes | None = None) -> Any | None:
         """The account of `token` as this member's replica has it now, with no round trip, or
         None — which does not mean the token is bad. (Used only to let known users through
