@@ -10,9 +10,8 @@ import sqlite3
 
 import pytest
 
-from raftbox.meta import templinks as links
-
 from api import procs
+from raftbox.meta import templinks as links
 
 from .badinput import Server, expect_400, expect_409
 
