@@ -328,6 +328,47 @@ def test_temporary_links_through_nginx_and_blockservers(fleet, tails_on_failure)
     assert int(requests.get(f"http://{a}/tl/x/x", timeout=30).headers["Retry-After"]) >= 1
 
 
+def test_finish_batch_v1_job_through_one_blockserver_checked_on_the_other(fleet, tails_on_failure):
+    """The async finish_batch (v1) through a blockserver: the job runs on the meta group (its
+    `RunJob` passes the internal write whitelist) and its check is answered by any blockserver;
+    a thumbnail is served by a blockserver too."""
+    import io
+
+    from PIL import Image
+
+    _acct, token = procs.create_account_http(
+        fleet.member.hostport, fleet.cluster.ca, fleet.cluster.admin_token, "job-bs@example.test"
+    )
+    a, b = fleet.bs_hostports
+    img = io.BytesIO()
+    Image.new("RGB", (200, 100), (9, 9, 9)).save(img, "PNG")
+    r = _plain(a, "files/upload_session/start", token, {"close": True}, img.getvalue())
+    assert r.status_code == 200, r.text
+    sid = r.json()["session_id"]
+    entries = [
+        {
+            "cursor": {"session_id": sid, "offset": len(img.getvalue())},
+            "commit": {"path": "/j/i.png"},
+        },
+        {"cursor": {"session_id": "no-such-session", "offset": 0}, "commit": {"path": "/j/x"}},
+    ]
+    auth = {"Authorization": f"Bearer {token}"}
+    r = requests.post(f"http://{a}/2/files/upload_session/finish_batch",
+                      json={"entries": entries}, headers=auth, timeout=60)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()[".tag"] == "async_job_id"
+    r = requests.post(f"http://{b}/2/files/upload_session/finish_batch/check",
+                      json={"async_job_id": r.json()["async_job_id"]}, headers=auth, timeout=60)  # fmt: skip
+    assert r.status_code == 200, r.text
+    done, missing = r.json()["entries"]
+    assert r.json()[".tag"] == "complete" and done["path_display"] == "/j/i.png"
+    assert missing["failure"] == {".tag": "lookup_failed", "lookup_failed": {".tag": "not_found"}}
+    r = _plain(b, "files/get_thumbnail_v2", token,
+               {"resource": {".tag": "path", "path": "/j/i.png"}, "format": "png"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert Image.open(io.BytesIO(r.content)).size == (64, 32)
+
+
 def test_blockserver_refuses_to_start_without_meta(tmp_path):
     r = subprocess.run(
         [procs.RAFTBOX, "serve", "--roles", "block", "--data", str(tmp_path),

@@ -1,5 +1,7 @@
 """The content routes of the Dropbox API: `files/upload`, `files/download` and the upload
-sessions (`start`, `append_v2`, `finish`, `finish_batch_v2`) — the routes a blockserver serves.
+sessions (`start`, `append_v2`, `finish`, `finish_batch_v2`, and `finish_batch` v1 with its
+`finish_batch/check`: the same batch as an async job, `raftbox.api.batch`) — the routes a
+blockserver serves.
 
 `ContentRoutes(mc, blocks)` streams bodies into and out of content-addressed blocks
 (`BlockService`) and reaches meta only through a `MetaClient` (`metaclient.py`): the
@@ -54,6 +56,7 @@ from .args import (
     rpc_args,
     write_mode,
 )
+from .batch import async_job_id, job_result, launch_job, whole_batch
 from .errors import ApiError, BadInput, Unavailable, raise_meta
 from .metaclient import MetaClient
 from .wire import json_response
@@ -79,6 +82,8 @@ class ContentRoutes:
             ("files/upload_session/append_v2", "user", self.session_append),
             ("files/upload_session/finish", "user", self.session_finish),
             ("files/upload_session/finish_batch_v2", "user", self.session_finish_batch),
+            ("files/upload_session/finish_batch", "user", self.session_finish_batch_v1),
+            ("files/upload_session/finish_batch/check", "user", self.finish_batch_check),
         ]
 
     # -- content -------------------------------------------------------------------------------
@@ -334,6 +339,31 @@ class ContentRoutes:
 
     async def session_finish_batch(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/upload_session/finish_batch_v2")
+        results, cmds = await self._finish_batch_parts(a, who)
+        if cmds:
+            done = iter(raise_meta(await mwrite(self.mc, C.FinishBatch(cmds))))
+            results = [next(done) if r is None else r for r in results]
+        return json_response({"entries": _finish_entries(results)})
+
+    async def session_finish_batch_v1(self, request: web.Request, who: Any) -> web.Response:
+        """`finish_batch` (v1): the same batch as `finish_batch_v2`, run as an async job
+        (`raftbox.api.batch`, `raftbox.meta.jobs`): answers `async_job_id` at once, as Dropbox
+        does; `finish_batch/check` answers the entries."""
+        a = await rpc_args(request, "files/upload_session/finish_batch")
+        refused, cmds = await self._finish_batch_parts(a, who)
+        jid = await launch_job(self.mc, who, "finish_batch", C.FinishBatch(cmds), refused)
+        return json_response({".tag": "async_job_id", "async_job_id": jid})
+
+    async def finish_batch_check(self, request: web.Request, who: Any) -> web.Response:
+        a = await rpc_args(request, "files/upload_session/finish_batch/check")
+        results = await job_result(self.mc, who, "finish_batch", async_job_id(a))
+        return json_response({".tag": "complete", "entries": _finish_entries(whole_batch(results))})
+
+    async def _finish_batch_parts(
+        self, a: Args, who: Any
+    ) -> tuple[list[C.MetaError | None], list[C.SessionFinish]]:
+        """A finish batch's entries: (one slot per entry — its error, or None for the next
+        command —, the `SessionFinish` commands), every argument checked first (`BadInput`)."""
         entries = a.obj.get("entries")
         if not isinstance(entries, list):
             raise BadInput(a.route, "entries: expected a list")
@@ -349,16 +379,18 @@ class ContentRoutes:
                 cmds.append(r)
                 r = None  # filled in from the batch's answer below
             results.append(r)
-        if cmds:
-            done = iter(raise_meta(await mwrite(self.mc, C.FinishBatch(cmds))))
-            results = [next(done) if r is None else r for r in results]
-        out = []
-        for r in results:
-            if isinstance(r, C.MetaError):
-                out.append({".tag": "failure", "failure": wire.union(r.tags, r.extra)})
-            else:
-                out.append({".tag": "success", **wire.metadata_json(r, tagged=False)})
-        return json_response({"entries": out})
+        return results, cmds
+
+
+def _finish_entries(results: list[Any]) -> list[dict]:
+    """`UploadSessionFinishBatchResultEntry` of each result."""
+    out = []
+    for r in results:
+        if isinstance(r, C.MetaError):
+            out.append({".tag": "failure", "failure": wire.union(r.tags, r.extra)})
+        else:
+            out.append({".tag": "success", **wire.metadata_json(r, tagged=False)})
+    return out
 
 
 def commit_info(

@@ -66,6 +66,7 @@ from .args import (
     resolve_write_path,
     rpc_args,
 )
+from .batch import BatchRoutes
 from .content import ContentRoutes, client_gone
 from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, from_lower, raise_meta
 from .limits import FailedAuthLimiter, TokenBucket
@@ -73,6 +74,7 @@ from .links import LinkRoutes
 from .metaclient import LocalMetaClient, MetaClient
 from .search import SearchRoutes
 from .templinks import TempLinkRoutes
+from .thumbnails import ThumbnailRoutes
 from .usage import UsageRoutes
 from .wire import json_response
 
@@ -142,9 +144,11 @@ class ApiServer:
             }
         self.content = ContentRoutes(self.mc, blocks)
         self.add_routes(self.content.routes())
+        self.add_routes(ThumbnailRoutes(self.mc, blocks).routes())
         self.templinks = TempLinkRoutes(self.mc, self.content, self.auth_failures, meta)
         if meta is not None:
             self.add_routes(AccountRoutes(meta).routes())
+            self.add_routes(BatchRoutes(self.mc).routes())
             self.add_routes(UsageRoutes(meta).routes())  # space usage and quotas
             self.add_routes(SearchRoutes(meta).routes())  # search by name
             self.add_routes(self.templinks.routes())

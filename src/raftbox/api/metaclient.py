@@ -9,12 +9,14 @@ A blockserver needs few things from meta, each a higher-level directive in one r
 - `query(name, *args)`: one of the named read-only queries in `QUERIES`, answered after a
   ReadIndex (linearizable): `file_blocks`, `file_blocks_many` (a list of paths: native batch
   `blocks/list`), `resolve`, `session`, `sessions` (a list of ids: finish_batch_v2),
-  `session_head`, `ns_has_blocks`, `auth_token`, `gc_generation` (that one may be stale: see
+  `session_head`, `ns_has_blocks`, `auth_token`, `job` (an async job's kept result:
+  `upload_session/finish_batch/check`), `gc_generation` (that one may be stale: see
   `raftbox.gc`), `store_marker` (the block store marker a blockserver checks at start),
   `temporary_link` (the file a temporary link gives: `raftbox.api.templinks`). A batch query is
   one read: every answer from the same state;
 - `write(cmd)`: one state machine command of the whitelist `WRITES` (commits, upload sessions,
-  `RecordUpload`), with exactly-once semantics across retries and failovers.
+  `RecordUpload`, and a `RunJob` around one of them: `allowed_write`), with exactly-once
+  semantics across retries and failovers.
 
 `LocalMetaClient` wraps the `MetaService` of this process. `RemoteMetaClient` calls the internal
 routes a meta member serves (`InternalRoutes`, admin/cluster token only):
@@ -91,6 +93,7 @@ QUERIES: dict[str, tuple[Callable[..., Any], Any]] = {
         lambda s, token, now_ms: s.temporary_link(str(token), int(now_ms)),
         tuple[C.FileMeta, list[C.BlockRef]] | C.MetaError,
     ),
+    "job": (lambda s, jid, ns, kind: s.job(str(jid), int(ns), str(kind)), Any),
 }
 STALE_OK = {"gc_generation"}
 WRITES = (
@@ -101,7 +104,19 @@ WRITES = (
     C.SessionFinish,
     C.FinishBatch,
     C.RecordUpload,
+    C.RunJob,  # only around a command of this list (`allowed_write`)
 )
+
+
+def allowed_write(cmd: Any) -> bool:
+    """A command a blockserver may propose: one of `WRITES`, or a `RunJob` of one."""
+    if isinstance(cmd, C.RunJob):
+        try:
+            cmd = C.decode_command(cmd.payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return False
+        return isinstance(cmd, WRITES) and not isinstance(cmd, C.RunJob)
+    return isinstance(cmd, WRITES)
 
 
 class MetaClient(Protocol):
@@ -351,7 +366,7 @@ class InternalRoutes:
             cmd = C.decode_command(payload)
         except (msgspec.DecodeError, msgspec.ValidationError, asyncio.IncompleteReadError):
             return web.Response(status=400, text="body: msgpack [client_id, seq, ack, command]")
-        if not isinstance(cmd, WRITES) or client_id <= 0 or seq <= 0 or ack_below > seq:
+        if not allowed_write(cmd) or client_id <= 0 or seq <= 0 or ack_below > seq:
             return web.Response(status=403, text=f"command {type(cmd).__name__} is not allowed")
         node = self.meta.node
         r = await node.propose(

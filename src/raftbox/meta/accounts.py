@@ -136,7 +136,7 @@ def remove_account(ctx: ApplyContext, c: RemoveAccount) -> AccountInfo:
         "(SELECT session_id FROM upload_sessions WHERE ns = ?)",
         (ns,),
     )
-    for table in ("upload_sessions", "ns_blocks", "journal", "revisions", "entries"):
+    for table in ("upload_sessions", "ns_blocks", "journal", "revisions", "entries", "jobs"):
         db.execute(f"DELETE FROM {table} WHERE ns = ?", (ns,))
     db.execute("DELETE FROM namespaces WHERE ns = ?", (ns,))
     db.execute("DELETE FROM shared_links WHERE owner = ?", (acct.account_id,))

@@ -25,6 +25,8 @@ exception:
 | SessionAppend   | None                                              |
 | SessionFinish   | FileMeta                                          |
 | FinishBatch     | list[FileMeta | MetaError], in order              |
+| WriteBatch      | list[Meta | MetaError], in order (`raftbox.meta.jobs`) |
+| RunJob          | its inner command's result, kept under the job id (`raftbox.meta.jobs`) |
 | RecordUpload    | None                                              |
 | GcCondemn       | GcResult (the ids condemned, adopted)             |
 | GcRelease       | GcResult (the new GC generation)                  |
@@ -322,6 +324,27 @@ class FinishBatch(_Cmd, tag="us_finish_batch"):
     entries: list[SessionFinish]
 
 
+class WriteBatch(_Cmd, tag="write_batch"):
+    """Many folder creations, deletions, moves or copies in one raft entry, each succeeding or
+    failing on its own (the batch routes: `raftbox.meta.jobs`)."""
+
+    entries: list[CreateFolder | Delete | Move | Copy]
+
+
+class RunJob(_Cmd, tag="job"):
+    """Run the command `payload` (an encoded `MetaCommand`, normally a batch) and keep its
+    result under `job_id` for namespace `ns`, in the same raft entry (`raftbox.meta.jobs`).
+    `refused`: for a batch whose caller already failed some entries (a malformed path), one
+    slot per entry of the whole batch — that entry's error, or None for the next entry of
+    `payload`'s batch; the kept result has the errors in their slots."""
+
+    job_id: str
+    ns: int
+    kind: str
+    payload: bytes
+    refused: list[Any] = []  # MetaError | None each (a MetaError decodes as a dict)
+
+
 class RecordUpload(_Cmd, tag="blocks_put"):
     """Namespace `ns` sent these blocks to a blockserver, which verified and stored them
     (native `blocks/put`): `ns` may now reference them in a commit, and their upload time is
@@ -409,6 +432,8 @@ MetaCommand = (
     | SessionAppend
     | SessionFinish
     | FinishBatch
+    | WriteBatch
+    | RunJob
     | RecordUpload
     | GcCondemn
     | GcRelease
@@ -547,7 +572,7 @@ Result = (
     | Count
     | SpaceUsage
     | LinkInfo
-    | list[FileMeta | MetaError]
+    | list[FileMeta | FolderMeta | DeletedMeta | MetaError]
     | bool
     | None
 )

@@ -24,6 +24,7 @@ Where each concern lives (`raftbox.meta`):
 - `context`: the per-entry `ApplyContext` and the savepoint around a command;
 - `writes`: commit, folders, delete, move/copy, restore; `sessions`: upload sessions;
   `accounts`: accounts and tokens; `gcstate`: block rights and the GC's replicated state;
+  `jobs`: write batches and async jobs' kept results;
 - `queries`: the read queries (`MetaQueries`, this class's base): listings, cursors, revisions;
 - `snapshot`: snapshot images (the only files the store touches besides its database);
 - `clients`: the exactly-once client session table, kept in the database;
@@ -42,7 +43,7 @@ from typing import Any
 import msgspec
 
 from ..raft.sessions import Command, SessionExpired
-from . import accounts, clients, gcstate, links, quota, schema, sessions, snapshot, writes
+from . import accounts, clients, gcstate, jobs, links, quota, schema, sessions, snapshot, writes
 from . import commands as C
 from .commands import (
     SESSION_TTL_MS,
@@ -64,12 +65,14 @@ from .commands import (
     Restore,
     RevokeToken,
     RevokeTokens,
+    RunJob,
     SessionAppend,
     SessionFinish,
     SessionStart,
     SetDisabled,
     SetQuota,
     SetStoreMarker,
+    WriteBatch,
     decode_command,
 )
 from .context import ApplyContext, atomic
@@ -114,6 +117,7 @@ HANDLERS: dict[type, Callable[[ApplyContext, Any], Any]] = {
     SessionAppend: sessions.session_append,
     SessionFinish: sessions.session_finish,
     FinishBatch: sessions.finish_batch,
+    WriteBatch: jobs.write_batch,
     RecordUpload: gcstate.record_upload,
     GcCondemn: gcstate.gc_condemn,
     GcRelease: gcstate.gc_release,
@@ -258,8 +262,13 @@ class MetaStore(MetaQueries):
             return MetaError(["invalid_command"], {"reason": str(e)})
         if not self._secret and not isinstance(cmd, InitCluster):
             return MetaError(["not_initialized"])
+        return self._dispatch(ctx, cmd)
+
+    def _dispatch(self, ctx: ApplyContext, cmd: Any) -> Any:
+        if isinstance(cmd, RunJob):  # runs its inner command through here (`jobs`)
+            return jobs.run_job(ctx, cmd, lambda inner: self._dispatch(ctx, inner))
         handler = HANDLERS[type(cmd)]
-        if isinstance(cmd, CommitBatch | FinishBatch):
+        if isinstance(cmd, CommitBatch | FinishBatch | WriteBatch):
             return handler(ctx, cmd)  # per-item savepoints inside
         return atomic(ctx, lambda: handler(ctx, cmd), too_many=_too_many_tag(cmd))
 

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from . import accounts, gcstate, paths, quota, rows, search, sessions, templinks
+from . import accounts, gcstate, jobs, paths, quota, rows, search, sessions, templinks
 from .commands import (
     AccountInfo,
     BlockRef,
@@ -138,6 +138,11 @@ class MetaQueries:
     def session(self, session_id: str) -> SessionState | None:
         """An upload session (even an expired one: compare `expires_ms` with your clock)."""
         return sessions.session_state(self._db, self.upload_session_ttl_ms, session_id)
+
+    # -- async jobs ----------------------------------------------------------------------------
+    def job(self, job_id: str, ns: int, kind: str) -> tuple[int, Any] | None:
+        """(done_ms, result) of an async job of `ns` and `kind`, or None (`jobs.job_result`)."""
+        return jobs.job_result(self._db, job_id, ns, kind)
 
     # -- metadata, blocklists, listings, revisions -------------------------------------------
     def _query(self, fn: Callable[[], Any]) -> Any:

@@ -36,6 +36,8 @@ Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
   with the namespace), and each account's quota (`raftbox.meta.quota` says what they mean).
 - upload_sessions, upload_pieces: replicated upload sessions, so any blockserver continues one
   (`raftbox.meta.sessions`).
+- jobs(job_id, ns, kind, idx, done_ms, result): async jobs' results (msgpack), kept for
+  `.../check` on any member (`raftbox.meta.jobs`: bounded in count per namespace and in age).
 - client_sessions, client_results: `raft.sessions.SessionTable`, persisted incrementally.
 - shared_links(token_hash, nonce, owner, ns, target_id, password_hash, expires_ms, allow_download,
   created_ms, revoked_ms): shared links, token hashes only (`raftbox.meta.links`).
@@ -154,6 +156,12 @@ CREATE TRIGGER IF NOT EXISTS usage_entry_delete AFTER DELETE ON entries WHEN OLD
   UPDATE ns_usage SET used_bytes = used_bytes - COALESCE((
     SELECT size FROM revisions WHERE ns = OLD.ns AND rev = OLD.rev), 0) WHERE ns = OLD.ns;
 END;
+CREATE TABLE IF NOT EXISTS jobs (
+  job_id TEXT PRIMARY KEY, ns INTEGER NOT NULL, kind TEXT NOT NULL, idx INTEGER NOT NULL,
+  done_ms INTEGER NOT NULL, result BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS jobs_ns ON jobs (ns, idx);
+CREATE INDEX IF NOT EXISTS jobs_done ON jobs (done_ms, job_id);
 CREATE TABLE IF NOT EXISTS client_sessions (
   client_id INTEGER PRIMARY KEY, last_ms INTEGER NOT NULL, floor INTEGER NOT NULL
 );
