@@ -145,7 +145,8 @@ class ApiServer:
         self.content = ContentRoutes(self.mc, blocks)
         self.add_routes(self.content.routes())
         self.add_routes(ThumbnailRoutes(self.mc, blocks).routes())
-        self.templinks = TempLinkRoutes(self.mc, self.content, self.auth_failures, meta)
+        link_misses = FailedAuthLimiter(auth_fail_per_s, auth_fail_burst)  # its own budget
+        self.templinks = TempLinkRoutes(self.mc, self.content, link_misses, meta)
         if meta is not None:
             self.add_routes(AccountRoutes(meta).routes())
             self.add_routes(BatchRoutes(self.mc).routes())

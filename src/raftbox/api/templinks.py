@@ -20,7 +20,8 @@ gives the file to anyone holding it, without an account, for four hours.
   forgery costs nothing more, and is never rate-limited, so that clients sharing a balancer's
   address cannot lock each other out); a blockserver, which holds no secret, asks meta, so an
   address that sent `auth_fail_burst` forged tokens recently is answered 429 there before its
-  token is looked at (the API's `FailedAuthLimiter`, as for bad bearer tokens).
+  token is looked at (a `FailedAuthLimiter` of its own, with the API's settings: forged links
+  do not spend the budget of bad bearer tokens, nor the other way round).
 
 Every member gives the same answer for a link (the signing key derives from the replicated
 cluster secret); a blockserver asks meta (`MetaClient.query("temporary_link", ...)`), which
