@@ -18,7 +18,7 @@ lint: $(STAMP)
 
 # The Debian packages the suite runs against (memcached for the block cache, nginx in front of
 # blockservers): installed when missing (as root), else named.
-DEBS := memcached=memcached nginx=nginx
+DEBS := memcached=memcached nginx=nginx chromium=chromium
 debs:
 	bash scripts/debian-deps.sh $(DEBS)
 

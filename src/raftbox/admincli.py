@@ -1,16 +1,20 @@
 """The admin commands of the command line: thin HTTP clients of a running server's admin routes
 (`raftbox.api.accounts`, `raftbox/admin/gc`).
 
-`raftbox user add|list|disable|enable|remove|quota`, `raftbox admin gc` and `raftbox token revoke
---email E --all` POST an admin route of a running server, found by `--data DIR` (a local
-server's data directory: its `url`, `admin.token` and `ca.pem`) or by `--server URL
---admin-token T [--ca F]`. Each prints what happened and returns the process's exit status:
+`raftbox user add|passwd|list|disable|enable|remove|quota`, `raftbox admin gc` and
+`raftbox token revoke --email E --all` POST an admin route of a running server, found by
+`--data DIR` (a local server's data directory: its `url`, `admin.token` and `ca.pem`) or by
+`--server URL --admin-token T [--ca F]`. Each prints what happened and returns the process's exit status:
 0 done, 1 the server refused or could not be reached (the reason on stderr), 2 bad usage.
 
 `raftbox token revoke` revokes one token through Dropbox's own `auth/token/revoke`, which needs
 no admin token: the token given by `--token` (on the server of `--server`/`--data`, else of the
 client's configuration), or, with no `--token`, the one `raftbox login` saved. With
 `--email E --all` it revokes every token of that account instead (admin).
+
+Web passwords (issue 14): `user add EMAIL --password-stdin [--admin]` and `user passwd EMAIL
+--password-stdin` read the password from stdin's first line, check its length here, and send it
+over TLS to `raftbox/admin/set_password`, where the member hashes it (argon2) before proposing.
 
 The HTTP client is `requests` (the one the project's other blocking callers use); a request's
 body is always JSON, `null` when the route takes no argument.
@@ -211,4 +215,43 @@ def _revoke_one(args: Any) -> int:
         print(f"error: {r.status_code} {r.text}", file=sys.stderr)
         return 1
     print("token revoked" + (" (log in again with a new token: `raftbox login`)" if saved else ""))
+    return 0
+
+
+def read_password_stdin() -> str | None:
+    """The password given on stdin: its first line without the line end (None if empty)."""
+    line = sys.stdin.readline().rstrip("\r\n")
+    return line or None
+
+
+def user_password(args: Any) -> int:
+    """`user add EMAIL --password-stdin [--admin]` and `user passwd EMAIL --password-stdin`:
+    the server hashes the password (argon2) and stores only the hash."""
+    if not args.password_stdin:
+        print("error: give the password on stdin with --password-stdin", file=sys.stderr)
+        return 2
+    password = read_password_stdin()
+    if password is None:
+        print("error: no password on stdin", file=sys.stderr)
+        return 2
+    from raftbox.web.passwords import password_problem
+
+    why = password_problem(password)
+    if why is not None:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+    body: dict[str, Any] = {"email": args.email, "password": password}
+    if args.user_command == "add":
+        if args.admin:
+            body["admin"] = True
+        rc = user_add(args.email, args.data, args.server, args.admin_token, args.ca, args.name)
+        if rc:
+            return rc
+    out = _admin("raftbox/admin/set_password", body, args)
+    if isinstance(out, int):
+        return out
+    if args.user_command == "passwd":
+        print(f"password of {out['email']} changed (its browser sessions ended)")
+    elif out.get("admin"):
+        print(f"{out['email']} is an administrator", file=sys.stderr)
     return 0

@@ -258,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     ua.add_argument("--server", help="URL of a running server")
     ua.add_argument("--admin-token", default=os.environ.get("RAFTBOX_ADMIN_TOKEN"))
     ua.add_argument("--ca", help="CA file to trust for --server")
+    ua.add_argument("--password-stdin", action="store_true", help="web password: stdin's line")
+    ua.add_argument("--admin", action="store_true", help="an administrator (web cluster view)")
+    upw = usub.add_parser("passwd", help="set an account's web password (read from stdin)")
+    upw.add_argument("email")
+    upw.add_argument("--password-stdin", action="store_true", help="required: stdin's line")
+    _server_flags(upw)
     ul = usub.add_parser("list", help="list the accounts (email, id, name, state, tokens)")
     ul.add_argument("--json", action="store_true", help="as a JSON list")
     _server_flags(ul)
@@ -413,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             return admincli.user_list(args)
         if args.user_command == "quota":
             return admincli.user_quota(args)
+        if args.user_command == "passwd" or getattr(args, "password_stdin", False):
+            return admincli.user_password(args)  # web passwords (issue 14)
         if args.user_command != "add":
             return admincli.user_change(args)
         return admincli.user_add(

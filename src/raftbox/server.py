@@ -69,6 +69,8 @@ from raftbox.notify.process import NotifyProcess, NotifyProcessConfig, raise_fd_
 from raftbox.notify.service import ROUTE as LONGPOLL_ROUTE
 from raftbox.raft.node import NodeConfig, RaftNode
 from raftbox.tls import PeerTLS, ensure_local_ca, server_context
+from raftbox.web.auth import WebAuth, ensure_first_password
+from raftbox.web.pages import add_web
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +348,10 @@ class Server:
             state_path=os.path.join(cfg.data, "gc-state.msgpack"),
         )
         api.add_route("raftbox/admin/gc", "admin", self._admin_gc)
+        api.web = WebAuth(self.meta)  # the web interface: sign-in, sessions, pages (issue 14)
+        api.add_routes(api.web.admin_routes())
         app = api.app()
+        add_web(app, api, api.web)
         self._log_requests(app)
         self.feed = MetaFeedServer(self.node, self.store, self.admin_token)
         self.feed.add_routes(app)
@@ -538,7 +543,8 @@ async def up(cfg: ServeConfig) -> None:
         atomic.replace(token_file, token + "\n", 0o600)
     with open(token_file) as f:
         token = f.read().strip()
-    print(banner(srv.url, token, srv.ca_file or "", data), flush=True)
+    password = await ensure_first_password(srv.meta, "you@localhost")  # shown once
+    print(banner(srv.url, token, srv.ca_file or "", data, password), flush=True)
     try:
         await _wait_for_stop(srv)
     finally:
@@ -546,7 +552,7 @@ async def up(cfg: ServeConfig) -> None:
     _exit_if_failed(srv)
 
 
-def banner(url: str, token: str, ca: str, data: str) -> str:
+def banner(url: str, token: str, ca: str, data: str, password: str | None = None) -> str:
     hp = url.removeprefix("https://")
     # The command as the user can type it: `raftbox` if it is on PATH (else e.g. .venv/bin/…).
     import shutil
@@ -556,7 +562,13 @@ def banner(url: str, token: str, ca: str, data: str) -> str:
     ca_shown = ca or "none of ours (--tls-cert: trusted through the system's CAs)"
     ca_arg, ca_flag = (f'ca_certs="{ca}"', f" --ca {ca}") if ca else ("", "")
     saved = os.path.join(data, "token") + (f" and {os.path.join(data, 'ca.pem')}" if ca else "")
-    return f"""raftbox is up at {url}  (data in {data})
+    if password:
+        web = f"  sign in as   : you@localhost  password {password}  (shown once; administrator)"
+    else:
+        web = "  sign in as   : you@localhost  (password shown on first start; change it with "
+        web += f"`raftbox user passwd you@localhost --password-stdin --data {data}`)"
+    return f"""raftbox is up at {url}/  (web interface; data in {data})
+{web}
 
   access token : {token}
   CA file      : {ca_shown}

@@ -125,6 +125,7 @@ class ApiServer:
         self.limiter = TokenBucket(rate_per_s, rate_burst)
         self.auth_failures = FailedAuthLimiter(auth_fail_per_s, auth_fail_burst)
         self.notify = notify
+        self.web: Any = None  # raftbox.web.auth.WebAuth: browser sessions (issue 14), if set
         self.routes: dict[str, tuple[str, Handler]] = {}
         if meta is not None:  # a blockserver (no meta role) serves the content routes only
             self.routes = {
@@ -191,7 +192,10 @@ class ApiServer:
                 if wait:
                     raise RateLimited(max(1, int(wait + 0.999)))
             elif auth == "admin":
-                self._authenticate_admin(request)
+                if self.web is not None and not _bearer(request) and self.web.has_cookie(request):
+                    await self.web.authenticate(request, admin=True)  # an administrator's page
+                else:
+                    self._authenticate_admin(request)
             return await handler(request, who)
         except ConnectionError as e:
             if not client_gone(request):  # a link of ours failed, not the client's
@@ -213,6 +217,8 @@ class ApiServer:
     async def _authenticate(self, request: web.Request) -> Any:
         addr = request.remote or ""
         token = _bearer(request)
+        if not token and self.web is not None and self.web.has_cookie(request):
+            return _admitted(request, await self.web.authenticate(request))  # a page's session
         if not token:  # costs nothing to refuse: not counted
             raise AuthFailed("invalid_access_token")
         wait = self.auth_failures.retry_after_s(addr)

@@ -131,6 +131,8 @@ def remove_account(ctx: ApplyContext, c: RemoveAccount) -> AccountInfo:
     db, ns = ctx.db, acct.home_ns
     db.execute("DELETE FROM tokens WHERE account_id = ?", (acct.account_id,))
     db.execute("DELETE FROM accounts WHERE account_id = ?", (acct.account_id,))
+    for table in ("account_auth", "web_sessions"):  # its password, browser sessions (webstate)
+        db.execute(f"DELETE FROM {table} WHERE account_id = ?", (acct.account_id,))
     db.execute(
         "DELETE FROM upload_pieces WHERE session_id IN "
         "(SELECT session_id FROM upload_sessions WHERE ns = ?)",

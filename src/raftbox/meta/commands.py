@@ -33,6 +33,7 @@ exception:
 | CreateLink      | LinkInfo (or error shared_link_already_exists)    |
 | ModifyLink      | LinkInfo (as it is now)                           |
 | RevokeLink      | LinkInfo (as it was)                              |
+| SetAuth, StartWebSession, EndWebSession: see `webcmds` (web sign-in)                |
 
 and any of them may answer `MetaError` instead: `tags` is the Dropbox error path, outer tag first
 (`["path", "conflict", "file"]` → `error_summary` "path/conflict/file/"), `extra` holds the fields
@@ -64,6 +65,8 @@ import hashlib
 from typing import Any, Literal
 
 import msgspec
+
+from .webcmds import EndWebSession, SetAuth, StartWebSession  # web sign-in (issue 14)
 
 BLOCK_WINDOW_BYTES = 4 * 1024 * 1024  # Dropbox's content_hash window, and the concurrent unit
 MAX_SYMLINK_TARGET_BYTES = 4096  # PATH_MAX on Linux
@@ -440,6 +443,9 @@ MetaCommand = (
     | CreateLink
     | ModifyLink
     | RevokeLink
+    | SetAuth
+    | StartWebSession
+    | EndWebSession
 )
 
 _encoder = msgspec.msgpack.Encoder()

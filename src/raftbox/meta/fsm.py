@@ -43,7 +43,20 @@ from typing import Any
 import msgspec
 
 from ..raft.sessions import Command, SessionExpired
-from . import accounts, clients, gcstate, jobs, links, quota, schema, sessions, snapshot, writes
+from . import (
+    accounts,
+    clients,
+    gcstate,
+    jobs,
+    links,
+    quota,
+    schema,
+    sessions,
+    snapshot,
+    webcmds,
+    webstate,
+    writes,
+)
 from . import commands as C
 from .commands import (
     SESSION_TTL_MS,
@@ -124,6 +137,9 @@ HANDLERS: dict[type, Callable[[ApplyContext, Any], Any]] = {
     C.CreateLink: links.create_link,
     C.ModifyLink: links.modify_link,
     C.RevokeLink: links.revoke_link,
+    webcmds.SetAuth: webstate.set_auth,
+    webcmds.StartWebSession: webstate.start_session,
+    webcmds.EndWebSession: webstate.end_session,
 }
 
 

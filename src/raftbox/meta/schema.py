@@ -41,6 +41,8 @@ Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
 - client_sessions, client_results: `raft.sessions.SessionTable`, persisted incrementally.
 - shared_links(token_hash, nonce, owner, ns, target_id, password_hash, expires_ms, allow_download,
   created_ms, revoked_ms): shared links, token hashes only (`raftbox.meta.links`).
+- account_auth, web_sessions: passwords (argon2 hashes), administrators, browser sessions
+  (`raftbox.meta.webstate`); new tables, so an older store just gains them empty.
 
 Schema changes: a store made by an older version is brought up to date when opened or restored
 from a snapshot (`migrate`: columns added with the value every old row means — `ns_blocks`
@@ -176,6 +178,15 @@ CREATE TABLE IF NOT EXISTS shared_links (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS shared_links_owner ON shared_links (owner, token_hash);
 CREATE INDEX IF NOT EXISTS shared_links_target ON shared_links (ns, target_id);
+CREATE TABLE IF NOT EXISTS account_auth (
+  account_id TEXT PRIMARY KEY, password_hash TEXT NOT NULL, admin INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS web_sessions (
+  session_hash BLOB PRIMARY KEY, account_id TEXT NOT NULL, created_ms INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS web_sessions_account ON web_sessions (account_id, created_ms);
+CREATE INDEX IF NOT EXISTS web_sessions_expiry ON web_sessions (expires_ms);
 """
 
 
