@@ -44,6 +44,12 @@ NEMESIS_S ?= 120
 e2e-long: $(STAMP)
 	RAFTBOX_NEMESIS_S=$(NEMESIS_S) $(PY) -m pytest tests/e2e -k nemesis -s
 
+# A local 3-member cluster, notify root and leaf, two sync clients; narrates elections and
+# replication while the cluster view (URL printed) shows them. Ctrl-C stops it all.
+.PHONY: demo
+demo: $(STAMP)
+	$(VENV)/bin/raftbox demo
+
 # The sync client's long runs: convergence over many seeds (2 and 3 clients on `raftbox up`,
 # 3 on a cluster whose leader is killed), and more kill -9 moments on a bigger file.
 # One seed: SYNC_SEED=123 $(PY) -m pytest tests/client/test_convergence.py -k up-3

@@ -107,6 +107,8 @@ def _access_log_flags(p: argparse.ArgumentParser) -> None:
         help="one line per request (time, route, status, bytes, ms, account id; never a token)",
     )
     p.add_argument("--access-log-file", help="append the access log here (default: stderr)")
+    p.add_argument("--metrics-listen", type=_addr, help="also serve /metrics here, plain HTTP, "
+                   "no authentication (default: off; the public port's /metrics needs the admin token)")  # fmt: skip
 
 
 def _link_flags(p: argparse.ArgumentParser) -> None:
@@ -310,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     from raftbox.raft import kvcli
 
     kvcli.add_parser(sub)
+    from raftbox.ops import demo
+
+    demo.add_parser(sub)
     from raftbox.client import commands as client_commands
 
     client_commands.add_parsers(sub)
@@ -318,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         return client_commands.run(args)
     if args.command == "raft-kv":
         return kvcli.run(args)
+    if args.command == "demo":
+        return demo.run(args)
     if args.command == "cluster":
         return _cluster(args)
     if args.command == "version":
@@ -349,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             max_connections=args.max_connections,
             default_quota_bytes=args.default_quota,
             public_url=args.public_url,
+            metrics_listen=args.metrics_listen,
         )
         if args.public_url and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", args.public_url):
             parser.error(f"--public-url: {args.public_url!r} is not an http(s):// URL")

@@ -67,6 +67,7 @@ from raftbox.meta.service import MetaService
 from raftbox.notify import LocalFeed, MetaFeedServer, NotifyConfig, NotifyService
 from raftbox.notify.process import NotifyProcess, NotifyProcessConfig, raise_fd_limit
 from raftbox.notify.service import ROUTE as LONGPOLL_ROUTE
+from raftbox.ops.process import Ops
 from raftbox.raft.node import NodeConfig, RaftNode
 from raftbox.tls import PeerTLS, ensure_local_ca, server_context
 from raftbox.web.auth import WebAuth, ensure_first_password
@@ -131,6 +132,7 @@ class ServeConfig:
     public_url: str | None = None  # where shared link URLs point (None: the request's Host)
     store_marker_wait_s: float = 30.0  # how long a process waits for the cluster's store marker
     default_quota_bytes: int | None = None  # quota of accounts made here (None: none)
+    metrics_listen: Address | None = None  # also serve /metrics here, plain HTTP, no auth
 
     def validate(self) -> None:
         """`ConfigError` naming the first setting, or combination of roles and settings, that
@@ -193,7 +195,7 @@ class ServeConfig:
             present_ttl_s=self.cache_present_ttl_s,
         )
 
-    def block_service(self, generation) -> BlockService:
+    def block_service(self, generation, metrics_registry=None) -> BlockService:
         """The block store stack from the flags; `generation()` keys the presence facts."""
         url = self.blocks_url
         cache = None
@@ -204,6 +206,7 @@ class ServeConfig:
             compress_level=self.compress_level or None,
             cache=cache,
             present_ttl_s=self.cache_present_ttl_s,
+            metrics_registry=metrics_registry,
         )
         return BlockService(store, Chunking.parse(self.chunking))
 
@@ -277,6 +280,7 @@ class Server:
         self.gc: GarbageCollector | None = None
         self._gc_task: asyncio.Task | None = None
         self.access_log = accesslog.configure(cfg.access_log, cfg.access_log_file)
+        self.ops = Ops(self.admin_token, cfg.metrics_listen)  # /metrics, cluster view (raftbox.ops)
 
     def _on_fatal(self, exc: BaseException) -> None:
         self.failed = exc
@@ -333,7 +337,9 @@ class Server:
         self.meta.default_quota_bytes = cfg.default_quota_bytes
         await self.meta.start()
         mc = LocalMetaClient(self.meta)
-        self.blocks = blocks = cfg.block_service(lambda: mc.believed_gc_generation)
+        self.blocks = blocks = cfg.block_service(
+            lambda: mc.believed_gc_generation, self.ops.registry
+        )
         await self._check_store(self._read_marker_local, self._record_marker)
         api = ApiServer(self.meta, blocks, self.admin_token, metaclient=mc)
         api.links.set_public_url(cfg.public_url)  # shared links' URLs (raftbox.api.links)
@@ -362,9 +368,12 @@ class Server:
             api.add_route("raftbox/notify/status", "admin", self.notify.api_status)
             self.notify.add_routes(app)
             await self.notify.start()
+        self.ops.for_member(api, app, self.node, lambda: self.url, self.notify)
         ctx, self.ca_file = tls_context(cfg)
         self.site = HttpSite(app, cfg.listen, ctx, cfg.http_limits())
         self.url = await self.site.start()
+        self.ops.attach_site(self.site)
+        await self.ops.start()
         atomic.replace(os.path.join(cfg.data, "url"), self.url + "\n")
         self._gc_task = asyncio.create_task(self._owned("GC", self.gc.run_periodically()))
 
@@ -408,17 +417,22 @@ class Server:
         self.metaclient = mc = RemoteMetaClient(
             list(cfg.meta_urls), self.admin_token, ssl_context=client_ssl
         )
-        self.blocks = blocks = cfg.block_service(lambda: mc.believed_gc_generation)
+        self.blocks = blocks = cfg.block_service(
+            lambda: mc.believed_gc_generation, self.ops.registry
+        )
         await self._check_store(lambda: mc.query("store_marker"))
         api = ApiServer(None, blocks, self.admin_token, metaclient=mc)
         api.add_routes(NativeRoutes(mc, blocks).routes())
         app = api.app()
         self._log_requests(app)
+        self.ops.for_blockserver(api, app, lambda: self.url, cfg.meta_urls, client_ssl)
         ctx = None
         if not cfg.plain_http:
             ctx, self.ca_file = tls_context(cfg)
         self.site = HttpSite(app, cfg.listen, ctx, cfg.http_limits())
         self.url = await self.site.start()
+        self.ops.attach_site(self.site)
+        await self.ops.start()
         atomic.replace(os.path.join(cfg.data, "url"), self.url + "\n")
 
     async def _start_notify_only(self) -> None:
@@ -439,9 +453,21 @@ class Server:
             ),
             cfg.notify_config(),
         )
+        np = self.notify_process
+        client_ssl = ssl.create_default_context(cafile=cfg.ca)
+        np.setup_app = lambda app: self.ops.for_notify(  # noqa: E731
+            app,
+            np.service,
+            np.kind,
+            lambda: self.url,
+            cfg.meta_urls or cfg.notify_roots,
+            client_ssl,
+        )
         await self.notify_process.start()
         self.notify = self.notify_process.service
         self.url = self.notify_process.url
+        self.ops.attach_site(self.notify_process.site)
+        await self.ops.start()
         atomic.replace(os.path.join(cfg.data, "url"), self.url + "\n")
 
     @property
@@ -449,6 +475,7 @@ class Server:
         return self.url.removeprefix("https://").removeprefix("http://")
 
     async def stop(self) -> None:
+        await self.ops.stop()
         if self._gc_task is not None:
             self._gc_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

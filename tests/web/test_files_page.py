@@ -321,10 +321,8 @@ def test_folder_downloads_as_a_zip(up, page_for):
     dbx.files_upload(bytes(range(256)) * 5000, "/Album/Disc 1/track.bin")
     dbx.files_create_folder_v2("/Album/Empty")
     dbx.files_upload(b"not in the zip", "/outside.txt")
-    want = {
-        "Album/": b"",
+    want = {  # files, and a directory entry for an empty folder only (`raftbox.api.zipstream`)
         "Album/cover.txt": b"top",
-        "Album/Disc 1/": b"",
         "Album/Disc 1/track.bin": bytes(range(256)) * 5000,
         "Album/Empty/": b"",
     }

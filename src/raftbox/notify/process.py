@@ -72,6 +72,8 @@ class NotifyProcess:
         self.site: HttpSite | None = None
         self.front: Front | None = None
         self.url = ""
+        # Called with the aiohttp app before serving (routes and middleware of raftbox.ops).
+        self.setup_app: Callable[[web.Application], None] | None = None
 
     @property
     def kind(self) -> str:
@@ -84,6 +86,8 @@ class NotifyProcess:
         self.service.add_routes(app)
         app.router.add_post("/2/" + ROUTE, self.service.api_longpoll)
         app.router.add_post("/2/raftbox/notify/status", self.service.api_status)
+        if self.setup_app is not None:
+            self.setup_app(app)
         await self.service.start()
         self.site = HttpSite(
             app,

@@ -58,6 +58,7 @@ import hmac
 import json
 import logging
 import random
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -200,6 +201,7 @@ class NotifyService:
         self._stopping = False
         self.stats = dict(longpolls=0, true=0, false=0, reset=0, backoff=0, bad=0)
         self.streams = PushStreams(self)
+        self.metrics: Any = None  # wake-ups and fan-out latency (raftbox.ops.metrics)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -457,11 +459,23 @@ class NotifyService:
         self.streams.resync()
 
     def _dispatch(self, wakes: list[Wake]) -> None:
+        if not wakes:
+            return
+        t0 = time.perf_counter()
+        pushed = 0
         for w in wakes:
             if w.subscriber:
+                pushed += 1
                 w.key.push(w.ns, w.position)  # type: ignore[attr-defined]
             else:
                 self._finish(w.key, RESET if w.position == GONE else TRUE)
+        m = self.metrics
+        if m is not None:  # raftbox.ops.metrics.NotifyMetrics
+            m.fanout_seconds.observe(time.perf_counter() - t0)
+            if pushed:
+                m.wakeups.labels("stream").inc(pushed)
+            if len(wakes) > pushed:
+                m.wakeups.labels("longpoll").inc(len(wakes) - pushed)
 
     def release_evicted(self) -> None:
         gone = [ns for ns in self.hub.take_evicted() if ns not in self._asked]

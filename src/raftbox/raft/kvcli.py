@@ -63,6 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--tick-ms", type=int, default=50)
     s.add_argument("--election-ticks", type=int, default=10)
     s.add_argument("--snapshot-entries", type=int, default=20_000)
+    s.add_argument("--metrics-listen", type=parse_addr, help="serve Prometheus /metrics here "
+                   "(plain HTTP, no authentication; default: off)")  # fmt: skip
 
     for name, hlp in (
         ("put", "put KEY VALUE"),
@@ -134,6 +136,16 @@ def _serve(args: argparse.Namespace) -> int:
         except PeerPortRefused as e:
             raise SystemExit(f"error: {e}") from None
         await node.start()
+        metrics = None
+        if args.metrics_listen is not None:
+            from prometheus_client import CollectorRegistry
+
+            from .metrics import MetricsListener
+
+            registry = CollectorRegistry()
+            node.attach_metrics(registry)
+            metrics = MetricsListener(registry, args.metrics_listen)
+            print(f"raft-kv member {args.id} metrics at {await metrics.start()}", flush=True)
         server = KVServer(node, sm, args.listen)
         addr = await server.start()
         print(f"raft-kv member {args.id} serving clients on {addr[0]}:{addr[1]}", flush=True)
@@ -141,6 +153,8 @@ def _serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if metrics is not None:
+            await metrics.stop()
         await server.close()
         await node.stop()
         if failed:

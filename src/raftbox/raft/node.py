@@ -114,6 +114,7 @@ from .messages import (
     MessageType,
     StateRole,
 )
+from .record import RaftRecord
 from .sessions import Command
 from .transport import PeerTransport, RemoteRpcError, RpcError
 
@@ -168,6 +169,10 @@ class NodeConfig:
     seed: int | None = None
     peer_tls: PeerTLS | None = None  # mutual TLS on the peer port (see "The peer port")
     insecure_plaintext_peers: bool = False  # loopback benchmarks only (see "The peer port")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class PeerPortRefused(ValueError):
@@ -314,6 +319,38 @@ class RaftNode:
         self._snap_ready: tuple[int, Any, bytes] | None = None  # (index, conf state, envelope)
         self.read_retries = 0  # ReadIndex requests asked again (deposed leader, lost message)
         self._stopping = False
+        # What Raft did, for operators (raft/record.py); metrics once a registry is attached.
+        self.record = RaftRecord(self.id, cfg.tick_s * 1000)
+        self._record_changed = asyncio.Event()
+        self.record.listener = self._on_record
+        self.metrics: Any = None  # a raft.metrics.RaftMetrics: `attach_metrics`
+        # Extra peer RPCs (method -> async handler(payload) -> bytes), e.g. the cluster view's.
+        self.rpc_handlers: dict[str, Callable[[bytes], Any]] = {}
+
+    def _on_record(self) -> None:
+        self._record_changed.set()
+        self._record_changed = asyncio.Event()
+
+    def record_event(self) -> asyncio.Event:
+        """Set when the record (`self.record`) gets its next event. Take it before looking at
+        the record, then wait on it: no event can slip in between."""
+        return self._record_changed
+
+    def attach_metrics(self, registry) -> None:
+        """Count into `registry` (prometheus): see `raft/metrics.py`."""
+        from .metrics import RaftMetrics
+
+        self.metrics = RaftMetrics(registry, self.status)
+        self.metrics.leader_changes.inc(self.record.elections)  # those before the attach
+
+    def _observe(self, ticked: bool = False) -> None:
+        """Show the record what the core's role, term and leader are now (cheap when unchanged)."""
+        c, r = self.core, self.record
+        if ticked or c.role is not r._role or c.term != r._term or c.lead != r._leader:
+            before = r.elections
+            r.after_input(_now_ms(), c.role, c.term, c.lead, len(c.trk.voters), ticked)
+            if self.metrics is not None and r.elections != before:
+                self.metrics.leader_changes.inc()
 
     def _learn_addresses(self, learned: dict) -> None:
         """Addresses from a snapshot, except where `--peers` says otherwise: an operator who
@@ -398,7 +435,10 @@ class RaftNode:
         while True:
             await asyncio.sleep(self.cfg.tick_s)
             self._ticks += 1
-            self.core.tick()
+            c = self.core
+            self.record.before_tick(c.role, c.election_elapsed, c.randomized_election_timeout)
+            c.tick()
+            self._observe(ticked=True)
             self._sweep_deadlines()
             if self._retiring:
                 self._retire_due()
@@ -421,6 +461,16 @@ class RaftNode:
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
         leader = self.core.role == StateRole.LEADER
+        rec, metrics = self.record, self.metrics
+        if not leader:
+            rec.outgoing(_now_ms(), rd.messages)
+        elif rd.entries:
+            rec.appended(_now_ms(), rd.entries[-1].index, rd.entries[-1].term)
+        if metrics is not None and rd.messages:
+            metrics.messages_sent.inc(len(rd.messages))
+            snaps = sum(1 for m in rd.messages if m.type == MessageType.SNAP)
+            if snaps:
+                metrics.snapshot_sends.inc(snaps)
         later: list[Message] = []
         for m in rd.messages:
             if leader and m.type in _LEADER_SEND:
@@ -431,10 +481,16 @@ class RaftNode:
             self.transport.flush()
         if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
             if rd.must_sync:
+                t0 = time.perf_counter()
                 persisted = await self._on_disk(self._persist, rd)
+                if metrics is not None:
+                    metrics.fsync_seconds.observe(time.perf_counter() - t0)
+                    metrics.append_entries.observe(len(rd.entries))
             else:
                 persisted = self._persist(rd)  # a commit-only change: no fsync, no thread
             self.disk.mark_stable(persisted)
+            if leader and rd.entries:
+                rec.persisted(_now_ms(), rd.entries[-1].index)
         for m in later:
             self.transport.send(m)
         if later:
@@ -455,6 +511,10 @@ class RaftNode:
             if fut is not None and not fut.done():
                 fut.set_result(rs.index)
         self.core.advance(rd)
+        if metrics is not None and rd.committed_entries:
+            metrics.committed_entries.inc(len(rd.committed_entries))
+        if rec._sample is not None:
+            rec.committed(_now_ms(), self.core.log.committed)
         if self._conf_applied:
             # The core applies a membership change in advance(): only now does its conf
             # state name a new member, so only now can the transport learn where it lives.
@@ -590,9 +650,12 @@ class RaftNode:
     def _on_messages(self, msgs: list[Message]) -> None:
         if self.failed is not None:
             return
+        rec = self.record
         try:
             for m in msgs:
+                rec.incoming(_now_ms(), m)
                 self.core.step(m)
+                self._observe()
         except Exception as e:  # noqa: BLE001 - a core invariant broke: stop this node only
             self._fatal(e)
             if self._runner is not None:
@@ -623,6 +686,9 @@ class RaftNode:
             return b""
         if method == "read_index":
             return msgspec.msgpack.encode(await self.read_index())
+        extra = self.rpc_handlers.get(method)
+        if extra is not None:
+            return await extra(payload)
         raise NodeError(f"unknown method {method!r}")
 
     # -- requests ------------------------------------------------------------------------------
@@ -709,6 +775,8 @@ class RaftNode:
         if fut is None:
             stamped = msgspec.structs.replace(cmd, stamp_ms=int(time.time() * 1000))
             self.core.propose(self._encoder.encode(stamped))
+            if self.metrics is not None:
+                self.metrics.proposals.inc()
             fut = self._loop.create_future()
             self._waiters[key] = fut
             heapq.heappush(self._deadlines, (time.monotonic() + timeout_s, key, fut))
