@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint sim run e2e-long bench-raft bench-meta bench-blocks bench-sync clean debs
+.PHONY: test lint sim run e2e-long bench-raft bench-meta bench-blocks bench-sync clean debs eco-long
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 # The Debian packages the suite runs against (memcached for the block cache, nginx in front of
-# blockservers): installed when missing (as root), else named.
-DEBS := memcached=memcached nginx=nginx chromium=chromium
+# blockservers; rclone, node/npm for the JS SDK, iproute2 for the real-client harness in
+# tests/eco; chromium for the browser tests): installed when missing (as root), else named.
+DEBS := memcached=memcached nginx=nginx rclone=rclone node=nodejs npm=npm ip=iproute2 chromium=chromium
 debs:
 	bash scripts/debian-deps.sh $(DEBS)
 
@@ -90,3 +91,12 @@ bench-sync: $(STAMP)
 FUZZ_S ?= 300
 fuzz: $(STAMP)
 	RAFTBOX_FUZZ_S=$(FUZZ_S) $(PY) -m pytest -p no:cacheprovider --timeout=0 tests/security/test_fuzz.py -s
+
+# Real Dropbox clients (rclone, the npm dropbox SDK, the Python SDKs 12.2.4 and 11.36.2) against
+# raftbox posing as *.dropboxapi.com in a private namespace (tests/eco; needs root for unshare).
+# The default suite runs them small; this runs rclone on a bigger tree and a bigger file.
+ECO_FILES ?= 2000
+ECO_BIG_MIB ?= 200
+eco-long: $(STAMP) debs
+	ECO_FILES=$(ECO_FILES) ECO_BIG_MIB=$(ECO_BIG_MIB) $(PY) -m pytest -p no:cacheprovider \
+		--timeout=3600 tests/eco

@@ -37,6 +37,15 @@ def _longpoll_test_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _oauth_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--oauth-access-ttl-s",
+        type=float,
+        default=4 * 3600.0,
+        help="lifetime of an OAuth2 app's access token (default 4 hours, as Dropbox)",
+    )
+
+
 def _block_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--chunking",
@@ -203,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--tls-key", help="its private key (PEM)")
     _http_limit_flags(up)
     _link_flags(up)
+    _oauth_flags(up)
 
     sv = sub.add_parser("serve", help="run one member of a raftbox cluster")
     sv.add_argument(
@@ -236,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     _quota_flags(sv)
     _http_limit_flags(sv)
     _link_flags(sv)
+    _oauth_flags(sv)
     sv.add_argument("--tls-cert")
     sv.add_argument("--tls-key")
     sv.add_argument("--admin-token", help="default: $RAFTBOX_ADMIN_TOKEN, else DATA/admin.token")
@@ -295,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--all", action="store_true", help="every token of --email's account")
     tr.add_argument("--config", help="the client's config directory (see `raftbox login`)")
     _server_flags(tr)
+
+    from raftbox import appcli
+
+    appcli.add_parser(sub, _server_flags)  # raftbox app add|list|remove (issue 15)
 
     cl = sub.add_parser("cluster", help="make the CA and member bundles of a cluster")
     csub = cl.add_subparsers(dest="cluster_command", required=True)
@@ -357,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             default_quota_bytes=args.default_quota,
             public_url=args.public_url,
             metrics_listen=args.metrics_listen,
+            oauth_access_ttl_s=args.oauth_access_ttl_s,
         )
         if args.public_url and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", args.public_url):
             parser.error(f"--public-url: {args.public_url!r} is not an http(s):// URL")
@@ -416,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         _validate(parser, cfg)
         server.run(server.serve(cfg))
         return 0
+    if args.command == "app":
+        from raftbox import appcli
+
+        return appcli.run(args)
     if args.command in ("admin", "token", "user"):
         from raftbox import admincli
 

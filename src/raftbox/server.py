@@ -55,6 +55,7 @@ from raftbox.api import accesslog
 from raftbox.api.http import ApiServer
 from raftbox.api.metaclient import InternalRoutes, LocalMetaClient, RemoteMetaClient
 from raftbox.api.native import NativeRoutes
+from raftbox.api.oauth import OAuthRoutes
 from raftbox.blocks.cache import GenerationKeyedCache, open_cache
 from raftbox.blocks.chunker import Chunking
 from raftbox.blocks.service import BlockService
@@ -133,6 +134,7 @@ class ServeConfig:
     store_marker_wait_s: float = 30.0  # how long a process waits for the cluster's store marker
     default_quota_bytes: int | None = None  # quota of accounts made here (None: none)
     metrics_listen: Address | None = None  # also serve /metrics here, plain HTTP, no auth
+    oauth_access_ttl_s: float = 4 * 3600.0  # OAuth2 apps' access tokens (raftbox.api.oauth)
 
     def validate(self) -> None:
         """`ConfigError` naming the first setting, or combination of roles and settings, that
@@ -357,6 +359,7 @@ class Server:
         api.web = WebAuth(self.meta)  # the web interface: sign-in, sessions, pages (issue 14)
         api.add_routes(api.web.admin_routes())
         app = api.app()
+        OAuthRoutes(self.meta, cfg.oauth_access_ttl_s, web=api.web).install(api, app)  # issue 15
         add_web(app, api, api.web)
         self._log_requests(app)
         self.feed = MetaFeedServer(self.node, self.store, self.admin_token)
@@ -596,6 +599,7 @@ def banner(url: str, token: str, ca: str, data: str, password: str | None = None
         web += f"`raftbox user passwd you@localhost --password-stdin --data {data}`)"
     return f"""raftbox is up at {url}/  (web interface; data in {data})
 {web}
+  cluster view : {url}/admin/cluster  (administrators)
 
   access token : {token}
   CA file      : {ca_shown}

@@ -145,3 +145,44 @@ def test_autorename_names():
         paths.renamed("doc.txt", "(conflicted copy)", is_folder=False)
         == "doc (conflicted copy).txt"
     )
+
+
+# -- what a client may send: empty components dropped as Dropbox drops them --------------------
+
+# (sent, what it names): rclone sends "/" + "/" + dir for every folder of a root remote.
+DROPBOX_ACCEPTS = [
+    ("//dir", "/dir"),
+    ("//dir/sub/f.txt", "/dir/sub/f.txt"),
+    ("/a//b", "/a/b"),
+    ("///a///b", "/a/b"),
+    ("ns:7//a", "ns:7/a"),
+    ("ns:7/a//b", "ns:7/a/b"),
+    ("/a", "/a"),  # unchanged
+    ("", ""),
+    ("id:abc", "id:abc"),
+    ("rev:0123456789a", "rev:0123456789a"),
+]
+
+# Still refused after the collapse: the same rules as `parse_path`.
+DROPBOX_REFUSES = ["/", "//", "///", "/a/", "/a//", "//a/", "a//b", "//.", "//a/..", "ns:7//"]
+
+
+@pytest.mark.parametrize("sent,named", DROPBOX_ACCEPTS)
+def test_empty_components_are_dropped(sent, named):
+    assert paths.as_dropbox_parses(sent) == named
+    ref = parse_ref(paths.as_dropbox_parses(sent), allow_root=True, allow_rev=True)
+    if ref.path is not None:
+        assert ref.path.display == named.removeprefix("ns:7")
+
+
+@pytest.mark.parametrize("sent", DROPBOX_REFUSES)
+def test_what_dropbox_refuses_is_still_refused(sent):
+    with pytest.raises(MalformedPath):
+        parse_ref(paths.as_dropbox_parses(sent), allow_root=True)
+
+
+def test_collapse_keeps_the_state_machine_strict():
+    """The state machine's parser is not lenient: only the API layer collapses."""
+    for sent in ("//dir", "/a//b", "ns:7//a"):
+        with pytest.raises(MalformedPath):
+            parse_ref(sent)

@@ -64,6 +64,7 @@ def test_the_demo_narrates_an_upload_and_an_election_and_ctrl_c_stops_everything
         assert "the notify root and leaf announced themselves" in out, out
         assert re.search(r"https://127\.0\.0\.1:\d+/admin/cluster", out), out
         assert "admin token  : rbxadmin_" in out, out
+        assert "sign in as   : admin@localhost  password " in out, out
         assert re.search(r"hello-1\.txt reached client B after [\d.]+ s", out), out
         m = re.search(r"killed the leader, member (\d)", out)
         assert m, out

@@ -44,8 +44,20 @@ def _get(member, path: str, token: str | None, **kw):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with _s() as s:
         return s.get(
-            f"https://{member.hostport}{path}", headers=headers, verify=member.ca, timeout=30, **kw
+            f"https://{member.hostport}{path}",
+            headers=headers,
+            verify=member.ca,
+            timeout=30,
+            allow_redirects=False,
+            **kw,
         )
+
+
+def _refused(r, path: str) -> bool:
+    """401, or for the page itself with no credential at all, a 303 to the sign-in page."""
+    if path == "/admin/cluster" and r.status_code == 303:
+        return r.headers["Location"] == "/login?next=/admin/cluster"
+    return r.status_code == 401
 
 
 def _post(member, path: str, token: str | None, body: bytes | dict):
@@ -74,7 +86,7 @@ def test_everything_refuses_anyone_but_an_administrator(member, user_token, who)
     token = {"no token": None, "a wrong token": "rbxadmin_nope", "a user's token": user_token}[who]
     for path in GETS:
         r = _get(member, path, token)
-        assert r.status_code == 401, (path, r.status_code, r.text[:200])
+        assert _refused(r, path), (path, r.status_code, r.text[:200])
         assert "raftbox" not in r.text.lower() or "invalid_access_token" in r.text, path
     for path, body in POSTS:
         r = _post(member, path, token, body)
@@ -85,9 +97,9 @@ def test_everything_refuses_anyone_but_an_administrator(member, user_token, who)
 def test_the_admin_token_in_the_url_is_not_a_credential(member):
     for path in GETS:
         r = _get(member, f"{path}?access_token={member.admin_token}", None)
-        assert r.status_code == 401, path
+        assert _refused(r, path), path
         r = _get(member, f"{path}?authorization=Bearer%20{member.admin_token}", None)
-        assert r.status_code == 401, path
+        assert _refused(r, path), path
 
 
 def test_the_admin_is_let_in_and_the_page_forbids_inline_script_and_framing(member):

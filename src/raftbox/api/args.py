@@ -8,7 +8,8 @@ Shared by every route module (`http`, `content`, `native`, `accounts`); holds no
 - `header_args(request, route)`: a content route's `Dropbox-API-Arg` header (or `arg` URL
   parameter), ASCII, at most `ARG_HEADER_MAX_BYTES`;
 - `path_arg(a, name, pattern)`: a path argument matching the route's stone pattern
-  (`WRITE_PATH`, `READ_PATH`, `LIST_PATH`);
+  (`WRITE_PATH`, `READ_PATH`, `LIST_PATH`), its empty components dropped as Dropbox drops them
+  (`raftbox.meta.paths.as_dropbox_parses`: rclone sends `"//dir"` on a root remote);
 - `ns_path(who, path, prefix)`: the path checked (`raftbox.meta.paths`) and `ns:N/...` mapped onto
   the caller's own namespace; `resolve_write_path` also turns `id:...` into the item's path.
 
@@ -220,13 +221,14 @@ def path_arg(a: Args, name: str, pattern: re.Pattern, required: bool = True, def
         return p
     if not pattern.match(p):
         raise BadInput(a.route, f"{name}: {p[:200]!r} did not match pattern")
-    return p
+    return P.as_dropbox_parses(p)
 
 
 def ns_path(who: Any, path: str, tags_prefix: list[str], write: bool = False) -> str:
     """Map 'ns:N/...' onto the account's own namespace; anything else passes through.
     The path is checked first (`raftbox.meta.paths`; a new path's depth too if `write`):
     `tags_prefix + ["malformed_path"]` if it is not one, before any lookup."""
+    path = P.as_dropbox_parses(path)
     try:
         ref = P.parse_ref(path, allow_root=True, allow_rev=True)
         why = P.depth_problem(ref.path) if write and ref.path is not None else None

@@ -79,12 +79,13 @@ class AuthFailed(ApiFailure):
     callers_fault = True
     retry_helps = False
 
-    def __init__(self, tag: str = "invalid_access_token") -> None:
+    def __init__(self, tag: str = "invalid_access_token", extra: dict | None = None) -> None:
         super().__init__(tag)
         self.tag = tag
+        self.extra = extra or {}  # a struct member's fields: missing_scope's `required_scope`
 
     def response(self) -> web.Response:
-        body = {"error_summary": f"{self.tag}/..", "error": {".tag": self.tag}}
+        body = {"error_summary": f"{self.tag}/..", "error": {".tag": self.tag, **self.extra}}
         return json_response(body, status=401)
 
 

@@ -16,6 +16,11 @@ the route name, whatever the Host header, so one address serves the "api", "cont
    storing them (`raftbox.gc`); a `gc_retry` answer becomes a 503 the SDKs retry,
 4. answers with exact Dropbox JSON (`wire.py`), or a route error (409 + error union).
 
+An OAuth2 app's access token (`raftbox.api.oauth`) carries scopes and an expiry: past its
+expiry it is answered 401 `expired_access_token` (the SDKs then refresh it); a route outside its
+scopes is answered 401 `missing_scope` with the `required_scope` (`raftbox.api.scopes`, the table
+of every user route's scope; a user route without an entry cannot be registered).
+
 Authentication failures are limited per client address (`FailedAuthLimiter`), because looking
 an unknown token up may cost a ReadIndex round on the meta group (`raftbox.meta.service`): an
 address that failed `auth_fail_burst` times recently (refilled at `auth_fail_per_s`) is answered
@@ -27,7 +32,9 @@ blockserver (no meta role, no replica) cannot tell, and answers 429 until the bu
 Errors (`raftbox.api.errors`, one hierarchy, rendered in one place by `dispatch`): `BadInput`
 400 text; `AuthFailed` 401 JSON; `ApiError` 409 (or its status) JSON; `RateLimited` 429 JSON with
 `retry_after`; `Unavailable` (no majority, a Raft `NodeError`, a timeout) 503; anything else 500,
-logged, and no state changed (every write is one state machine command).
+logged, and no state changed (every write is one state machine command). A route this server
+does not serve is a 400 `Unknown API function`, as Dropbox answers it: every SDK reads that
+(the Python SDKs parse a 404 body as a JSON route error: JSONDecodeError on text).
 
 No client input reaches that 500 (issue 11): every header, argument and body is checked where
 it is parsed (`args.load_json`, `Args`, `args.ns_path` for paths, `content.parse_range`), every
@@ -41,6 +48,7 @@ from __future__ import annotations
 import hmac
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -53,7 +61,7 @@ from raftbox.meta import commands as C
 from raftbox.meta import values as V
 from raftbox.meta.service import AccountError, CursorInvalid, MetaService
 
-from . import wire
+from . import scopes, wire
 from .accesslog import ACCOUNT_KEY
 from .accounts import AccountRoutes
 from .args import (
@@ -67,6 +75,7 @@ from .args import (
     rpc_args,
 )
 from .batch import BatchRoutes
+from .compat import CompatRoutes
 from .content import ContentRoutes, client_gone
 from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, from_lower, raise_meta
 from .limits import FailedAuthLimiter, TokenBucket
@@ -81,6 +90,7 @@ from .wire import json_response
 log = logging.getLogger(__name__)
 
 TOKEN_MAX_BYTES = 1024  # ours are 47; longer (or non-ASCII) is refused without a lookup
+ROUTE_QUOTE_CHARS = 200  # how much of an unknown route's name its 400 quotes
 
 Handler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
 
@@ -143,6 +153,8 @@ class ApiServer:
                 "raftbox/admin/create_account": ("admin", self.admin_create_account),
                 "raftbox/admin/status": ("admin", self.admin_status),
             }
+        for name, (auth, _) in self.routes.items():
+            scopes.check_registered(name, auth)  # every user route has a scope (api/scopes.py)
         self.content = ContentRoutes(self.mc, blocks)
         self.add_routes(self.content.routes())
         self.add_routes(ThumbnailRoutes(self.mc, blocks).routes())
@@ -150,6 +162,7 @@ class ApiServer:
         self.templinks = TempLinkRoutes(self.mc, self.content, link_misses, meta)
         if meta is not None:
             self.add_routes(AccountRoutes(meta).routes())
+            self.add_routes(CompatRoutes(self).routes())
             self.add_routes(BatchRoutes(self.mc).routes())
             self.add_routes(UsageRoutes(meta).routes())  # space usage and quotas
             self.add_routes(SearchRoutes(meta).routes())  # search by name
@@ -165,6 +178,7 @@ class ApiServer:
             self.add_route(name, auth, handler)
 
     def add_route(self, name: str, auth: str, handler: Handler) -> None:
+        scopes.check_registered(name, auth)
         self.routes[name] = (auth, handler)
 
     def app(self) -> web.Application:
@@ -181,13 +195,19 @@ class ApiServer:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         route = request.match_info["route"]
         entry = self.routes.get(route)
-        if entry is None:
-            return web.Response(status=404, text=f"Unknown API function: {route!r}")
+        if entry is None:  # as Dropbox answers it: a 400 every SDK reads (BadInputError)
+            shown = route if len(route) <= ROUTE_QUOTE_CHARS else route[:ROUTE_QUOTE_CHARS] + "..."
+            return BadInput(shown, f"Unknown API function: /2/{shown}").response()
         auth, handler = entry
         try:
             who: Any = None
             if auth == "user":
                 who = await self._authenticate(request)
+                need = scopes.missing_scope(
+                    route, getattr(who, "scopes", None)
+                )  # an app's token (issue 15)
+                if need is not None:
+                    raise AuthFailed("missing_scope", {"required_scope": need})
                 wait = self.limiter.take(who.account_id)
                 if wait:
                     raise RateLimited(max(1, int(wait + 0.999)))
@@ -232,6 +252,14 @@ class ApiServer:
             self.auth_failures.failed(addr)
             raise AuthFailed("invalid_access_token")
         return _admitted(request, acct)
+
+    async def authorize_admin_read(self, request: web.Request) -> None:
+        """The admin check of a safe GET (the cluster page, its feed, `/metrics`): the admin
+        token, or an administrator's browser session (no CSRF header: a read changes nothing)."""
+        if self.web is not None and not _bearer(request) and self.web.has_cookie(request):
+            await self.web.authenticate(request, admin=True, csrf=False)
+        else:
+            self._authenticate_admin(request)
 
     def _authenticate_admin(self, request: web.Request) -> None:
         token = _bearer(request)
@@ -421,6 +449,10 @@ def _admitted(request: web.Request, acct: Any) -> Any:
     request[ACCOUNT_KEY] = acct.account_id
     if acct.disabled:
         raise AuthFailed("user_suspended")
+    if (
+        getattr(acct, "expires_ms", 0) and time.time() * 1000 >= acct.expires_ms
+    ):  # an app's short-lived token
+        raise AuthFailed("expired_access_token")
     return acct
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from . import quota, values
+from . import oauth, quota, values
 from .commands import (
     AccountInfo,
     AddToken,
@@ -101,6 +101,8 @@ def add_token(ctx: ApplyContext, c: AddToken) -> None:
 
 def revoke_token(ctx: ApplyContext, c: RevokeToken) -> bool:
     cur = ctx.db.execute("DELETE FROM tokens WHERE token_hash = ?", (c.token_hash,))
+    if cur.rowcount == 0:  # an app's access token: its whole grant (`oauth`)
+        return oauth.revoke_access(ctx.db, c.token_hash)
     return cur.rowcount > 0
 
 
@@ -114,7 +116,7 @@ def _account_of_email(ctx: ApplyContext, email: str) -> AccountInfo:
 def revoke_tokens(ctx: ApplyContext, c: RevokeTokens) -> Count:
     acct = _account_of_email(ctx, c.email)
     cur = ctx.db.execute("DELETE FROM tokens WHERE account_id = ?", (acct.account_id,))
-    return Count(cur.rowcount)
+    return Count(cur.rowcount + oauth.forget_account(ctx.db, acct.account_id))  # + apps' grants
 
 
 def set_disabled(ctx: ApplyContext, c: SetDisabled) -> AccountInfo:
@@ -131,6 +133,7 @@ def remove_account(ctx: ApplyContext, c: RemoveAccount) -> AccountInfo:
     db, ns = ctx.db, acct.home_ns
     db.execute("DELETE FROM tokens WHERE account_id = ?", (acct.account_id,))
     db.execute("DELETE FROM accounts WHERE account_id = ?", (acct.account_id,))
+    oauth.forget_account(db, acct.account_id)  # its apps' grants (issue 15)
     for table in ("account_auth", "web_sessions"):  # its password, browser sessions (webstate)
         db.execute(f"DELETE FROM {table} WHERE account_id = ?", (acct.account_id,))
     db.execute(
@@ -180,4 +183,13 @@ def account_by_email(db: sqlite3.Connection, email: str) -> AccountInfo | None:
 
 def auth_token(db: sqlite3.Connection, token_hash: bytes) -> AccountInfo | None:
     row = db.execute("SELECT account_id FROM tokens WHERE token_hash = ?", (token_hash,)).fetchone()
-    return None if row is None else get_account(db, row[0])
+    if row is None:  # an app's access token, with its scopes and expiry (issue 15)
+        app_token = oauth.auth_access(db, token_hash)
+        if app_token is None:
+            return None
+        account_id, scopes, expires_ms = app_token
+        acct = get_account(db, account_id)
+        if acct is None:
+            return None
+        return msgspec.structs.replace(acct, scopes=scopes, expires_ms=expires_ms)
+    return get_account(db, row[0])

@@ -33,6 +33,7 @@ exception:
 | CreateLink      | LinkInfo (or error shared_link_already_exists)    |
 | ModifyLink      | LinkInfo (as it is now)                           |
 | RevokeLink      | LinkInfo (as it was)                              |
+| OAuthAppAdd, OAuthAppRemove, OAuthCodeIssue, OAuthCodeRedeem, OAuthRefresh: see `oauthcmds` |
 | SetAuth, StartWebSession, EndWebSession: see `webcmds` (web sign-in)                |
 
 and any of them may answer `MetaError` instead: `tags` is the Dropbox error path, outer tag first
@@ -66,6 +67,15 @@ from typing import Any, Literal
 
 import msgspec
 
+from .oauthcmds import (  # OAuth2 apps (issue 15)
+    OAuthApp,
+    OAuthAppAdd,
+    OAuthAppRemove,
+    OAuthCodeIssue,
+    OAuthCodeRedeem,
+    OAuthOutcome,
+    OAuthRefresh,
+)
 from .webcmds import EndWebSession, SetAuth, StartWebSession  # web sign-in (issue 14)
 
 BLOCK_WINDOW_BYTES = 4 * 1024 * 1024  # Dropbox's content_hash window, and the concurrent unit
@@ -443,6 +453,11 @@ MetaCommand = (
     | CreateLink
     | ModifyLink
     | RevokeLink
+    | OAuthAppAdd
+    | OAuthAppRemove
+    | OAuthCodeIssue
+    | OAuthCodeRedeem
+    | OAuthRefresh
     | SetAuth
     | StartWebSession
     | EndWebSession
@@ -521,6 +536,10 @@ class AccountInfo(_Res, tag="account"):
     home_ns: int
     created: str = ""  # "%Y-%m-%dT%H:%M:%SZ"
     disabled: bool = False  # its tokens are refused (`user_suspended`); its data is kept
+    # Set when authenticated by an OAuth2 app's access token (`raftbox.meta.oauth`): the scopes
+    # granted (None: an account token, full access) and the expiry (0: never).
+    scopes: list[str] | None = None
+    expires_ms: int = 0
 
     @property
     def namespace_id(self) -> int:
@@ -578,6 +597,8 @@ Result = (
     | Count
     | SpaceUsage
     | LinkInfo
+    | OAuthApp
+    | OAuthOutcome
     | list[FileMeta | FolderMeta | DeletedMeta | MetaError]
     | bool
     | None

@@ -21,6 +21,14 @@ a component over `NAME_MAX_BYTES` or a path over `PATH_MAX_BYTES` UTF-8 bytes, a
 ranges, and why: `raftbox.meta.values`.
 
 Other path forms (`parse_ref`): `"id:<opaque>"`, `"rev:<hex ≥ 9>"` and `"ns:<digits>[/…]"`.
+
+What a client sends is first put in that form by `as_dropbox_parses`: Dropbox drops empty
+components inside a path, so `"//dir"` (what rclone sends for every folder of a root remote:
+`"/" + "/" + dir`) and `"/a//b"` name `/dir` and `/a/b`. The API layer applies it to every path
+argument (`raftbox.api.args`) before `parse_ref`; the state machine only ever sees the result,
+so `parse_path` itself stays strict. What Dropbox still refuses is still refused: no leading
+slash, a trailing slash (`"/a/"`, `"/a//"`), a path of slashes only (`"/"`, `"//"`: the root is
+`""`), "." and "..", and everything listed above.
 """
 
 from __future__ import annotations
@@ -153,6 +161,24 @@ def parse_path(s: str, *, allow_root: bool = False) -> Path:
         validate_name(name)
         keys.append(component_key(name))
     return Path(s, "/" + "/".join(keys))
+
+
+_SLASHES = re.compile("/{2,}")
+
+
+def as_dropbox_parses(s: str) -> str:
+    """`s` with every run of slashes after its first character cut to one (see the module
+    docstring), for a plain path (`"//a"` → `"/a"`) and an `ns:` one (`"ns:5//a"` →
+    `"ns:5/a"`); `id:` and `rev:` forms, non-strings and what collapses to a form Dropbox
+    refuses (`"//"` → `"/"`, `"/a//"` → `"/a/"`) are returned for `parse_ref` to judge."""
+    if not isinstance(s, str) or "//" not in s:
+        return s
+    if s.startswith("/"):
+        return _SLASHES.sub("/", s)
+    m = _NS.fullmatch(s)
+    if m is not None and m.group(2):
+        return f"ns:{m.group(1)}" + _SLASHES.sub("/", m.group(2))
+    return s
 
 
 def depth_problem(path: Path) -> str | None:

@@ -41,6 +41,8 @@ Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
 - client_sessions, client_results: `raft.sessions.SessionTable`, persisted incrementally.
 - shared_links(token_hash, nonce, owner, ns, target_id, password_hash, expires_ms, allow_download,
   created_ms, revoked_ms): shared links, token hashes only (`raftbox.meta.links`).
+- oauth_apps, oauth_codes, oauth_grants, oauth_tokens, oauth_consents: OAuth2 apps and what
+  they were granted (`raftbox.meta.oauth`); new tables, so an older store just gains them empty.
 - account_auth, web_sessions: passwords (argon2 hashes), administrators, browser sessions
   (`raftbox.meta.webstate`); new tables, so an older store just gains them empty.
 
@@ -178,6 +180,35 @@ CREATE TABLE IF NOT EXISTS shared_links (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS shared_links_owner ON shared_links (owner, token_hash);
 CREATE INDEX IF NOT EXISTS shared_links_target ON shared_links (ns, target_id);
+CREATE TABLE IF NOT EXISTS oauth_apps (
+  app_key TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash BLOB NOT NULL,
+  redirect_uris TEXT NOT NULL, scopes TEXT NOT NULL, created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS oauth_codes (
+  code_hash BLOB PRIMARY KEY, app_key TEXT NOT NULL, account_id TEXT NOT NULL,
+  redirect_uri TEXT, challenge TEXT, challenge_method TEXT, scopes TEXT NOT NULL,
+  offline INTEGER NOT NULL, created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+  grant_id INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS oauth_codes_expiry ON oauth_codes (expires_ms);
+CREATE INDEX IF NOT EXISTS oauth_codes_account ON oauth_codes (account_id, created_ms);
+CREATE TABLE IF NOT EXISTS oauth_grants (
+  grant_id INTEGER PRIMARY KEY, app_key TEXT NOT NULL, account_id TEXT NOT NULL,
+  scopes TEXT NOT NULL, refresh_hash BLOB UNIQUE, public INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS oauth_grants_account ON oauth_grants (account_id, app_key, grant_id);
+CREATE INDEX IF NOT EXISTS oauth_grants_app ON oauth_grants (app_key);
+CREATE TABLE IF NOT EXISTS oauth_tokens (
+  token_hash BLOB PRIMARY KEY, grant_id INTEGER NOT NULL, scopes TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS oauth_tokens_grant ON oauth_tokens (grant_id, expires_ms);
+CREATE INDEX IF NOT EXISTS oauth_tokens_expiry ON oauth_tokens (expires_ms);
+CREATE TABLE IF NOT EXISTS oauth_consents (
+  account_id TEXT NOT NULL, app_key TEXT NOT NULL, scopes TEXT NOT NULL,
+  PRIMARY KEY (account_id, app_key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS account_auth (
   account_id TEXT PRIMARY KEY, password_hash TEXT NOT NULL, admin INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;

@@ -9,9 +9,9 @@ What it starts (all on 127.0.0.1, in a temporary directory unless `--dir`):
 - one account and two sync clients (`raftbox sync --watch`) on two folders, talking to
   different members.
 
-Then it prints the cluster view's URL and the credentials to open it (the admin token, sent as
-`Authorization: Bearer`, until browser sign-in exists: see `sign_in`, the hook where an
-administrator account with a generated password will be made), opens nothing, and every
+Then it prints the cluster view's URL and the credentials to open it (an administrator account,
+`admin@localhost`, with a generated password; and the admin token for scripts), opens nothing,
+and every
 `--interval-s` seconds does one of these, in turn, saying what it does and what happened:
 
 1. **upload**: a file written in client A's folder reaches client B's folder (metadata through
@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import ssl
@@ -77,14 +78,15 @@ def run(args: argparse.Namespace) -> int:
     return 0 if demo.failed is None else 1
 
 
-def sign_in(url: str, admin_token: str) -> list[str]:
-    """How to open the cluster view. HOOK: once the web interface has accounts with passwords
-    and administrator sessions, make an administrator here with a generated password
-    (`raftbox user add EMAIL --admin --password-stdin`) and print the email and password."""
+ADMIN_EMAIL = "admin@localhost"
+
+
+def sign_in(url: str, admin_token: str, password: str) -> list[str]:
+    """How to open the cluster view: the administrator account the demo made, and the admin
+    token for scripts."""
     return [
-        f"  admin token  : {admin_token}",
-        "  (send it as the header `Authorization: Bearer <token>`, e.g. with a browser",
-        "   extension that sets request headers, or read the same data as JSON:",
+        f"  sign in as   : {ADMIN_EMAIL}  password {password}  (an administrator)",
+        f"  admin token  : {admin_token}  (for scripts: the same data as JSON with",
         f"   curl --cacert CA -H 'Authorization: Bearer …' -X POST {url}/2/raftbox/admin/cluster_status)",
     ]
 
@@ -195,6 +197,13 @@ class Demo:
         self.say(f"member {leader} was elected leader")
         acct = await self.admin(1, "raftbox/admin/create_account", {"email": "demo@localhost"})
         self.token = acct["token"]
+        await self.admin(1, "raftbox/admin/create_account", {"email": ADMIN_EMAIL})
+        self.password = secrets.token_urlsafe(12)
+        await self.admin(
+            1,
+            "raftbox/admin/set_password",
+            {"email": ADMIN_EMAIL, "password": self.password, "admin": True},
+        )
         for name, member in (("A", 2), ("B", 3)):
             await self._client(name, member)
 
@@ -210,7 +219,7 @@ class Demo:
         for i in IDS:
             self.out(f"  {self.url(i)}/admin/cluster")
         self.out(f"  CA file      : {self.ca}")
-        for line in sign_in(self.url(1), self.admin_token):
+        for line in sign_in(self.url(1), self.admin_token, self.password):
             self.out(line)
         self.out(f"  sync folders : A {self.folders['A']}  B {self.folders['B']}")
         self.out("Stop with Ctrl-C.")

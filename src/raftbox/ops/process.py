@@ -79,7 +79,7 @@ class Ops:
         from .cluster import ClusterView
         from .web import add_cluster_routes, cluster_status_route
 
-        check = api._authenticate_admin
+        check = api.authorize_admin_read  # the admin token or an administrator's session
         self._common(app, check, lambda: api.routes)
         node.attach_metrics(self.registry)
         self._store_metrics(api.blocks)

@@ -77,8 +77,11 @@ def add_cluster_routes(
     for path, (name, ctype) in _FILES.items():
         body = _static(name)
 
-        async def page(request: web.Request, body=body, ctype=ctype) -> web.Response:
+        async def page(request: web.Request, body=body, ctype=ctype, path=path) -> web.Response:
             if not await admitted(check_admin, request):
+                anonymous = "Authorization" not in request.headers and not request.cookies
+                if ctype.startswith("text/html") and anonymous:
+                    raise web.HTTPSeeOther(f"/login?next={path}")  # a browser: sign in first
                 return _refused()
             return web.Response(body=body, content_type=ctype, headers=PAGE_HEADERS)
 
