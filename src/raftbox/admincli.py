@@ -1,10 +1,10 @@
 """The admin commands of the command line: thin HTTP clients of a running server's admin routes
 (`raftbox.api.accounts`, `raftbox/admin/gc`).
 
-`raftbox user add|passwd|list|disable|enable|remove`, `raftbox admin gc` and `raftbox token revoke
---email E --all` POST an admin route of a running server, found by `--data DIR` (a local
-server's data directory: its `url`, `admin.token` and `ca.pem`) or by `--server URL
---admin-token T [--ca F]`. Each prints what happened and returns the process's exit status:
+`raftbox user add|passwd|list|disable|enable|remove|quota`, `raftbox admin gc` and
+`raftbox token revoke --email E --all` POST an admin route of a running server, found by
+`--data DIR` (a local server's data directory: its `url`, `admin.token` and `ca.pem`) or by
+`--server URL --admin-token T [--ca F]`. Each prints what happened and returns the process's exit status:
 0 done, 1 the server refused or could not be reached (the reason on stderr), 2 bad usage.
 
 `raftbox token revoke` revokes one token through Dropbox's own `auth/token/revoke`, which needs
@@ -49,7 +49,7 @@ def admin_call(
         if not admin_token:
             with open(os.path.join(data, "admin.token")) as f:
                 admin_token = f.read().strip()
-        ca = ca or os.path.join(data, "ca.pem")
+        ca = ca or _own_ca(data)
     else:
         url = server
     if not url or not admin_token:
@@ -79,6 +79,13 @@ def _post(
     except requests.RequestException as e:
         print(f"error: cannot reach {url}: {e}", file=sys.stderr)
         return 1
+
+
+def _own_ca(data: str) -> str | None:
+    """The CA a local server made in its data directory; None if it has none (it serves a
+    certificate given with --tls-cert: trusted through the system's CAs)."""
+    path = os.path.join(data, "ca.pem")
+    return path if os.path.exists(path) else None
 
 
 def url_from_data(data: str) -> str:
@@ -148,6 +155,23 @@ def user_change(args: Any) -> int:
     return 0
 
 
+def user_quota(args: Any) -> int:
+    """quota EMAIL SIZE|none: set (or clear) an account's quota; print its usage."""
+    from raftbox.meta.quota import parse_quota
+
+    try:
+        q = parse_quota(args.size)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = _admin("raftbox/admin/set_quota", {"email": args.email, "quota_bytes": q}, args)
+    if isinstance(out, int):
+        return out
+    shown = "none" if out["quota_bytes"] is None else f"{out['quota_bytes']} bytes"
+    print(f"account {out['account_id']} ({out['email']}): quota {shown}, {out['used']} bytes used")
+    return 0
+
+
 def token_revoke(args: Any) -> int:
     if args.all or args.email:
         if not (args.all and args.email):
@@ -169,7 +193,7 @@ def _revoke_one(args: Any) -> int:
     saved = not token
     if args.data:
         url = url_from_data(args.data)
-        ca = ca or os.path.join(args.data, "ca.pem")
+        ca = ca or _own_ca(args.data)
     if not token or not url:
         from raftbox.client.config import ConfigError, load
 

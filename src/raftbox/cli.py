@@ -90,6 +90,24 @@ def _gc_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-present-ttl-s", type=int, default=3600, help=argparse.SUPPRESS)
 
 
+def _quota_flags(p: argparse.ArgumentParser) -> None:
+    from raftbox.meta.quota import parse_quota
+
+    def size(s: str) -> int | None:
+        try:
+            return parse_quota(s)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    p.add_argument(
+        "--default-quota",
+        type=size,
+        default=None,
+        help="quota of the accounts this process creates: SIZE (500M, 10G, 2TB) or none "
+        "(the default; `raftbox user quota` changes one account's)",
+    )
+
+
 def _access_log_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--access-log",
@@ -189,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     _block_flags(up)
     _gc_flags(up)
     _access_log_flags(up)
+    _quota_flags(up)
+    up.add_argument("--tls-cert", help="the public certificate (PEM; default: a CA made in DATA)")
+    up.add_argument("--tls-key", help="its private key (PEM)")
     _http_limit_flags(up)
     _link_flags(up)
     _oauth_flags(up)
@@ -222,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     _block_flags(sv)
     _gc_flags(sv)
     _access_log_flags(sv)
+    _quota_flags(sv)
     _http_limit_flags(sv)
     _link_flags(sv)
     _oauth_flags(sv)
@@ -266,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         uc = usub.add_parser(name, help=what)
         uc.add_argument("email")
         _server_flags(uc)
+
+    uq = usub.add_parser("quota", help="set an account's quota: SIZE (500M, 10G, 2TB) or none")
+    uq.add_argument("email")
+    uq.add_argument("size")
+    _server_flags(uq)
 
     tk = sub.add_parser("token", help="manage access tokens")
     tsub = tk.add_subparsers(dest="token_command", required=True)
@@ -342,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             access_log=args.access_log,
             access_log_file=args.access_log_file,
             max_connections=args.max_connections,
+            default_quota_bytes=args.default_quota,
             public_url=args.public_url,
             metrics_listen=args.metrics_listen,
             oauth_access_ttl_s=args.oauth_access_ttl_s,
@@ -353,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             parser.error(str(e))
         if args.command == "up":
-            cfg = server.up_config(args.data, args.listen, **settings)
+            cfg = server.up_config(
+                args.data, args.listen, tls_cert=args.tls_cert, tls_key=args.tls_key, **settings
+            )
             _validate(parser, cfg)
             server.run(server.up(cfg))
             return 0
@@ -415,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
             return admincli.token_revoke(args)
         if args.user_command == "list":
             return admincli.user_list(args)
+        if args.user_command == "quota":
+            return admincli.user_quota(args)
         if args.user_command == "passwd" or getattr(args, "password_stdin", False):
             return admincli.user_password(args)  # web passwords (issue 14)
         if args.user_command != "add":

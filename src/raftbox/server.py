@@ -132,6 +132,7 @@ class ServeConfig:
     access_log_file: str | None = None
     public_url: str | None = None  # where shared link URLs point (None: the request's Host)
     store_marker_wait_s: float = 30.0  # how long a process waits for the cluster's store marker
+    default_quota_bytes: int | None = None  # quota of accounts made here (None: none)
     metrics_listen: Address | None = None  # also serve /metrics here, plain HTTP, no auth
     oauth_access_ttl_s: float = 4 * 3600.0  # OAuth2 apps' access tokens (raftbox.api.oauth)
 
@@ -146,6 +147,11 @@ class ServeConfig:
             raise ConfigError("--compress-level: 0 (off) or a zstd level 1..22")
         if self.gc_grace_s <= self.cache_present_ttl_s:
             raise ConfigError("--gc-grace-s must be longer than the cache's presence TTL")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together (a certificate and its key)")
+        for flag, f in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key)):
+            if f and not os.path.isfile(f):
+                raise ConfigError(f"{flag}: no such file: {f}")
         if "meta" in roles:
             self._validate_member()
         else:
@@ -330,6 +336,7 @@ class Server:
         )
         await self.node.start()
         self.meta = MetaService(self.node, self.store)
+        self.meta.default_quota_bytes = cfg.default_quota_bytes
         await self.meta.start()
         mc = LocalMetaClient(self.meta)
         self.blocks = blocks = cfg.block_service(
@@ -581,6 +588,10 @@ def banner(url: str, token: str, ca: str, data: str, password: str | None = None
     import shutil
 
     exe = "raftbox" if shutil.which("raftbox") else os.path.relpath(sys.argv[0])
+    # With `--tls-cert` there is no CA of ours: clients trust the certificate as they trust any.
+    ca_shown = ca or "none of ours (--tls-cert: trusted through the system's CAs)"
+    ca_arg, ca_flag = (f'ca_certs="{ca}"', f" --ca {ca}") if ca else ("", "")
+    saved = os.path.join(data, "token") + (f" and {os.path.join(data, 'ca.pem')}" if ca else "")
     if password:
         web = f"  sign in as   : you@localhost  password {password}  (shown once; administrator)"
     else:
@@ -591,19 +602,19 @@ def banner(url: str, token: str, ca: str, data: str, password: str | None = None
   cluster view : {url}/admin/cluster  (administrators)
 
   access token : {token}
-  CA file      : {ca}
-  (also in {os.path.join(data, "token")} and {os.path.join(data, "ca.pem")})
+  CA file      : {ca_shown}
+  (also in {saved})
 
 Point the official Dropbox SDK (pip install dropbox==12.2.4) at it:
 
   export DROPBOX_API_HOST={hp} DROPBOX_API_CONTENT_HOST={hp} DROPBOX_API_NOTIFY_HOST={hp}
 
-  import dropbox; s = dropbox.create_session(ca_certs="{ca}"); s.trust_env = False
+  import dropbox; s = dropbox.create_session({ca_arg}); s.trust_env = False
   dbx = dropbox.Dropbox("{token}", session=s); print(dbx.users_get_current_account())
 
 Keep a folder in sync with the raftbox client (from another terminal):
 
-  {exe} login {url} --token {token} --ca {ca}
+  {exe} login {url} --token {token}{ca_flag}
   {exe} sync --watch ~/raftbox        (or `sync DIR` once; `status DIR`)
 
 More accounts: raftbox user add EMAIL --data {data}

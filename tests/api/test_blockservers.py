@@ -302,6 +302,32 @@ def test_finish_batch_v2_through_a_blockserver(fleet, tails_on_failure):
     assert missing["failure"] == {".tag": "lookup_failed", "lookup_failed": {".tag": "not_found"}}
 
 
+def test_temporary_links_through_nginx_and_blockservers(fleet, tails_on_failure):
+    """A link made on meta is served through nginx (its `/tl/` location: the blockservers) and
+    by either blockserver directly; a forged one is refused, and an address that keeps sending
+    forgeries to a blockserver (each one a question to meta) is limited with 429."""
+    _acct, token = procs.create_account_http(
+        fleet.member.hostport, fleet.cluster.ca, fleet.cluster.admin_token, "tl-bs@example.test"
+    )
+    dbx = connect(fleet.hostport, token, fleet.cluster.ca)
+    body = data(5 * MiB + 3, seed=40)
+    dbx.files_upload(body, "/tl/movie.bin")
+    link = dbx.files_get_temporary_link("/tl/movie.bin").link
+    # nginx passes `Host: $host` (no port): the link names the public host on the default port
+    path = link.split("/", 3)[3]
+    r = requests.get(f"https://{fleet.hostport}/{path}", verify=fleet.cluster.ca, timeout=60,
+                     headers={"Range": "bytes=4194300-4194309"})  # fmt: skip
+    assert r.status_code == 206 and r.content == body[4194300:4194310]
+    for hp in fleet.bs_hostports:
+        r = requests.get(f"http://{hp}/{path}", timeout=60)
+        assert r.status_code == 200 and r.content == body, hp
+    a = fleet.bs_hostports[0]
+    statuses = [requests.get(f"http://{a}/tl/forged{i}/x", timeout=30).status_code
+                for i in range(40)]  # fmt: skip
+    assert statuses[0] == 404 and statuses[-1] == 429, statuses
+    assert int(requests.get(f"http://{a}/tl/x/x", timeout=30).headers["Retry-After"]) >= 1
+
+
 def test_finish_batch_v1_job_through_one_blockserver_checked_on_the_other(fleet, tails_on_failure):
     """The async finish_batch (v1) through a blockserver: the job runs on the meta group (its
     `RunJob` passes the internal write whitelist) and its check is answered by any blockserver;

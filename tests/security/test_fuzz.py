@@ -62,6 +62,7 @@ def _valid_args(srv: Server) -> dict[str, tuple[str, Any]]:
     sid = srv.content("files/upload_session/start", {}, b"abc").json()["session_id"]
     cursor = srv.ok("files/list_folder", {"path": "", "recursive": True})["cursor"]
     cur = {"session_id": sid, "offset": 3}
+    found = srv.ok("files/search_v2", {"query": "txt", "options": {"max_results": 1}})
     return {
         "users/get_current_account": ("rpc", None),
         "files/get_metadata": ("rpc", {"path": "/keep/one.txt", "include_deleted": False}),
@@ -76,6 +77,24 @@ def _valid_args(srv: Server) -> dict[str, tuple[str, Any]]:
         "files/copy_v2": ("rpc", {"from_path": one["id"], "to_path": "/fz/c"}),
         "files/create_folder_v2": ("rpc", {"path": "/fz/dir", "autorename": False}),
         "files/list_revisions": ("rpc", {"path": "/keep/one.txt", "mode": "path", "limit": 5}),
+        # issue 15: space usage, quotas (admin), search, temporary links
+        "users/get_space_usage": ("rpc", None),
+        "raftbox/admin/set_quota": ("rpc", {"email": "fz@example.test", "quota_bytes": 5}),
+        "files/search_v2": (
+            "rpc",
+            {
+                "query": "one",
+                "options": {
+                    "path": "/keep",
+                    "max_results": 2,
+                    "file_status": "active",
+                    "file_extensions": ["txt"],
+                    "file_categories": [{".tag": "document"}],
+                },
+            },
+        ),  # fmt: skip
+        "files/search/continue_v2": ("rpc", {"cursor": found["cursor"]}),
+        "files/get_temporary_link": ("rpc", {"path": "/keep/one.txt"}),
         "files/restore": ("rpc", {"path": "/keep/one.txt", "rev": one["rev"]}),
         "files/upload_session/finish_batch_v2": (
             "rpc",

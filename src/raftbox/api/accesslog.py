@@ -9,7 +9,8 @@ and the account id once the request authenticated (`-` before: a refused token, 
 internal call, a long-poll). Never a header: no token, no `Dropbox-API-Arg`, no cookie; and
 never a shared link's token, which is in its path: `/s/<token>/<name>` is logged as
 `/s/h:<the first 12 hex digits of the token's hash>` (what `raftbox.meta.links` stores, so an
-operator can still tell which link was fetched).
+operator can still tell which link was fetched), and a temporary link's `/tl/<token>/<name>`
+likewise as `/tl/h:<…>`.
 
     2026-12-07T08:40:00.123Z 127.0.0.1 POST /2/files/upload 200 in=1024 out=412 ms=12.3 account=dbid:AAB…
 
@@ -117,6 +118,9 @@ def line(fmt: str, request: web.Request, status: int, bytes_out: int, ms: float)
 
 def _no_link_token(path: str) -> str:
     """A shared link's path with its token replaced by a prefix of the token's hash."""
+    if path.startswith("/tl/"):  # a temporary link (raftbox.api.templinks): the same rule
+        token = path[4:].split("/", 1)[0]
+        return "/tl/h:" + link_token_hash(token).hex()[:12]
     if not path.startswith("/s/"):
         return path
     token = path[3:].split("/", 1)[0]

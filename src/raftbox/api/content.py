@@ -125,6 +125,24 @@ class ContentRoutes:
         ns, path = t.ns, t.path
         r = await self.mc.query("file_blocks", ns, path)
         meta, blocks = raise_meta(r)
+        return await self.send_file(
+            request, meta, blocks, "files/download", result=t.json(who, meta, tagged=False)
+        )
+
+    async def send_file(
+        self,
+        request: web.Request,
+        meta: C.FileMeta,
+        blocks: list[C.BlockRef],
+        route: str,
+        headers: dict[str, str] | None = None,
+        result: dict | None = None,
+    ) -> web.StreamResponse:
+        """Stream a file's blocks as the answer, with Range support (the module docstring
+        says how a block that fails is answered). `result` is the `Dropbox-API-Result` (default:
+        the file's metadata as in its own namespace); `headers` replace the defaults
+        (Content-Type, `Dropbox-API-Result`); a header set to "" is left out. A HEAD request
+        gets the headers only."""
         size = meta.size
         start, end = 0, size - 1
         status = 200
@@ -139,19 +157,28 @@ class ContentRoutes:
             status = 206
         resp = web.StreamResponse(status=status)
         resp.content_type = "application/octet-stream"
-        resp.headers["Dropbox-API-Result"] = wire.dumps(t.json(who, meta, tagged=False)).decode()
+        if result is None:
+            result = wire.metadata_json(meta, tagged=False)
+        resp.headers["Dropbox-API-Result"] = wire.dumps(result).decode()
+        for k, v in (headers or {}).items():
+            if v:
+                resp.headers[k] = v
+            else:
+                resp.headers.pop(k, None)
         resp.headers["Accept-Ranges"] = "bytes"
         length = max(0, end - start + 1)
         resp.content_length = length
         if status == 206:
             resp.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        if request.method == "HEAD":
+            length = 0
         chunks = self.blocks.read_range(blocks, start, end + 1) if length else _no_chunks()
         what = f"{meta.path_display} ({meta.id}) rev {meta.rev}"
         try:
             first = await anext(chunks, b"")  # before the status line: a 503 still possible
         except BlockStoreError as e:
             await chunks.aclose()
-            log.error("files/download: %s: cannot read block %s: %r", what, _block_of(e), e)
+            log.error("%s: %s: cannot read block %s: %r", route, what, _block_of(e), e)
             return Unavailable("a block of this file cannot be read on this server").response()
         sent = 0
         try:
@@ -164,21 +191,21 @@ class ContentRoutes:
                 sent += len(chunk)
         except ConnectionError as e:
             if not client_gone(request):
-                log.exception("files/download: %s: failed after the headers were sent", what)
+                log.exception("%s: %s: failed after the headers were sent", route, what)
                 abort_connection(request)
                 return resp
-            log.info("files/download: %s: the client went away after %d of %d bytes: %s",
-                     what, sent, length, e)  # fmt: skip
+            log.info("%s: %s: the client went away after %d of %d bytes: %s",
+                     route, what, sent, length, e)  # fmt: skip
             return resp  # aiohttp finds the connection gone and says nothing more
         except BlockStoreError as e:
             # Too late for an error answer: the status and length are sent. Abort the
             # connection so the client sees a truncated transfer, never a short file.
-            log.error("files/download: %s: block %s failed after %d of %d bytes were sent "
-                      "(connection aborted): %r", what, _block_of(e), sent, length, e)  # fmt: skip
+            log.error("%s: %s: block %s failed after %d of %d bytes were sent "
+                      "(connection aborted): %r", route, what, _block_of(e), sent, length, e)  # fmt: skip
             abort_connection(request)
             return resp
         except Exception:
-            log.exception("files/download: %s: failed after the headers were sent", what)
+            log.exception("%s: %s: failed after the headers were sent", route, what)
             abort_connection(request)
             return resp
         finally:

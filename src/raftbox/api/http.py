@@ -79,8 +79,11 @@ from .errors import ApiError, AuthFailed, BadInput, RateLimited, Unavailable, fr
 from .limits import FailedAuthLimiter, TokenBucket
 from .links import LinkRoutes
 from .metaclient import LocalMetaClient, MetaClient
+from .search import SearchRoutes
 from .sharing import SharingRoutes
+from .templinks import TempLinkRoutes
 from .thumbnails import ThumbnailRoutes
+from .usage import UsageRoutes
 from .wire import json_response
 
 log = logging.getLogger(__name__)
@@ -154,14 +157,20 @@ class ApiServer:
         self.content = ContentRoutes(self.mc, blocks)
         self.add_routes(self.content.routes())
         self.add_routes(ThumbnailRoutes(self.mc, blocks).routes())
+        link_misses = FailedAuthLimiter(auth_fail_per_s, auth_fail_burst)  # its own budget
+        self.templinks = TempLinkRoutes(self.mc, self.content, link_misses, meta)
         if meta is not None:
             self.add_routes(AccountRoutes(meta).routes())
             self.add_routes(CompatRoutes(self).routes())
             self.add_routes(BatchRoutes(self.mc).routes())
             self.add_routes(SharingRoutes(meta, self.mc).routes())  # shared folders
+            self.add_routes(UsageRoutes(meta).routes())  # space usage and quotas
+            self.add_routes(SearchRoutes(meta).routes())  # search by name
+            self.add_routes(self.templinks.routes())
         self.links = LinkRoutes(meta, blocks, admin_token) if meta is not None else None
         if self.links is not None:  # shared links: the sharing/*link* routes and /s/ pages
             self.add_routes(self.links.routes())
+            self.templinks.origin = self.links.origin  # temporary links: the same origin rule
 
     def add_routes(self, table: Iterable[tuple[str, str, Handler]]) -> None:
         """Register a route table: (route, auth "user" | "admin" | "none", handler) rows."""
@@ -177,6 +186,7 @@ class ApiServer:
             client_max_size=RPC_BODY_MAX_BYTES, handler_args={"logger": ProtocolLog()}
         )
         app.router.add_post("/2/{route:.+}", self.dispatch)
+        self.templinks.add_to(app)  # GET /tl/...: temporary links, no account needed
         if self.links is not None:
             self.links.add_public_routes(app)
         return app

@@ -11,7 +11,9 @@ A blockserver needs few things from meta, each a higher-level directive in one r
   `blocks/list`), `resolve`, `session`, `sessions` (a list of ids: finish_batch_v2),
   `session_head`, `ns_has_blocks`, `auth_token`, `job` (an async job's kept result:
   `upload_session/finish_batch/check`), `gc_generation` (that one may be stale: see
-  `raftbox.gc`), `store_marker` (the block store marker a blockserver checks at start). A batch query is one read: every answer from the same state;
+  `raftbox.gc`), `store_marker` (the block store marker a blockserver checks at start),
+  `temporary_link` (the file a temporary link gives: `raftbox.api.templinks`). A batch query is
+  one read: every answer from the same state;
 - `write(cmd)`: one state machine command of the whitelist `WRITES` (commits, upload sessions,
   `RecordUpload`, and a `RunJob` around one of them: `allowed_write`), with exactly-once
   semantics across retries and failovers.
@@ -88,6 +90,10 @@ QUERIES: dict[str, tuple[Callable[..., Any], Any]] = {
     "auth_token": (lambda s, h: s.auth_token(bytes(h)), C.AccountInfo | None),
     "gc_generation": (lambda s: s.gc_generation(), int),
     "store_marker": (lambda s: s.store_marker(), str | None),
+    "temporary_link": (  # raftbox.api.templinks
+        lambda s, token, now_ms: s.temporary_link(str(token), int(now_ms)),
+        tuple[C.FileMeta, list[C.BlockRef]] | C.MetaError,
+    ),
     "job": (lambda s, jid, ns, kind: s.job(str(jid), int(ns), str(kind)), Any),
     # shared folders (`raftbox.api.spaces`): an account's mounts, where an id or rev lives
     "mounts": (lambda s, a: sharing.mounts(s.db, str(a)), list[tuple[int, str, str, str]]),

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from . import oauth, values
+from . import oauth, quota, values
 from .commands import (
     AccountInfo,
     AddToken,
@@ -75,6 +75,9 @@ def create_account(ctx: ApplyContext, c: CreateAccount) -> AccountInfo:
             "INSERT INTO tokens (token_hash, account_id) VALUES (?, ?)",
             (c.token_hash, account_id),
         )
+    if (why := quota.quota_problem(c.quota_bytes)) is not None:
+        raise Fail("invalid_command", reason=why)
+    quota.put_quota(db, account_id, c.quota_bytes)
     return AccountInfo(account_id, email, c.display_name, ns, ctx.now)
 
 

@@ -13,6 +13,7 @@ exception:
 | RevokeTokens    | Count (the tokens of the account revoked)         |
 | SetDisabled     | AccountInfo (as it is now)                        |
 | RemoveAccount   | AccountInfo (as it was)                           |
+| SetQuota        | SpaceUsage (as it is now; `raftbox.meta.quota`)   |
 | SetStoreMarker  | bool (True if it took effect: the first one only) |
 | CommitFile      | FileMeta                                          |
 | CommitBatch     | list[FileMeta | MetaError], in order              |
@@ -151,6 +152,7 @@ class CreateAccount(_Cmd, tag="account"):
     email: str
     display_name: str
     token_hash: bytes = b""  # b"": no token yet
+    quota_bytes: int | None = None  # the account's quota (`raftbox.meta.quota`); None: none
 
 
 class AddToken(_Cmd, tag="token_add"):
@@ -183,6 +185,14 @@ class RemoveAccount(_Cmd, tag="account_remove"):
     account with it has a new id and an empty namespace."""
 
     email: str
+
+
+class SetQuota(_Cmd, tag="quota"):
+    """Set the quota of the account with this email, in bytes (None: no quota). Writes past
+    it are refused with `insufficient_space`; what is stored already stays (`quota`)."""
+
+    email: str
+    quota_bytes: int | None
 
 
 class SetStoreMarker(_Cmd, tag="store_marker"):
@@ -516,6 +526,7 @@ MetaCommand = (
     | RevokeTokens
     | SetDisabled
     | RemoveAccount
+    | SetQuota
     | SetStoreMarker
     | CommitFile
     | CommitBatch
@@ -640,6 +651,15 @@ class AccountInfo(_Res, tag="account"):
         return self.home_ns
 
 
+class SpaceUsage(_Res, tag="space_usage"):
+    """An account's usage (bytes of its current files) and quota (None: none); `quota`."""
+
+    account_id: str
+    email: str
+    used: int
+    quota: int | None = None
+
+
 class GcResult(_Res, tag="gc"):
     """GcCondemn: `condemned` (newly condemned by this command) and `adopted` (condemned
     earlier, by this run before an interruption or by a run whose lease expired: now this run's
@@ -688,6 +708,7 @@ Result = (
     | GcResult
     | Count
     | ShareResult
+    | SpaceUsage
     | LinkInfo
     | OAuthApp
     | OAuthOutcome

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from . import accounts, gcstate, jobs, paths, rows, sessions, sharing
+from . import accounts, gcstate, jobs, paths, quota, rows, search, sessions, sharing, templinks
 from .commands import (
     AccountInfo,
     BlockRef,
@@ -37,6 +37,7 @@ from .commands import (
     Meta,
     MetaError,
     SessionState,
+    SpaceUsage,
 )
 from .paths import MalformedPath
 from .rows import BLOCKS_DEC, E_COLS, M_COLS, M_FROM, R_COLS, Entry, Fail, Revision, format_ts
@@ -86,6 +87,7 @@ class MetaQueries:
 
     _db: sqlite3.Connection
     upload_session_ttl_ms: int
+    secret: Callable[[], bytes]
 
     # -- accounts ---------------------------------------------------------------------------
     def list_accounts(self) -> list[tuple[AccountInfo, int]]:
@@ -100,6 +102,10 @@ class MetaQueries:
 
     def auth_token(self, token_hash: bytes) -> AccountInfo | None:
         return accounts.auth_token(self._db, token_hash)
+
+    def space_usage(self, account_id: str) -> SpaceUsage | None:
+        """The account's usage and quota (`raftbox.meta.quota`); None if no such account."""
+        return quota.space_usage(self._db, account_id)
 
     # -- blocks and garbage collection -------------------------------------------------------
     def store_marker(self) -> str | None:
@@ -251,6 +257,20 @@ class MetaQueries:
         if e.kind != FOLDER:
             raise Fail("path", "not_folder")
         return e.key
+
+    def folder_key(self, ns: int, path: str) -> str | MetaError:
+        """The key of the folder "", "/…", "ns:…" or "id:…" names (path/not_found, not_folder)."""
+        return self._query(lambda: self._folder_key(ns, path))
+
+    def temporary_link(
+        self, token: str, now_ms: int
+    ) -> tuple[FileMeta, list[BlockRef]] | MetaError:
+        """The file a temporary link gives at `now_ms`, or why not (`raftbox.meta.templinks`)."""
+        return templinks.open_link(self._db, self.secret(), token, now_ms)
+
+    def search(self, ns: int, st: search.SearchState) -> search.SearchPage:
+        """One page of a search by name (`raftbox.meta.search`)."""
+        return search.search_page(self._db, ns, st)
 
     def _check_folder_key(self, ns: int, key: str) -> None:
         if key == "":

@@ -31,6 +31,9 @@ Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
   of the last command that uploaded or referenced them (garbage collection reads both).
 - gc_condemned(block_id, run_id), gc_deleted(block_id, gen, ms), kv "gc_gen", "gc_floor",
   "gc_lease": the garbage collector's replicated half (`raftbox.meta.gcstate`).
+- ns_usage(ns, used_bytes), account_quota(account_id, quota_bytes): the bytes of each
+  namespace's current files, kept by the `usage_*` triggers on `entries` (and made and dropped
+  with the namespace), and each account's quota (`raftbox.meta.quota` says what they mean).
 - upload_sessions, upload_pieces: replicated upload sessions, so any blockserver continues one
   (`raftbox.meta.sessions`).
 - jobs(job_id, ns, kind, idx, done_ms, result): async jobs' results (msgpack), kept for
@@ -49,7 +52,8 @@ Tables (all keyed by namespace where relevant; `key` = `paths.Path.key`):
 
 Schema changes: a store made by an older version is brought up to date when opened or restored
 from a snapshot (`migrate`: columns added with the value every old row means — `ns_blocks`
-times 0, `revisions.symlink` NULL and `executable` 0, `accounts.disabled` 0), the same on every
+times 0, `revisions.symlink` NULL and `executable` 0, `accounts.disabled` 0; `ns_usage` computed
+from the current files), the same on every
 replica, so a migrated replica and a fresh one hold the same rows.
 """
 
@@ -121,6 +125,45 @@ CREATE TABLE IF NOT EXISTS upload_pieces (
   blocks BLOB NOT NULL, digests BLOB NOT NULL,
   PRIMARY KEY (session_id, offset)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ns_usage (
+  ns INTEGER PRIMARY KEY, used_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS account_quota (
+  account_id TEXT PRIMARY KEY, quota_bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS namespaces_owner ON namespaces (owner, ns);
+CREATE TRIGGER IF NOT EXISTS usage_ns_add AFTER INSERT ON namespaces BEGIN
+  INSERT OR IGNORE INTO ns_usage (ns, used_bytes) VALUES (NEW.ns, 0);
+END;
+CREATE TRIGGER IF NOT EXISTS usage_ns_drop AFTER DELETE ON namespaces BEGIN
+  DELETE FROM ns_usage WHERE ns = OLD.ns;
+END;
+CREATE TRIGGER IF NOT EXISTS usage_quota_drop AFTER DELETE ON accounts BEGIN
+  DELETE FROM account_quota WHERE account_id = OLD.account_id;
+END;
+CREATE TRIGGER IF NOT EXISTS usage_entry_replaced BEFORE INSERT ON entries
+WHEN EXISTS (SELECT 1 FROM entries WHERE ns = NEW.ns AND key = NEW.key AND kind = 1) BEGIN
+  UPDATE ns_usage SET used_bytes = used_bytes - COALESCE((
+    SELECT r.size FROM entries e JOIN revisions r ON r.ns = e.ns AND r.rev = e.rev
+    WHERE e.ns = NEW.ns AND e.key = NEW.key AND e.kind = 1), 0) WHERE ns = NEW.ns;
+END;
+CREATE TRIGGER IF NOT EXISTS usage_entry_insert AFTER INSERT ON entries WHEN NEW.kind = 1 BEGIN
+  UPDATE ns_usage SET used_bytes = used_bytes + COALESCE((
+    SELECT size FROM revisions WHERE ns = NEW.ns AND rev = NEW.rev), 0) WHERE ns = NEW.ns;
+END;
+CREATE TRIGGER IF NOT EXISTS usage_entry_update AFTER UPDATE OF kind, rev, ns ON entries
+WHEN OLD.kind = 1 OR NEW.kind = 1 BEGIN
+  UPDATE ns_usage SET used_bytes = used_bytes - COALESCE((
+    SELECT size FROM revisions WHERE ns = OLD.ns AND rev = OLD.rev), 0)
+  WHERE ns = OLD.ns AND OLD.kind = 1;
+  UPDATE ns_usage SET used_bytes = used_bytes + COALESCE((
+    SELECT size FROM revisions WHERE ns = NEW.ns AND rev = NEW.rev), 0)
+  WHERE ns = NEW.ns AND NEW.kind = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS usage_entry_delete AFTER DELETE ON entries WHEN OLD.kind = 1 BEGIN
+  UPDATE ns_usage SET used_bytes = used_bytes - COALESCE((
+    SELECT size FROM revisions WHERE ns = OLD.ns AND rev = OLD.rev), 0) WHERE ns = OLD.ns;
+END;
 CREATE TABLE IF NOT EXISTS jobs (
   job_id TEXT PRIMARY KEY, ns INTEGER NOT NULL, kind TEXT NOT NULL, idx INTEGER NOT NULL,
   done_ms INTEGER NOT NULL, result BLOB NOT NULL
@@ -226,6 +269,13 @@ def migrate(db: sqlite3.Connection) -> None:
     cols = {r[1] for r in db.execute("PRAGMA table_info(accounts)")}
     if "disabled" not in cols:
         db.execute("ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0")
+    # space usage (`raftbox.meta.quota`): a store made before it gets its counters, once
+    db.execute(
+        "INSERT INTO ns_usage (ns, used_bytes) SELECT n.ns, COALESCE(("
+        "SELECT SUM(r.size) FROM entries e JOIN revisions r ON r.ns = e.ns AND r.rev = e.rev "
+        "WHERE e.ns = n.ns AND e.kind = 1), 0) FROM namespaces n "
+        "WHERE n.ns NOT IN (SELECT ns FROM ns_usage)"
+    )
 
 
 def get_kv(db: sqlite3.Connection, k: str, default: Any = None) -> Any:

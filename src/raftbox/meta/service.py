@@ -101,6 +101,8 @@ class MetaService:
         self._auth_unknown = NegativeTokenCache(auth_negative_ttl_s)
         self._auth_rounds = SharedRounds(self._auth_read_round)
         self._enc = msgspec.msgpack.Encoder()
+        # the quota of accounts created through this member (`serve|up --default-quota`)
+        self.default_quota_bytes: int | None = None
 
     @property
     def auth_read_rounds(self) -> int:
@@ -188,7 +190,9 @@ class MetaService:
 
     async def create_account(self, email: str, display_name: str) -> tuple[Any, str]:
         token = new_token()
-        acct = await self.write(C.CreateAccount(email, display_name, token_hash(token)))
+        acct = await self.write(
+            C.CreateAccount(email, display_name, token_hash(token), self.default_quota_bytes)
+        )
         if isinstance(acct, C.MetaError):
             raise AccountError(acct.summary)
         return acct, token

@@ -16,13 +16,16 @@ what cursors and the notify feed follow.
   copy of a subtree: every item of the new subtree is journaled; a copy gets new ids and a new
   server_modified), `restore` (an old revision becomes the newest).
 - `commit_batch`: one savepoint per item, each answered on its own.
+
+Every write that can make an account store more (commit, copy, restore) runs inside
+`quota.guarded`: past the account's quota it fails with `insufficient_space`.
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from . import gcstate, paths, rows, values
+from . import gcstate, paths, quota, rows, values
 from .commands import (
     MAX_FILE_BYTES,
     CommitBatch,
@@ -230,6 +233,11 @@ def _validate_commit(c: CommitFile) -> None:
 
 
 def commit(ctx: ApplyContext, c: CommitFile) -> FileMeta:
+    """`CommitFile` (every upload route's, batches' and sessions' too), within the quota."""
+    return quota.guarded(ctx, c.ns, ["path", "insufficient_space"], lambda: _commit(ctx, c))
+
+
+def _commit(ctx: ApplyContext, c: CommitFile) -> FileMeta:
     ns = c.ns
     check_ns(ctx, ns)
     _validate_commit(c)
@@ -356,6 +364,13 @@ def delete(ctx: ApplyContext, c: Delete) -> Meta:
 
 
 def relocate(ctx: ApplyContext, c: Move | Copy) -> Meta:
+    """`Move` or `Copy`; a copy within the quota (RelocationError's `insufficient_quota`)."""
+    if isinstance(c, Copy):
+        return quota.guarded(ctx, c.ns, ["insufficient_quota"], lambda: _relocate(ctx, c))
+    return _relocate(ctx, c)
+
+
+def _relocate(ctx: ApplyContext, c: Move | Copy) -> Meta:
     ns = c.ns
     copy = isinstance(c, Copy)
     check_ns(ctx, ns)
@@ -466,6 +481,11 @@ def move_subtree(
 
 
 def restore(ctx: ApplyContext, c: Restore) -> FileMeta:
+    """`Restore`, within the quota."""
+    return quota.guarded(ctx, c.ns, ["path_write", "insufficient_space"], lambda: _restore(ctx, c))
+
+
+def _restore(ctx: ApplyContext, c: Restore) -> FileMeta:
     ns = c.ns
     check_ns(ctx, ns)
     path = write_path(ctx, ns, c.path, "path_lookup", allow_id=False)

@@ -1,0 +1,166 @@
+"""Search by name on the API: `files/search_v2` and `files/search/continue_v2`.
+
+Routes (`SearchRoutes(meta).routes()`, registered on a meta member's `ApiServer`, auth user):
+`files/search_v2` takes Dropbox's `SearchV2Arg` — `query` (≤ 1000 characters, at least one
+word), `options` (`SearchOptions`: `path`, `max_results` 1..1000 (100), `file_status`
+active|deleted, `filename_only`, `file_extensions`, `file_categories`; `order_by` and
+`account_id` are accepted and ignored), `match_field_options`/`include_highlights` (accepted; no
+highlight spans are returned) — and answers `SearchV2Result`: `matches` (each a `SearchMatchV2`:
+`{"metadata": {".tag": "metadata", "metadata": <Metadata>}, "match_type": {".tag": "filename"}}`),
+`has_more`, and `cursor` when `has_more`. `files/search/continue_v2` takes that cursor.
+
+What matches, in what order, and the bound on the work of one call: `raftbox.meta.search` (a
+bounded scan in key order; a page may hold fewer than `max_results` matches while `has_more`).
+Errors are `SearchError`'s: `path` (a LookupError: `not_found`, `not_folder`, `malformed_path`)
+for `options.path`, `invalid_argument` (a string) for an empty query or a cursor that is not
+this account's (forged, or another account's: cursors are signed with the cluster secret);
+malformed JSON or a value of the wrong type is a 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from raftbox.meta import commands as C
+from raftbox.meta import paths
+from raftbox.meta.search import FILE_CATEGORIES, SearchState, query_words
+from raftbox.meta.service import CursorInvalid, MetaService
+
+from . import wire
+from .args import LIST_PATH, Args, ns_path, path_arg, rpc_args
+from .errors import ApiError, BadInput, raise_meta
+from .wire import json_response
+
+QUERY_MAX_CHARS = 1000
+MAX_RESULTS_MAX = 1000
+EXTENSIONS_MAX = 100
+EXTENSION_MAX_CHARS = 64
+CURSOR_MAX_CHARS = 64 * 1024  # the largest search (query, 100 extensions) signs to ~20 KiB
+_CURSOR_KIND = "search"
+
+
+def _invalid(why: str) -> ApiError:
+    return ApiError(["invalid_argument"], {"invalid_argument": why})
+
+
+class SearchRoutes:
+    def __init__(self, meta: MetaService) -> None:
+        self.meta = meta
+
+    def routes(self) -> list[tuple[str, str, Any]]:
+        return [
+            ("files/search_v2", "user", self.search_v2),
+            ("files/search/continue_v2", "user", self.search_continue_v2),
+        ]
+
+    async def search_v2(self, request: web.Request, who: Any) -> web.Response:
+        a = await rpc_args(request, "files/search_v2")
+        query = a.str("query", required=True)
+        if len(query) > QUERY_MAX_CHARS:
+            raise BadInput(a.route, f"query: longer than {QUERY_MAX_CHARS} characters")
+        a.obj_("match_field_options")  # accepted (no highlights)
+        a.bool("include_highlights")
+        opts = a.obj_("options") or Args(a.route, {})
+        path = path_arg(opts, "path", LIST_PATH, required=False, default="")
+        path = ns_path(who, path, ["path"])
+        max_results = opts.int("max_results", default=100, lo=1, hi=MAX_RESULTS_MAX)
+        status, _ = opts.tag("file_status", "active")
+        if status not in ("active", "deleted"):
+            raise BadInput(a.route, f"file_status: unknown tag '{status}'")
+        opts.bool("filename_only")
+        order, _ = opts.tag("order_by", "relevance")
+        if order not in ("relevance", "last_modified_time"):
+            raise BadInput(a.route, f"order_by: unknown tag '{order}'")
+        opts.str("account_id")
+        extensions = _extensions(opts)
+        categories = _categories(opts)
+        words = query_words(query)
+        if not words:
+            raise _invalid("the query has no words")
+        ns = who.namespace_id
+
+        def run(s: Any) -> Any:
+            key = s.folder_key(ns, path)
+            if isinstance(key, C.MetaError):
+                return key
+            st = SearchState(words, key, status == "deleted", max_results, extensions, categories)
+            return st, s.search(ns, st)
+
+        st, page = raise_meta(await self.meta.read(run))
+        return self._answer(who, st, page)
+
+    async def search_continue_v2(self, request: web.Request, who: Any) -> web.Response:
+        a = await rpc_args(request, "files/search/continue_v2")
+        cursor = a.str("cursor", required=True)
+        if not cursor or len(cursor) > CURSOR_MAX_CHARS:
+            raise BadInput(a.route, "cursor: not a search cursor")
+        st = self._open(who, cursor)
+        ns = who.namespace_id
+        page = await self.meta.read(lambda s: s.search(ns, st))
+        return self._answer(who, st, page)
+
+    def _open(self, who: Any, cursor: str) -> SearchState:
+        try:
+            kind, account_id, ns, raw = self.meta.open_cursor(cursor)
+            st = msgspec.convert(raw, SearchState)
+        except (CursorInvalid, ValueError, TypeError, msgspec.ValidationError):
+            raise _invalid("not a search cursor of this account") from None
+        if kind != _CURSOR_KIND or account_id != who.account_id or ns != who.namespace_id:
+            raise _invalid("not a search cursor of this account")
+        return st
+
+    def _answer(self, who: Any, st: SearchState, page: Any) -> web.Response:
+        body: dict[str, Any] = {
+            "matches": [
+                {
+                    "metadata": {
+                        ".tag": "metadata",
+                        "metadata": wire.metadata_json(m, tagged=True),
+                    },
+                    "match_type": {".tag": "filename"},
+                }
+                for m in page.matches
+            ],
+            "has_more": page.after_key is not None,
+        }
+        if page.after_key is not None:
+            nxt = msgspec.structs.replace(st, after_key=page.after_key)
+            body["cursor"] = self.meta.sign_cursor(
+                [_CURSOR_KIND, who.account_id, who.namespace_id, nxt]
+            )
+        return json_response(body)
+
+
+def _extensions(opts: Args) -> list[str] | None:
+    v = opts.obj.get("file_extensions")
+    if v is None:
+        return None
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise BadInput(opts.route, "file_extensions: expected a list of strings")
+    if len(v) > EXTENSIONS_MAX:
+        raise BadInput(opts.route, f"file_extensions: at most {EXTENSIONS_MAX}")
+    out = []
+    for x in v:
+        e = Args(opts.route, {"e": x}).str("e").strip().lstrip(".")
+        if len(e) > EXTENSION_MAX_CHARS:
+            raise BadInput(opts.route, f"file_extensions: over {EXTENSION_MAX_CHARS} characters")
+        out.append(paths.component_key(e))
+    return out
+
+
+def _categories(opts: Args) -> list[str] | None:
+    v = opts.obj.get("file_categories")
+    if v is None:
+        return None
+    if not isinstance(v, list):
+        raise BadInput(opts.route, "file_categories: expected a list")
+    out = []
+    for x in v:
+        tag, _ = Args(opts.route, {"c": x}).tag("c", "")
+        if tag not in FILE_CATEGORIES:
+            raise BadInput(opts.route, f"file_categories: unknown tag {tag[:50]!r}")
+        out.append(tag)
+    return out
