@@ -24,15 +24,12 @@ SERVED = {
     "files/move_batch/check_v2", "files/delete_batch", "files/delete_batch/check",
     "files/create_folder_batch", "files/create_folder_batch/check",
     "files/get_thumbnail_v2", "files/get_thumbnail_batch",
+    "users/get_space_usage", "files/search_v2", "files/search/continue_v2",
+    "files/get_temporary_link",
 }  # fmt: skip
 
 # route -> the branch that adds it
-PENDING = {
-    "users/get_space_usage": "eco-routes",
-    "files/search_v2": "eco-routes",
-    "files/search/continue_v2": "eco-routes",
-    "files/get_temporary_link": "eco-routes",
-}
+PENDING: dict[str, str] = {}
 
 
 def is_pending(route: str) -> bool:
