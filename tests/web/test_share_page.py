@@ -105,6 +105,13 @@ def test_share_with_editor_and_viewer(up, page_for):
     )
     assert "you can only view this shared folder" in refused and "no_write_permission" in refused
     assert "carol" not in {e.name for e in alice.files_list_folder("/Team").entries}
+    cpage.get_by_role("link", name="All files").click()
+    dialog = _share_dialog(cpage, "Team")  # a viewer: sees the members, cannot invite
+    expect(dialog.get_by_role("row").filter(has_text=b_email)).to_contain_text("editor")
+    expect(dialog.get_by_role("button", name="Leave")).to_be_visible()
+    expect(dialog.get_by_role("button", name="Invite")).to_be_hidden()
+    expect(dialog.get_by_role("button", name="Unshare")).to_be_hidden()
+    dialog.get_by_role("button", name="Close").click()
 
     # the owner sees the members, changes carol to editor, removes bob
     dialog = _share_dialog(page, "Team")

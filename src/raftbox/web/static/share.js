@@ -14,7 +14,8 @@
 //   one (`create_shared_link_with_settings`, optional expiry date and password); "Copy link",
 //   "Revoke" (`revoke_shared_link`);
 // - "Shared with you" (#invitations): folders shared with me that I have not added
-//   (`list_mountable_folders`), each with "Accept" (`mount_folder`);
+//   (`list_mountable_folders`), each with "Accept" (`mount_folder`); read on every listing and
+//   every INVITATIONS_POLL_MS;
 // - "Shared links" (#links): every link of mine (`list_shared_links`) with Copy link / Revoke;
 // - `RBShare.readOnly(path)`: whether the open folder is inside a folder shared with me as a
 //   viewer (files.js then hides its write controls; the server refuses such writes anyway).
@@ -26,6 +27,9 @@ const RBShare = (function () {
   const $ = (sel) => document.querySelector(sel);
   let onChange = () => {};
   let say = () => {};
+  // An invitation changes no folder of mine, so no long-poll wakes for it: "Shared with you"
+  // is read again on every listing and at this period while the page is visible.
+  const INVITATIONS_POLL_MS = 30_000;
 
   function el(tag, attrs, ...children) {
     const e = document.createElement(tag);
@@ -91,6 +95,7 @@ const RBShare = (function () {
     $("#share-email").value = "";
     $("#share-members tbody").replaceChildren();
     $("#share-dialog-actions").hidden = true;
+    $("#share-invite").hidden = false;
     $("#share").showModal();
     $("#share-email").focus();
     await members();
@@ -128,7 +133,7 @@ const RBShare = (function () {
       }
       body.replaceChildren(...rows);
       $("#share-members").hidden = false;
-      $("#share-invite").hidden = !owner && share.access !== "editor";
+      $("#share-invite").hidden = share.access === "viewer"; // editors invite too (server rule)
       $("#share-leave").hidden = owner;
       $("#share-unshare").hidden = !owner;
       $("#share-dialog-actions").hidden = false;
@@ -410,6 +415,7 @@ const RBShare = (function () {
     });
     $("#show-links").addEventListener("click", toggleLinks);
     invitations();
+    setInterval(() => { if (!document.hidden) invitations(); }, INVITATIONS_POLL_MS);
   }
 
   return { init, actions, invitations, readOnly, why };
