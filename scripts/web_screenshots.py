@@ -68,6 +68,13 @@ def _seed(hostport: str, data: Path) -> None:
     subprocess.run(friend, input="friend-password-1\n", text=True, check=True, capture_output=True)
 
 
+def _small(path: Path) -> None:
+    """64 colours, optimised: a README picture of a flat UI stays a few tens of KB."""
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(colors=64).save(path, optimize=True)
+
+
 def _share_and_link(browser, page, out: Path) -> None:
     """The share dialog of /Projects (FRIEND invited as editor), then plan.md's link page."""
     folder = page.locator("#listing tbody tr").filter(has_text="Projects")
@@ -134,6 +141,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
     for name in SHOTS:
+        _small(out / name)
         print(f"{out / name}  {(out / name).stat().st_size // 1024} KiB")
     return 0
 
