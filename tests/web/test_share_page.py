@@ -232,10 +232,19 @@ def test_markup_folder_name_is_text_in_share_dialog(up, page_for):
     email, pw, dbx = _account(up, "markup")
     dbx.files_create_folder_v2("/" + MARKUP)
     page = page_for(email, pw)
-    dialog = _share_dialog(page, MARKUP)
+    # by keyboard only: the Share button, then the Email field has the focus, Enter invites
+    _row(page, MARKUP).get_by_role("button", name="Share", exact=True).focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Share " + MARKUP)
+    expect(dialog.get_by_label("Email")).to_be_focused()
+    page.keyboard.type("you@localhost")
+    page.keyboard.press("Enter")
+    expect(dialog.get_by_role("status")).to_have_text("Invited you@localhost as editor.")
     expect(page.locator("#share-title")).to_have_text("Share " + MARKUP)
-    assert page.locator("#share b").count() == 0
-    dialog.get_by_role("button", name="Close").click()
+    expect(dialog.get_by_role("row").filter(has_text="you@localhost")).to_be_visible()
+    assert page.locator("#share b").count() == 0 and page.locator("#listing b").count() == 0
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
     _row(page, MARKUP).get_by_role("button", name="Share link").click()
     expect(page.locator("#link-title")).to_have_text("Share link to " + MARKUP)
     assert page.locator("#link b").count() == 0
