@@ -82,6 +82,9 @@ def test_share_with_editor_and_viewer(up, page_for):
     alice.files_upload(b"from alice", "/Team/news.txt")
     expect(_row(bpage, "news.txt")).to_be_visible(timeout=60_000)
     assert bpage.evaluate("window.__marker") == 7
+    with bpage.expect_download() as dl:  # a file of the shared folder, from bob's page
+        _row(bpage, "news.txt").get_by_role("button", name="Download").click()
+    assert open(dl.value.path(), "rb").read() == b"from alice"
     # an editor writes from the page
     bpage.get_by_role("button", name="New folder").click()
     bpage.get_by_role("textbox").fill("bob-made")
