@@ -302,7 +302,7 @@ def test_search_and_space_routes_when_present(up, page_for, route):
     r = up.http().post(
         f"{up.url}/2/{route}", json=None, headers={"Authorization": f"Bearer {up.token}"}
     )
-    if r.status_code == 404:
+    if r.status_code == 404 or "Unknown API function" in r.text:  # 400 since eco-clients
         pytest.skip(f"{route} is not on this branch")
     email, pw, dbx = _account(up, "finder" + str(len(route)))
     dbx.files_upload(b"12345", "/deep/needle-report.txt")
