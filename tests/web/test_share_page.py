@@ -219,15 +219,32 @@ def test_links_created_opened_revoked(up, browser, page_for):
     finally:
         ctx.close()
 
+    # a folder's link: its listing, each file downloadable, and the whole as a zip
+    dbx.files_upload(b"one", "/Album/one.txt")
+    _row(page, "Album").get_by_role("button", name="Share link").click()
+    dialog = page.get_by_role("dialog", name="Share link to Album")
+    dialog.get_by_role("button", name="Create link").click()
+    album_url = dialog.get_by_label("Link", exact=True).input_value()
+    dialog.get_by_role("button", name="Close").click()
+    ctx = _fresh(browser)
+    try:
+        visitor = ctx.new_page()
+        visitor.goto(album_url)
+        expect(visitor.get_by_role("heading", name="Album")).to_be_visible()
+        expect(visitor.get_by_role("link", name="Download as .zip")).to_be_visible()
+        expect(visitor.get_by_text("one.txt")).to_be_visible()
+    finally:
+        ctx.close()
+
     # the list of my links: secret.txt's, with its own Revoke
     page.get_by_role("button", name="Shared links").click()
     links = page.get_by_role("table", name="Shared links")
     row = links.get_by_role("row").filter(has_text="/secret.txt")
     expect(row).to_contain_text(url)
-    expect(links.get_by_role("row")).to_have_count(2)  # header + one live link
+    expect(links.get_by_role("row")).to_have_count(3)  # header, secret.txt's and Album's
     row.get_by_role("button", name="Revoke").click()
-    expect(links.get_by_role("row")).to_have_count(1)
-    assert dbx.sharing_list_shared_links().links == []
+    expect(links.get_by_role("row")).to_have_count(2)
+    assert [lk.name for lk in dbx.sharing_list_shared_links().links] == ["Album"]
     assert page.errors == []
 
 
