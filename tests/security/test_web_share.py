@@ -115,7 +115,6 @@ def test_web_download_zip_of_a_shared_folder_root(up):
     assert r.status_code == 200 and r.content[:2] == b"PK"
 
 
-@pytest.mark.xfail(strict=True, reason="links.py: list_shared_links omits links in shared folders")
 def test_my_links_include_those_inside_a_shared_folder(up):
     _, _, dbx = _account(up, "linklister")
     dbx.files_upload(b"x", "/Team/a.txt")
