@@ -224,6 +224,7 @@ def test_links_created_opened_revoked(up, browser, page_for):
     _row(page, "Album").get_by_role("button", name="Share link").click()
     dialog = page.get_by_role("dialog", name="Share link to Album")
     dialog.get_by_role("button", name="Create link").click()
+    expect(dialog.get_by_label("Link", exact=True)).to_have_value(re.compile(r"/s/.*/Album$"))
     album_url = dialog.get_by_label("Link", exact=True).input_value()
     dialog.get_by_role("button", name="Close").click()
     ctx = _fresh(browser)
