@@ -4,8 +4,9 @@
 
 Starts `raftbox up` in a temporary directory (127.0.0.1, a free port), fills an account with a
 few folders and files through the official SDK, and photographs the sign-in page, the file
-browser and a file's versions in headless Debian Chromium (Playwright, `executable_path`). It
-stops the server it started, whatever happens.
+browser, a file's versions, the share dialog of a folder (a second account invited) and the
+public page of a shared link opened with no session, in headless Debian Chromium (Playwright,
+`executable_path`). It stops the server it started, whatever happens.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from playwright.sync_api import expect, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 RAFTBOX = str(Path(sys.executable).with_name("raftbox"))
+FRIEND = "dana@localhost"  # the account the share dialog invites
+SHOTS = ("web-login.png", "web-files.png", "web-versions.png", "web-share.png", "web-link.png")
 
 
 def _free_port() -> int:
@@ -61,6 +64,41 @@ def _seed(hostport: str, data: Path) -> None:
         dbx.files_upload(text, "/plan.md", mode=overwrite)
     dbx.files_upload(os.urandom(2_400_000), "/holiday.mov")
     dbx.files_upload(b"a,b\n1,2\n" * 4000, "/budget.csv")
+    friend = [RAFTBOX, "user", "add", FRIEND, "--data", str(data), "--password-stdin"]
+    subprocess.run(friend, input="friend-password-1\n", text=True, check=True, capture_output=True)
+
+
+def _small(path: Path) -> None:
+    """64 colours, optimised: a README picture of a flat UI stays a few tens of KB."""
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(colors=64).save(path, optimize=True)
+
+
+def _share_and_link(browser, page, out: Path) -> None:
+    """The share dialog of /Projects (FRIEND invited as editor), then plan.md's link page."""
+    folder = page.locator("#listing tbody tr").filter(has_text="Projects")
+    folder.get_by_role("button", name="Share", exact=True).click()
+    dialog = page.get_by_role("dialog", name="Share Projects")
+    dialog.get_by_label("Email").fill(FRIEND)
+    dialog.get_by_role("button", name="Invite").click()
+    expect(dialog.get_by_role("status")).to_have_text(f"Invited {FRIEND} as editor.")
+    page.screenshot(path=str(out / "web-share.png"))
+    dialog.get_by_role("button", name="Close").click()
+    page.locator("#listing tbody tr").filter(has_text="plan.md").get_by_role(
+        "button", name="Share link"
+    ).click()
+    dialog = page.get_by_role("dialog", name="Share link to plan.md")
+    dialog.get_by_role("button", name="Create link").click()
+    link = dialog.get_by_label("Link", exact=True)
+    expect(link).to_have_value(re.compile("/s/"))
+    url = link.input_value()
+    ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 960, "height": 400})
+    visitor = ctx.new_page()
+    visitor.goto(url)
+    expect(visitor.get_by_role("link", name="Download")).to_be_visible()
+    visitor.screenshot(path=str(out / "web-link.png"))
+    ctx.close()
 
 
 def main() -> int:
@@ -93,6 +131,8 @@ def main() -> int:
                 row.get_by_role("button", name="Versions").click()
                 expect(page.get_by_role("dialog").get_by_role("row")).to_have_count(4)
                 page.screenshot(path=str(out / "web-versions.png"))
+                page.get_by_role("dialog").get_by_role("button", name="Close").click()
+                _share_and_link(b, page, out)
                 b.close()
         finally:
             proc.terminate()
@@ -100,7 +140,8 @@ def main() -> int:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    for name in ("web-login.png", "web-files.png", "web-versions.png"):
+    for name in SHOTS:
+        _small(out / name)
         print(f"{out / name}  {(out / name).stat().st_size // 1024} KiB")
     return 0
 

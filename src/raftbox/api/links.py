@@ -419,9 +419,13 @@ class LinkRoutes:
                 raise ApiError(["reset"])
             path, direct_only = cpath, cdirect
         ns = who.namespace_id
+        # where each readable namespace sits in the account's tree (None: the home namespace)
+        mounts: dict[int, Any] = {ns: None}
+        mounts.update({mt.ns: mt for mt in getattr(who, "mounts", [])})
         if path is not None:
             t = await self._target(who, path)  # a path in a shared folder: its links
             ns, path = t.ns, t.path
+            mounts = {ns: t.mount}
         now = self.now_ms()
 
         def q(s: Any) -> Any:
@@ -433,7 +437,7 @@ class LinkRoutes:
             found, more = L.links_of(s.db, who.account_id, now, after, LIST_PAGE_LINKS)
             out = []
             for link in found:
-                if link.ns != ns:
+                if link.ns not in mounts:  # no path: every folder of the account, mounts too
                     continue
                 m = rows.meta_of(s.db, link.ns, rows.live_by_id(s.db, link.ns, link.target_id))
                 if anchor is not None:
@@ -441,7 +445,8 @@ class LinkRoutes:
                         direct_only or not anchor.path_lower.startswith(m.path_lower + "/")
                     ):
                         continue
-                out.append((link, m))
+                mount = mounts[link.ns]
+                out.append((link, spaces.rebase(m, mount) if mount is not None else m))
             return out, more
 
         r = await self.meta.read(q)

@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from raftbox.api import spaces
 from raftbox.api.accesslog import ACCOUNT_KEY
 from raftbox.api.errors import from_lower
 
@@ -106,6 +107,7 @@ def _download(api: Any, auth: WebAuth, route: Any) -> Any:
         try:
             who = await auth.authenticate(request, csrf=False)
             request[ACCOUNT_KEY] = who.account_id
+            who = await spaces.with_mounts(api.mc, who)  # its shared folders, as for /2/
             return await route(request, who)
         except Exception as e:
             failure = from_lower("files/download", e)

@@ -6,7 +6,8 @@
 // `sortKey`/`sortDir`, `showDeleted`, `searching`. The open folder is watched with
 // files/list_folder/longpoll on the listing's cursor and reloaded when it changes.
 // Each row's actions live in one <td class="row-actions">: `rowActions(entry)` builds them
-// (a "Share" action can be added there).
+// (the sharing actions come from share.js's `RBShare.actions(entry)`; inside a folder shared
+// with me as a viewer the write actions are left out, and the server refuses them anyway).
 "use strict";
 
 (function () {
@@ -69,7 +70,7 @@
   }
 
   function fail(what, e) {
-    const why = e && e.summary ? e.summary : (e && e.message) || String(e);
+    const why = RBShare.why(e);
     say(`${what} failed: ${why}`);
   }
 
@@ -143,12 +144,20 @@
       render();
       say("");
       watchFolder(r.cursor, gen);
+      writable(gen);
     } catch (e) {
       if (gen !== generation) return;
       entries = [];
       render();
       fail("Opening the folder", e);
     }
+  }
+
+  // The write controls of the open folder: hidden inside a folder shared with me as a viewer.
+  async function writable(gen) {
+    const ro = await RBShare.readOnly(cwd);
+    if (gen !== generation) return;
+    for (const c of document.querySelectorAll("#new-folder, .upload-button, #upload, #upload-folder")) c.hidden = ro;
   }
 
   // The open folder updates live: long-poll on its cursor; on a change, list again.
@@ -194,6 +203,7 @@
       entries = all;
       render();
       watchFolder(r.cursor, gen);
+      RBShare.invitations();
     } catch (e) {
       if (gen === generation) setTimeout(() => refresh(gen), 2000);
     }
@@ -272,12 +282,17 @@
       // a folder: a zip of it, streamed by the server
       td.append(el("a", { class: "button", href: RB.downloadUrl(e.path_display, null, true), download: e.name + ".zip", role: "button", text: "Download" }));
     }
-    td.append(
-      button("Rename", () => rename(e)),
-      button("Move", () => move(e)),
-      button("Delete", () => remove(e), "danger"),
-    );
+    // a viewer's shared folder: no writes inside it (its own row, the mount point, is mine)
+    const readOnly = e.sharing_info && e.sharing_info.read_only && !e.shared_folder_id;
+    if (!readOnly) {
+      td.append(
+        button("Rename", () => rename(e)),
+        button("Move", () => move(e)),
+        button("Delete", () => remove(e), "danger"),
+      );
+    }
     if (kind === "file") td.append(button("Versions", () => versions(e)));
+    td.append(...RBShare.actions(e));
     return td;
   }
 
@@ -617,6 +632,7 @@
     $("#who").textContent = s.email;
     document.body.hidden = false;
     wire();
+    RBShare.init({ reload, say });
     cwd = pathFromHash();
     load();
     spaceUsed();
