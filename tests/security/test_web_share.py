@@ -7,7 +7,9 @@ One `raftbox up` for the module (`WebUp`); every outcome checked with the SDK (b
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
 import dropbox
 import pytest
@@ -105,14 +107,22 @@ def test_web_download_across_a_mount_and_not_outside(up):
     assert get("/Priv/doc.txt").status_code == 409  # bob's own tree has no /Priv
 
 
-@pytest.mark.xfail(strict=True, reason="links.py: a mount point's root answers malformed_path")
 def test_web_download_zip_of_a_shared_folder_root(up):
+    """A shared folder's top (its mount point) zips like any folder, for the page and the SDK."""
     email, pw, dbx = _account(up, "zipowner")
     dbx.files_upload(b"in it", "/Shared/a.txt")
+    dbx.files_upload(b"deeper", "/Shared/sub/b.txt")
     dbx.sharing_share_folder("/Shared")
     s, _ = up.login(email, pw)
     r = s.get(up.url + "/web/download_zip", params={"arg": json.dumps({"path": "/Shared"})})
     assert r.status_code == 200 and r.content[:2] == b"PK"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        got = {n: z.read(n) for n in z.namelist()}
+    assert got == {"Shared/a.txt": b"in it", "Shared/sub/b.txt": b"deeper"}
+    md, resp = dbx.files_download_zip("/Shared")
+    assert md.metadata.path_display == "/Shared"
+    with zipfile.ZipFile(io.BytesIO(resp.content)) as z:
+        assert {n: z.read(n) for n in z.namelist()} == got
 
 
 def test_my_links_include_those_inside_a_shared_folder(up):

@@ -578,6 +578,12 @@ class LinkRoutes:
         t = await self._target(who, path_arg(a, "path", READ_PATH))  # shared folders too
         if t.path.startswith("rev:"):
             raise ApiError(["path", "not_folder"])
+        if t.at_mount_point and t.mount is not None:  # a shared folder's top: its mount point
+            home, display = who.namespace_id, t.mount.display
+            root = await self.meta.read(lambda s: s.get_metadata(home, display))
+            if isinstance(root, C.MetaError) or root.kind != "folder":
+                raise ApiError(["path", "not_found"])
+            return await self._zip(request, t.ns, "", True, root=root, show=t.show)
         return await self._zip(request, t.ns, t.path or "", tagged_result=True)
 
     async def _target(self, who: Any, path: str) -> spaces.Target:
@@ -594,10 +600,16 @@ class LinkRoutes:
         return t
 
     async def _zip(
-        self, request: web.Request, ns: int, folder: str, tagged_result: bool = False
+        self,
+        request: web.Request,
+        ns: int,
+        folder: str,
+        tagged_result: bool = False,
+        root: Any = None,
+        show: Any = None,
     ) -> web.StreamResponse:
         try:
-            plan = await plan_zip(self.meta, ns, folder)
+            plan = await plan_zip(self.meta, ns, folder, root=root, show=show)
         except ZipRefused as e:
             raise ApiError([e.tag]) from None
         if isinstance(plan, C.MetaError):

@@ -29,6 +29,7 @@ import io
 import logging
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,21 +66,31 @@ async def plan_zip(
     folder: str,
     max_entries: int = ZIP_MAX_ENTRIES,
     max_bytes: int = ZIP_MAX_BYTES,
+    root: C.FolderMeta | None = None,
+    show: Callable[[Any], Any] | None = None,
 ) -> ZipPlan | C.MetaError:
     """List `folder` ("/…", "id:…") of `ns` for a zip (module docstring). Returns a lookup
-    `MetaError` (path/not_found, path/not_folder) or raises `ZipRefused`."""
-    m = await meta.read(lambda s: s.get_metadata(ns, folder))
-    if isinstance(m, C.MetaError):
-        return m
-    if m.kind != "folder":
-        return C.MetaError(["path", "not_folder"])
+    `MetaError` (path/not_found, path/not_folder) or raises `ZipRefused`. A namespace's whole
+    tree (a shared folder's top, `folder` "") has no entry of its own: `root` is the folder it
+    shows as (its mount point) and `show` puts each entry's paths below it."""
+    if root is not None:
+        m: Any = root
+    else:
+        m = await meta.read(lambda s: s.get_metadata(ns, folder))
+        if isinstance(m, C.MetaError):
+            return m
+        if m.kind != "folder":
+            return C.MetaError(["path", "not_folder"])
+    listed = "" if root is not None else m.id
     entries: list[Any] = []
     total = 0
-    page = await meta.read(lambda s: s.list_folder(ns, m.id, True, False, _PAGE_ENTRIES))
+    page = await meta.read(lambda s: s.list_folder(ns, listed, True, False, _PAGE_ENTRIES))
     while True:
         if isinstance(page, C.MetaError):
             return page
         for e in page.entries:
+            if show is not None:
+                e = show(e)
             if e.path_lower == m.path_lower:
                 continue  # the folder itself
             entries.append(e)
