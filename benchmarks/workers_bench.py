@@ -2,14 +2,15 @@
 1 and 2 workers in the same run, and idle long-polls held by a notify leaf with N workers, with
 the fan-out latency at that many watchers.
 
-    .venv/bin/python -m benchmarks.workers_bench [--workers 1,2] [--upload-mib 512]
+    .venv/bin/python -m benchmarks.workers_bench [--workers 1,2,1,2] [--upload-mib 512]
         [--clients 2] [--in-flight 4] [--watchers 50000] [--leaf-workers 3]
         [--rounds 2] [--changes 100] [--skip-upload] [--skip-notify] [--blocks-dir /dev/shm]
 
 Real processes on 127.0.0.1: a meta member (with a notify root inside, TLS), then
 
-- uploads: a blockserver (`serve --roles block --meta ... --workers N`, TLS, the member's block
-  directory, zstd level 3 as shipped) and `--clients` client processes (this module's
+- uploads, 1 and 2 workers alternately (`--workers 1,2,1,2`): a blockserver (`serve --roles
+  block --meta ... --workers N`, TLS, the member's block directory or `--blocks-dir`, zstd
+  level 3 as shipped) and `--clients` client processes (this module's
   `--put-client` mode), each with `--in-flight` connections of its own. Every client makes its
   share of `--upload-mib` as unique 1 MiB random blocks and hashes them *before* the clock
   starts, then sends them with `blocks/put` (4 blocks per request) as fast as the server takes
@@ -79,8 +80,9 @@ async def put_client(url: str, token: str, ca: str, mib: int, in_flight: int) ->
     print(json.dumps({"bytes": mib * BLOCK_BYTES, "seconds": dt}), flush=True)
 
 
-def upload_run(pr: Procs, meta: str, token: str, workers: int, a: argparse.Namespace) -> dict:
-    name = f"bs-{workers}"
+def upload_run(pr: Procs, meta: str, token: str, workers: int, a: argparse.Namespace,
+               run: int) -> dict:  # fmt: skip
+    name = f"bs-{run}-{workers}"
     argv = ["--roles", "block", "--meta", meta, "--listen", f"{HOST}:{free_port()}",
             "--admin-token", pr.admin, "--ca", pr.ca, *pr.tls, "--workers", str(workers),
             "--blocks", "file://" + blocks_dir(pr, a)]  # fmt: skip
@@ -259,7 +261,7 @@ def notify_run(pr: Procs, meta: str, a: argparse.Namespace) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--workers", default="1,2,1,2")
     ap.add_argument("--upload-mib", type=int, default=512)
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--in-flight", type=int, default=4)
@@ -272,6 +274,7 @@ def main() -> int:
     ap.add_argument("--blocks-dir", help="the block store's parent directory (default: the "
                     "member's data directory; a tmpfs takes the disk out)")  # fmt: skip
     ap.add_argument("--json")
+    ap.add_argument("--keep-logs", help="copy every process's log here before cleaning up")
     ap.add_argument("--put-client", help=argparse.SUPPRESS)  # URL: run as an upload client
     ap.add_argument("--token", help=argparse.SUPPRESS)
     ap.add_argument("--ca", help=argparse.SUPPRESS)
@@ -286,15 +289,19 @@ def main() -> int:
         if not a.skip_upload:
             token = pr.account(meta, "uploads@bench.test")
             report["uploads"] = []
-            for w in map(int, a.workers.split(",")):
-                row = upload_run(pr, meta, token, w, a)
+            for run, w in enumerate(map(int, a.workers.split(","))):
+                row = upload_run(pr, meta, token, w, a, run)
                 report["uploads"].append(row)
                 print(f"  blocks/put, {w} worker(s): {row['mib']:.0f} MiB in {row['seconds']:.2f}"
                       f" s = {row['mib_s']:.1f} MiB/s (CPU: server {row['server_cpu_s']:.1f} s, clients {row['client_cpu_s']:.1f} s)",
                       flush=True)  # fmt: skip
-            base = report["uploads"][0]["mib_s"]
+            by: dict[int, list[float]] = {}
             for row in report["uploads"]:
-                print(f"  {row['workers']} worker(s): {row['mib_s'] / base:.2f}x of the first")
+                by.setdefault(row["workers"], []).append(row["mib_s"])
+            best1 = max(by.get(1, [float("nan")]))
+            for w, xs in sorted(by.items()):
+                print(f"  {w} worker(s): best {max(xs):.1f} MiB/s = {max(xs) / best1:.2f}x the best "
+                      f"of 1 worker (runs: {', '.join(f'{x:.1f}' for x in xs)})")  # fmt: skip
         if not a.skip_notify:
             r = report["notify"] = notify_run(pr, meta, a)
             print(f"  leaf with {r['leaf_workers']} workers held {r['held']} idle long-polls "
@@ -305,6 +312,13 @@ def main() -> int:
                 print(f"  {k[:-3]:6} at {r['watchers']} watchers: p50 {p50:.1f} p99 {p99:.1f} "
                       f"max {mx:.1f} ms (from the commit's acknowledgement)")  # fmt: skip
     finally:
+        if a.keep_logs:
+            import glob
+            import shutil
+
+            os.makedirs(a.keep_logs, exist_ok=True)
+            for f in glob.glob(os.path.join(pr.dir, "*.log")):
+                shutil.copy(f, a.keep_logs)
         pr.stop()
         if a.blocks_dir:
             import shutil
