@@ -160,7 +160,10 @@ class Leaf:
     def __init__(self, pr: Procs, meta: str, workers: int) -> None:
         self.mport = _consecutive_ports(workers)
         self.workers = workers
-        extra = ["--workers", str(workers), "--metrics-listen", f"{HOST}:{self.mport}"]
+        extra = ["--workers", str(workers), "--metrics-listen", f"{HOST}:{self.mport}",
+                 # the generators open every connection before the first poll, which takes
+                 # minutes at 50,000 on a busy machine: longer than the default idle close
+                 "--keepalive-timeout-s", "1800"]  # fmt: skip
         self.proc, self.url = pr.leaf(f"leaf-{workers}", meta, plain=True, extra=extra)
 
     def per_worker(self) -> list[dict]:
