@@ -19,7 +19,8 @@ in mutual TLS with the member certificates of a bundle from `raftbox cluster ini
 --cluster`; a single-member group without one opens no peer port), and serves the change feed
 notify roots follow. `notify` inside a meta process is a root fed by the local member; a process
 with `notify` alone is a root (`--meta URL,...`) or a leaf (`--notify-root URL,...`), see
-`raftbox.notify.process`.
+`raftbox.notify.process`. A blockserver or a notify leaf started with `--workers N` is N such
+processes sharing its port, under a supervisor that restarts them (`raftbox.workers`).
 
 At start, before serving, every meta member and blockserver checks that its `--blocks` is the
 cluster's one block store (`raftbox.storecheck`: a marker block the first leader wrote); if not,
