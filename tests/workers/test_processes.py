@@ -188,6 +188,16 @@ def test_sigterm_to_the_supervisor_stops_every_worker(fleet):
         requests.get(bs.url, verify=net.ca, timeout=5)
 
 
+def test_workers_do_not_outlive_a_supervisor_killed_with_sigkill(fleet):
+    net, m = fleet
+    bs = blockserver(net, m, "bs-kill9", metrics_ports())
+    workers = children(bs.pid)
+    assert len(workers) == 2
+    bs.kill9()  # no shutdown code runs in the supervisor: the kernel tells the workers
+    for pid in workers:
+        wait_for(lambda p=pid: not alive(p), 30, f"worker {pid} gone")
+
+
 def test_workers_that_cannot_start_make_the_supervisor_exit_non_zero(fleet, tmp_path):
     net, m = fleet
     # The store of this blockserver is not the cluster's: every worker refuses to start (78).
