@@ -165,8 +165,10 @@ class LoadGen:
     """A `benchmarks.notify_load` process, driven over its stdin/stdout."""
 
     def __init__(self, procs: Procs, name: str, targets: list[tuple[str, int]],
-                 ca: str | None = None) -> None:  # fmt: skip
+                 ca: str | None = None, source: str | None = None) -> None:  # fmt: skip
         argv = [PY, "-m", "benchmarks.notify_load"]
+        if source:
+            argv += ["--source", source]
         for url, count in targets:
             hostport = url.split("://", 1)[1]
             argv += ["--target", f"{hostport}:{count}"]

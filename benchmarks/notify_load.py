@@ -1,6 +1,7 @@
 """Long-poll load generator for the notify benchmarks: one process holding many connections.
 
     python -m benchmarks.notify_load --target HOST:PORT:COUNT [--target ...] [--ca CA.pem]
+        [--source 127.0.0.2]
 
 It opens COUNT keep-alive connections to each target (TLS when --ca is given), raises its own
 open-file limit, then obeys JSON lines on stdin and answers JSON lines on stdout:
@@ -87,7 +88,8 @@ class Gen:
         self.total += 1
         self.arrived.set()
 
-    async def open(self, host: str, port: int, count: int, ctx: ssl.SSLContext | None) -> None:
+    async def open(self, host: str, port: int, count: int, ctx: ssl.SSLContext | None,
+                   source: str | None = None) -> None:  # fmt: skip
         loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(256)
         base = len(self.conns)
@@ -99,7 +101,11 @@ class Gen:
                 for attempt in range(20):
                     try:
                         _, c = await loop.create_connection(
-                            lambda: Conn(self, i), host, port, ssl=ctx
+                            lambda: Conn(self, i),
+                            host,
+                            port,
+                            ssl=ctx,
+                            local_addr=(source, 0) if source else None,
                         )
                         self.conns[i] = c
                         return
@@ -114,6 +120,9 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", action="append", required=True, help="HOST:PORT:COUNT")
     ap.add_argument("--ca")
+    ap.add_argument(  # more than one port range's worth of connections to one address
+        "--source", help="connect from this local address (e.g. 127.0.0.2)"
+    )
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -121,7 +130,7 @@ async def main() -> None:
     gen = Gen()
     for t in a.target:
         host, port, count = t.rsplit(":", 2)
-        await gen.open(host, int(port), int(count), ctx)
+        await gen.open(host, int(port), int(count), ctx, a.source)
     out = sys.stdout
     out.write(json.dumps({"ready": len(gen.conns)}) + "\n")
     out.flush()

@@ -253,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     sv.add_argument("--tick-ms", type=int, default=50)
     sv.add_argument("--election-ticks", type=int, default=10)
     sv.add_argument("--join", action="store_true", help="join an existing cluster")
+    sv.add_argument(  # raftbox.workers
+        "--workers", type=int, default=1, help="blockserver or notify leaf: N processes on one "
+        "port (SO_REUSEPORT) under a supervisor that restarts a worker that dies (default 1)",
+    )  # fmt: skip
+    sv.add_argument("--worker", help=argparse.SUPPRESS)  # I/N, given by the supervisor
 
     ad = sub.add_parser("admin", help="cluster administration")
     asub = ad.add_subparsers(dest="admin_command", required=True)
@@ -428,8 +433,20 @@ def main(argv: list[str] | None = None) -> int:
             tick_ms=args.tick_ms,
             election_ticks=args.election_ticks,
             join=args.join,
+            workers=args.workers,
         )
+        if args.worker:
+            from raftbox.workers import parse_worker
+
+            try:
+                cfg.worker = parse_worker(args.worker)
+            except ValueError as e:
+                parser.error(str(e))
         _validate(parser, cfg)
+        if cfg.workers > 1:
+            from raftbox import workers
+
+            return workers.main(cfg, list(sys.argv[1:] if argv is None else argv))
         server.run(server.serve(cfg))
         return 0
     if args.command == "app":

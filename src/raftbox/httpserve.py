@@ -411,6 +411,7 @@ class HttpSite:
         backlog: int = 4096,
         front: FrontFactory | None = None,
         runner_kwargs: dict[str, Any] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.app = app
         self.listen = listen
@@ -418,6 +419,7 @@ class HttpSite:
         self.limits = limits
         self.backlog = backlog
         self.front = front
+        self.reuse_port = reuse_port  # SO_REUSEPORT: one of several workers (raftbox.workers)
         self.limiter = ConnectionLimiter(limits.connections_max, limits.connections_per_address_max)
         kwargs: dict[str, Any] = dict(
             access_log=None,
@@ -455,6 +457,7 @@ class HttpSite:
             ssl=self.ssl_context,
             ssl_handshake_timeout=self.limits.tls_handshake_timeout_s if tls else None,
             backlog=self.backlog,
+            reuse_port=self.reuse_port or None,
         )
         sock_host, sock_port = self.server.sockets[0].getsockname()[:2]
         self.url = f"{'https' if tls else 'http'}://{sock_host}:{sock_port}"

@@ -19,7 +19,8 @@ in mutual TLS with the member certificates of a bundle from `raftbox cluster ini
 --cluster`; a single-member group without one opens no peer port), and serves the change feed
 notify roots follow. `notify` inside a meta process is a root fed by the local member; a process
 with `notify` alone is a root (`--meta URL,...`) or a leaf (`--notify-root URL,...`), see
-`raftbox.notify.process`.
+`raftbox.notify.process`. A blockserver or a notify leaf started with `--workers N` is N such
+processes sharing its port, under a supervisor that restarts them (`raftbox.workers`).
 
 At start, before serving, every meta member and blockserver checks that its `--blocks` is the
 cluster's one block store (`raftbox.storecheck`: a marker block the first leader wrote); if not,
@@ -135,6 +136,8 @@ class ServeConfig:
     default_quota_bytes: int | None = None  # quota of accounts made here (None: none)
     metrics_listen: Address | None = None  # also serve /metrics here, plain HTTP, no auth
     oauth_access_ttl_s: float = 4 * 3600.0  # OAuth2 apps' access tokens (raftbox.api.oauth)
+    workers: int = 1  # >1: a supervisor of that many processes on one port (raftbox.workers)
+    worker: tuple[int, int] | None = None  # (i, n): this process is worker i of n
 
     def validate(self) -> None:
         """`ConfigError` naming the first setting, or combination of roles and settings, that
@@ -152,10 +155,15 @@ class ServeConfig:
         for flag, f in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key)):
             if f and not os.path.isfile(f):
                 raise ConfigError(f"{flag}: no such file: {f}")
+        if self.workers < 1 or ((self.workers > 1 or self.worker) and not self._stateless(roles)):
+            raise ConfigError("--workers: 1, or N > 1 for a blockserver or a notify leaf only")
         if "meta" in roles:
             self._validate_member()
         else:
             self._validate_without_meta(roles)
+
+    def _stateless(self, roles: set[str]) -> bool:
+        return roles == {"block"} or (roles == {"notify"} and bool(self.notify_roots))
 
     def _validate_member(self) -> None:
         if self.node_id <= 0:
@@ -217,6 +225,12 @@ class ServeConfig:
         cap = self.max_connections
         if cap is None:
             cap = 1_000_000 if set(self.roles) == {"notify"} else self.http.connections_max
+            if self.worker is not None:  # below the open-file limit (raftbox.workers)
+                import resource
+
+                from raftbox.workers import connection_cap
+
+                cap = connection_cap(cap, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         return dataclasses.replace(self.http, connections_max=cap)
 
     def notify_config(self) -> NotifyConfig:
@@ -238,6 +252,16 @@ def load_admin_token(cfg: ServeConfig) -> str:
     token = "rbxadmin_" + secrets.token_urlsafe(32)  # never starts with "-" (see new_token)
     atomic.replace(path, token + "\n", 0o600)
     return token
+
+
+def url_file(cfg: ServeConfig) -> str:
+    """Where the process writes its URL once serving: DATA/url, or a worker's own file (its
+    supervisor writes DATA/url once every worker serves; raftbox.workers)."""
+    if cfg.worker is not None:
+        from raftbox.workers import worker_url_file
+
+        return worker_url_file(cfg.data, cfg.worker[0])
+    return os.path.join(cfg.data, "url")
 
 
 def tls_context(cfg: ServeConfig) -> tuple[ssl.SSLContext, str | None]:
@@ -283,6 +307,7 @@ class Server:
         self._gc_task: asyncio.Task | None = None
         self.access_log = accesslog.configure(cfg.access_log, cfg.access_log_file)
         self.ops = Ops(self.admin_token, cfg.metrics_listen)  # /metrics, cluster view (raftbox.ops)
+        self.ops.worker = cfg.worker  # named in metrics and announcements (raftbox.workers)
 
     def _on_fatal(self, exc: BaseException) -> None:
         self.failed = exc
@@ -312,7 +337,7 @@ class Server:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=cfg.worker_threads, thread_name_prefix="raftbox")
         )
-        if "notify" in cfg.roles:
+        if "notify" in cfg.roles or cfg.worker is not None:
             raise_fd_limit()
         if self.store is None:
             if "block" in cfg.roles:
@@ -432,11 +457,13 @@ class Server:
         ctx = None
         if not cfg.plain_http:
             ctx, self.ca_file = tls_context(cfg)
-        self.site = HttpSite(app, cfg.listen, ctx, cfg.http_limits())
+        self.site = HttpSite(
+            app, cfg.listen, ctx, cfg.http_limits(), reuse_port=cfg.worker is not None
+        )
         self.url = await self.site.start()
         self.ops.attach_site(self.site)
         await self.ops.start()
-        atomic.replace(os.path.join(cfg.data, "url"), self.url + "\n")
+        atomic.replace(url_file(cfg), self.url + "\n")
 
     async def _start_notify_only(self) -> None:
         cfg = self.cfg
@@ -453,6 +480,7 @@ class Server:
                 client_ssl=ssl.create_default_context(cafile=cfg.ca),
                 limits=cfg.http_limits(),
                 access_log=self.access_log,
+                reuse_port=cfg.worker is not None,
             ),
             cfg.notify_config(),
         )
@@ -471,7 +499,7 @@ class Server:
         self.url = self.notify_process.url
         self.ops.attach_site(self.notify_process.site)
         await self.ops.start()
-        atomic.replace(os.path.join(cfg.data, "url"), self.url + "\n")
+        atomic.replace(url_file(cfg), self.url + "\n")
 
     @property
     def hostport(self) -> str:

@@ -53,6 +53,7 @@ class NotifyProcessConfig:
     # the access log's aiohttp middleware (`raftbox.api.accesslog`), None: off. The front's
     # own long-polls are not logged (they never reach aiohttp; see `front`)
     access_log: Any = None
+    reuse_port: bool = False  # one of several workers on this port (raftbox.workers)
 
 
 class NotifyProcess:
@@ -97,6 +98,7 @@ class NotifyProcess:
             handler_cancellation=True,
             backlog=self.cfg.backlog,
             front=self._make_front,
+            reuse_port=self.cfg.reuse_port,
         )
         self.url = await self.site.start()
 

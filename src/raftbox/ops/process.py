@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable
@@ -57,6 +58,7 @@ class Ops:
         self.announcer: Announcer | None = None
         self._task: asyncio.Task | None = None
         self._site: Any = None  # the public HttpSite, for its connection count
+        self.worker: tuple[int, int] | None = None  # (i, n): worker i of n (raftbox.workers)
 
     # -- set-up, before serving ----------------------------------------------------------------
     def _common(self, app: web.Application, check_admin, known_routes: Callable[[], Any]) -> None:
@@ -64,6 +66,20 @@ class Ops:
         app.middlewares.insert(0, self.api_metrics.middleware)
         app.router.add_get("/metrics", metrics_handler(self.registry, check_admin))
         register_connections(self.registry, lambda: self._site.limiter if self._site else None)
+        if self.worker is not None:
+            from prometheus_client import Gauge
+
+            info = Gauge("raftbox_worker", "This process is worker I of N on a shared port",
+                         ["worker", "workers", "pid"], registry=self.registry)  # fmt: skip
+            info.labels(str(self.worker[0]), str(self.worker[1]), str(os.getpid())).set(1)
+
+    def _named(self, url: Callable[[], str], status: Callable[[], dict]):
+        """`url` and `status` as announced: a worker adds `#worker-I` and who it is."""
+        if self.worker is None:
+            return url, status
+        i, n = self.worker
+        extra = {"worker": f"{i}/{n}", "pid": os.getpid()}
+        return (lambda: f"{url()}#worker-{i}"), (lambda: {**status(), **extra})
 
     def rates(self) -> dict:
         return self.api_metrics.rates.per_s(time.time()) if self.api_metrics else {}
@@ -101,10 +117,13 @@ class Ops:
     ) -> None:
         self._common(app, api._authenticate_admin, lambda: api.routes)
         self._store_metrics(api.blocks)
+        url, status = self._named(
+            url, lambda: {"connections": self.connections(), "requests_per_s": self.rates()}
+        )
         self.announcer = Announcer(
             "blockserver",
             url,
-            lambda: {"connections": self.connections(), "requests_per_s": self.rates()},
+            status,
             list(meta_urls),
             self.admin_token,
             client_ssl,
@@ -125,10 +144,13 @@ class Ops:
         self._common(app, check, lambda: known)
         self._notify_metrics(notify, kind)
         app.router.add_post("/2/" + ANNOUNCE_ROUTE, announce_handler(self.processes, check))
+        url, status = self._named(
+            url, lambda: {**notify.status(), "connections": self.connections()}
+        )
         self.announcer = Announcer(
             f"notify_{kind}",
             url,
-            lambda: {**notify.status(), "connections": self.connections()},
+            status,
             list(upstream),
             self.admin_token,
             client_ssl,
