@@ -446,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.workers > 1:
             from raftbox import workers
 
-            return workers.main(cfg, list(sys.argv[1:] if argv is None else argv))
+            argv_ = list(sys.argv[1:] if argv is None else argv)
+            return workers.main(cfg, argv_, server.prepare_shared)
         server.run(server.serve(cfg))
         return 0
     if args.command == "app":

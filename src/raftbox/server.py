@@ -240,6 +240,14 @@ class ServeConfig:
         )
 
 
+def prepare_shared(cfg: ServeConfig) -> None:
+    """What the workers of one supervisor share, made once by it (`raftbox.workers`): the admin
+    token file and, with TLS, the local CA and certificate."""
+    load_admin_token(cfg)
+    if not cfg.plain_http:
+        tls_context(cfg)
+
+
 def load_admin_token(cfg: ServeConfig) -> str:
     """--admin-token, else $RAFTBOX_ADMIN_TOKEN, else DATA/admin.token (made on first start)."""
     token = cfg.admin_token or os.environ.get("RAFTBOX_ADMIN_TOKEN")

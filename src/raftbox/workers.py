@@ -270,15 +270,14 @@ class Supervisor:
             await asyncio.gather(*(p.wait() for p in live))
 
 
-def main(cfg, argv: list[str]) -> int:
-    """Supervise `cfg.workers` workers of `raftbox serve ARGV` (the operator's argv)."""
-    from raftbox import server
-
+def main(cfg, argv: list[str], prepare) -> int:
+    """Supervise `cfg.workers` workers of `raftbox serve ARGV` (the operator's argv).
+    `prepare(cfg)` makes what the workers share (the admin token file, the local CA) once, here,
+    not by N workers at once (`server.prepare_shared`: passed in, `raftbox.server` imports this
+    module for its helpers)."""
     os.makedirs(cfg.data, exist_ok=True)
-    server.load_admin_token(cfg)  # made once here if it is missing, not by N workers at once
+    prepare(cfg)
     tls = not cfg.plain_http
-    if tls:
-        server.tls_context(cfg)  # the local CA and certificate, likewise
     host, port = cfg.listen
     holder = reserve_port(host, port)
     port = holder.getsockname()[1]
