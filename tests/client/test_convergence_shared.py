@@ -41,12 +41,14 @@ import requests
 from raftbox.client.config import Config
 
 from .synctest import (
+    ApiCluster,
     TrackingExecutor,
     UpServer,
     content_of,
     create_account_http,
     describe,
     diff,
+    on_server_call,
     snapshot,
     temp_files,
 )
@@ -62,25 +64,28 @@ from .test_convergence import (
     _server_listing,
     _tag,
     _with_open,
+    api_cluster,  # noqa: F401 (the module's 3-member cluster)
     up_server,  # noqa: F401 (the module's `raftbox up`)
 )
 
 STEPS = int(os.environ.get("SYNC_STEPS", "40"))
 SHARE = "Project"
 
-# (roles of the accounts, what the owner does mid-run) → seeds. The soak runs SYNC_SEEDS each.
+# (server, roles of the accounts, what happens mid-run) → seeds. The soak runs SYNC_SEEDS each.
+# "unshare": the owner unshares or removes a member; "kill": the cluster's leader is killed -9
+# in the middle of a client's pass, as in test_convergence.py's cluster runs.
 VARIANTS = {
-    (("owner", "editor"), ""): _seeds([1, 2, 3]),
-    (("owner", "editor", "viewer"), ""): _seeds([4, 5, 6]),
-    (("owner", "editor", "viewer"), "unshare"): _seeds([7, 8]),
+    ("up", ("owner", "editor"), ""): _seeds([1, 2, 3]),
+    ("up", ("owner", "editor", "viewer"), ""): _seeds([4, 5, 6]),
+    ("up", ("owner", "editor", "viewer"), "unshare"): _seeds([7, 8]),
+    ("cluster", ("owner", "editor", "viewer"), "kill"): _seeds([9]),
 }
 CASES = [
-    pytest.param(
-        roles, event, seed, id=f"{'_'.join(roles)}{'-' + event if event else ''}-seed{seed}"
-    )
-    for (roles, event), seeds in VARIANTS.items()
+    pytest.param(srv, roles, event, seed,
+                 id=f"{srv}-{'_'.join(roles)}{'-' + event if event else ''}-seed{seed}")
+    for (srv, roles, event), seeds in VARIANTS.items()
     for seed in seeds
-]
+]  # fmt: skip
 
 
 def _rpc(cfg: Config, route: str, arg: dict) -> dict:
@@ -109,6 +114,63 @@ class Accounts(Backend):
 
     def logs(self) -> str:
         return f"--- {self.srv.proc.log_path} ---\n{self.srv.proc.tail(30)}"
+
+
+class ClusterAccounts(Backend):
+    """One account per role on the 3-member cluster; client i talks to member (i % 3) + 1.
+    At a third of the run the leader is killed -9 at the n-th server call of a pass of a
+    client that talks to another member; the clients of the dead member restart on a live
+    one. At two thirds it is started again (test_convergence.py's ClusterBackend, per account)."""
+
+    def __init__(self, c: ApiCluster, roles: tuple[str, ...], tag: str, steps: int) -> None:
+        self.c = c
+        self.kill_at, self.restart_at = max(1, steps // 3), max(2, 2 * steps // 3)
+        self.killed: int | None = None
+        self.kills = 0
+        m = next(iter(c.members.values()))
+        self.emails = [f"{role}-{tag}@test" for role in roles]
+        self.tokens = [create_account_http(m.hostport, c.ca, c.admin_token, e)[1]
+                       for e in self.emails]  # fmt: skip
+        self.member_of: dict[int, int] = {}
+
+    def _cfg(self, i: int) -> Config:
+        host = self.c.members[self.member_of[i]].hostport
+        return make_config(f"https://{host}", self.tokens[i], self.c.ca)
+
+    def config_for(self, i: int) -> Config:
+        self.member_of[i] = i % len(self.c.members) + 1
+        return self._cfg(i)
+
+    async def at_step(self, w: World, step: int) -> None:
+        if step == self.kill_at:
+            leader = self.c.leader()
+            by = w.rng.choice([c for i, c in enumerate(w.clients) if self.member_of[i] != leader])
+            w.note(f"{step:3d} {w.create(by)} (for the pass the leader dies in)")
+            at = w.rng.randint(1, 8)
+            with on_server_call(at, lambda: self.c.kill9(leader)) as hook:
+                await w.sync(by)
+            if not hook.fired:
+                self.c.kill9(leader)
+            self.killed, self.kills = leader, self.kills + 1
+            w.note(f"[cluster] killed the leader, member {leader}, with SIGKILL")
+            live = [i for i in self.c.members if i != leader]
+            for i, cl in enumerate(w.clients):
+                if self.member_of[i] == leader:
+                    self.member_of[i] = live[i % len(live)]
+                    await w.restart(cl, self._cfg(i))
+                    w.note(f"[cluster] {cl.name} now talks to member {self.member_of[i]}")
+        elif step == self.restart_at and self.killed is not None:
+            self.c.restart(self.killed)
+            w.note(f"[cluster] restarted member {self.killed}")
+            self.killed = None
+
+    def close(self) -> None:
+        if self.killed is not None:
+            self.c.restart(self.killed)
+            self.killed = None
+
+    def logs(self) -> str:
+        return self.c.tails(20)
 
 
 class SharedWorld(World):
@@ -229,7 +291,7 @@ class SharedWorld(World):
 
     # -- sharing, and what the owner does mid-run ---------------------------------------------
 
-    async def share(self, backend: Accounts) -> None:
+    async def share(self, backend: Accounts | ClusterAccounts) -> None:
         owner = self.clients[0]
         sf = await asyncio.to_thread(_rpc, owner.cfg, "sharing/share_folder", {"path": "/" + SHARE})
         self.sfid = sf["shared_folder_id"]
@@ -242,7 +304,7 @@ class SharedWorld(World):
             await asyncio.to_thread(_rpc, c.cfg, "sharing/mount_folder", arg)
         self.note(f"  0 shared /{SHARE} with {[self.roles[c.name] for c in self.clients[1:]]}")
 
-    async def unshare(self, backend: Accounts) -> None:
+    async def unshare(self, backend: Accounts | ClusterAccounts) -> None:
         owner = self.clients[0]
         members = [c for c in self.clients[1:] if self.roles[c.name] != "removed"]
         if self.rng.random() < 0.5:
@@ -274,7 +336,7 @@ class SharedWorld(World):
             ):  # fmt: skip
                 self.forgiven.add(ck)
 
-    async def run_shared(self, steps: int, backend: Accounts) -> None:
+    async def run_shared(self, steps: int, backend: Accounts | ClusterAccounts) -> None:
         for c in self.clients:
             await c.open()
         try:
@@ -289,10 +351,12 @@ class SharedWorld(World):
                 await self.sync_available(c)
             unshare_at = max(2, steps // 2) if self.event == "unshare" else None
             for i in range(1, steps + 1):
+                await backend.at_step(self, i)
                 self.t = i
                 if i == unshare_at:
                     await self.unshare(backend)
                 await self.step(i)
+            backend.close()
             snaps = await self.quiesce()
             self.check_shared(snaps)
         finally:
@@ -347,18 +411,24 @@ class SharedWorld(World):
         assert not leaked, "a viewer's write was uploaded:\n  " + "\n  ".join(leaked)
 
 
-@pytest.mark.parametrize(("roles", "event", "seed"), CASES)
+@pytest.mark.parametrize(("srv", "roles", "event", "seed"), CASES)
 def test_members_converge_on_a_shared_folder(
+    srv: str,
     roles: tuple[str, ...],
     event: str,
     seed: int,
-    up_server: UpServer,  # noqa: F811
+    request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
     """After random edits by every member, crashes and syncs, every member's copy of the shared
     folder converges (see the module doc)."""
     tag = f"{seed}-{os.getpid()}-{time.monotonic_ns()}"
-    backend = Accounts(up_server, roles, tag)
+    if srv == "up":
+        backend: Accounts | ClusterAccounts = Accounts(
+            request.getfixturevalue("up_server"), roles, tag
+        )
+    else:
+        backend = ClusterAccounts(request.getfixturevalue("api_cluster"), roles, tag, STEPS)
     pool = TrackingExecutor()
     clients = []
     for i in range(len(roles)):
@@ -371,6 +441,8 @@ def test_members_converge_on_a_shared_folder(
     async def main() -> None:
         asyncio.get_running_loop().set_default_executor(pool)
         await w.run_shared(STEPS, backend)
+        if isinstance(backend, ClusterAccounts):
+            assert backend.kills == 1, "the leader was not killed"
         for c in clients:  # each folder is its account's tree on the server, mounts included
             server_keys = await _with_open(c, _server_listing)
             assert server_keys == _server_keys(snapshot(c.root)), f"{c.name}: server differs"
@@ -380,9 +452,9 @@ def test_members_converge_on_a_shared_folder(
         asyncio.run(main())
     except BaseException as e:
         replay = (
-            f"seed {seed} failed ({'+'.join(roles)} {event}, {STEPS} steps). Replay: "
+            f"seed {seed} failed ({srv}, {'+'.join(roles)} {event}, {STEPS} steps). Replay: "
             f"SYNC_SEED={seed} SYNC_STEPS={STEPS} .venv/bin/python -m pytest "
-            f"tests/client/test_convergence_shared.py -k '{'_'.join(roles)}{'-' + event if event else '-seed'}'"
+            f"tests/client/test_convergence_shared.py -k '{srv}-{'_'.join(roles)}{'-' + event if event else '-seed'}'"
         )
         print(replay)
         print("steps:\n" + "\n".join(w.log[-150:]))
@@ -390,6 +462,7 @@ def test_members_converge_on_a_shared_folder(
         e.add_note(replay)
         raise
     finally:
+        backend.close()
         pool.shutdown(wait=True)
     print(f"seed {seed}: {STEPS} steps, {w.crashes} crashes, {time.monotonic() - t0:.1f}s")
     if os.environ.get("SYNC_VERBOSE"):
