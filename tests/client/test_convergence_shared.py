@@ -547,3 +547,58 @@ def test_a_viewers_new_file_in_a_folder_the_owner_renamed(
     assert {k: e for k, e in v.items() if k == SHARE or _inside(k)} == o, diff(o, v)
     mine = [k for k, e in v.items() if e[0] == "file" and e[1] == b"the viewer's\n"]
     assert len(mine) == 1 and not _inside(mine[0]), describe(v)
+
+
+@pytest.mark.parametrize("what", ["delete", "move out", "rename", "mkdir", "chmod"])
+def test_a_viewers_other_changes_in_the_shared_folder(
+    what: str,
+    up_server: UpServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A viewer deletes, moves out of the share, renames, chmods a file of the shared folder,
+    or makes a folder in it. The server refuses each (read-only); the pass must not retry
+    it forever: the shared folder is restored as the server has it, and what the viewer
+    made (the moved or renamed file, the new folder, the changed file) is its own — at its
+    new place in its own space, or as a conflicted copy at its top level."""
+    w, backend = _members(up_server, tmp_path, ("owner", "viewer"))
+    owner, viewer = w.clients
+
+    async def script() -> None:
+        (owner.root / SHARE / "f.txt").write_bytes(b"shared\n")
+        for c in (owner, viewer):
+            assert (await _pass(c)).ok
+        p = viewer.root / SHARE / "f.txt"
+        if what == "delete":
+            p.unlink()
+        elif what == "move out":
+            p.rename(viewer.root / "f.txt")
+        elif what == "rename":
+            p.rename(viewer.root / SHARE / "g.txt")
+        elif what == "mkdir":
+            (viewer.root / SHARE / "new").mkdir()
+        else:
+            os.chmod(p, 0o755)
+        for c in (viewer, owner, viewer):
+            s = await _pass(c)
+            assert s.ok, (c.name, s.counters.errors, s.counters.messages, s.pending)
+
+    _run_members(w, backend, script)
+    o, v = snapshot(owner.root), snapshot(viewer.root)
+    assert o == {SHARE: ("dir",), f"{SHARE}/d": ("dir",),
+                 f"{SHARE}/f.txt": ("file", b"shared\n", False)}, describe(o)  # fmt: skip
+    assert {k: e for k, e in v.items() if k == SHARE or _inside(k)} == o, diff(o, v)
+    own = {k: e for k, e in v.items() if not (k == SHARE or _inside(k))}
+    if what == "delete":
+        assert own == {}, describe(v)
+    elif what == "move out":
+        assert own == {"f.txt": ("file", b"shared\n", False)}, describe(v)
+    elif what == "mkdir":
+        assert [k.startswith("new (conflicted copy") and e == ("dir",) for k, e in own.items()] == [
+            True
+        ], describe(v)
+    else:
+        assert len(own) == 1, describe(v)
+        ((name, e),) = own.items()
+        assert "conflicted copy" in name and e == ("file", b"shared\n", what == "chmod"), describe(
+            v
+        )

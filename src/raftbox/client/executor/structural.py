@@ -13,7 +13,9 @@ next start (`reconcile`). A folder deleted here is deleted on the server only if
 nothing the client syncs is left in it there; a folder the server deleted is kept here if it
 holds entries the client never syncs (ignored ones, or not regular files). A folder the server
 refuses to create as read-only (a viewer's, in a shared folder) is moved with its contents to a
-conflicted copy at the top of the sync folder, the account's own space (one message). `OSError`s that
+conflicted copy at the top of the sync folder, the account's own space; a delete or move it
+refuses as read-only is undone (the entry is forgotten in the synced tree, so the next pass
+downloads the shared version again; one message each). `OSError`s that
 are not expected re-checks leave to `core`, which counts them as a skipped operation.
 """
 
@@ -110,6 +112,8 @@ class Structural(PassBase):
             except RemoteError as e:
                 if ahead:
                     self.index.pending_drop([path_key(op.src)])
+                if "no_write_permission" in e.summary.split("/"):
+                    return self._read_only_restore(op.src, "move", e.summary)
                 return f"move {op.src} -> {op.dst}: {e.summary}"
             self._moved(op.src, op.dst, ahead)
             self._moved_remote.append((op.src, op.dst))
@@ -149,6 +153,22 @@ class Structural(PassBase):
         self.c.messages.append(msg)
         self.progress.message(msg)
         return f"create folder {rel}: {why} (moved to {new})"
+
+    def _read_only_restore(self, rel: str, what: str, why: str) -> str:
+        """A delete or move of `rel` the server refused as read-only (a viewer's, in a shared
+        folder): forget `rel` and what is below it in the synced tree, so that the next pass
+        downloads the shared version again. What the user moved stays where it was put, as a
+        new entry there (uploaded in the account's own space; in the shared folder, moved
+        aside as the viewer's conflicted copy). One message; the ops below it are skipped
+        this pass (the answer)."""
+        self.index.apply(delete=[path_key(rel)])
+        msg = (
+            f"read-only: {rel!r} is in a folder shared with you as a viewer; your {what} is "
+            f"not sent and the shared version is restored"
+        )
+        self.c.messages.append(msg)
+        self.progress.message(msg)
+        return f"{what} {rel}: {why} (restored from the server next)"
 
     def _move_ahead(self, op: str, src: str, dst: str) -> bool:
         """Write-ahead for a move of a synced entry: if the process dies after the move and
@@ -259,6 +279,8 @@ class Structural(PassBase):
             if e.is_tag("path_lookup/not_found") or e.is_tag("path/not_found"):
                 self.index.apply(delete=[key])
                 return None
+            if "no_write_permission" in e.summary.split("/"):
+                return self._read_only_restore(op.path, "delete", e.summary)
             return f"delete {op.path}: {e.summary}"
         self.index.apply(delete=[key])
         self.c.deleted_remote += 1
