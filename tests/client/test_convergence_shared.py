@@ -181,6 +181,7 @@ class SharedWorld(World):
     sfid: str
     viewer_writes: set[bytes]
     first_roles: dict[str, str]
+    removed_at: dict[str, int]  # client name → the step it left the share
     forgiven: set[bytes]  # replaced by a removed member's unsynced change: may come back
 
     def setup(self, roles: tuple[str, ...], event: str) -> None:
@@ -189,6 +190,7 @@ class SharedWorld(World):
         self.viewer_writes = set()
         self.first_roles = dict(self.roles)
         self.forgiven = set()
+        self.removed_at = {}
 
     def viewer(self, c: Client) -> bool:
         return self.roles[c.name] == "viewer"
@@ -323,6 +325,7 @@ class SharedWorld(World):
         for c in gone:
             self.forget_unsynced(c)
             self.roles[c.name] = "removed"
+            self.removed_at[c.name] = self.t
 
     def forget_unsynced(self, c: Client) -> None:
         """`c` leaves the share: its deletes and overwrites in the shared folder that no whole
@@ -393,20 +396,43 @@ class SharedWorld(World):
             if ck not in self.superseded and ck not in self.dropped_copy and ck not in have
         ]
         assert not lost, "edits lost (not in place, not a conflicted copy):\n  " + "\n  ".join(lost)
+        where: dict[bytes, list[tuple[str, str]]] = {}
+        for c, snap in zip(self.clients, snaps, strict=True):
+            for rel, e in snap.items():
+                if (ck := content_of(e)) is not None:
+                    where.setdefault(ck, []).append((c.name, rel))
+
+        def reaches(who: str, ts: int, at: tuple[str, str]) -> bool:
+            """Could `who`'s change at step `ts` reach place `at`: its own folder, or the
+            shared folder of an account that is still a member while `who` was one then?"""
+            name, rel = at
+            if name == who:
+                return True
+            shared = rel == SHARE or _inside(rel)
+            return (
+                shared and self.roles[name] != "removed" and self.removed_at.get(who, ts + 1) > ts
+            )
+
         back = []
         for ck, by in self.superseded.items():
-            if ck not in have or TWIN_TAG.search(have[ck][1]) or ck in self.forgiven:
+            if ck not in have or ck in self.forgiven:
                 continue
+            who, _key_, ts, _how = max(by, key=lambda r: r[2])
+            places = [at for at in where[ck] if reaches(who, ts, at)]
+            if not places or all(TWIN_TAG.search(rel) for _n, rel in places):
+                continue  # another account's own copy (moved out of the share), or a twin
             if not self.kept_on_purpose(ck):
-                back.append(f"{have[ck]} ({_tag(ck)}, by {self.written[ck]}; replaced by {by})")
+                back.append(f"{places[0]} ({_tag(ck)}, by {self.written[ck]}; replaced by {by})")
         assert not back, "deleted or replaced content came back:\n  " + "\n  ".join(back)
         viewers = {name for name, r in self.first_roles.items() if r == "viewer"}
         leaked = []
         for c, snap in zip(self.clients, snaps, strict=True):
             for rel, e in snap.items():
                 ck = content_of(e)
-                if ck in self.viewer_writes and (c.name not in viewers or rel == SHARE
-                                                 or _inside(rel)):  # fmt: skip
+                in_share = rel == SHARE or _inside(rel)
+                if ck in self.viewer_writes and (
+                    c.name not in viewers or (in_share and self.roles[c.name] != "removed")
+                ):  # (a removed viewer's unsynced write stays in its now unshared folder)
                     leaked.append(f"{c.name}: {rel} ({_tag(ck)}, by {self.written[ck]})")
         assert not leaked, "a viewer's write was uploaded:\n  " + "\n  ".join(leaked)
 
