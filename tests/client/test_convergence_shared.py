@@ -20,9 +20,9 @@ pass finds nothing to do:
    copy in its own space;
 5. no file is ever partial, no temporary file left behind.
 
-A viewer creates and edits files in the shared folder (and symlinks); it does not delete,
-move, chmod or mkdir there (the client's handling of those refusals is not covered here).
-The mount point itself is never moved or deleted by the random users.
+A viewer does everything the others do, in the shared folder too: the server refuses each
+write there, and the client must restore the shared version and keep the viewer's work as its
+own. The mount point itself is never moved or deleted by the random users.
 
 Replay a failure with the seed it prints, as in test_convergence.py (SYNC_SEED, SYNC_STEPS,
 SYNC_TRACE, SYNC_VERBOSE); `make sync-soak` runs SYNC_SEEDS seeds of each variant.
@@ -250,37 +250,11 @@ class SharedWorld(World):
                 self.viewer_writes.add(b"L" + os.fsencode(target))
         return out
 
-    def _viewer_refuses(self, c: Client, what: str, *rels: str | None) -> str | None:
-        if self.viewer(c) and any(r is not None and (_inside(r) or r == SHARE) for r in rels):
-            return f"{c.name}: {what} (a viewer, not in the shared folder: nothing)"
-        return None
-
-    def delete(self, c: Client) -> str:
-        if self.viewer(c):
-            rel = self.pick(c, "file", "dir", "link")
-            if (no := self._viewer_refuses(c, "delete", rel)) is not None:
-                return no
-        return super().delete(c)
-
-    def move(self, c: Client) -> str:
-        if self.viewer(c):
-            return f"{c.name}: move (a viewer: nothing)"
-        return super().move(c)
-
-    def case_rename(self, c: Client) -> str:
-        if self.viewer(c):
-            return f"{c.name}: case rename (a viewer: nothing)"
-        return super().case_rename(c)
-
-    def mkdir(self, c: Client) -> str:
-        if self.viewer(c):
-            return f"{c.name}: mkdir (a viewer: nothing)"
-        return super().mkdir(c)
-
-    def chmod(self, c: Client) -> str:
-        if self.viewer(c):
-            return f"{c.name}: chmod (a viewer: nothing)"
-        return super().chmod(c)
+    def _moved(self, c: Client, src: str, dst: str) -> None:
+        super()._moved(c, src, dst)
+        if self.viewer(c) and _inside(dst) and not _inside(src):
+            # what a viewer moves into the shared folder is its own, as what it writes there
+            self.viewer_writes.update(ck for _rel, ck in self.subtree_contents(c, src))
 
     async def sync(self, c: Client):
         s = await super().sync(c)
@@ -628,3 +602,36 @@ def test_a_viewers_other_changes_in_the_shared_folder(
         assert "conflicted copy" in name and e == ("file", b"shared\n", what == "chmod"), describe(
             v
         )
+
+
+def test_unshare_right_after_the_owners_deletes(
+    up_server: UpServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Seed 5 (up, owner+editor+viewer unshare, 60 steps) in short. The owner deletes two
+    folders of the shared folder (its pass ends there: its cursor has not been sent the
+    deletes yet) and unshares it. Its folder stays (a copy, same ids) and the mount leaves
+    its cursor: the next pass must not make the deleted folders again (the server must say
+    they are gone: the copy names only what is live)."""
+    w, backend = _members(up_server, tmp_path, ("owner", "editor"))
+    owner, ed = w.clients
+
+    async def script() -> None:
+        (owner.root / SHARE / "f.txt").write_bytes(b"f\n")
+        (owner.root / SHARE / "src").mkdir()
+        for c in (owner, ed):
+            assert (await _pass(c)).ok
+        (owner.root / SHARE / "src").rmdir()
+        (owner.root / SHARE / "d").rmdir()
+        assert (await _pass(owner)).ok
+        arg = {"shared_folder_id": w.sfid, "leave_a_copy": False}
+        await asyncio.to_thread(_rpc, owner.cfg, "sharing/unshare_folder", arg)
+        for c in (ed, owner, ed):
+            s = await _pass(c)
+            assert s.ok, (c.name, s.counters.errors, s.counters.messages, s.pending)
+        assert await _server_listing(owner) == {_key(SHARE), _key(f"{SHARE}/f.txt")}
+
+    _run_members(w, backend, script)
+    o = snapshot(owner.root)
+    assert o == {SHARE: ("dir",), f"{SHARE}/f.txt": ("file", b"f\n", False)}, describe(o)
+    assert snapshot(ed.root) == {}, describe(snapshot(ed.root))
