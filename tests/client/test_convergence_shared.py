@@ -253,8 +253,13 @@ class SharedWorld(World):
     def _moved(self, c: Client, src: str, dst: str) -> None:
         super()._moved(c, src, dst)
         if self.viewer(c) and _inside(dst) and not _inside(src):
-            # what a viewer moves into the shared folder is its own, as what it writes there
-            self.viewer_writes.update(ck for _rel, ck in self.subtree_contents(c, src))
+            # what a viewer wrote and moves into the shared folder is its own, as what it writes
+            # there (a copy of shared content it moves there is not: that is there anyway)
+            self.viewer_writes.update(
+                ck
+                for _rel, ck in self.subtree_contents(c, src)
+                if self.written.get(ck, "").startswith(c.name + " ")
+            )
 
     async def sync(self, c: Client):
         s = await super().sync(c)
