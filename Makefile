@@ -62,7 +62,8 @@ SYNC_CRASH_MIB ?= 200
 sync-soak: $(STAMP)
 	SYNC_SEEDS=$(SYNC_SEEDS) SYNC_STEPS=$(SYNC_STEPS) SYNC_CRASH_KILLS=$(SYNC_CRASH_KILLS) \
 	SYNC_CRASH_MIB=$(SYNC_CRASH_MIB) $(PY) -m pytest -p no:cacheprovider \
-		tests/client/test_convergence.py tests/client/test_sync_crash.py
+		tests/client/test_convergence.py tests/client/test_convergence_shared.py \
+		tests/client/test_sync_crash.py
 
 # Benchmarks (not part of `make test`): each runs its peer in the same run and prints ratios.
 bench-raft: $(STAMP)

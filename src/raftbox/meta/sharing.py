@@ -458,6 +458,15 @@ def _unmount(ctx: ApplyContext, account_id: str, ns: int, copy: bool, keep_ids: 
         return
     home, e = found
     if copy:
+        # A cursor may not have been sent the share's last deletes yet, and the mount leaves
+        # it now: what is deleted in the share is journaled deleted below the mount point in
+        # the home namespace, so such a cursor forgets it too (the copy names only the live).
+        for key, parent_key, display in ctx.db.execute(
+            "SELECT key, parent_key, display FROM entries WHERE ns = ? AND kind = ? ORDER BY key",
+            (ns, DELETED),
+        ).fetchall():
+            writes.journal(ctx, home, e.key + key, e.key + parent_key, e.display + display,
+                           DELETED)  # fmt: skip
         _copy_tree(ctx, ns, "", 0, home, Path(e.display, e.key), keep_ids=keep_ids, journal=True)
         return
     ctx.db.execute(

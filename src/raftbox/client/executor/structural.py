@@ -11,7 +11,11 @@ deleted; a changed one is kept (an edit wins over a delete). A move of a synced 
 written ahead (`_move_ahead`) so that a kill between the move and its record is settled by the
 next start (`reconcile`). A folder deleted here is deleted on the server only if
 nothing the client syncs is left in it there; a folder the server deleted is kept here if it
-holds entries the client never syncs (ignored ones, or not regular files). `OSError`s that
+holds entries the client never syncs (ignored ones, or not regular files). A folder the server
+refuses to create as read-only (a viewer's, in a shared folder) is moved with its contents to a
+conflicted copy at the top of the sync folder, the account's own space; a delete or move it
+refuses as read-only is undone (the entry is forgotten in the synced tree, so the next pass
+downloads the shared version again; one message each). `OSError`s that
 are not expected re-checks leave to `core`, which counts them as a skipped operation.
 """
 
@@ -90,6 +94,8 @@ class Structural(PassBase):
                 ]
                 meta[".tag"] = "folder"
             except RemoteError as e:
+                if "no_write_permission" in e.summary.split("/"):
+                    return self._read_only_folder_aside(op.path, e.summary)
                 if not e.is_tag("path/conflict/folder"):
                     return f"create folder {op.path}: {e.summary}"
                 meta = await self.remote.api("files/get_metadata", {"path": op.path})
@@ -106,6 +112,8 @@ class Structural(PassBase):
             except RemoteError as e:
                 if ahead:
                     self.index.pending_drop([path_key(op.src)])
+                if "no_write_permission" in e.summary.split("/"):
+                    return self._read_only_restore(op.src, "move", e.summary)
                 return f"move {op.src} -> {op.dst}: {e.summary}"
             self._moved(op.src, op.dst, ahead)
             self._moved_remote.append((op.src, op.dst))
@@ -122,6 +130,45 @@ class Structural(PassBase):
                 self.index.apply(put=[op.node], delete=[] if op.node.is_folder else [key])
             return None
         raise AssertionError(f"not a structural op: {op!r}")
+
+    def _read_only_folder_aside(self, rel: str, why: str) -> str:
+        """A new local folder the server refused as read-only (a viewer's folder in a shared
+        folder, or one it kept because it wrote into it after the server lost it): move it,
+        with what it holds, to a conflicted-copy name at the top of the sync folder (the
+        account's own space, which the next pass uploads), as `Uploads._read_only_aside`
+        does for a file; say so once. The ops below it are skipped this pass (the answer)."""
+        name = rel.rsplit("/", 1)[-1]
+        new = localfs.free_conflict_name(
+            self.root, "/" + name, host=self.host, today=self.today, is_folder=True
+        )
+        try:
+            localfs.rename_noreplace(self.abs(rel), self.abs(new))
+        except (FileNotFoundError, FileExistsError):
+            return f"create folder {rel}: {why}"
+        msg = (
+            f"read-only: {rel!r} is in a folder shared with you as a viewer; your folder is "
+            f"kept as {new!r}"
+        )
+        self.c.conflicts += 1
+        self.c.messages.append(msg)
+        self.progress.message(msg)
+        return f"create folder {rel}: {why} (moved to {new})"
+
+    def _read_only_restore(self, rel: str, what: str, why: str) -> str:
+        """A delete or move of `rel` the server refused as read-only (a viewer's, in a shared
+        folder): forget `rel` and what is below it in the synced tree, so that the next pass
+        downloads the shared version again. What the user moved stays where it was put, as a
+        new entry there (uploaded in the account's own space; in the shared folder, moved
+        aside as the viewer's conflicted copy). One message; the ops below it are skipped
+        this pass (the answer)."""
+        self.index.apply(delete=[path_key(rel)])
+        msg = (
+            f"read-only: {rel!r} is in a folder shared with you as a viewer; your {what} is "
+            f"not sent and the shared version is restored"
+        )
+        self.c.messages.append(msg)
+        self.progress.message(msg)
+        return f"{what} {rel}: {why} (restored from the server next)"
 
     def _move_ahead(self, op: str, src: str, dst: str) -> bool:
         """Write-ahead for a move of a synced entry: if the process dies after the move and
@@ -232,6 +279,8 @@ class Structural(PassBase):
             if e.is_tag("path_lookup/not_found") or e.is_tag("path/not_found"):
                 self.index.apply(delete=[key])
                 return None
+            if "no_write_permission" in e.summary.split("/"):
+                return self._read_only_restore(op.path, "delete", e.summary)
             return f"delete {op.path}: {e.summary}"
         self.index.apply(delete=[key])
         self.c.deleted_remote += 1
