@@ -163,7 +163,9 @@ def test_garbled_and_oversize_deltas_are_400_and_store_nothing(srv: Server, case
             MAX_FRAME_BLOCK_BYTES + 1, bytes.fromhex(new_id), bytes.fromhex(base_id)
         ),
         "zero-length": lambda: DELTA_FRAME.pack(0, bytes.fromhex(new_id), bytes.fromhex(base_id)),
-        "too-many-frames": lambda: _frames(*[(new_id, base_id, b"x")] * (MAX_DELTA_BLOCKS + 1)),
+        "too-many-frames": lambda: _frames(  # unknown bases: only the count can refuse it
+            *[(new_id, _sha(b"no such base"), b"x")] * (MAX_DELTA_BLOCKS + 1)
+        ),
     }[case]()
     before, mark = srv.snapshot(), srv.log_mark()
     expect_400(_put(srv, body), PUT)

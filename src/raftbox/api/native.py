@@ -185,48 +185,54 @@ class NativeRoutes:
         return json_response({"signatures": out})
 
     async def put_delta(self, request: web.Request, who: Any) -> web.Response:
-        """Frames of (new id, base id, delta) → `{"received": n, "base_unknown": [new ids]}`."""
+        """Frames of (new id, base id, delta) → `{"received": n, "base_unknown": [new ids]}`.
+        Each frame is rebuilt and verified as it arrives (memory: the blocks rebuilt so far,
+        at most `MAX_DELTA_BLOCKS`, plus one delta and one base); all are stored only once
+        every one is verified."""
         route = "raftbox/blocks/put_delta"
         gen = await self.mc.gc_generation()
-        frames: list[tuple[str, str, bytes]] = []
+        readable = who.readable()
+        may_read: dict[str, bool] = {}  # base id -> may this namespace reference it
+        unknown: set[str] = set()
+        built: dict[str, bytes] = {}
+        base_id_now, base = "", b""
         try:
             async for new_id, base_id, delta in read_delta_frames(request.content):
-                frames.append((new_id, base_id, delta))
+                if base_id not in may_read:
+                    have = await self.mc.query("has_blocks", readable, [base_id])
+                    may_read[base_id] = base_id in have
+                if not may_read[base_id]:  # another account's, or unknown: the same answer
+                    unknown.add(new_id)
+                    continue
+                if new_id in built:
+                    continue
+                if base_id != base_id_now:
+                    try:
+                        base, base_id_now = await self.blocks.store.get(base_id), base_id
+                    except BlockStoreError as e:  # unreadable here: as unknown, sent whole
+                        log.error("raftbox/blocks/put_delta: cannot read base %s: %r", base_id, e)
+                        may_read[base_id] = False
+                        unknown.add(new_id)
+                        continue
+                try:
+                    data = await asyncio.to_thread(
+                        D.apply_delta, base, delta, MAX_FRAME_BLOCK_BYTES
+                    )
+                except D.DeltaError as e:
+                    raise BadInput(route, f"block {new_id}: {e}") from None
+                got = await asyncio.to_thread(lambda d=data: hashlib.sha256(d).hexdigest())
+                if got != new_id:
+                    raise BadInput(route, f"block {new_id}: the delta rebuilds block {got}")
+                built[new_id] = data
         except FrameError as e:
             raise BadInput(route, f"body: {e}") from None
-        bases = list({b for _, b, _ in frames})
-        readable = set(await self.mc.query("has_blocks", who.readable(), bases)) if bases else set()
-        unknown = sorted({n for n, b, _ in frames if b not in readable})
-        built: dict[str, bytes] = {}
-        base_data: dict[str, bytes] = {}
-        for new_id, base_id, delta in frames:
-            if base_id not in readable or new_id in built:
-                continue
-            if base_id not in base_data:
-                try:
-                    base_data[base_id] = await self.blocks.store.get(base_id)
-                except BlockStoreError as e:  # unreadable here: as unknown, sent whole
-                    log.error("raftbox/blocks/put_delta: cannot read base %s: %r", base_id, e)
-                    readable.discard(base_id)
-                    unknown = sorted({*unknown, *(n for n, b, _ in frames if b == base_id)})
-                    continue
-            try:
-                data = await asyncio.to_thread(
-                    D.apply_delta, base_data[base_id], delta, MAX_FRAME_BLOCK_BYTES
-                )
-            except D.DeltaError as e:
-                raise BadInput(route, f"block {new_id}: {e}") from None
-            got = await asyncio.to_thread(lambda d=data: hashlib.sha256(d).hexdigest())
-            if got != new_id:
-                raise BadInput(route, f"block {new_id}: the delta rebuilds a block with id {got}")
-            built[new_id] = data
-        del base_data
+        base = b""
         if built:
             for bid, data in built.items():
                 await self.blocks.put_verified(bid, data)
             refs = [C.BlockRef(bid, len(data)) for bid, data in built.items()]
             raise_meta(await mwrite(self.mc, C.RecordUpload(who.namespace_id, refs, gen)))
-        return json_response({"received": len(built), "base_unknown": unknown})
+        return json_response({"received": len(built), "base_unknown": sorted(unknown - set(built))})
 
     async def get(self, request: web.Request, who: Any) -> web.StreamResponse:
         a = await rpc_args(request, "raftbox/blocks/get")

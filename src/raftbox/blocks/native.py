@@ -79,7 +79,7 @@ previous version can go as a delta against it.
   `{"signatures": {id: base64}}`): the delta signature of each block this namespace can read;
   the others (unknown to the store, or another account's) are simply absent.
 - `blocks/put_delta` (a body of `DELTA_FRAME`s: `[u32 delta length][32 bytes: new block id]
-  [32 bytes: base block id][delta]`, at most `MAX_DELTA_BLOCKS`, each delta 1 byte to 4 MiB →
+  [32 bytes: base block id][delta]`, at most `MAX_DELTA_BLOCKS` (8), each delta 1 byte to 4 MiB →
   `{"received": n, "base_unknown": [new ids]}`): the server rebuilds each block from its base,
   checks it hashes to the new id and stores it as `blocks/put` would. A base this namespace
   cannot read is `base_unknown`, as one the store lacks (send that block whole). A malformed
@@ -106,7 +106,7 @@ MAX_HAS_IDS = 10_000
 MAX_GET_BLOCKS = 1_000
 MAX_COMMIT_ENTRIES = 1_000
 MAX_LIST_PATHS = 1_000
-MAX_DELTA_BLOCKS = 16  # per put_delta request: what the server holds rebuilt at once
+MAX_DELTA_BLOCKS = 8  # per put_delta request: what the server holds rebuilt at once
 MAX_SIGNATURE_IDS = 64
 DELTA_FRAME = struct.Struct(">I32s32s")  # delta length, new block id, base block id
 
