@@ -92,6 +92,13 @@ def test_bad_deltas_are_refused_within_bounds(delta: bytes, why: str) -> None:
         D.apply_delta(b"b" * 100, delta, 1000)
 
 
+def test_a_frame_asking_for_a_huge_window_is_refused() -> None:
+    params = zstandard.ZstdCompressionParameters(window_log=27)  # 128 MiB
+    frame = zstandard.ZstdCompressor(compression_params=params).compress(b"L" + b"\0" * (40 * MiB))
+    with pytest.raises(D.DeltaError, match="not a zstd frame"):
+        D.apply_delta(b"b" * 100, frame, 4 * MiB)
+
+
 def test_bad_signatures_are_refused() -> None:
     with pytest.raises(D.DeltaError, match="whole entries"):
         D.make_delta(b"x" * 13, b"new", MiB)

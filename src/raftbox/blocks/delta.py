@@ -21,12 +21,12 @@ lands in, every other piece keeps its bytes and so its hash, wherever it moves.
   (`SIG_ENTRY`: 12 bytes per ~2.5 KiB, ~5 KB for a 1 MiB block).
 - `make_delta(sig, new)`: cut `new` the same way; a piece whose (hash, size) is in the signature
   becomes "copy base[offset:offset+size]" (neighbouring copies merge), any other piece a
-  literal. The op stream is zstd-compressed (literals that compress, do). Returns None when
-  the delta is not worth sending (`worth_it`: it must be at most half the block).
+  literal. The op stream is zstd-compressed (literals that compress, do). `worth_it` says
+  whether to send it: only when it is at most half the block.
 - `apply_delta(base, delta, max_out_bytes)`: decode and execute the ops. Bounded: the op stream
   is decompressed to at most `max_out_bytes` plus the op headers an output of that size can
-  need, every copy must lie inside the base, and the output never exceeds `max_out_bytes`.
-  Time is linear in the op stream. Any violation is `DeltaError` (the sender's fault).
+  need (with a zstd window of at most `MAX_WINDOW_BYTES`), every copy must lie inside the
+  base, and the output never exceeds `max_out_bytes`. Time is linear in the op stream. Any violation is `DeltaError` (the sender's fault).
 
 A truncated 64-bit hash can collide; a collision makes the server's rebuilt block hash to
 something else, which it refuses (`BlockMismatch`-style 400), and the client sends the whole
@@ -57,6 +57,7 @@ SIG_ENTRY = struct.Struct(">8sI")  # BLAKE2b-64 of the piece, its size
 _COPY = struct.Struct(">cII")
 _LIT = struct.Struct(">cI")
 ZSTD_LEVEL = 3
+MAX_WINDOW_BYTES = 16 * 1024 * 1024  # a frame asking the decoder for more is refused
 
 _cdc = FastCDC(PIECE_AVG_BYTES, min_size=PIECE_MIN_BYTES, max_size=PIECE_MAX_BYTES)
 
@@ -144,7 +145,8 @@ def apply_delta(base: bytes, delta: bytes, max_out_bytes: int) -> bytes:
     max_ops_bytes = max_out_bytes + _COPY.size * (max_out_bytes + 1)
     max_ops_bytes = min(max_ops_bytes, 2 * max_out_bytes + 1024 * 1024)
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(delta)
+        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_BYTES)
+        reader = dctx.stream_reader(delta)
         ops = reader.read(max_ops_bytes + 1)
         trailing = reader.read(1)
     except zstandard.ZstdError as e:
