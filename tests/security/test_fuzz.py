@@ -109,6 +109,8 @@ def _valid_args(srv: Server) -> dict[str, tuple[str, Any]]:
             {"entries": [{"path": "/fz/n", "blocks": blocks, "size": 3, "executable": True}]},
         ),
         "raftbox/blocks/put": ("rpc", None),  # a body of frames: JSON is garbage to it
+        "raftbox/blocks/signatures": ("rpc", {"ids": [blocks[0][0]]}),
+        "raftbox/blocks/put_delta": ("rpc", None),  # delta frames, as blocks/put
         "raftbox/admin/status": ("rpc", None),  # admin routes: a user token is a 401
         "raftbox/admin/create_account": ("rpc", {"email": "fz@example.test"}),
         "raftbox/internal/query": ("rpc", ["file_blocks", [1, "/keep/one.txt"]]),

@@ -12,11 +12,19 @@ is `not_found`, exactly like a missing one; the batch form reads every path in o
 absent means a regular, non-executable file). A symlink entry is checked here before anything
 is proposed — its blocks must be exactly its target's UTF-8 bytes — and again by the state
 machine (`raftbox.meta.commands.CommitFile`).
+
+Block deltas (`raftbox.blocks.delta`): `blocks/signatures` gives the signature of each base
+block the caller's namespaces can read, and `blocks/put_delta` rebuilds blocks from such a base
+and a delta, checks each against its id and stores it like `blocks/put`. A base the caller
+cannot read (another account's block) is treated exactly as one the store lacks: absent from
+the signatures, `base_unknown` in `put_delta`'s answer (the client then sends the whole block).
+A request is all or nothing: every delta is rebuilt and verified before any block is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from typing import Any
@@ -24,17 +32,21 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from raftbox.blocks import delta as D
 from raftbox.blocks.errors import BlockMismatch, BlockStoreError
 from raftbox.blocks.hashing import BLOCK_WINDOW_BYTES, content_hash_from_digests
 from raftbox.blocks.native import (
     MAX_COMMIT_ENTRIES,
+    MAX_DELTA_BLOCKS,
     MAX_FRAME_BLOCK_BYTES,
     MAX_GET_BLOCKS,
     MAX_HAS_IDS,
     MAX_LIST_PATHS,
     MAX_PUT_BLOCKS,
+    MAX_SIGNATURE_IDS,
     FrameError,
     frame_header,
+    read_delta_frames,
     read_frames,
 )
 from raftbox.blocks.service import BlockService
@@ -74,6 +86,8 @@ class NativeRoutes:
             ("raftbox/blocks/config", "user", self.config),
             ("raftbox/blocks/has", "user", self.has),
             ("raftbox/blocks/put", "user", self.put),
+            ("raftbox/blocks/signatures", "user", self.signatures),
+            ("raftbox/blocks/put_delta", "user", self.put_delta),
             ("raftbox/blocks/get", "user", self.get),
             ("raftbox/blocks/list", "user", self.list_blocks),
             ("raftbox/commit_batch", "user", self.commit_batch),
@@ -108,6 +122,8 @@ class NativeRoutes:
                 "max_get_blocks": MAX_GET_BLOCKS,
                 "max_commit_entries": MAX_COMMIT_ENTRIES,
                 "max_list_paths": MAX_LIST_PATHS,
+                "max_delta_blocks": MAX_DELTA_BLOCKS,
+                "max_signature_ids": MAX_SIGNATURE_IDS,
             }
         )
 
@@ -149,6 +165,74 @@ class NativeRoutes:
             r = await mwrite(self.mc, C.RecordUpload(who.namespace_id, uniq, gen))
             raise_meta(r)
         return json_response({"received": len(refs)})
+
+    async def signatures(self, request: web.Request, who: Any) -> web.Response:
+        """`{"ids": [...]}` → `{"signatures": {id: base64 signature}}` of the readable ones."""
+        import base64
+
+        a = await rpc_args(request, "raftbox/blocks/signatures")
+        ids = self._ids(a, MAX_SIGNATURE_IDS)
+        have = sorted(set(await self.mc.query("has_blocks", who.readable(), ids))) if ids else []
+        out: dict[str, str] = {}
+        for bid in have:
+            try:
+                base = await self.blocks.store.get(bid)
+            except BlockStoreError as e:  # unreadable here: the client sends whole blocks
+                log.error("raftbox/blocks/signatures: cannot read block %s: %r", bid, e)
+                continue
+            sig = await asyncio.to_thread(D.signature, base)
+            out[bid] = base64.b64encode(sig).decode()
+        return json_response({"signatures": out})
+
+    async def put_delta(self, request: web.Request, who: Any) -> web.Response:
+        """Frames of (new id, base id, delta) → `{"received": n, "base_unknown": [new ids]}`.
+        Each frame is rebuilt and verified as it arrives (memory: the blocks rebuilt so far,
+        at most `MAX_DELTA_BLOCKS`, plus one delta and one base); all are stored only once
+        every one is verified."""
+        route = "raftbox/blocks/put_delta"
+        gen = await self.mc.gc_generation()
+        readable = who.readable()
+        may_read: dict[str, bool] = {}  # base id -> may this namespace reference it
+        unknown: set[str] = set()
+        built: dict[str, bytes] = {}
+        base_id_now, base = "", b""
+        try:
+            async for new_id, base_id, delta in read_delta_frames(request.content):
+                if base_id not in may_read:
+                    have = await self.mc.query("has_blocks", readable, [base_id])
+                    may_read[base_id] = base_id in have
+                if not may_read[base_id]:  # another account's, or unknown: the same answer
+                    unknown.add(new_id)
+                    continue
+                if new_id in built:
+                    continue
+                if base_id != base_id_now:
+                    try:
+                        base, base_id_now = await self.blocks.store.get(base_id), base_id
+                    except BlockStoreError as e:  # unreadable here: as unknown, sent whole
+                        log.error("raftbox/blocks/put_delta: cannot read base %s: %r", base_id, e)
+                        may_read[base_id] = False
+                        unknown.add(new_id)
+                        continue
+                try:
+                    data = await asyncio.to_thread(
+                        D.apply_delta, base, delta, MAX_FRAME_BLOCK_BYTES
+                    )
+                except D.DeltaError as e:
+                    raise BadInput(route, f"block {new_id}: {e}") from None
+                got = await asyncio.to_thread(lambda d=data: hashlib.sha256(d).hexdigest())
+                if got != new_id:
+                    raise BadInput(route, f"block {new_id}: the delta rebuilds block {got}")
+                built[new_id] = data
+        except FrameError as e:
+            raise BadInput(route, f"body: {e}") from None
+        base = b""
+        if built:
+            for bid, data in built.items():
+                await self.blocks.put_verified(bid, data)
+            refs = [C.BlockRef(bid, len(data)) for bid, data in built.items()]
+            raise_meta(await mwrite(self.mc, C.RecordUpload(who.namespace_id, refs, gen)))
+        return json_response({"received": len(built), "base_unknown": sorted(unknown - set(built))})
 
     async def get(self, request: web.Request, who: Any) -> web.StreamResponse:
         a = await rpc_args(request, "raftbox/blocks/get")

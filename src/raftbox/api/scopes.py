@@ -127,6 +127,8 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "raftbox/blocks/config": _META_R,
     "raftbox/blocks/has": _CONTENT_W,
     "raftbox/blocks/put": _CONTENT_W,
+    "raftbox/blocks/signatures": _CONTENT_R,  # derived from the content of readable blocks
+    "raftbox/blocks/put_delta": _CONTENT_W,
     "raftbox/blocks/get": _CONTENT_R,
     "raftbox/blocks/list": _CONTENT_R,
     "raftbox/commit_batch": _CONTENT_W,

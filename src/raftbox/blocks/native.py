@@ -72,6 +72,19 @@ A body ends after a whole frame; anything else (a short frame, a length over the
 Upload of a file, the way `NativeClient.upload` does it: chunk it (`raftbox.blocks.Chunker`,
 which also gives the content_hash), `blocks/has` for its ids, `blocks/put` the missing ones,
 `commit_batch` with the blocklist (parent rev in `update` mode, as the sync client does).
+
+Block deltas (`raftbox.blocks.delta`): a missing block that replaces a block of the file's
+previous version can go as a delta against it.
+- `blocks/signatures` (JSON `{"ids": [...]}`, at most `MAX_SIGNATURE_IDS` →
+  `{"signatures": {id: base64}}`): the delta signature of each block this namespace can read;
+  the others (unknown to the store, or another account's) are simply absent.
+- `blocks/put_delta` (a body of `DELTA_FRAME`s: `[u32 delta length][32 bytes: new block id]
+  [32 bytes: base block id][delta]`, at most `MAX_DELTA_BLOCKS` (8), each delta 1 byte to 4 MiB →
+  `{"received": n, "base_unknown": [new ids]}`): the server rebuilds each block from its base,
+  checks it hashes to the new id and stores it as `blocks/put` would. A base this namespace
+  cannot read is `base_unknown`, as one the store lacks (send that block whole). A malformed
+  delta or one that rebuilds anything else fails the whole request with 400 and stores nothing.
+`NativeClient.put_with_bases` does this and falls back to whole blocks for the rest.
 """
 
 from __future__ import annotations
@@ -93,6 +106,9 @@ MAX_HAS_IDS = 10_000
 MAX_GET_BLOCKS = 1_000
 MAX_COMMIT_ENTRIES = 1_000
 MAX_LIST_PATHS = 1_000
+MAX_DELTA_BLOCKS = 8  # per put_delta request: what the server holds rebuilt at once
+MAX_SIGNATURE_IDS = 64
+DELTA_FRAME = struct.Struct(">I32s32s")  # delta length, new block id, base block id
 
 
 class FrameError(ValueError):
@@ -138,6 +154,33 @@ async def read_frames(
         yield digest.hex(), data
 
 
+async def read_delta_frames(
+    stream, max_frames: int = MAX_DELTA_BLOCKS, max_delta_bytes: int = MAX_FRAME_BLOCK_BYTES
+) -> AsyncIterator[tuple[str, str, bytes]]:
+    """(new block id, base block id, delta) for every `DELTA_FRAME` of `stream`, unverified.
+    `FrameError` on a malformed stream, more than `max_frames` frames, or a delta over
+    `max_delta_bytes` (a delta is never bigger than the block it stands for)."""
+    n = 0
+    while True:
+        try:
+            head = await stream.readexactly(DELTA_FRAME.size)
+        except asyncio.IncompleteReadError as e:
+            if not e.partial:
+                return
+            raise FrameError("the body ends inside a frame header") from None
+        size, new, base = DELTA_FRAME.unpack(head)
+        if size == 0 or size > max_delta_bytes:
+            raise FrameError(f"a delta of {size} bytes (1 to {max_delta_bytes})")
+        n += 1
+        if n > max_frames:
+            raise FrameError(f"more than {max_frames} deltas in one request")
+        try:
+            data = await stream.readexactly(size)
+        except asyncio.IncompleteReadError:
+            raise FrameError("the body ends inside a delta") from None
+        yield new.hex(), base.hex(), data
+
+
 class NativeError(Exception):
     def __init__(self, status: int, body: Any) -> None:
         super().__init__(f"{status}: {body}")
@@ -174,6 +217,9 @@ class NativeClient:
         )
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.deltas = True  # send changed blocks as deltas where the server can take them
+        self.delta_blocks = 0  # blocks sent as deltas
+        self.delta_saved_bytes = 0  # bytes those deltas saved against whole blocks
 
     async def aclose(self) -> None:
         await self._http.close()
@@ -253,6 +299,94 @@ class NativeClient:
             import json
 
             return int(json.loads(raw)["received"])
+
+    async def signatures(self, ids: list[str]) -> dict[str, bytes]:
+        """The delta signature (`raftbox.blocks.delta`) of each block this namespace can read;
+        {} from a server without block deltas (which this client then stops asking)."""
+        import base64
+
+        out: dict[str, bytes] = {}
+        for i in range(0, len(ids), MAX_SIGNATURE_IDS):
+            try:
+                r = await self._rpc("blocks/signatures", {"ids": ids[i : i + MAX_SIGNATURE_IDS]})
+            except NativeError as e:
+                if e.status in (400, 404):  # an older server: no deltas
+                    self.deltas = False
+                    return {}
+                raise
+            out.update((b, base64.b64decode(s)) for b, s in r["signatures"].items())
+        return out
+
+    async def put_deltas(self, deltas: list[tuple[str, str, bytes]]) -> tuple[int, set[str]]:
+        """Send (new id, base id, delta)s, `MAX_DELTA_BLOCKS` per request: (how many blocks
+        the server rebuilt and stored, the new ids whose base it does not know)."""
+        import json
+
+        received, unknown = 0, set()
+        for i in range(0, len(deltas), MAX_DELTA_BLOCKS):
+            part = deltas[i : i + MAX_DELTA_BLOCKS]
+            body = b"".join(
+                DELTA_FRAME.pack(len(d), bytes.fromhex(n), bytes.fromhex(b)) + d for n, b, d in part
+            )
+            self.bytes_sent += len(body)
+            async with self._http.post(
+                f"{self.base}/2/raftbox/blocks/put_delta",
+                data=body,
+                headers={"Content-Type": "application/octet-stream"},
+                ssl=self.ssl,
+            ) as r:
+                raw = await r.read()
+            self.bytes_received += len(raw)
+            if r.status != 200:
+                raise NativeError(r.status, raw.decode(errors="replace"))
+            ans = json.loads(raw)
+            received += int(ans["received"])
+            unknown.update(ans["base_unknown"])
+        return received, unknown
+
+    async def put_with_bases(self, blocks: list[tuple[str, bytes]], bases: dict[str, str]) -> int:
+        """`put` the blocks, sending each one that has a base (`bases`: new id → the id of the
+        block it most likely replaces, see `delta.pick_bases`) as a delta against it when the
+        delta is worth it (`delta.worth_it`). Whatever cannot go as a delta — no signature (a
+        base this namespace cannot read, or an older server), a delta not worth it, a base the
+        server no longer knows, a rebuild the server refused — goes as a whole block. Returns
+        how many blocks were received either way."""
+        from . import delta as D
+
+        bases = {n: b for n, b in bases.items() if n != b}
+        todo = dict(blocks)
+        received = 0
+        if bases and self.deltas:
+            sigs = await self.signatures(sorted({bases[n] for n in todo if n in bases}))
+
+            def build() -> list[tuple[str, str, bytes]]:
+                out = []
+                for n, data in todo.items():
+                    sig = sigs.get(bases.get(n, ""))
+                    if sig is None:
+                        continue
+                    d = D.make_delta(sig, data, MAX_FRAME_BLOCK_BYTES)
+                    if D.worth_it(len(d), len(data)):
+                        out.append((n, bases[n], d))
+                return out
+
+            deltas = await asyncio.to_thread(build) if sigs else []
+            if deltas:
+                try:
+                    got, unknown = await self.put_deltas(deltas)
+                except NativeError as e:
+                    if e.status != 400:  # 400: refused (a signature collision): whole blocks
+                        raise
+                else:
+                    received += got
+                    for n, _b, d in deltas:
+                        if n not in unknown:
+                            size = len(todo.pop(n))
+                            self.delta_blocks += 1
+                            self.delta_saved_bytes += size - len(d)
+        if todo:
+            received += await self.put(list(todo.items()))
+        return received
 
     async def get(self, ids: list[str]) -> AsyncIterator[tuple[str, bytes]]:
         """The blocks, verified, in the order asked."""
