@@ -28,6 +28,20 @@ Contract (the SDK's types, `dropbox.files`):
   folder (Dropbox: "duplicate path arguments in the batch are considered only once").
 - `move_batch_v2`'s `allow_ownership_transfer` is accepted and changes nothing (every item of a
   namespace has one owner).
+
+Shared folders: every entry resolves through `raftbox.api.spaces` as the single v2 routes do
+(`files/create_folder_v2`, `delete_v2`, `move_v2`, `copy_v2`): an entry below a mount point runs
+in the shared folder's namespace; a relocation between namespaces is one `CopyAcross` or
+`MoveAcross` entry (the copy and the source's deletion in one savepoint); a viewer's write, or a
+destination in a namespace the caller has not mounted, fails that entry with
+`no_write_permission` before anything is proposed (the state machine knows no accounts: this
+check is the only one, `raftbox.meta.jobs`); a source the caller cannot read is `not_found`,
+exactly as one that does not exist. A mount point cannot be moved or copied inside a batch
+(`cant_move_shared_folder` / `cant_copy_shared_folder`: `files/move_v2` moves it); deleting it,
+or a folder above it, unmounts it first, as `files/delete_v2` does (the unmount is its own raft
+entry, before the job's). The job is keyed by the caller's home namespace and its results are
+kept with their paths in the caller's tree (`RunJob.shown`), so `.../check` shows them as the
+caller sees them, with their `sharing_info`.
 """
 
 from __future__ import annotations

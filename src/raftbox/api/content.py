@@ -18,7 +18,10 @@ and never make a symlink (the native `commit_batch` states both).
 `files/upload_session/finish_batch_v2` checks every entry's arguments before anything is read
 (a malformed one is a 400 for the whole request: nothing changed), reads all the sessions in one
 query, and then proposes ONE `FinishBatch`: each entry succeeds or fails on its own in the same
-raft entry, as Dropbox's finish_batch does, so no request ends half-applied.
+raft entry, as Dropbox's finish_batch does, so no request ends half-applied. Each entry's path
+resolves through `raftbox.api.spaces` (a viewer's entry fails with `no_write_permission`); v1's
+job keeps each result under its mount point (`RunJob.shown`), so `finish_batch/check` shows
+the paths in the caller's tree, as v2 does.
 
 Downloads (`files/download`) read the file's first block before the status line is sent: a
 block this member cannot read (missing from its store — a cluster whose members do not share

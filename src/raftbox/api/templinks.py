@@ -9,7 +9,11 @@ gives the file to anyone holding it, without an account, for four hours.
   URL starts as a shared link's does (`serve|up --public-url`, else the request's Host: every
   member and blockserver serves the links, which is what "the content host" is for raftbox):
   `https://HOST/tl/TOKEN/NAME` — NAME (the file's name, URL-quoted) only makes `curl -O` and
-  browsers save it under its name; it is not checked.
+  browsers save it under its name; it is not checked. The path resolves through
+  `raftbox.api.spaces`: a file in a mounted shared folder links that folder's namespace (its
+  metadata in the caller's tree, with `sharing_info`); a folder the caller is not a member of
+  is `not_found`. As on Dropbox, a link made stays valid for its four hours even if its maker
+  leaves the folder (it is the file's, not the account's).
 - `GET /tl/...` (and HEAD; no authentication: the token is the credential, see
   `raftbox.meta.templinks` for what it carries and when it stops working): the bytes, with `Range`
   (206, 416 as for `files/download`). A token that is not this cluster's, or whose file was

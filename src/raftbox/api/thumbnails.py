@@ -17,6 +17,10 @@ Contract (the SDK's types, `dropbox.files`):
   20 MB or a picture over the pixel cap), `conversion_error` (also a decode that missed its
   deadline). v2: `preserve_transparency` with JPEG output is `unsupported_output_format`; a
   `link` resource is `not_found` (raftbox has no shared links: a link cannot exist).
+- Paths resolve through `raftbox.api.spaces`: a file in a mounted shared folder (a viewer's
+  too: a read) has its thumbnail, its metadata in the caller's tree with `sharing_info`; an
+  `id:`/`ns:`/`rev:` of a folder the caller is not a member of is `not_found`, as one that
+  does not exist.
 
 Work and bounds (`Renderer`):
 
