@@ -188,3 +188,22 @@ def test_a_search_cursor_stops_at_a_folder_its_holder_left(srv: Server, world):
     # and another account cannot use the cursor at all
     other = srv.rpc("files/search/continue_v2", {"cursor": first["cursor"]}, token=world["bob"])
     assert other.status == 409 and "invalid_argument" in other.text
+
+
+def test_a_search_cursor_inside_a_folder_its_holder_left_ends(srv: Server, world):
+    alice, sfid = world["alice"], world["sfid"]
+    frank = srv.new_account("frank")
+    frank_id = add_member(srv, alice, sfid, frank, "editor")
+    srv.upload("/Project/plan b.txt", b"b", token=alice)
+    first = srv.ok("files/search_v2", {"query": "plan", "options": {"max_results": 1}}, frank)
+    [hit] = first["matches"]
+    assert hit["metadata"]["metadata"]["path_display"].startswith("/Project/plan")
+    assert first["has_more"]  # the cursor is inside the shared folder now
+    member = {".tag": "dropbox_id", "dropbox_id": frank_id}
+    srv.ok(
+        "sharing/remove_folder_member",
+        {"shared_folder_id": sfid, "member": member, "leave_a_copy": False},
+        alice,
+    )
+    rest = srv.ok("files/search/continue_v2", {"cursor": first["cursor"]}, frank)
+    assert rest == {"matches": [], "has_more": False}

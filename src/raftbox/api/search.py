@@ -109,23 +109,22 @@ class SearchRoutes:
         cursor = a.str("cursor", required=True)
         if not cursor or len(cursor) > CURSOR_MAX_CHARS:
             raise BadInput(a.route, "cursor: not a search cursor")
-        cur, st, rest = self._open(who, cursor)
+        left = self._open(who, cursor)
+        if left is None:  # what was left to search is no longer the caller's
+            return self._answer(who, [], None)
+        cur, st, rest = left
         matches, nxt = await self.meta.read(lambda s: search_legs(s, who, cur, st, rest))
         return self._answer(who, matches, nxt)
 
-    def _open(self, who: Any, cursor: str) -> tuple[int, SearchState, list]:
-        """(the namespace being searched, the search, the namespaces left) of a cursor."""
+    def _open(self, who: Any, cursor: str) -> tuple[int, SearchState, list] | None:
+        """(the namespace being searched, the search, the namespaces left) of a cursor; None
+        if none of them is readable by `who` any more."""
         try:
             kind, account_id, ns, raw, *legs = self.meta.open_cursor(cursor)
             st = msgspec.convert(raw, SearchState)
-            cur, rest = (
-                msgspec.convert(legs, tuple[int, list[tuple[int, str]]])
-                if legs
-                else (
-                    ns,
-                    [],
-                )
-            )
+            cur, rest = ns, []  # a cursor made before shared folders: the home namespace
+            if legs:
+                cur, rest = msgspec.convert(legs, tuple[int, list[tuple[int, str]]])
         except (CursorInvalid, ValueError, TypeError, msgspec.ValidationError):
             raise _invalid("not a search cursor of this account") from None
         if kind != _CURSOR_KIND or account_id != who.account_id or ns != who.namespace_id:
@@ -134,7 +133,7 @@ class SearchRoutes:
         rest = [[n, k] for n, k in rest if n in readable]
         if cur not in readable:
             if not rest:
-                return cur, msgspec.structs.replace(st, max_results=0), []
+                return None
             (cur, key), rest = rest[0], rest[1:]
             st = msgspec.structs.replace(st, prefix_key=key, after_key=None)
         return cur, st, rest
