@@ -7,15 +7,19 @@ from __future__ import annotations
 from raftbox.meta import jobs
 from raftbox.meta.commands import (
     Copy,
+    CopyAcross,
     CreateAccount,
     CreateFolder,
     Delete,
+    DeletedMeta,
     FileMeta,
     FolderMeta,
     MetaError,
     Move,
+    MoveAcross,
     RemoveAccount,
     RunJob,
+    ShareFolder,
     WriteBatch,
     encode_command,
 )
@@ -95,8 +99,12 @@ def test_a_bad_job_runs_nothing() -> None:
             "j6",
             ns,
             WriteBatch([CreateFolder(ns, "/b")]),
-            refused=[FolderMeta("i", "n", "/n", "/n")],
+            refused=[DeletedMeta("n", "/n", "/n")],  # only an error or a folder done before
         ),
+        RunJob(  # `shown` has one slot per entry of the whole batch, each "" or a path
+            "j7", ns, "k", encode_command(WriteBatch([CreateFolder(ns, "/b")])), [None], ["", ""]
+        ),
+        RunJob("j8", ns, "k", encode_command(WriteBatch([CreateFolder(ns, "/b")])), [None], ["x"]),
     ):
         r = d.apply(bad)
         assert isinstance(r, MetaError) and r.tags == ["invalid_command"], bad
@@ -175,3 +183,44 @@ def test_a_batch_past_an_entrys_positions_fails_the_rest_entry_by_entry(monkeypa
     assert r[4].tags == ["too_many_files"]
     assert r[5].tags == ["too_many_write_operations"]
     assert d.store.get_metadata(ns, "/b.txt").tags == ["path", "not_found"]
+
+
+def test_a_job_writes_across_namespaces_and_shows_results_under_their_mount() -> None:
+    """Batch entries inside a mounted shared folder: `CopyAcross` and `MoveAcross` entries
+    (the move is both or neither), `shown` puts each result under its mount point, a folder
+    the API unmounted before the job sits in its `refused` slot."""
+    d = Driver()
+    home = d.setup()
+    acct = d.store.auth_token(b"tok-a")
+    d.apply(CreateFolder(home, "/Project"))
+    shared = d.apply(ShareFolder(acct.account_id, "/Project")).ns
+    d.put(home, "/a.txt", b"a")
+    d.put(home, "/b.txt", b"b")
+    d.put(shared, "/in.txt", b"in")
+    done = FolderMeta("id:gone", "Old", "/old", "/Old")
+    batch = WriteBatch(
+        [
+            CopyAcross(home, "/a.txt", shared, "/a.txt"),
+            MoveAcross(home, "/b.txt", shared, "/b.txt"),
+            MoveAcross(shared, "/in.txt", home, "/in.txt"),
+            MoveAcross(home, "/missing", shared, "/x"),  # fails whole: nothing copied
+            MoveAcross(home, "/in.txt", shared, "/a.txt"),  # a conflict: the source stays
+        ]
+    )
+    shown = ["", "/Project", "/Project", "", "", "/Project"]
+    r = d.apply(RunJob("j", home, "k", encode_command(batch), [done, None, None, None, None, None],
+                       shown))  # fmt: skip
+    assert r[0] == done
+    assert [getattr(x, "path_display", None) for x in r[1:4]] == [
+        "/Project/a.txt",
+        "/Project/b.txt",
+        "/in.txt",
+    ]
+    assert r[1].path_lower == "/project/a.txt"
+    assert r[4].tags == ["from_lookup", "not_found"]
+    assert r[5].tags[:2] == ["to", "conflict"]
+    assert d.store.job("j", home, "k")[1] == r
+    files = {e.path_display for e in d.store.list_folder(home, "", recursive=True).entries}
+    assert files == {"/Project", "/a.txt", "/in.txt"}
+    inside = {e.path_display for e in d.store.list_folder(shared, "", recursive=True).entries}
+    assert inside == {"/a.txt", "/b.txt"}

@@ -28,6 +28,20 @@ Contract (the SDK's types, `dropbox.files`):
   folder (Dropbox: "duplicate path arguments in the batch are considered only once").
 - `move_batch_v2`'s `allow_ownership_transfer` is accepted and changes nothing (every item of a
   namespace has one owner).
+
+Shared folders: every entry resolves through `raftbox.api.spaces` as the single v2 routes do
+(`files/create_folder_v2`, `delete_v2`, `move_v2`, `copy_v2`): an entry below a mount point runs
+in the shared folder's namespace; a relocation between namespaces is one `CopyAcross` or
+`MoveAcross` entry (the copy and the source's deletion in one savepoint); a viewer's write, or a
+destination in a namespace the caller has not mounted, fails that entry with
+`no_write_permission` before anything is proposed (the state machine knows no accounts: this
+check is the only one, `raftbox.meta.jobs`); a source the caller cannot read is `not_found`,
+exactly as one that does not exist. A mount point cannot be moved or copied inside a batch
+(`cant_move_shared_folder` / `cant_copy_shared_folder`: `files/move_v2` moves it); deleting it,
+or a folder above it, unmounts it first, as `files/delete_v2` does (the unmount is its own raft
+entry, before the job's). The job is keyed by the caller's home namespace and its results are
+kept with their paths in the caller's tree (`RunJob.shown`), so `.../check` shows them as the
+caller sees them, with their `sharing_info`.
 """
 
 from __future__ import annotations
@@ -41,9 +55,11 @@ from aiohttp import web
 
 from raftbox.meta import commands as C
 from raftbox.meta import jobs
+from raftbox.meta import paths as P
+from raftbox.meta.sharing import mount_of
 
-from . import wire
-from .args import WRITE_PATH, Args, ns_path, path_arg, rpc_args
+from . import spaces, wire
+from .args import WRITE_PATH, Args, path_arg, rpc_args
 from .errors import ApiError, BadInput, Unavailable
 from .metaclient import MetaClient
 from .wire import json_response
@@ -70,11 +86,18 @@ def async_job_id(a: Args) -> str:
 
 
 async def launch_job(
-    mc: MetaClient, who: Any, kind: str, batch: Any, refused: list[C.MetaError | None]
+    mc: MetaClient,
+    who: Any,
+    kind: str,
+    batch: Any,
+    refused: list[Any],
+    shown: list[str] | None = None,
 ) -> str:
-    """Run `batch` as job `kind` of `who`'s namespace; its id."""
+    """Run `batch` as job `kind` of `who`'s namespace; its id. Every entry of `batch` has been
+    resolved through `spaces` with its write permission checked: the state machine runs the
+    commands of any namespace a job carries (it knows no accounts)."""
     jid = new_job_id()
-    cmd = C.RunJob(jid, who.namespace_id, kind, C.encode_command(batch), refused)
+    cmd = C.RunJob(jid, who.namespace_id, kind, C.encode_command(batch), refused, shown or [])
     r = await mc.write(cmd)
     if isinstance(r, C.MetaError) and r.tags[:1] == ["not_initialized"]:
         raise Unavailable("the cluster is starting")
@@ -129,6 +152,8 @@ _RELOCATION_ERROR = {
     "duplicated_or_nested_paths",
     "insufficient_quota",
     "internal_error",
+    "cant_copy_shared_folder",
+    "cant_move_shared_folder",
 }
 _DELETE_ERROR = {"path_lookup", "path_write", "too_many_write_operations", "too_many_files"}
 
@@ -187,27 +212,46 @@ class BatchRoutes:
             pairs.append(
                 (path_arg(ea, "from_path", WRITE_PATH), path_arg(ea, "to_path", WRITE_PATH))
             )
-        cls = C.Copy if copy else C.Move
-        cmds, refused = [], []
+        cmds, refused, shown = [], [], []
         for src, dst in pairs:
             try:
-                src = ns_path(who, src, ["from_lookup"], write=True)
-                dst = write_destination(who, dst, "to")
+                cmd, under = await self._relocation(who, src, dst, copy, autorename)
             except ApiError as e:
                 refused.append(C.MetaError(e.tags))
+                shown.append("")
                 continue
             refused.append(None)
-            cmds.append(cls(who.namespace_id, src, dst, autorename))
+            shown.append(under)
+            cmds.append(cmd)
         kind = "copy_batch" if copy else "move_batch"
-        jid = await launch_job(self.mc, who, kind, C.WriteBatch(cmds), refused)
+        jid = await launch_job(self.mc, who, kind, C.WriteBatch(cmds), refused, shown)
         return json_response({".tag": "async_job_id", "async_job_id": jid})
+
+    async def _relocation(
+        self, who: Any, src_arg: str, dst_arg: str, copy: bool, autorename: bool
+    ) -> tuple[Any, str]:
+        """One copy or move entry, resolved as `files/copy_v2` / `move_v2` resolve theirs
+        (`spaces`): (its command, the mount point its result is shown under, or "")."""
+        src = await spaces.resolve_write(
+            self.mc, who, src_arg, ["from_lookup"], write=not copy, deny=["from_write"]
+        )
+        dst = write_target(who, dst_arg, "to")
+        if src.at_mount_point or spaces.mounts_under(who, src):
+            # a mount point moves with files/move_v2 (MoveMount), not inside a batch
+            raise ApiError(["cant_copy_shared_folder" if copy else "cant_move_shared_folder"])
+        if src.ns != dst.ns:  # across namespaces: one entry copies and (a move) deletes
+            across = C.CopyAcross if copy else C.MoveAcross
+            cmd: Any = across(src.ns, src.path, dst.ns, dst.path, autorename)
+        else:
+            cmd = (C.Copy if copy else C.Move)(src.ns, src.path, dst.path, autorename)
+        return cmd, dst.mount.display if dst.mount is not None else ""
 
     async def _relocate_check(self, request: web.Request, who: Any, route: str, kind: str) -> Any:
         a = await rpc_args(request, route)
         results = await job_result(self.mc, who, kind, async_job_id(a))
         out = entries_json(
             results,
-            lambda m: {".tag": "success", "success": wire.metadata_json(m, tagged=True)},
+            lambda m: {".tag": "success", "success": shown_json(who, m, tagged=True)},
             relocation_failure,
         )
         return json_response({".tag": "complete", "entries": out})
@@ -232,24 +276,42 @@ class BatchRoutes:
         for e in raw:
             ea = Args(a.route, e)
             parsed.append((path_arg(ea, "path", WRITE_PATH), ea.rev("parent_rev")))
-        cmds, refused = [], []
+        cmds, refused, shown = [], [], []
         for path, parent_rev in parsed:
             try:
-                path = ns_path(who, path, ["path_lookup"], write=True)
+                t = await spaces.resolve_write(
+                    self.mc, who, path, ["path_lookup"], deny=["path_write"]
+                )
+                if t.at_mount_point:  # deleting a mount point unmounts it, before the job
+                    refused.append(await self._unmount(who, t.mount))
+                    shown.append("")
+                    continue
+                for inner in spaces.mounts_under(who, t):  # so is deleting a folder above one
+                    await self._unmount(who, inner)
             except ApiError as e:
                 refused.append(C.MetaError(e.tags))
+                shown.append("")
                 continue
             refused.append(None)
-            cmds.append(C.Delete(who.namespace_id, path, parent_rev))
-        jid = await launch_job(self.mc, who, "delete_batch", C.WriteBatch(cmds), refused)
+            shown.append(t.mount.display if t.mount is not None else "")
+            cmds.append(C.Delete(t.ns, t.path, parent_rev))
+        jid = await launch_job(self.mc, who, "delete_batch", C.WriteBatch(cmds), refused, shown)
         return json_response({".tag": "async_job_id", "async_job_id": jid})
+
+    async def _unmount(self, who: Any, mount: Any) -> Any:
+        """Unmount `mount` of `who`; the mount point folder's metadata (the entry's result)."""
+        m = await self.mc.query("resolve", who.namespace_id, mount.display)
+        r = await self.mc.write(C.UnmountFolder(who.account_id, mount.ns))
+        if isinstance(r, C.MetaError):
+            raise ApiError(["path_lookup", "not_found"])  # gone meanwhile
+        return m
 
     async def delete_batch_check(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/delete_batch/check")
         results = await job_result(self.mc, who, "delete_batch", async_job_id(a))
         out = entries_json(
             results,
-            lambda m: {".tag": "success", "metadata": wire.metadata_json(m, tagged=True)},
+            lambda m: {".tag": "success", "metadata": shown_json(who, m, tagged=True)},
             delete_failure,
         )
         return json_response({".tag": "complete", "entries": out})
@@ -267,46 +329,63 @@ class BatchRoutes:
             if not WRITE_PATH.match(p):
                 raise BadInput(a.route, f"paths[{i}]: {p[:200]!r} did not match pattern")
             paths.append(p)
-        cmds, refused = [], []
+        cmds, refused, shown = [], [], []
         for path in paths:
             try:
-                path = write_destination(who, path, "path")
+                t = write_target(who, path, "path")
             except ApiError as e:
                 refused.append(C.MetaError(e.tags))
+                shown.append("")
                 continue
             refused.append(None)
-            cmds.append(C.CreateFolder(who.namespace_id, path, autorename))
+            shown.append(t.mount.display if t.mount is not None else "")
+            cmds.append(C.CreateFolder(t.ns, t.path, autorename))
         batch = C.WriteBatch(cmds)
         if force_async:
-            jid = await launch_job(self.mc, who, "create_folder_batch", batch, refused)
+            jid = await launch_job(self.mc, who, "create_folder_batch", batch, refused, shown)
             return json_response({".tag": "async_job_id", "async_job_id": jid})
         results = jobs.merge_refused(refused, await self.mc.write(batch) if cmds else [])
-        out = entries_json(results, _folder_success, create_folder_failure)
+        results = jobs.shown_under(shown, results)
+        out = entries_json(results, lambda m: _folder_success(who, m), create_folder_failure)
         return json_response({".tag": "complete", "entries": out})
 
     async def create_folder_batch_check(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/create_folder_batch/check")
         results = await job_result(self.mc, who, "create_folder_batch", async_job_id(a))
-        out = entries_json(results, _folder_success, create_folder_failure)
+        out = entries_json(results, lambda m: _folder_success(who, m), create_folder_failure)
         return json_response({".tag": "complete", "entries": out})
 
 
-def write_destination(who: Any, path: str, outer: str) -> str:
-    """A new item's path (a `WriteError` under `outer`): malformed, an id (a destination is a
-    path), or another namespace's (`no_write_permission`, as the state machine says)."""
+def write_target(who: Any, path: str, outer: str) -> spaces.Target:
+    """Where a new item goes (`spaces.target`; a `WriteError` under `outer`): malformed, an id
+    (a destination is a path), a viewer's shared folder or another namespace's
+    (`no_write_permission`, as the state machine says). At a mount point: the home
+    namespace's folder entry (a conflict there, or autorename)."""
+    if path.startswith("id:"):
+        raise ApiError([outer, "malformed_path"])
     try:
-        path = ns_path(who, path, [outer], write=True)
+        t = spaces.target(who, path, [outer], write=True)
     except ApiError as e:
         if e.tags[-1:] == ["not_found"]:
             raise ApiError([outer, "no_write_permission"]) from None
         raise
-    if path.startswith("id:"):
-        raise ApiError([outer, "malformed_path"])
-    return path
+    if t.at_mount_point:
+        t = spaces.Target(who.namespace_id, t.mount.display)
+    return t
 
 
-def _folder_success(m: Any) -> dict:
-    return {".tag": "success", "metadata": wire.metadata_json(m, tagged=False)}
+def shown_json(who: Any, m: Any, tagged: bool) -> dict:
+    """A kept job result (its paths already in `who`'s tree: `RunJob.shown`) with the
+    sharing_info of the mounted shared folder it is in, if any (as the mounts are now)."""
+    path = getattr(m, "path_display", "")
+    mount = mount_of(who.mounts, P.make_key(path)) if path else None
+    if mount is not None and mount.key == P.make_key(path):
+        mount = None  # the mount point: the home namespace's folder entry
+    return spaces.meta_json(who, m, tagged, mount)
+
+
+def _folder_success(who: Any, m: Any) -> dict:
+    return {".tag": "success", "metadata": shown_json(who, m, tagged=False)}
 
 
 def _entries(a: Args, name: str, lo: int, hi: int) -> list:

@@ -18,7 +18,10 @@ and never make a symlink (the native `commit_batch` states both).
 `files/upload_session/finish_batch_v2` checks every entry's arguments before anything is read
 (a malformed one is a 400 for the whole request: nothing changed), reads all the sessions in one
 query, and then proposes ONE `FinishBatch`: each entry succeeds or fails on its own in the same
-raft entry, as Dropbox's finish_batch does, so no request ends half-applied.
+raft entry, as Dropbox's finish_batch does, so no request ends half-applied. Each entry's path
+resolves through `raftbox.api.spaces` (a viewer's entry fails with `no_write_permission`); v1's
+job keeps each result under its mount point (`RunJob.shown`), so `finish_batch/check` shows
+the paths in the caller's tree, as v2 does.
 
 Downloads (`files/download`) read the file's first block before the status line is sent: a
 block this member cannot read (missing from its store — a cluster whose members do not share
@@ -54,7 +57,7 @@ from .args import (
     rpc_args,
     write_mode,
 )
-from .batch import async_job_id, job_result, launch_job, whole_batch
+from .batch import async_job_id, job_result, launch_job, shown_json, whole_batch
 from .errors import ApiError, BadInput, Unavailable, raise_meta
 from .metaclient import MetaClient
 from .wire import json_response
@@ -354,18 +357,21 @@ class ContentRoutes:
         (`raftbox.api.batch`, `raftbox.meta.jobs`): answers `async_job_id` at once, as Dropbox
         does; `finish_batch/check` answers the entries."""
         a = await rpc_args(request, "files/upload_session/finish_batch")
-        refused, cmds, _ = await self._finish_batch_parts(a, who)
-        jid = await launch_job(self.mc, who, "finish_batch", C.FinishBatch(cmds), refused)
+        refused, cmds, ns_of = await self._finish_batch_parts(a, who)
+        shown = [_mount_display(who, cmd) for cmd in ns_of]
+        jid = await launch_job(self.mc, who, "finish_batch", C.FinishBatch(cmds), refused, shown)
         return json_response({".tag": "async_job_id", "async_job_id": jid})
 
     async def finish_batch_check(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/upload_session/finish_batch/check")
         results = await job_result(self.mc, who, "finish_batch", async_job_id(a))
-        entries = whole_batch(results)
-        # the job keeps results, not their namespaces: paths are shown as in the home namespace
-        return json_response(
-            {".tag": "complete", "entries": _finish_entries(who, entries, [None] * len(entries))}
-        )
+        out = []
+        for r in whole_batch(results):  # kept in `who`'s tree (`RunJob.shown`)
+            if isinstance(r, C.MetaError):
+                out.append({".tag": "failure", "failure": wire.union(r.tags, r.extra)})
+            else:
+                out.append({".tag": "success", **shown_json(who, r, tagged=False)})
+        return json_response({".tag": "complete", "entries": out})
 
     async def _finish_batch_parts(
         self, a: Args, who: Any
@@ -403,6 +409,14 @@ def _finish_entries(who: Any, results: list[Any], ns_of: list[Any]) -> list[dict
         else:
             out.append({".tag": "success", **spaces_json(who, cmd, r)})
     return out
+
+
+def _mount_display(who: Any, cmd: Any) -> str:
+    """The mount point path a finish's result is shown under ("": the home namespace)."""
+    if cmd is None or cmd.commit.ns == who.namespace_id:
+        return ""
+    mount = who.mount_of_ns(cmd.commit.ns)
+    return mount.display if mount is not None else ""
 
 
 def spaces_json(who: Any, cmd: Any, m: Any) -> dict:

@@ -165,7 +165,7 @@ class ApiServer:
             self.add_routes(BatchRoutes(self.mc).routes())
             self.add_routes(SharingRoutes(meta, self.mc).routes())  # shared folders
             self.add_routes(UsageRoutes(meta).routes())  # space usage and quotas
-            self.add_routes(SearchRoutes(meta).routes())  # search by name
+            self.add_routes(SearchRoutes(meta, self.mc).routes())  # search by name
             self.add_routes(self.templinks.routes())
         self.links = LinkRoutes(meta, blocks, admin_token) if meta is not None else None
         if self.links is not None:  # shared links: the sharing/*link* routes and /s/ pages

@@ -9,7 +9,11 @@ gives the file to anyone holding it, without an account, for four hours.
   URL starts as a shared link's does (`serve|up --public-url`, else the request's Host: every
   member and blockserver serves the links, which is what "the content host" is for raftbox):
   `https://HOST/tl/TOKEN/NAME` — NAME (the file's name, URL-quoted) only makes `curl -O` and
-  browsers save it under its name; it is not checked.
+  browsers save it under its name; it is not checked. The path resolves through
+  `raftbox.api.spaces`: a file in a mounted shared folder links that folder's namespace (its
+  metadata in the caller's tree, with `sharing_info`); a folder the caller is not a member of
+  is `not_found`. As on Dropbox, a link made stays valid for its four hours even if its maker
+  leaves the folder (it is the file's, not the account's).
 - `GET /tl/...` (and HEAD; no authentication: the token is the credential, see
   `raftbox.meta.templinks` for what it carries and when it stops working): the bytes, with `Range`
   (206, 416 as for `files/download`). A token that is not this cluster's, or whose file was
@@ -44,8 +48,8 @@ from raftbox.meta import commands as C
 from raftbox.meta.service import MetaService
 from raftbox.meta.templinks import LINK_TTL_MS, TOKEN_MAX_CHARS, make_token, signed_body
 
-from . import wire
-from .args import READ_PATH, ns_path, path_arg, rpc_args
+from . import spaces
+from .args import READ_PATH, path_arg, rpc_args
 from .content import ContentRoutes
 from .errors import RateLimited, from_lower, raise_meta
 from .limits import FailedAuthLimiter
@@ -90,8 +94,8 @@ class TempLinkRoutes:
     async def get_temporary_link(self, request: web.Request, who: Any) -> web.Response:
         assert self.meta is not None
         a = await rpc_args(request, ROUTE)
-        path = ns_path(who, path_arg(a, "path", READ_PATH), ["path"])
-        ns = who.namespace_id
+        t = await spaces.resolve(self.mc, who, path_arg(a, "path", READ_PATH), ["path"])
+        ns, path = t.ns, t.path  # a file in a mounted shared folder: that folder's namespace
         meta, _ = raise_meta(await self.mc.query("file_blocks", ns, path))
         expires_ms = self.clock_ms() + LINK_TTL_MS
         pinned = path.startswith("rev:")  # that revision, not the file as it changes
@@ -100,7 +104,7 @@ class TempLinkRoutes:
         )
         return json_response(
             {
-                "metadata": wire.metadata_json(meta, tagged=False),
+                "metadata": t.json(who, meta, tagged=False),
                 "link": f"{self.origin(request)}/tl/{token}/"
                 + urllib.parse.quote(meta.name, safe=""),
             }

@@ -17,6 +17,10 @@ Contract (the SDK's types, `dropbox.files`):
   20 MB or a picture over the pixel cap), `conversion_error` (also a decode that missed its
   deadline). v2: `preserve_transparency` with JPEG output is `unsupported_output_format`; a
   `link` resource is `not_found` (raftbox has no shared links: a link cannot exist).
+- Paths resolve through `raftbox.api.spaces`: a file in a mounted shared folder (a viewer's
+  too: a read) has its thumbnail, its metadata in the caller's tree with `sharing_info`; an
+  `id:`/`ns:`/`rev:` of a folder the caller is not a member of is `not_found`, as one that
+  does not exist.
 
 Work and bounds (`Renderer`):
 
@@ -45,8 +49,8 @@ from aiohttp import web
 from raftbox.blocks.errors import BlockStoreError
 from raftbox.blocks.service import BlockService
 
-from . import imaging, wire
-from .args import READ_PATH, Args, header_args, ns_path, path_arg, rpc_args
+from . import imaging, spaces, wire
+from .args import READ_PATH, Args, header_args, path_arg, rpc_args
 from .errors import ApiError, BadInput, Unavailable, raise_meta
 from .metaclient import MetaClient
 from .wire import json_response
@@ -179,10 +183,11 @@ class ThumbnailRoutes:
             ("files/get_thumbnail_batch", "user", self.get_thumbnail_batch),
         ]
 
-    async def _thumbnail(self, who: Any, path: str, spec: imaging.Spec) -> tuple[Any, bytes]:
-        """(FileMeta, thumbnail) of `path`, or `ThumbnailFailure` / `ApiError(path/...)`."""
-        path = ns_path(who, path, ["path"])
-        meta, blocks = raise_meta(await self.mc.query("file_blocks", who.namespace_id, path))
+    async def _thumbnail(self, who: Any, path: str, spec: imaging.Spec) -> tuple[dict, bytes]:
+        """(the file's metadata JSON in `who`'s tree, thumbnail) of `path` (in a mounted
+        shared folder too: `spaces`), or `ThumbnailFailure` / `ApiError(path/...)`."""
+        t = await spaces.resolve(self.mc, who, path, ["path"])
+        meta, blocks = raise_meta(await self.mc.query("file_blocks", t.ns, t.path))
         if meta.size > imaging.SOURCE_MAX_BYTES:
             imaging.check_extension(meta.name)
             raise imaging.ThumbnailFailure("unsupported_image", "over 20 MB")
@@ -196,7 +201,7 @@ class ThumbnailRoutes:
                 raise Unavailable("a block of this file cannot be read on this server") from None
 
         out = await self.renderer.thumbnail((meta.content_hash,), meta.name, read, spec)
-        return meta, out
+        return t.json(who, meta, tagged=False), out
 
     @staticmethod
     def _answer(result: dict, body: bytes) -> web.Response:
@@ -212,7 +217,7 @@ class ThumbnailRoutes:
             meta, out = await self._thumbnail(who, path, spec)
         except imaging.ThumbnailFailure as e:
             raise ApiError([e.tag]) from None
-        return self._answer(wire.metadata_json(meta, tagged=False), out)
+        return self._answer(meta, out)
 
     async def get_thumbnail_v2(self, request: web.Request, who: Any) -> web.Response:
         a = header_args(request, "files/get_thumbnail_v2")
@@ -231,7 +236,7 @@ class ThumbnailRoutes:
             meta, out = await self._thumbnail(who, path, spec)
         except imaging.ThumbnailFailure as e:
             raise ApiError([e.tag]) from None
-        return self._answer({"file_metadata": wire.metadata_json(meta, tagged=False)}, out)
+        return self._answer({"file_metadata": meta}, out)
 
     async def get_thumbnail_batch(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/get_thumbnail_batch")
@@ -259,7 +264,7 @@ class ThumbnailRoutes:
             out.append(
                 {
                     ".tag": "success",
-                    "metadata": wire.metadata_json(meta, tagged=False),
+                    "metadata": meta,
                     "thumbnail": base64.b64encode(thumb).decode("ascii"),
                 }
             )

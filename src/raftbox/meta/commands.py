@@ -346,9 +346,10 @@ class FinishBatch(_Cmd, tag="us_finish_batch"):
 
 class WriteBatch(_Cmd, tag="write_batch"):
     """Many folder creations, deletions, moves or copies in one raft entry, each succeeding or
-    failing on its own (the batch routes: `raftbox.meta.jobs`)."""
+    failing on its own (the batch routes: `raftbox.meta.jobs`). `CopyAcross` and `MoveAcross`
+    entries relocate between namespaces (a batch entry inside a mounted shared folder)."""
 
-    entries: list[CreateFolder | Delete | Move | Copy]
+    entries: list[CreateFolder | Delete | Move | Copy | CopyAcross | MoveAcross]
 
 
 class RunJob(_Cmd, tag="job"):
@@ -363,6 +364,9 @@ class RunJob(_Cmd, tag="job"):
     kind: str
     payload: bytes
     refused: list[Any] = []  # MetaError | None each (a MetaError decodes as a dict)
+    # One per entry of the whole batch (as `refused`), or none: the path of the mount point a
+    # successful entry's result is shown under in the caller's tree ("": as it is).
+    shown: list[str] = []
 
 
 class RecordUpload(_Cmd, tag="blocks_put"):
@@ -467,6 +471,17 @@ class Unshare(_Cmd, tag="share_unshare"):
 class CopyAcross(_Cmd, tag="copy_across"):
     """Copy the item at `from_path` of `from_ns` to `to_path` of `to_ns` (new ids): the first
     half of a move between namespaces (the API deletes the source next). Writes `to_ns` only."""
+
+    from_ns: int
+    from_path: str
+    to_ns: int
+    to_path: str
+    autorename: bool = False
+
+
+class MoveAcross(_Cmd, tag="move_across"):
+    """A `WriteBatch` entry only: `CopyAcross`, then the deletion of the source in `from_ns`,
+    both or neither (one savepoint). The batch routes' move between namespaces."""
 
     from_ns: int
     from_path: str

@@ -23,6 +23,14 @@ Contract
   it is the only credential of a job, next to the namespace. An id already in use, over
   `JOB_ID_MAX_CHARS`, a `kind` over `JOB_KIND_MAX_CHARS`, an unknown namespace, a payload that is
   not a command or is itself a `RunJob`: `invalid_command`, nothing run.
+- A job is keyed by the caller's home namespace `ns`, and its payload's commands may write
+  other namespaces (batch entries inside mounted shared folders: `CopyAcross`, `MoveAcross`,
+  or any entry whose `ns` is a shared folder's). The state machine knows no accounts, so it
+  cannot tell whether the caller may write them: only the API proposes `RunJob`, after
+  resolving every entry through `raftbox.api.spaces` (a viewer's write and a namespace the
+  caller has not mounted are refused there, in the entry's `refused` slot). `shown` puts each
+  successful result's paths under the mount point it ran in, so the kept result reads in the
+  caller's tree (only that account can read it back: it is keyed by its home namespace).
 - `job_result(db, job_id, ns, kind)`: (when it ran, its result), or None — for an unknown id,
   for a job of another namespace and for a job of another kind alike (a caller cannot tell a job of
   another account from no job: Dropbox's `invalid_async_job_id`).
@@ -51,13 +59,16 @@ from typing import Any
 
 import msgspec
 
-from . import paths, writes
+from . import paths, sharing, writes
 from .commands import (
     Copy,
+    CopyAcross,
     CreateFolder,
     Delete,
+    FolderMeta,
     MetaError,
     Move,
+    MoveAcross,
     RunJob,
     WriteBatch,
     decode_command,
@@ -74,6 +85,20 @@ JOBS_PER_NS_MAX = 100
 JOB_SWEEP_MAX = 1000
 
 _ENC = msgspec.msgpack.Encoder()
+# What a `refused` slot may hold: the entry's error, or a folder the API dealt with before the
+# job (a mount point that a `delete_batch` entry unmounted).
+_DONE = (MetaError, FolderMeta)
+
+
+def move_across(ctx: ApplyContext, e: MoveAcross) -> Any:
+    """`MoveAcross`: the copy into `to_ns`, then the source's deletion (a failure of either
+    rolls both back: the entry's savepoint)."""
+    m = sharing.copy_across(
+        ctx, CopyAcross(e.from_ns, e.from_path, e.to_ns, e.to_path, e.autorename)
+    )
+    writes.delete(ctx, Delete(e.from_ns, e.from_path))
+    return m
+
 
 # The write of each kind of WriteBatch entry, and the tag of its too-many failure.
 _ENTRY_WRITES: dict[type, tuple[Callable[[ApplyContext, Any], Any], str]] = {
@@ -81,6 +106,8 @@ _ENTRY_WRITES: dict[type, tuple[Callable[[ApplyContext, Any], Any], str]] = {
     Delete: (writes.delete, "too_many_files"),
     Move: (writes.relocate, "too_many_files"),
     Copy: (writes.relocate, "too_many_files"),
+    CopyAcross: (sharing.copy_across, "too_many_files"),
+    MoveAcross: (move_across, "too_many_files"),
 }
 
 
@@ -130,7 +157,7 @@ def run_job(ctx: ApplyContext, c: RunJob, dispatch: Callable[[Any], Any]) -> Any
         return MetaError(["invalid_command"], {"reason": f"job payload: {e}"})
     if isinstance(inner, RunJob):
         return MetaError(["invalid_command"], {"reason": "a job cannot run a job"})
-    result = merge_refused(c.refused, dispatch(inner))
+    result = shown_under(c.shown, merge_refused(c.refused, dispatch(inner)))
     _sweep(ctx, c.ns)
     ctx.db.execute(
         "INSERT INTO jobs (job_id, ns, kind, idx, done_ms, result) VALUES (?, ?, ?, ?, ?, ?)",
@@ -149,6 +176,21 @@ def merge_refused(refused: list[Any], results: Any) -> Any:
     return out + list(it)
 
 
+def shown_under(shown: list[str], results: Any) -> Any:
+    """Each successful result of a whole batch with its paths under `shown`'s mount point
+    path in the caller's tree (an entry run inside a mounted shared folder); "" or no `shown`:
+    as it is. Errors and a whole-batch error stay as they are."""
+    if not shown or not isinstance(results, list):
+        return results
+    out = []
+    for r, under in zip(results, shown, strict=False):
+        if under and hasattr(r, "path_display"):
+            display = under + r.path_display
+            r = msgspec.structs.replace(r, path_display=display, path_lower=display.lower())
+        out.append(r)
+    return out + results[len(out) :]
+
+
 def _job_problem(ctx: ApplyContext, c: RunJob) -> str | None:
     if not c.job_id or len(c.job_id) > JOB_ID_MAX_CHARS:
         return f"a job id has 1 to {JOB_ID_MAX_CHARS} characters"
@@ -158,9 +200,15 @@ def _job_problem(ctx: ApplyContext, c: RunJob) -> str | None:
         return f"unknown namespace {c.ns}"
     if ctx.db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (c.job_id,)).fetchone():
         return "job id already in use"
-    if any(r is not None and not isinstance(typed_result(r), MetaError) for r in c.refused):
-        return "a refused entry is an error or None"
+    if any(r is not None and not isinstance(typed_result(r), _DONE) for r in c.refused):
+        return "a refused entry is an error, a folder done before the job, or None"
+    if c.shown and (len(c.shown) != len(c.refused) or not all(_mount_path(s) for s in c.shown)):
+        return "shown: one mount point path (or '') per entry of the whole batch"
     return None
+
+
+def _mount_path(s: Any) -> bool:
+    return isinstance(s, str) and (s == "" or (s.startswith("/") and len(s) <= 4096))
 
 
 def _sweep(ctx: ApplyContext, ns: int) -> None:
