@@ -11,7 +11,7 @@ Shared by every route module (`http`, `content`, `native`, `accounts`); holds no
   (`WRITE_PATH`, `READ_PATH`, `LIST_PATH`), its empty components dropped as Dropbox drops them
   (`raftbox.meta.paths.as_dropbox_parses`: rclone sends `"//dir"` on a root remote);
 - `ns_path(who, path, prefix)`: the path checked (`raftbox.meta.paths`) and `ns:N/...` mapped onto
-  the caller's own namespace; `resolve_write_path` also turns `id:...` into the item's path.
+  the caller's own namespace (`raftbox.api.spaces` resolves across mount points).
 
 Arguments (`load_json`): strict JSON — a JSON body or `Dropbox-API-Arg` that is not UTF-8, uses
 NaN/Infinity (not JSON), nests deeper than `ARG_DEPTH_MAX`, or holds an integer of more digits
@@ -33,7 +33,6 @@ from typing import Any
 
 from aiohttp import web
 
-from raftbox.meta import commands as C
 from raftbox.meta import paths as P
 from raftbox.meta import values
 
@@ -241,15 +240,4 @@ def ns_path(who: Any, path: str, tags_prefix: list[str], write: bool = False) ->
         if not head.isdigit() or int(head) != who.namespace_id:
             raise ApiError(tags_prefix + ["not_found"])
         return "/" + rest if rest else ""
-    return path
-
-
-async def resolve_write_path(mc: Any, who: Any, path: str, tags_prefix: list[str]) -> str:
-    """id:… on a write route → the item's current path (`mc`: a `MetaClient`)."""
-    path = ns_path(who, path, tags_prefix, write=True)
-    if path.startswith("id:"):
-        m = await mc.query("resolve", who.namespace_id, path)
-        if isinstance(m, C.MetaError):
-            raise ApiError(tags_prefix + ["not_found"])
-        return m.path_display
     return path
