@@ -234,13 +234,13 @@ class NativeClient:
         """POST `arg` as JSON to `base + path`: (status, content type, body), bytes counted."""
         import json
 
-        body = json.dumps(arg).encode()
+        return await self._post(path, json.dumps(arg).encode(), "application/json")
+
+    async def _post(self, path: str, body: bytes, ctype: str) -> tuple[int, str, bytes]:
+        """POST `body` to `base + path`: (status, content type, body), bytes counted."""
         self.bytes_sent += len(body)
         async with self._http.post(
-            f"{self.base}{path}",
-            data=body,
-            headers={"Content-Type": "application/json"},
-            ssl=self.ssl,
+            f"{self.base}{path}", data=body, headers={"Content-Type": ctype}, ssl=self.ssl
         ) as r:
             raw = await r.read()
         self.bytes_received += len(raw)
@@ -328,17 +328,11 @@ class NativeClient:
             body = b"".join(
                 DELTA_FRAME.pack(len(d), bytes.fromhex(n), bytes.fromhex(b)) + d for n, b, d in part
             )
-            self.bytes_sent += len(body)
-            async with self._http.post(
-                f"{self.base}/2/raftbox/blocks/put_delta",
-                data=body,
-                headers={"Content-Type": "application/octet-stream"},
-                ssl=self.ssl,
-            ) as r:
-                raw = await r.read()
-            self.bytes_received += len(raw)
-            if r.status != 200:
-                raise NativeError(r.status, raw.decode(errors="replace"))
+            status, _, raw = await self._post(
+                "/2/raftbox/blocks/put_delta", body, "application/octet-stream"
+            )
+            if status != 200:
+                raise NativeError(status, raw.decode(errors="replace"))
             ans = json.loads(raw)
             received += int(ans["received"])
             unknown.update(ans["base_unknown"])
