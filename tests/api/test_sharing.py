@@ -390,3 +390,47 @@ def test_a_link_to_a_file_in_a_shared_folder(team, target: Target):
     bob.dbx().files_upload(b"zipped", "/Project/docs/z.txt")
     _, resp = carol.dbx().files_download_zip("/Project/docs")
     assert resp.status_code == 200 and resp.content[:2] == b"PK" and b"z.txt" in resp.content
+
+
+def test_links_follow_sharing_and_die_with_membership(target: Target):
+    """A link made before its folder is shared keeps working once the folder is shared (its item
+    moved into the share's namespace with its id); a member's link into the share dies when the
+    member is removed, the same answer as a link never made; an owner who unshares keeping the
+    content keeps its links."""
+    import requests
+
+    alice, bob = (target.new_account(n) for n in ("lalice", "lbob"))
+    a, b = alice.dbx(), bob.dbx()
+    a.files_upload(b"before", "/Box/early.txt")
+    early = a.sharing_create_shared_link_with_settings("/Box/early.txt").url
+    sfid = a.sharing_share_folder("/Box").get_complete().shared_folder_id
+    a.sharing_add_folder_member(
+        sfid,
+        [
+            sharing.AddMember(
+                sharing.MemberSelector.dropbox_id(bob.account_id), sharing.AccessLevel.editor
+            )
+        ],
+    )
+    b.sharing_mount_folder(sfid)
+    b.files_upload(b"bob's", "/Box/bobs.txt")
+    bobs = b.sharing_create_shared_link_with_settings("/Box/bobs.txt").url
+
+    def get(url: str) -> requests.Response:
+        return requests.get(url, params={"dl": "1"}, verify=target.ca, timeout=30)
+
+    assert get(early).content == b"before"
+    assert get(bobs).content == b"bob's"
+    never = get(bobs.replace("/s/", "/s/x"))
+    job = a.sharing_remove_folder_member(
+        sfid, sharing.MemberSelector.dropbox_id(bob.account_id), leave_a_copy=False
+    )
+    if job.is_async_job_id():
+        a.sharing_check_remove_member_job_status(job.get_async_job_id())
+    gone = get(bobs)
+    assert (gone.status_code, gone.content) == (never.status_code, never.content)
+    assert get(early).content == b"before"  # the owner is still a member
+    launch = a.sharing_unshare_folder(sfid, leave_a_copy=True)
+    if launch.is_async_job_id():
+        assert a.sharing_check_job_status(launch.get_async_job_id()).is_complete()
+    assert get(early).content == b"before"

@@ -22,8 +22,12 @@ working URL, while a member can still show its owner the URL of every link (Drop
 
 A link is live while it is not revoked, not expired (at the time of whoever asks: the commands
 use their entry's stamp, a read the caller's clock), its owner's account exists and is enabled,
-and its target is a live entry of its namespace. Anything else is "no such link", the same
-answer as a token never issued (`live_link`).
+its owner can still read its namespace (its home, or a shared folder it is a member of: a link
+into a shared folder dies when its owner leaves or is removed), and its target is a live entry
+of its namespace. Anything else is "no such link", the same answer as a token never issued
+(`live_link`). Sharing a folder moves its items into the share's namespace with their ids, and
+their links with them (`sharing.share_folder`); an owner who unshares keeping a copy takes its
+links back home.
 
 Commands (see `commands`): `CreateLink` (refused with `shared_link_already_exists`, extra
 `token_hash` of the existing one, while the owner has a live link to the same target: one link
@@ -101,11 +105,22 @@ def is_live(db: sqlite3.Connection, link: LinkInfo | None, now_ms: int) -> bool:
     if link.expires_ms is not None and now_ms >= link.expires_ms:
         return False
     acct = db.execute(
-        "SELECT disabled FROM accounts WHERE account_id = ?", (link.owner,)
+        "SELECT disabled, home_ns FROM accounts WHERE account_id = ?", (link.owner,)
     ).fetchone()
     if acct is None or acct[0]:
         return False
+    if link.ns != acct[1] and not _member(db, link.ns, link.owner):
+        return False  # a link into a shared folder dies when its owner leaves or is removed
     return rows.live_by_id(db, link.ns, link.target_id) is not None
+
+
+def _member(db: sqlite3.Connection, ns: int, account_id: str) -> bool:
+    return (
+        db.execute(
+            "SELECT 1 FROM share_members WHERE ns = ? AND account_id = ?", (ns, account_id)
+        ).fetchone()
+        is not None
+    )
 
 
 def live_link(db: sqlite3.Connection, token_hash: bytes, now_ms: int) -> LinkInfo | None:

@@ -468,6 +468,10 @@ def _unmount(ctx: ApplyContext, account_id: str, ns: int, copy: bool, keep_ids: 
             writes.journal(ctx, home, e.key + key, e.key + parent_key, e.display + display,
                            DELETED)  # fmt: skip
         _copy_tree(ctx, ns, "", 0, home, Path(e.display, e.key), keep_ids=keep_ids, journal=True)
+        if keep_ids:  # the copy is the same items: this account's links follow them home
+            ctx.db.execute(
+                "UPDATE shared_links SET ns = ? WHERE ns = ? AND owner = ?", (home, ns, account_id)
+            )
         return
     ctx.db.execute(
         "UPDATE entries SET kind = ?, deleted_ms = ? WHERE ns = ? AND key = ?",
@@ -518,6 +522,12 @@ def share_folder(ctx: ApplyContext, c: ShareFolder) -> ShareResult:
         # (for the owner's tree nothing changed: the same items at the same paths).
         _copy_tree(ctx, home, e.key, len(e.display), ns, Path("", ""), keep_ids=True, journal=True)
         lo, hi = paths.subtree_range(e.key)
+        # Shared links to items of the folder follow them (same ids) into the new namespace.
+        db.execute(
+            "UPDATE shared_links SET ns = ? WHERE ns = ? AND target_id IN (SELECT id FROM "
+            "entries WHERE ns = ? AND key > ? AND key < ? AND id IS NOT NULL)",
+            (ns, home, home, lo, hi),
+        )
         db.execute(
             "DELETE FROM revisions WHERE ns = ? AND id IN (SELECT id FROM entries "
             "WHERE ns = ? AND key > ? AND key < ? AND kind = ?)",
