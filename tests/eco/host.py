@@ -154,10 +154,6 @@ class DropboxHost:
         r = self.run([RAFTBOX, "user", "add", email, "--data", str(self.data)], check=True)
         return r.stdout.strip().splitlines()[-1].strip()
 
-    def has_oauth_apps(self) -> bool:
-        """Whether this build registers OAuth2 apps (`raftbox app`, issue 15)."""
-        return subprocess.run([RAFTBOX, "app", "--help"], capture_output=True).returncode == 0
-
     def add_app(self, name: str = "rclone") -> tuple[str, str]:
         """A new OAuth2 app (`raftbox app add`, run inside): (app key, app secret)."""
         r = self.run([RAFTBOX, "app", "add", name, "--data", str(self.data)], check=True)
