@@ -20,7 +20,7 @@ from .host import DropboxHost, available
 def dbhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DropboxHost]:
     why = available()
     if why is not None:
-        pytest.skip(f"real-client harness: {why}")
+        pytest.fail(f"real-client harness: {why}")
     host = DropboxHost(tmp_path_factory.mktemp("dropboxhost"))
     try:
         host.start()

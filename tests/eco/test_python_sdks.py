@@ -34,5 +34,5 @@ def test_python_sdk_11(dbhost: DropboxHost) -> None:
     try:
         python = py_sdk_python(PY_SDK_OLD_VERSION)
     except RuntimeError as e:  # no registry here
-        pytest.skip(f"cannot install dropbox=={PY_SDK_OLD_VERSION}: {e}")
+        pytest.fail(f"cannot install dropbox=={PY_SDK_OLD_VERSION}: {e}")
     judge(run_checks(dbhost, python))

@@ -33,7 +33,7 @@ RCLONE_S = 300.0
 @pytest.fixture(autouse=True)
 def _rclone_installed() -> None:
     if shutil.which("rclone") is None:
-        pytest.skip("rclone is not installed (make debs)")
+        pytest.fail("rclone is not installed: run make debs (make test does)")
 
 
 class Rclone:
