@@ -15,6 +15,9 @@ Everything here is about never losing a byte the user wrote:
   the sync root).
 - `free_conflict_name(...)`: the conflicted-copy name of an entry, not yet taken in its folder.
 - `syncfs(path)`: one flush for a batch of small downloads (Linux), instead of an fsync each;
+- `copy_range(src_fd, dst_fd, src_off, dst_off, n)`: bytes copied from one file to another
+  inside the kernel (`copy_file_range`: no pass through Python, an extent share where the
+  filesystem can), with a `pread`/`pwrite` loop where the system cannot;
 - `local_node(rel, st, ...)`: the local tree's node for an entry just written or read, built
   exactly as the scanner would build it (so a re-plan finds nothing to do);
 - `local_limits(root)`: the file system's name and path length limits for the sync root
@@ -227,3 +230,35 @@ def set_executable(path: str, executable: bool) -> None:
     else:
         mode &= ~0o111
     os.chmod(path, mode)
+
+
+_COPY_PIECE_BYTES = 8 * 1024 * 1024  # the pread/pwrite fallback's piece
+_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}
+_copy_file_range_ok = hasattr(os, "copy_file_range")
+
+
+def copy_range(src_fd: int, dst_fd: int, src_off: int, dst_off: int, n: int) -> None:
+    """Copy `n` bytes at `src_off` of `src_fd` to `dst_off` of `dst_fd` (see the module doc).
+    Raises `EOFError` if the source ends first (it changed: the caller gives up the copy)."""
+    global _copy_file_range_ok
+    while n > 0 and _copy_file_range_ok:
+        try:
+            k = os.copy_file_range(src_fd, dst_fd, n, src_off, dst_off)
+        except OSError as e:
+            if e.errno not in _NO_COPY_FILE_RANGE:
+                raise
+            _copy_file_range_ok = False  # this system or filesystem cannot: copy by hand
+            break
+        if k == 0:
+            raise EOFError(f"source ended {n} bytes early")
+        src_off += k
+        dst_off += k
+        n -= k
+    while n > 0:
+        data = os.pread(src_fd, min(n, _COPY_PIECE_BYTES), src_off)
+        if not data:
+            raise EOFError(f"source ended {n} bytes early")
+        k = os.pwrite(dst_fd, data, dst_off)
+        src_off += k
+        dst_off += k
+        n -= k

@@ -30,7 +30,9 @@ type states in `planner` (what to re-check first, what to record on success), wi
    the local file aside as a conflicted copy; the next pass uploads the copy and downloads the
    server's version. Identical content is never a conflict (the server answers success).
 4. **Downloads reuse local blocks.** Every block of a file to download that some local file
-   holds (the scan's blocklists) is read from disk and verified by its hash instead of fetched.
+   holds (the scan's blocklists) is read from disk and verified by its hash instead of fetched;
+   a big file's blocks that the version it replaces holds are copied from it in the kernel
+   (`copy_file_range`), unread, while its stat proves it is the one the scan read (`downloads`).
 5. **Resumable after a kill at any point.** Each step's record is one SQLite transaction made
    after the step succeeded; killed in between, the next pass finds both sides already agreeing
    (same content) and records it, or finds the step undone and does it again. Temporary files of

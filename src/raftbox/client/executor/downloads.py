@@ -6,9 +6,20 @@ Contract
 `blocks/list` and one `blocks/get` of the blocks no local file holds (rule 4: a block some
 local file held at the scan is read from it and verified by its hash instead); each file is
 written to a temporary file in `DIR/.raftbox/tmp/` with its mtime and mode, made durable (one
-`syncfs` for the group where the system has it), then renamed into place. `_download_big(op)`
-does the same for one big file in `STREAM_BYTES` pieces. A file whose bytes do not hash to the
-content hash the server gave is not installed.
+`syncfs` for the group where the system has it), then renamed into place. A small file whose
+bytes do not hash to the content hash the server gave is not installed.
+
+Big files (`_download_big(op)`): the new version is built in a temp file from three sources at
+once, each written at its offset: ranges of the file it replaces that the new blocklist keeps
+(`plan_rebuild`) are copied inside the kernel (`localfs.copy_range`, `copy_file_range`) without
+being read or hashed again — only when that file is the planned overwrite (`op.expect`), its
+stat is still the scan's and it was not racily clean at the scan (the scan's blocklist then is
+its content; the stat is checked again on the opened file before and after the copy, and a
+change skips the download for the next pass); blocks other local files held at the scan are
+read and verified by their hash (one that no longer matches is fetched instead); the rest is
+fetched (`blocks/get` verifies each block by its id), `STREAM_BYTES` per write, the write of
+one group overlapping the receiving of the next. Then one fsync and a size check; the content
+hash is not computed again: every byte is a verified block of the server's blocklist.
 
 Installing (`_install_all`) is written ahead in the index (`pending`: temp name and node) and
 re-checks the path first: a file changed since the scan is renamed aside as a conflicted copy
@@ -24,6 +35,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -34,7 +46,7 @@ from .. import localfs
 from ..index import CacheEntry
 from ..planner import Download
 from ..remote import RemoteError
-from ..scanner import remembered
+from ..scanner import racy, remembered
 from ..trees import Kind, Node, agreed
 from .base import SMALL_BYTES, STREAM_BYTES, TMP_DIR, PassBase
 
@@ -42,8 +54,8 @@ from .base import SMALL_BYTES, STREAM_BYTES, TMP_DIR, PassBase
 class Downloads(PassBase):
     """Fetching, writing and installing downloads (see the module docstring)."""
 
-    def _local_block(self, bid: str) -> bytes | None:
-        """Block `bid` read from a local file that held it at scan time (verified), or None."""
+    def _local_index(self) -> dict[str, tuple[str, int, int]]:
+        """Where a local file held each block at scan time: id -> (path, offset, size)."""
         if self._local_blocks is None:
             idx: dict[str, tuple[str, int, int]] = {}
             for rel, blocks in self.blocklists.items():
@@ -52,7 +64,11 @@ class Downloads(PassBase):
                     idx.setdefault(b, (rel, off, size))
                     off += size
             self._local_blocks = idx
-        hit = self._local_blocks.get(bid)
+        return self._local_blocks
+
+    def _local_block(self, bid: str) -> bytes | None:
+        """Block `bid` read from a local file that held it at scan time (verified), or None."""
+        hit = self._local_index().get(bid)
         if hit is None:
             return None
         rel, off, size = hit
@@ -146,53 +162,180 @@ class Downloads(PassBase):
             localfs.fsync_dir(self._dirty_dirs.pop())
 
     async def _download_big(self, op: Download) -> int:
+        """Download a big file into a temp file (see the module docstring: "Big files")."""
         (bl,) = await self._blocklists([op])
         if bl is None:
             self.c.skipped += 1
             return 0
+        copies, rest = plan_rebuild(bl, self._old_blocks(op))
+        local_idx = self._local_index()
+        local = [r for r in rest if r[0] in local_idx]
+        fetch = [r for r in rest if r[0] not in local_idx]
         os.makedirs(self.tmp, exist_ok=True)
         tmp = os.path.join(self.tmp, uuid.uuid4().hex)
-        hasher = ContentHasher()
+        stop = threading.Event()
         try:
-            with open(tmp, "wb") as f:
-
-                def copy_local(start: int) -> tuple[int, int]:
-                    """Copy the blocks from `start` on that local files hold (verified), up
-                    to `STREAM_BYTES`, in one worker-thread call: (next index, bytes)."""
-                    j, n = start, 0
-                    while j < len(bl) and n < STREAM_BYTES:
-                        data = self._local_block(bl[j][0])
-                        if data is None:
-                            break
-                        _write_piece(f, hasher, data)
-                        n += len(data)
-                        j += 1
-                    return j, n
-
-                i = 0
-                while i < len(bl):
-                    j, n = await asyncio.to_thread(copy_local, i)
-                    if j > i:
-                        self.c.reused_bytes += n
-                        self.progress.advance("download", 0, n)
-                        i = j
-                        continue
-                    run: list[str] = []
-                    while i < len(bl) and len(run) < 256:
-                        run.append(bl[i][0])
-                        i += 1
-                    async for _bid, data in self.remote.get(run):
-                        await asyncio.to_thread(_write_piece, f, hasher, data)
-                        self.progress.advance("download", 0, len(data))
-                await asyncio.to_thread(os.fsync, f.fileno())
-            if hasher.hexdigest() != op.node.content_hash:
-                raise RemoteError("blocks/get", 200, f"{op.path}: content hash mismatch")
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            disk = asyncio.ensure_future(
+                asyncio.to_thread(self._fill_from_disk, op, tmp, copies, local, stop)
+            )
+            fetching = asyncio.ensure_future(self._fetch_into(tmp, fetch))
+            try:
+                await asyncio.wait({disk, fetching}, return_when=asyncio.FIRST_EXCEPTION)
+                for t in (disk, fetching):
+                    if t.done() and (err := t.exception()) is not None:
+                        raise err
+                reused, failed = disk.result()
+            finally:
+                # Both are owned here: neither outlives this call (the disk thread stops at
+                # its next piece; a fetch's write in flight is waited for).
+                stop.set()
+                fetching.cancel()
+                await asyncio.wait({disk, fetching})
+                for t in (disk, fetching):
+                    if not t.cancelled():
+                        t.exception()  # retrieved: the first one was raised above
+            self.c.reused_bytes += reused
+            self.progress.advance("download", 0, reused)
+            if failed:  # local blocks that no longer matched their ids: fetched after all
+                await self._fetch_into(tmp, failed)
+            size = await asyncio.to_thread(_fsync_size, tmp)
+            if size != op.node.size:
+                raise RemoteError("blocks/get", 200, f"{op.path}: size mismatch")
             node = await asyncio.to_thread(self._finish_temp, op, tmp)
+        except _Changed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            self.c.skipped += 1  # the file it replaces changed meanwhile: the next pass
+            return 0
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
         return await self._install_all([op], [(tmp, node)], [bl])
+
+    def _old_blocks(self, op: Download) -> list[tuple[str, int]]:
+        """The scan's blocklist of the file `op` replaces, if its bytes may be copied without
+        being read again: `op` is the planned overwrite of a file (`op.expect`) that is still
+        as the scan saw it and was not racily clean at the scan (so no write since can have
+        left its stat as it was). [] otherwise (then every block is read and verified, or
+        fetched). `_fill_from_disk` checks the stat again on the file it opens."""
+        e = op.expect
+        bl = self.blocklists.get(op.path)
+        if (
+            e is None
+            or e.kind is not Kind.FILE
+            or not bl
+            or e.mtime_ns is None
+            or self.scan_started_ns is None
+            or racy(e.mtime_ns, self.scan_started_ns)
+            or sum(n for _, n in bl) != e.size
+            or not self._safe_parent(op.path)
+        ):
+            return []
+        st = localfs.lstat_or_none(self.abs(op.path))
+        if st is None or (st.st_ino, st.st_size, st.st_mtime_ns) != (e.inode, e.size, e.mtime_ns):
+            return []
+        return list(bl)
+
+    def _fill_from_disk(
+        self,
+        op: Download,
+        tmp: str,
+        copies: list[tuple[int, int, int]],
+        local: list[tuple[str, int, int]],
+        stop: threading.Event,
+    ) -> tuple[int, list[tuple[str, int, int]]]:
+        """Worker thread: copy the `copies` ranges (src, dst, size) of the file `op` replaces
+        into `tmp` in the kernel, then write each `local` block (id, dst, size) read from a
+        local file and verified. Returns (bytes written, the `local` blocks not found intact).
+        Raises `_Changed` if the file `op` replaces is not (or no longer) as the scan saw it."""
+        done = 0
+        failed: list[tuple[str, int, int]] = []
+        dst = os.open(tmp, os.O_WRONLY)
+        try:
+            if copies:
+                e = op.expect
+                assert e is not None
+                try:
+                    src = os.open(self.abs(op.path), os.O_RDONLY | os.O_NOFOLLOW)
+                except OSError as err:
+                    raise _Changed(op.path) from err
+                try:
+                    want = (e.inode, e.size, e.mtime_ns)
+                    if _ident(os.fstat(src)) != want:
+                        raise _Changed(op.path)
+                    for s_off, d_off, n in copies:
+                        for k in range(0, n, _COPY_PIECE_BYTES):
+                            if stop.is_set():
+                                return done, failed
+                            m = min(_COPY_PIECE_BYTES, n - k)
+                            try:
+                                localfs.copy_range(src, dst, s_off + k, d_off + k, m)
+                            except EOFError as err:
+                                raise _Changed(op.path) from err
+                            done += m
+                    if _ident(os.fstat(src)) != want:
+                        raise _Changed(op.path)  # written to while copied
+                finally:
+                    os.close(src)
+            for item in local:
+                if stop.is_set():
+                    break
+                bid, d_off, _n = item
+                data = self._local_block(bid)
+                if data is None:
+                    failed.append(item)
+                    continue
+                _pwrite_all(dst, data, d_off)
+                done += len(data)
+        finally:
+            os.close(dst)
+        return done, failed
+
+    async def _fetch_into(self, tmp: str, items: list[tuple[str, int, int]]) -> None:
+        """Fetch the blocks of `items` (id, dst, size; each id once, verified by `blocks/get`)
+        and write them at their offsets in `tmp`, `STREAM_BYTES` at a time: the write of one
+        group (a worker thread) overlaps the receiving of the next, never more than one."""
+        if not items:
+            return
+        at: dict[str, list[int]] = {}
+        for bid, d_off, _n in items:
+            at.setdefault(bid, []).append(d_off)
+
+        def write(group: list[tuple[bytes, list[int]]]) -> None:
+            fd = os.open(tmp, os.O_WRONLY)
+            try:
+                for data, offs in group:
+                    for o in offs:
+                        _pwrite_all(fd, data, o)
+            finally:
+                os.close(fd)
+
+        group: list[tuple[bytes, list[int]]] = []
+        n = 0
+        writing: asyncio.Future | None = None
+        try:
+            async for bid, data in self.remote.get(list(at)):
+                group.append((data, at[bid]))
+                n += len(data) * len(at[bid])
+                if n >= STREAM_BYTES:
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(asyncio.to_thread(write, group))
+                    self.progress.advance("download", 0, n)
+                    group, n = [], 0
+            if writing is not None:
+                await writing
+                writing = None
+            if group:
+                await asyncio.to_thread(write, group)
+                self.progress.advance("download", 0, n)
+        finally:
+            if writing is not None:  # leaving with an error: the write in flight ends first
+                await asyncio.wait({writing})
+                if not writing.cancelled():
+                    writing.exception()
 
     def _write_temp(
         self, op: Download, blocks: list[tuple[str, bytes]], fsync: bool
@@ -300,6 +443,66 @@ class Downloads(PassBase):
         small = [op for op in ops if op.node.size <= SMALL_BYTES]
         self.progress.advance("download", len(ops), sum(op.node.size for op in small))
         return len(puts)
+
+
+_COPY_PIECE_BYTES = 64 * 1024 * 1024  # a copy stops between pieces when the download ends
+
+
+class _Changed(Exception):
+    """The file a download replaces changed after the scan: its bytes cannot be reused."""
+
+
+def plan_rebuild(
+    new: list[tuple[str, int]], old: list[tuple[str, int]]
+) -> tuple[list[tuple[int, int, int]], list[tuple[str, int, int]]]:
+    """How to build a file with blocklist `new` from a file with blocklist `old`: the ranges
+    to copy, `(old offset, new offset, size)`, adjacent ones merged (one `copy_file_range`
+    each), and the blocks `old` does not have, `(id, new offset, size)`, in order."""
+    at: dict[str, tuple[int, int]] = {}
+    off = 0
+    for b, size in old:
+        at.setdefault(b, (off, size))
+        off += size
+    copies: list[tuple[int, int, int]] = []
+    rest: list[tuple[str, int, int]] = []
+    dst = 0
+    for b, size in new:
+        hit = at.get(b)
+        if hit is None or hit[1] != size:
+            rest.append((b, dst, size))
+        elif (
+            copies
+            and copies[-1][0] + copies[-1][2] == hit[0]
+            and (copies[-1][1] + copies[-1][2] == dst)
+        ):
+            s_off, d_off, n = copies[-1]
+            copies[-1] = (s_off, d_off, n + size)
+        else:
+            copies.append((hit[0], dst, size))
+        dst += size
+    return copies, rest
+
+
+def _ident(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _pwrite_all(fd: int, data: bytes, off: int) -> None:
+    view = memoryview(data)
+    while view:
+        k = os.pwrite(fd, view, off)
+        view = view[k:]
+        off += k
+
+
+def _fsync_size(path: str) -> int:
+    """fsync the file at `path` (a finished temp file: one flush for all its bytes); its size."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
 
 
 def _write_piece(f: Any, hasher: ContentHasher, data: bytes) -> None:
