@@ -7,8 +7,10 @@ cut and hashed from disk now (a file that changed while it was read is skipped: 
 takes it up), then one `blocks/has`, one `blocks/put` of the missing blocks and one
 `commit_batch` (one Raft entry) for the group. `Uploads._upload_big(op)` uploads one big file
 with memory bounded by `STREAM_BYTES` pieces: with the scan's blocklist while the file's stat
-still matches the scan (only blocks the server lacks are read, each checked against its id),
-else cut again while sending (`_upload_big_recut`: the send of one piece overlaps the cut of the
+still matches the scan (only blocks the server lacks are read, not hashed again — the stat,
+checked before and after each piece, proves them the scan's bytes, and the server verifies
+each block by its id; a file racily clean at the scan has each block checked against its id;
+up to `sends_in_flight` pieces are sent while the next is read), else cut again while sending (`_upload_big_recut`: the send of one piece overlaps the cut of the
 next, and a send in flight is always ended before the upload returns or raises — it owns it).
 A big file that replaces a known version (`parent_rev`) sends its missing blocks as deltas
 against the blocks they replace where that pays (`raftbox.blocks.delta`; one `blocks/list` of
@@ -203,10 +205,11 @@ class Uploads(PassBase):
 
     async def _upload_big(self, op: Upload) -> int:
         """Upload a big file with the scan's blocklist while its stat still matches the scan:
-        only the blocks the server lacks are read and sent. If the file was racily clean at
+        only the blocks the server lacks are read and sent (the stat, checked before and after
+        each piece, says they are the bytes the scan hashed). If the file was racily clean at
         the scan (its stat cannot prove it unchanged since), every block is read and checked
-        against its id on the way (hashing only, no cutting). If a block does not match, the
-        file changed: it is cut again (`_upload_big_recut`)."""
+        against its id on the way (hashing only, no cutting). If the stat changes or a block
+        does not match, the file changed: it is cut again (`_upload_big_recut`)."""
         p = self.abs(op.path)
         if not self._safe_parent(op.path):
             self.c.skipped += 1
@@ -238,16 +241,19 @@ class Uploads(PassBase):
         def read(batch: list[tuple[str, int, int, bool]]) -> dict[str, bytes] | None:
             out: dict[str, bytes] = {}
             with open(p, "rb") as f:
+                if not same_stat(st, os.fstat(f.fileno())):
+                    return None  # changed since the scan
                 for b, o, size, send in batch:
-                    f.seek(o)
-                    data = f.read(size)
-                    if hashlib.sha256(data).hexdigest() != b:
+                    data = os.pread(f.fileno(), size, o)
+                    if verify_all and hashlib.sha256(data).hexdigest() != b:
                         return None  # changed since the scan
                     if send:
                         out[b] = data
+                if not same_stat(st, os.fstat(f.fileno())):
+                    return None  # written to while read
             return out
 
-        sending: asyncio.Task | None = None
+        sending: list[asyncio.Task] = []  # oldest first, at most `sends_in_flight`
         i = 0
         try:
             while i < len(todo):
@@ -257,20 +263,28 @@ class Uploads(PassBase):
                     n += todo[i][2]
                     i += 1
                 blocks = await asyncio.to_thread(read, batch)
-                if sending is not None:
-                    await sending
-                    sending = None
                 if blocks is None:
+                    while sending:
+                        await sending[0]
+                        sending.pop(0)
                     return await self._upload_big_recut(op)
+                while len(sending) >= max(1, self.remote.sends_in_flight):
+                    await sending[0]
+                    sending.pop(0)
                 if blocks:
-                    sending = asyncio.create_task(self._send_missing_known(blocks, bases))
+                    sending.append(asyncio.create_task(self._send_missing_known(blocks, bases)))
                 self.progress.advance("upload", 0, n)
+            while sending:
+                await sending[0]
+                sending.pop(0)
         except FileNotFoundError:
             self.c.skipped += 1
             return 0
         finally:
-            if sending is not None:
-                await sending
+            # A read error or the caller's cancellation left sends running: this function
+            # owns them, so it ends them before leaving.
+            for t in sending:
+                await _abandon(t)
         after = localfs.lstat_or_none(p)
         if after is None or not same_stat(st, after):
             self.c.skipped += 1
