@@ -1,10 +1,12 @@
-"""Big downloads built from the file they replace (issue 16): `plan_rebuild`, `copy_range`, and
-sync passes against a real `raftbox up` where a big file changes a little on the other side.
+"""Big files (issue 16): downloads built from the file they replace (`plan_rebuild`,
+`copy_range`), uploads that trust the scan's hashes while the stat holds; sync passes against a
+real `raftbox up` where a big file changes a little, or changes while it is transferred.
 
 What must hold: the new version is right byte for byte; only the blocks the old version lacks
 cross the wire; the old version's bytes are copied by the kernel only while its stat is still
 the scan's (a file edited after the scan is never a copy source: its edit is kept as a
-conflicted copy, and the download is right anyway).
+conflicted copy, and the download is right anyway); an upload whose file is written to while
+it is read is cut again, never sent as the scan saw it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from raftbox.client.config import Config
 from raftbox.client.engine import Options, Summary, SyncEngine
 from raftbox.client.executor import Executor
 from raftbox.client.executor import downloads as D
+from raftbox.client.executor import uploads as U
 from raftbox.client.executor.downloads import plan_rebuild
 
 MiB = 1024 * 1024
@@ -221,3 +224,29 @@ def test_a_copy_source_changed_while_copied_skips_the_download(pair, monkeypatch
     kept = [n for n in os.listdir(b) if "conflicted copy" in n]
     assert len(kept) == 1 and (b / kept[0]).read_bytes() == edited
     assert not os.listdir(b / ".raftbox" / "tmp")
+
+
+def test_a_big_file_written_to_during_its_upload_is_cut_again(pair, monkeypatch) -> None:
+    """The upload reads the blocks the scan hashed without hashing them again: the stat,
+    checked around each piece, must catch a write made while the upload runs (staged at the
+    first send, while later pieces are still to be read)."""
+    a, b, cfg = pair
+    rng = random.Random(19)
+    write_old(a / "big.bin", rng.randbytes(12 * MiB), 3600)
+    monkeypatch.setattr(U, "STREAM_BYTES", 2 * MiB)
+    real = U.Uploads._send_missing_known
+    staged: list[bool] = []
+
+    async def write_then_send(self, blocks, bases=None):
+        if not staged:
+            staged.append(True)
+            with open(a / "big.bin", "r+b") as f:  # same size, in place: only the stat tells
+                f.seek(10 * MiB)
+                f.write(b"written during the upload")
+        await real(self, blocks, bases)
+
+    monkeypatch.setattr(U.Uploads, "_send_missing_known", write_then_send)
+    s = run_sync(a, cfg)
+    assert staged and s.ok and not s.counters.errors
+    s = run_sync(b, cfg)
+    assert s.ok and (b / "big.bin").read_bytes() == (a / "big.bin").read_bytes()
