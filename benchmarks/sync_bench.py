@@ -26,7 +26,9 @@ Systems (all on 127.0.0.1, as shipped unless said):
 - raftbox: `raftbox up` (one process: TLS, CDC, zstd 3, fsync per block) and two clients logged
   in with `raftbox login`; a round is `raftbox sync A` (A's upload) then `raftbox sync B` (B's
   download), each timed as the process it is (start-up included); bytes from `--stats-json`:
-  sent = A's bytes_sent, total = everything both clients sent and received.
+  sent = A's bytes_sent, total = everything both clients sent and received; each client's CPU
+  seconds (user + system, from the children's rusage) are printed too: on a shared machine they
+  move less with the load than wall times do.
 
 Targets (issue 7): raftbox's initial A→B faster than Syncthing and within 2x rclone; its
 incremental round faster than rclone with under 2 MiB sent. Every process started is stopped
@@ -41,6 +43,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import statistics
@@ -311,19 +314,23 @@ class Raftbox:
             self.proc = None
 
     def round(self, phase: str) -> Round:
-        stats, walls = {}, {}
+        stats, walls, cpus = {}, {}, {}
         for side, folder in (("A", self.a), ("B", self.b)):
             out = self.work / f"stats-{phase}-{side}.json"
             argv = [RAFTBOX, "sync", str(folder), "--config", str(self.cfg[side]),
                     "--stats-json", str(out)]  # fmt: skip
-            t0 = time.perf_counter()
+            t0, ru0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
             run(argv, self.timeout_s)
             walls[side] = time.perf_counter() - t0
+            # CPU seconds of the client process (user + system): on a shared machine, steadier
+            # than its wall time (the only child reaped meanwhile is this one)
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus[side] = round(ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime, 3)
             stats[side] = json.loads(out.read_text())
         sent = int(stats["A"]["bytes_sent"])
         total = sum(int(s["bytes_sent"]) + int(s["bytes_received"]) for s in stats.values())
         return Round(walls["A"] + walls["B"], sent, total,
-                     extra={"wall_s": walls, "stats": stats})  # fmt: skip
+                     extra={"wall_s": walls, "cpu_s": cpus, "stats": stats})  # fmt: skip
 
 
 # -- the scenario ---------------------------------------------------------------------------------
@@ -451,6 +458,9 @@ def report(fig: dict) -> None:
                       f"up {st['A'].get('uploaded_files')} files / {fmt_bytes(st['A'].get('uploaded_bytes'))}), "
                       f"sync B {w['B']:.2f}s (stats {st['B'].get('seconds', 0):.2f}s, "
                       f"down {st['B'].get('downloaded_files')} files / {fmt_bytes(st['B'].get('downloaded_bytes'))})")  # fmt: skip
+                if "cpu_s" in e:
+                    print(f"    CPU seconds (user + system): sync A {e['cpu_s']['A']:.2f}s, "
+                          f"sync B {e['cpu_s']['B']:.2f}s")  # fmt: skip
 
     def get(name: str, phase: str, key: str = "seconds") -> float | None:
         return res.get(name, {}).get(phase, {}).get(key)
