@@ -1,6 +1,9 @@
 """Raft writes and reads: raftbox raft-kv against etcd and PySyncObj, in one run, one machine.
 
     .venv/bin/python -m benchmarks.raft_vs_peers [--quick] [--json OUT.json]
+    # while iterating: only etcd and raftbox (TLS and plain peers), two loads, no failover
+    .venv/bin/python -m benchmarks.raft_vs_peers -v --systems raftbox,raftbox-plain,etcd \
+        --clients 64,256 --values 100,1024 --failover-runs 0
 
 (or `make bench-raft`). Each system runs as 3 members on 127.0.0.1 with its load generator in a
 separate process: etcdbench (Go, etcd's clientv3) for etcd, kvload.py for raftbox, the
@@ -24,7 +27,7 @@ from benchmarks.peers.run_peers import _find, table
 from benchmarks.raftkv_bench import run_raftbox
 
 
-def ratios(res: dict, base: str, peer: str) -> list[str]:
+def ratios(res: dict, base: str, peer: str, clients=(16, 64, 256), values=(100, 1024)) -> list[str]:
     a, b = res[base], res[peer]
     out = []
 
@@ -35,11 +38,12 @@ def ratios(res: dict, base: str, peer: str) -> list[str]:
         out.append(f"  {label}: {r:.2f}x" + (" (lower is better)" if lower_is_better else ""))
 
     line("seq put p50 latency", a["seq_put"]["p50_ms"], b["seq_put"]["p50_ms"], True)
-    for val in (100, 1024):
-        for c in (16, 64, 256):
+    for val in values:
+        for c in clients:
             ra, rb = _find(a, c, val), _find(b, c, val)
             if ra and rb:
                 line(f"put {val}B x{c} throughput", ra["rps"], rb["rps"])
+                line(f"put {val}B x{c} p99", ra["p99_ms"], rb["p99_ms"], True)
     line("linearizable get x64", a["get_linearizable"]["rps"], b["get_linearizable"]["rps"])
     fa, fb = a["failover"].get("median_s"), b["failover"].get("median_s")
     line("failover median", fa, fb, True)
@@ -55,7 +59,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--failover-runs", type=int)
     ap.add_argument("--no-pysyncobj-tuned", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument(
+        "--systems",
+        default="raftbox,etcd,pysyncobj,pysyncobj-tuned",
+        help="comma-separated, in run order, of: raftbox (peers over mutual TLS, as in "
+        "production), raftbox-plain (peers over plain TCP, as etcd's here), etcd, pysyncobj, "
+        "pysyncobj-tuned; ratios are against the first raftbox* named",
+    )
+    ap.add_argument("--clients", default="16,64,256", help="concurrencies of the put figures")
+    ap.add_argument("--values", default="100,1024", help="value sizes (bytes) of the put figures")
     a = ap.parse_args(argv)
+    systems = [s for s in a.systems.split(",") if s]
+    if a.no_pysyncobj_tuned and "pysyncobj-tuned" in systems:
+        systems.remove("pysyncobj-tuned")
+    loads = dict(
+        clients=tuple(int(x) for x in a.clients.split(",")),
+        values=tuple(int(x) for x in a.values.split(",")),
+    )
 
     def log(s: str) -> None:
         if a.verbose:
@@ -64,15 +84,22 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(quick=a.quick, failover_runs=a.failover_runs, log=log)
     t0 = time.monotonic()
     results: dict[str, dict] = {}
-    print("raftbox ...", file=sys.stderr, flush=True)
-    results["raftbox"] = run_raftbox(**common)
-    print("etcd ...", file=sys.stderr, flush=True)
-    results["etcd"] = run_etcd(ensure_etcdbench(DEFAULT_BIN_DIR), **common)
-    print("pysyncobj ...", file=sys.stderr, flush=True)
-    results["pysyncobj"] = run_pysyncobj(**common)
-    if not a.no_pysyncobj_tuned:
-        results["pysyncobj-tuned"] = run_pysyncobj(tuned=True, **common)
+    for name in systems:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        if name == "raftbox":
+            results[name] = run_raftbox(**loads, **common)
+        elif name == "raftbox-plain":
+            results[name] = run_raftbox(plain_peers=True, **loads, **common)
+        elif name == "etcd":
+            results[name] = run_etcd(ensure_etcdbench(DEFAULT_BIN_DIR), **loads, **common)
+        elif name == "pysyncobj":
+            results[name] = run_pysyncobj(**common)
+        elif name == "pysyncobj-tuned":
+            results[name] = run_pysyncobj(tuned=True, **common)
+        else:
+            ap.error(f"unknown system {name!r}")
     took = time.monotonic() - t0
+    base = next((n for n in results if n.startswith("raftbox")), None)
 
     print()
     for n, r in results.items():
@@ -81,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     for peer in results:
-        if peer != "raftbox":
-            print(f"raftbox / {peer}:")
-            print("\n".join(ratios(results, "raftbox", peer)))
+        if base is not None and peer != base:
+            print(f"{base} / {peer}:")
+            print("\n".join(ratios(results, base, peer, loads["clients"], loads["values"])))
     print(f"took {took:.0f}s")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
