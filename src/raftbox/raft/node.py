@@ -10,12 +10,7 @@ Theory of operation
      run in parallel, the core counts the leader only after advance);
   2. persist snapshot, entries and hard state in a worker thread — one fsync covers every entry
      that arrived since the last one (group commit: while a sync runs, new proposals pile up in
-     the core and go out together in the next Ready). A small Ready (at most
-     `inline_persist_max_entries` entries, no snapshot) on a disk whose recent syncs took less
-     than `inline_persist_max_s` is persisted on the loop instead: the hand-off to the thread
-     and back costs more than such a sync (two wake-ups, each waiting for a core on a busy
-     machine), and it sits on the critical path of every sequential write. Either way the
-     writes run one at a time in Ready order (the loop awaits each);
+     the core and go out together in the next Ready);
   3. send the other messages (votes and acknowledgements promise durable state);
   4. restore the state machine from the snapshot, apply committed entries, resolve the
      proposal futures and ReadIndex waiters;
@@ -173,10 +168,6 @@ class NodeConfig:
     retire_grace_ticks: int = 20  # a removed member is forgotten this long after the change
     max_inflight_msgs: int = 512
     max_size_per_msg_bytes: int = 1 << 20
-    # Persist a Ready on the loop, not in the disk thread, if it is this small and the disk's
-    # recent syncs were this fast (see the Ready loop in the module docstring); 0 = never.
-    inline_persist_max_entries: int = 8
-    inline_persist_max_s: float = 0.002
     seed: int | None = None
     peer_tls: PeerTLS | None = None  # mutual TLS on the peer port (see "The peer port")
     insecure_plaintext_peers: bool = False  # loopback benchmarks only (see "The peer port")
@@ -331,7 +322,6 @@ class RaftNode:
         self._snap_ready: tuple[int, Any, bytes, Any] | None = None
         self.read_retries = 0  # ReadIndex requests asked again (deposed leader, lost message)
         self._stopping = False
-        self._sync_s_avg = 0.0  # moving average of recent persist times (inline or not)
         # What Raft did, for operators (raft/record.py); metrics once a registry is attached.
         self.record = RaftRecord(self.id, cfg.tick_s * 1000)
         self._record_changed = asyncio.Event()
@@ -495,19 +485,9 @@ class RaftNode:
         if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
             if rd.must_sync:
                 t0 = time.perf_counter()
-                if (
-                    rd.snapshot is None
-                    and len(rd.entries) <= self.cfg.inline_persist_max_entries
-                    and self._sync_s_avg < self.cfg.inline_persist_max_s
-                ):
-                    persisted = self._persist(rd)
-                else:
-                    persisted = await self._on_disk(self._persist, rd)
-                took = time.perf_counter() - t0
-                # A moving average, so one slow sync (or a busy machine) moves it off the loop.
-                self._sync_s_avg += (took - self._sync_s_avg) / 8
+                persisted = await self._on_disk(self._persist, rd)
                 if metrics is not None:
-                    metrics.fsync_seconds.observe(took)
+                    metrics.fsync_seconds.observe(time.perf_counter() - t0)
                     metrics.append_entries.observe(len(rd.entries))
             else:
                 persisted = self._persist(rd)  # a commit-only change: no fsync, no thread
