@@ -613,3 +613,59 @@ def test_the_files_are_where_the_docstring_says(tmp_path: Path, fsyncs: list[str
     shutil.rmtree(tmp_path / "wal")
     with pytest.raises(CorruptLogError, match="commit index 2"):  # entry 2 is gone
         DiskLog.open(tmp_path)
+
+
+# -- a snapshot prepared off the writer's thread ----------------------------------------------------
+
+
+def test_a_prepared_snapshot_is_renamed_in_and_survives_reopen(tmp_path: Path) -> None:
+    data = b"state at 5"
+    with DiskLog.open(tmp_path) as log:
+        persist(log, ents(1, 11), HardState(term=2, vote=3, commit=7))
+        prepared = log.prepare_snapshot(5, 1, CONF, data)
+        assert Path(prepared.tmp_path).parent == tmp_path
+        assert not (tmp_path / "snapshot").exists()  # nothing visible before create_snapshot
+        snap = log.create_snapshot(5, CONF, data, prepared)
+        log.mark_stable(log.sync())
+        assert log.snapshot() == snap == Snapshot(SnapshotMeta(5, 1, CONF), data)
+        assert not Path(prepared.tmp_path).exists()
+    with DiskLog.open(tmp_path) as log:
+        assert log.snapshot() == snap
+        assert (log.first_index(), log.last_index()) == (6, 10)
+    assert list(tmp_path.glob("*.tmp")) == []
+
+
+def test_a_prepared_snapshot_that_lost_to_a_newer_one_is_deleted(tmp_path: Path) -> None:
+    with DiskLog.open(tmp_path) as log:
+        persist(log, ents(1, 11), HardState(term=2, vote=3, commit=9))
+        old = log.prepare_snapshot(5, 1, CONF, b"at 5")
+        newer = log.create_snapshot(8, CONF, b"at 8")
+        assert log.create_snapshot(5, CONF, b"at 5", old) == newer
+        log.mark_stable(log.sync())
+        assert list(tmp_path.glob("*.tmp")) == []
+    with DiskLog.open(tmp_path) as log:
+        assert log.snapshot() == newer
+
+
+def test_a_prepared_snapshot_for_other_data_is_not_used(tmp_path: Path) -> None:
+    """The file must hold exactly the snapshot recorded: a mismatch writes it afresh."""
+    with DiskLog.open(tmp_path) as log:
+        persist(log, ents(1, 11), HardState(term=2, vote=3, commit=9))
+        wrong = log.prepare_snapshot(5, 1, CONF, b"other bytes")
+        snap = log.create_snapshot(5, CONF, b"at 5", wrong)
+        log.mark_stable(log.sync())
+        assert not Path(wrong.tmp_path).exists()
+    with DiskLog.open(tmp_path) as log:
+        assert log.snapshot() == snap == Snapshot(SnapshotMeta(5, 1, CONF), b"at 5")
+
+
+def test_a_crash_between_prepare_and_create_keeps_the_old_snapshot(tmp_path: Path) -> None:
+    with DiskLog.open(tmp_path) as log:
+        persist(log, ents(1, 11), HardState(term=2, vote=3, commit=9))
+        first = log.create_snapshot(3, CONF, b"at 3")
+        log.mark_stable(log.sync())
+        log.prepare_snapshot(8, 1, CONF, b"at 8")  # and the process dies here
+    with DiskLog.open(tmp_path) as log:
+        assert log.snapshot() == first
+        assert log.last_index() == 10
+    assert list(tmp_path.glob("*.tmp")) == []

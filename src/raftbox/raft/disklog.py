@@ -17,6 +17,12 @@ Files
 over NAME, fsync DIR. The old file stays in use until the new one is durable; a `.tmp` left by a
 crash is deleted at open.
 
+A snapshot the application made can be written in two halves so that the writer never waits for
+a large image to reach the disk: `prepare_snapshot` (any thread, concurrently with the writer: it
+touches only a new `snapshot.<random>.tmp`) writes and fsyncs the record; `create_snapshot(...,
+prepared=)` (the writer) then only renames it over `snapshot` and fsyncs DIR. A prepared file
+that is not used (a newer snapshot won meanwhile) is deleted; one left by a crash, at open.
+
 Record layout (integers little-endian)
 --------------------------------------
     offset  size   field
@@ -94,6 +100,7 @@ import fcntl
 import logging
 import os
 import re
+import secrets
 import struct
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -119,6 +126,7 @@ __all__ = [
     "LogFailedError",
     "LogLockedError",
     "Persisted",
+    "PreparedSnapshot",
 ]
 
 _log = logging.getLogger(__name__)
@@ -412,6 +420,15 @@ class Persisted:
     ops: tuple[_Op, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedSnapshot:
+    """A SNAPSHOT record of `snapshot`, written and fsynced at `tmp_path` by `prepare_snapshot`:
+    hand it to `create_snapshot(..., prepared=)`, which renames it in or deletes it."""
+
+    snapshot: Snapshot
+    tmp_path: str
+
+
 # -- the writer ------------------------------------------------------------------------------------
 class _Writer:
     """The files and the writer's index of them; owned by the writing thread."""
@@ -428,6 +445,7 @@ class _Writer:
         lock_fd: int,
     ) -> None:
         self._dir = directory
+        self.directory = directory  # read-only: where `prepare_snapshot` writes
         self._wal = directory / "wal"
         self._segments = segments
         self._last_seq = last_seq  # the highest segment number ever used here
@@ -515,17 +533,37 @@ class _Writer:
             self._unsynced = False
             self._ops.append(_InstallSnapshot(snap))
 
-    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
-        if index <= self._snapshot.meta.index:
-            return self._snapshot
-        if index > self.last_index():
-            raise Unavailable(index)
-        snap = Snapshot(SnapshotMeta(index, self.term(index), conf_state), data)
-        with self._io():
-            atomic.replace(self._dir / "snapshot", _record(_Kind.SNAPSHOT, snap))
-        self._snapshot = snap
-        self._ops.append(_CreateSnapshot(snap))
-        return snap
+    def create_snapshot(
+        self,
+        index: int,
+        conf_state: ConfState,
+        data: bytes,
+        prepared: PreparedSnapshot | None = None,
+    ) -> Snapshot:
+        try:
+            if index <= self._snapshot.meta.index:
+                return self._snapshot
+            if index > self.last_index():
+                raise Unavailable(index)
+            snap = Snapshot(SnapshotMeta(index, self.term(index), conf_state), data)
+            with self._io():
+                if (
+                    prepared is not None
+                    and prepared.snapshot.meta == snap.meta
+                    and prepared.snapshot.data is data
+                ):
+                    os.replace(prepared.tmp_path, self._dir / "snapshot")
+                    prepared = None
+                    atomic.fsync_dir(self._dir)
+                else:
+                    atomic.replace(self._dir / "snapshot", _record(_Kind.SNAPSHOT, snap))
+            self._snapshot = snap
+            self._ops.append(_CreateSnapshot(snap))
+            return snap
+        finally:
+            if prepared is not None:  # not used: a newer snapshot won, or it did not match
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(prepared.tmp_path)
 
     def compact(self, index: int) -> None:
         if index > self._snapshot.meta.index:
@@ -780,9 +818,39 @@ class DiskLog:
         """Install a leader's snapshot, durably now; the log restarts after it. Older: ignored."""
         self._writer.save_snapshot(snap)
 
-    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
-        """Durably record the application's snapshot at applied `index` (<= last written)."""
-        return self._writer.create_snapshot(index, conf_state, data)
+    def create_snapshot(
+        self,
+        index: int,
+        conf_state: ConfState,
+        data: bytes,
+        prepared: PreparedSnapshot | None = None,
+    ) -> Snapshot:
+        """Durably record the application's snapshot at applied `index` (<= last written).
+        With `prepared` (from `prepare_snapshot` for the same index, term, membership and
+        `data` object) only a rename and a directory fsync remain to do; it is consumed
+        either way."""
+        return self._writer.create_snapshot(index, conf_state, data, prepared)
+
+    def prepare_snapshot(
+        self, index: int, term: int, conf_state: ConfState, data: bytes
+    ) -> PreparedSnapshot:
+        """Write and fsync the SNAPSHOT record of (index, term, conf_state, data) to a new temp
+        file beside `snapshot`, for `create_snapshot(..., prepared=)`. Any thread, also while
+        the writer runs: it touches nothing but the new file."""
+        snap = Snapshot(SnapshotMeta(index, term, conf_state), data)
+        record = _record(_Kind.SNAPSHOT, snap)
+        tmp = str(self._writer.directory / f"snapshot.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_all(fd, record)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        os.close(fd)
+        return PreparedSnapshot(snap, tmp)
 
     def compact(self, index: int) -> None:
         """Drop entries <= `index` (<= the snapshot index): whole segments on disk, and from

@@ -24,8 +24,10 @@ Any member accepts any request; writes are forwarded to the leader by the runtim
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -121,11 +123,45 @@ class KVStateMachine:
     def snapshot(self) -> bytes:
         return msgspec.msgpack.encode([self.applied, self.data, self.sessions.dump()])
 
+    def begin_snapshot(self) -> Callable[[], bytes]:
+        """Pin the state now (a shallow copy: keys and values are immutable bytes, ~2 ms for
+        60,000 keys) and return what encodes it later in the node's snapshot thread, to the same
+        bytes as `snapshot()`. The map is encoded `_IMAGE_CHUNK_KEYS` keys at a time: one encode
+        call holds the GIL throughout (~170 ms for 60 MiB), which would stall the event loop as
+        surely as running it there."""
+        applied, data, sessions = self.applied, dict(self.data), self.sessions.dump()
+        return lambda: _encode_image(applied, data, sessions)
+
     def restore(self, data: bytes) -> None:
         self.applied, self.data, sessions = msgspec.msgpack.decode(
             data, type=tuple[int, dict[bytes, bytes], bytes]
         )
         self.sessions.load(sessions)
+
+
+_IMAGE_CHUNK_KEYS = 1024
+
+
+def _map_header(n: int) -> bytes:
+    """The msgpack header of a map of `n` pairs, as msgspec writes it (smallest form)."""
+    if n < 16:
+        return bytes([0x80 | n])
+    if n < 1 << 16:
+        return b"\xde" + n.to_bytes(2, "big")
+    return b"\xdf" + n.to_bytes(4, "big")
+
+
+def _encode_image(applied: int, data: dict[bytes, bytes], sessions: bytes) -> bytes:
+    """msgpack of `[applied, data, sessions]`, byte for byte, encoded a chunk of keys at a time
+    so that other threads get the GIL in between (see `KVStateMachine.begin_snapshot`)."""
+    enc = msgspec.msgpack.encode
+    parts = [b"\x93", enc(applied), _map_header(len(data))]
+    items = iter(data.items())
+    while chunk := dict(itertools.islice(items, _IMAGE_CHUNK_KEYS)):
+        body = enc(chunk)
+        parts.append(body[len(_map_header(len(chunk))) :])
+    parts.append(enc(sessions))
+    return b"".join(parts)
 
 
 class KVServer:

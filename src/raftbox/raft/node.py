@@ -32,10 +32,12 @@ in three steps, one snapshot at a time:
    pins its state as it is now and returns a function that makes the image of exactly that
    state later, from any one thread (`MetaStore`: a read transaction on a second SQLite
    connection; apply goes on in the first);
-2. in the snapshot thread: call that function, and encode the envelope; the Ready loop goes on
-   applying meanwhile;
+2. in the snapshot thread: call that function, encode the envelope, and write it durably to a
+   temp file (`DiskLog.prepare_snapshot`); the Ready loop goes on applying meanwhile;
 3. back in the Ready loop, between two Readies (the only place that uses the log's writer side):
    `create_snapshot` at the noted index, compact, sync — in the disk thread, as every write.
+   The image is already on disk, so this is a rename and two directory fsyncs: writing a large
+   image here stalled every proposal for its whole write and fsync (hundreds of ms for 60 MiB).
 
 A state machine without `begin_snapshot` is asked for `snapshot()` on the loop in step 1 (the
 in-memory ones of tests and raft-kv, where that is cheap).
@@ -316,7 +318,8 @@ class RaftNode:
         # behind serializing a large state machine.
         self._snap_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raft-snap")
         self._snap_task: asyncio.Task | None = None
-        self._snap_ready: tuple[int, Any, bytes] | None = None  # (index, conf state, envelope)
+        # (index, conf state, envelope, its file written by DiskLog.prepare_snapshot)
+        self._snap_ready: tuple[int, Any, bytes, Any] | None = None
         self.read_retries = 0  # ReadIndex requests asked again (deposed leader, lost message)
         self._stopping = False
         # What Raft did, for operators (raft/record.py); metrics once a registry is attached.
@@ -596,34 +599,38 @@ class RaftNode:
 
         addresses = dict(self.addresses)
         conf_state = self.core.conf_state
+        term = self.core.log.term(applied)
         self._snap_task = self._tg.create_task(
-            self._make_snapshot(applied, conf_state, addresses, read_image)
+            self._make_snapshot(applied, term, conf_state, addresses, read_image)
         )
 
-    async def _make_snapshot(self, index: int, conf_state, addresses, read_image) -> None:
-        """Step 2: the image and its envelope, in the snapshot thread."""
+    async def _make_snapshot(
+        self, index: int, term: int, conf_state, addresses, read_image
+    ) -> None:
+        """Step 2: the image, its envelope and its file, in the snapshot thread."""
 
-        def make() -> bytes:
-            return msgspec.msgpack.encode(_Envelope(addresses, read_image()))
+        def make():
+            data = msgspec.msgpack.encode(_Envelope(addresses, read_image()))
+            return data, self.disk.prepare_snapshot(index, term, conf_state, data)
 
         try:
-            data = await self._loop.run_in_executor(self._snap_pool, make)
+            data, prepared = await self._loop.run_in_executor(self._snap_pool, make)
         finally:
             self._snap_task = None
-        self._snap_ready = (index, conf_state, data)
+        self._snap_ready = (index, conf_state, data, prepared)
         self._wake.set()
 
     async def _write_snapshot(self) -> None:
         """Step 3: in the Ready loop, between two Readies (the writer side of the log)."""
         assert self._snap_ready is not None
-        index, conf_state, data = self._snap_ready
+        index, conf_state, data, prepared = self._snap_ready
         self._snap_ready = None
         keep = index - self.cfg.snapshot_keep_entries
 
         def write_snapshot():
             # A newer snapshot installed from the leader meanwhile wins: create_snapshot
-            # ignores an older index, and `keep` is below either.
-            self.disk.create_snapshot(index, conf_state, data)
+            # ignores an older index (and deletes the prepared file), and `keep` is below either.
+            self.disk.create_snapshot(index, conf_state, data, prepared)
             if keep > 0:
                 self.disk.compact(keep)
             return self.disk.sync()

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 
-class Command(msgspec.Struct, frozen=True, array_like=True):
+class Command(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """The envelope replicated in the log: who asked, which request, and what."""
 
     client_id: int
