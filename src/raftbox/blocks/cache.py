@@ -323,6 +323,9 @@ class CachingStore:
         await self.cache.set(key, str(size).encode(), self.present_ttl_s)
         return size
 
+    async def sync(self) -> None:
+        await self.inner.sync()
+
     def list(self) -> AsyncIterator[str]:
         return self.inner.list()
 
