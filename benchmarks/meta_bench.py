@@ -1,11 +1,18 @@
 """Metadata benchmark: small-file uploads per second and a 10,000-entry listing.
 
     .venv/bin/python -m benchmarks.meta_bench [--files 10000] [--concurrency 32]
+        [--setups single,leader,follower] [--native-files 0]
 
 Runs against `raftbox up` (single node) and a 3-member `raftbox serve` cluster (requests sent
 to the leader and to a follower), each as real processes on 127.0.0.1, with an aiohttp client
 in this process: `files/upload` of 4 KiB files with N in flight, then `files/list_folder`
 (limit 2000) + `list_folder/continue` until `has_more` is false, over the whole folder.
+`--setups` picks some of the three setups.
+
+`--native-files N` (N > 0) adds, on each setup, the native protocol's `commit_batch`: N blocks
+of 64 bytes are stored first with `blocks/put` (not timed), then N files using them are
+committed in batches of 1,000 (`commit_batch`, one request after the other, as the sync client
+sends them); reported as files/s.
 """
 
 from __future__ import annotations
@@ -85,7 +92,9 @@ async def call(s: aiohttp.ClientSession, url: str, token: str, route: str, arg, 
         return json.loads(out)
 
 
-async def workload(url: str, token: str, ca: str, files: int, concurrency: int) -> dict:
+async def workload(
+    url: str, token: str, ca: str, files: int, concurrency: int, native_files: int = 0
+) -> dict:
     ctx = ssl.create_default_context(cafile=ca)
     conn = aiohttp.TCPConnector(ssl=ctx, limit=concurrency)
     async with aiohttp.ClientSession(connector=conn) as s:
@@ -109,7 +118,7 @@ async def workload(url: str, token: str, ca: str, files: int, concurrency: int) 
             r = await call(s, url, token, "files/list_folder/continue", {"cursor": r["cursor"]})
             n += len(r["entries"])
         list_s = time.perf_counter() - t0
-    return {
+    out = {
         "files": files,
         "concurrency": concurrency,
         "uploads_per_s": files / up_s,
@@ -117,9 +126,38 @@ async def workload(url: str, token: str, ca: str, files: int, concurrency: int) 
         "list_s": list_s,
         "entries_per_s": n / list_s,
     }
+    if native_files:
+        out["commits_per_s"] = await native_commits(url, token, ca, native_files)
+    return out
 
 
-def single(files: int, concurrency: int) -> dict:
+async def native_commits(url: str, token: str, ca: str, files: int) -> float:
+    """files/s of `commit_batch` (batches of 1,000) over blocks stored beforehand."""
+    import hashlib
+
+    from raftbox.blocks.native import NativeClient
+
+    salt = os.urandom(16)
+    blocks = [(salt + i.to_bytes(8, "big")) * 2 + b"." * 16 for i in range(files)]
+    ids = [(hashlib.sha256(b).hexdigest(), b) for b in blocks]
+    ctx = ssl.create_default_context(cafile=ca)
+    async with NativeClient(url, token, ssl_context=ctx) as nc:
+        await nc.put(ids)
+        entries = [
+            {"path": f"/native/d{i // 1000:03d}/f{i:06d}.bin", "blocks": [[bid, len(b)]],
+             "size": len(b), "mode": "overwrite"}
+            for i, (bid, b) in enumerate(ids)
+        ]  # fmt: skip
+        t0 = time.perf_counter()
+        out = await nc.commit_batch(entries)
+        dt = time.perf_counter() - t0
+    bad = [e for e in out if e[".tag"] != "success"]
+    if bad:
+        raise RuntimeError(f"commit_batch: {len(bad)} entries failed, first {bad[0]!r}")
+    return files / dt
+
+
+def single(files: int, concurrency: int, native_files: int = 0) -> dict:
     pr = Procs()
     try:
         port = free_port()
@@ -130,12 +168,13 @@ def single(files: int, concurrency: int) -> dict:
         wait_file(os.path.join(data, "token"))
         token = open(os.path.join(data, "token")).read().strip()
         url = f"https://127.0.0.1:{port}"
-        return asyncio.run(workload(url, token, os.path.join(data, "ca.pem"), files, concurrency))
+        ca = os.path.join(data, "ca.pem")
+        return asyncio.run(workload(url, token, ca, files, concurrency, native_files))
     finally:
         pr.stop()
 
 
-def cluster(files: int, concurrency: int, via: str) -> dict:
+def cluster(files: int, concurrency: int, via: str, native_files: int = 0) -> dict:
     pr = Procs()
     try:
         from raftbox import cluster as bundles
@@ -165,7 +204,7 @@ def cluster(files: int, concurrency: int, via: str) -> dict:
         leader = asyncio.run(_find_leader([f"https://127.0.0.1:{p}" for p in ports], admin, ca))
         idx = leader if via == "leader" else (leader + 1) % 3
         url = f"https://127.0.0.1:{ports[idx]}"
-        return asyncio.run(workload(url, token, ca, files, concurrency))
+        return asyncio.run(workload(url, token, ca, files, concurrency, native_files))
     finally:
         pr.stop()
 
@@ -187,15 +226,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--setups", default="single,leader,follower")
+    ap.add_argument("--native-files", type=int, default=0)
     a = ap.parse_args()
-    rows = [("single node (raftbox up)", single(a.files, a.concurrency))]
-    rows.append(("3 members, via leader", cluster(a.files, a.concurrency, "leader")))
-    rows.append(("3 members, via follower", cluster(a.files, a.concurrency, "follower")))
-    print(f"{'setup':28} {'uploads/s':>10} {'list 10k (s)':>13} {'entries/s':>10}")
+    setups = a.setups.split(",")
+    n = a.native_files
+    rows = []
+    if "single" in setups:
+        rows.append(("single node (raftbox up)", single(a.files, a.concurrency, n)))
+    if "leader" in setups:
+        rows.append(("3 members, via leader", cluster(a.files, a.concurrency, "leader", n)))
+    if "follower" in setups:
+        rows.append(("3 members, via follower", cluster(a.files, a.concurrency, "follower", n)))
+    head = f"{'setup':28} {'uploads/s':>10} {'list 10k (s)':>13} {'entries/s':>10}"
+    print(head + (f" {'commit_batch files/s':>21}" if n else ""))
     for name, r in rows:
-        print(
+        line = (
             f"{name:28} {r['uploads_per_s']:10.0f} {r['list_s']:13.2f} {r['entries_per_s']:10.0f}"
         )
+        print(line + (f" {r['commits_per_s']:21.0f}" if n else ""))
     return 0
 
 
