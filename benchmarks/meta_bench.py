@@ -13,6 +13,9 @@ in this process: `files/upload` of 4 KiB files with N in flight, then `files/lis
 of 64 bytes are stored first with `blocks/put` (not timed), then N files using them are
 committed in batches of 1,000 (`commit_batch`, one request after the other, as the sync client
 sends them); reported as files/s.
+
+For the single node, the server's CPU time per operation is printed too (`/proc/PID/stat`,
+every thread of the process): on a shared machine it moves much less than the rates do.
 """
 
 from __future__ import annotations
@@ -43,6 +46,18 @@ def free_port() -> int:
     p = s.getsockname()[1]
     s.close()
     return p
+
+
+def cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system, all threads) process `pid` has used so far; 0 if unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_file(path: str, timeout_s: float = 60) -> None:
@@ -93,7 +108,13 @@ async def call(s: aiohttp.ClientSession, url: str, token: str, route: str, arg, 
 
 
 async def workload(
-    url: str, token: str, ca: str, files: int, concurrency: int, native_files: int = 0
+    url: str,
+    token: str,
+    ca: str,
+    files: int,
+    concurrency: int,
+    native_files: int = 0,
+    pid: int | None = None,
 ) -> dict:
     ctx = ssl.create_default_context(cafile=ca)
     conn = aiohttp.TCPConnector(ssl=ctx, limit=concurrency)
@@ -106,9 +127,10 @@ async def workload(
                 await call(s, url, token, "files/upload", {"path": f"/bench/f{i:06d}.bin"},
                            payload[:4000] + i.to_bytes(8, "big"))  # fmt: skip
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_s(pid)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         up_s = time.perf_counter() - t0
+        up_cpu_s = cpu_s(pid) - c0
 
         t0 = time.perf_counter()
         n = 0
@@ -122,16 +144,19 @@ async def workload(
         "files": files,
         "concurrency": concurrency,
         "uploads_per_s": files / up_s,
+        "server_cpu_ms_per_upload": 1000 * up_cpu_s / files,
         "listed": n,
         "list_s": list_s,
         "entries_per_s": n / list_s,
     }
     if native_files:
-        out["commits_per_s"] = await native_commits(url, token, ca, native_files)
+        out["commits_per_s"] = await native_commits(url, token, ca, native_files, pid)
     return out
 
 
-async def native_commits(url: str, token: str, ca: str, files: int) -> float:
+async def native_commits(
+    url: str, token: str, ca: str, files: int, pid: int | None = None
+) -> tuple[float, float]:
     """files/s of `commit_batch` (batches of 1,000) over blocks stored beforehand."""
     import hashlib
 
@@ -148,13 +173,14 @@ async def native_commits(url: str, token: str, ca: str, files: int) -> float:
              "size": len(b), "mode": "overwrite"}
             for i, (bid, b) in enumerate(ids)
         ]  # fmt: skip
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_s(pid)
         out = await nc.commit_batch(entries)
         dt = time.perf_counter() - t0
+        cpu = cpu_s(pid) - c0
     bad = [e for e in out if e[".tag"] != "success"]
     if bad:
         raise RuntimeError(f"commit_batch: {len(bad)} entries failed, first {bad[0]!r}")
-    return files / dt
+    return files / dt, 1e6 * cpu / files
 
 
 def single(files: int, concurrency: int, native_files: int = 0) -> dict:
@@ -162,14 +188,14 @@ def single(files: int, concurrency: int, native_files: int = 0) -> dict:
     try:
         port = free_port()
         data = os.path.join(pr.dir, "up")
-        pr.spawn(
+        p = pr.spawn(
             [PY, "-m", "raftbox.cli", "up", "--data", data, "--listen", f"127.0.0.1:{port}"], "up"
         )
         wait_file(os.path.join(data, "token"))
         token = open(os.path.join(data, "token")).read().strip()
         url = f"https://127.0.0.1:{port}"
         ca = os.path.join(data, "ca.pem")
-        return asyncio.run(workload(url, token, ca, files, concurrency, native_files))
+        return asyncio.run(workload(url, token, ca, files, concurrency, native_files, p.pid))
     finally:
         pr.stop()
 
@@ -244,7 +270,13 @@ def main() -> int:
         line = (
             f"{name:28} {r['uploads_per_s']:10.0f} {r['list_s']:13.2f} {r['entries_per_s']:10.0f}"
         )
-        print(line + (f" {r['commits_per_s']:21.0f}" if n else ""))
+        print(line + (f" {r['commits_per_s'][0]:21.0f}" if n else ""))
+    for name, r in rows:
+        if r["server_cpu_ms_per_upload"]:
+            cpu = f"{name}: server CPU {r['server_cpu_ms_per_upload']:.2f} ms per files/upload"
+            if n:
+                cpu += f", {r['commits_per_s'][1]:.0f} us per file committed by commit_batch"
+            print(cpu)
     return 0
 
 
