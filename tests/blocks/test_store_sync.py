@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from raftbox import atomic
+from raftbox.blocks.stack import build_store
 from raftbox.blocks.store import GroupSync, LocalStore
 
 
@@ -132,24 +133,51 @@ def test_a_failed_flush_raises_and_the_next_caller_flushes_again():
     assert calls["n"] == 2 and g.flushes == 1
 
 
+@pytest.mark.parametrize("stack", [False, True])
 @pytest.mark.parametrize("leftover", [b"", b"\0" * 4096, b"not the block"])
-def test_put_rewrites_a_name_left_without_its_bytes(tmp_path, leftover):
-    """A machine crash between put and sync can leave a block's name with lost content; a later
-    put of that id must not take it for the block (its commit would reference bad bytes)."""
-    s = LocalStore(str(tmp_path), sync_each_block=False)
+def test_a_name_left_without_its_bytes_is_not_the_block(tmp_path, leftover, stack):
+    """A machine crash between put and sync can leave a block's name with lost content; `has`
+    must not report it and a later put must write it again (a commit would else reference bad
+    bytes) — through the standard stack too (compression asks `has` before it puts)."""
+    local = LocalStore(str(tmp_path), sync_each_block=False)
+    s = build_store("file://" + str(tmp_path)) if stack else local
     data = os.urandom(4096)
     i = bid(data)
-    path = s.path_of(i)
+    path = local.path_of(i)
     os.makedirs(os.path.dirname(path))
     with open(path, "wb") as f:
         f.write(leftover)
 
     async def go():
+        assert not await s.has(i)
         assert await s.put(i, data) is True
         assert await s.get(i) == data
+        assert await s.has(i)
         assert await s.put(i, data) is False  # now whole: no second write
 
     run(go())
+
+
+def test_a_whole_block_from_before_a_restart_is_checked_once(tmp_path):
+    data = os.urandom(4096)
+    i = bid(data)
+    run(LocalStore(str(tmp_path), sync_each_block=False).put(i, data))
+    s = LocalStore(str(tmp_path), sync_each_block=False)  # a new process: nothing known
+    reads = []
+    real = s._whole
+
+    def whole(block_id, path):
+        reads.append(block_id)
+        return real(block_id, path)
+
+    s._whole = whole
+
+    async def go():
+        assert await s.has(i) and await s.has(i)
+        assert await s.put(i, data) is False
+
+    run(go())
+    assert len(reads) == 2  # the first has reads the file; the put asks again, answered by the set
 
 
 def test_syncfs_really_flushes(tmp_path):

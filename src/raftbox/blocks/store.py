@@ -39,8 +39,9 @@ block file and of its directory, one by one, which was most of the store's time 
 uploads. `syncfs` covers blocks another process wrote to the same directory (blockserver
 workers, a presence cache that skipped a put) as well. A machine crash between a `put` and its
 `sync` can leave a block's name with lost content; nothing references such a block (the rule
-above), and a later `put` of that id checks the bytes already there (read and hashed: a cost
-only when a block is stored twice) and writes them again if they are not the block. Where the
+above), and `has` and `put` do not take it for the block: a block this process did not write
+or check yet is read and hashed once (a cost only when a block is stored twice; the ids known
+whole are kept, at most `KNOWN_WHOLE_MAX`), and `put` writes it again if it is not whole. Where the
 system has no `syncfs` (`atomic.HAVE_SYNCFS`), or with `sync_each_block=True`, every `put` is
 durable on its own (temp file fsynced, then the directory) and `sync()` does nothing. The
 blocking file work and hashing run in a worker thread so the event loop keeps serving.
@@ -51,6 +52,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
@@ -214,6 +217,9 @@ class MemoryStore:
         pass
 
 
+KNOWN_WHOLE_MAX = 100_000  # ids a LocalStore remembers as checked whole (about 13 MiB)
+
+
 class LocalStore:
     """Blocks as files under `root`, fanned out as `ab/cd/<id>`; durable in batches (`sync`)
     unless `sync_each_block` (the default where the system has no `syncfs`)."""
@@ -225,6 +231,8 @@ class LocalStore:
             sync_each_block = not atomic.HAVE_SYNCFS
         self.sync_each_block = sync_each_block
         self._group = GroupSync(self._flush)
+        self._whole_ids: OrderedDict[str, None] = OrderedDict()  # written or checked here
+        self._whole_lock = threading.Lock()
 
     def path_of(self, block_id: str) -> str:
         check_id(block_id)
@@ -243,17 +251,32 @@ class LocalStore:
             # a name a machine crash left without its content (put, no sync): write it again
             log.warning("block %s in %s did not hold its bytes: written again", block_id, path)
             atomic.replace(path, data)
+            self._note_whole(block_id)
             return True
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        return atomic.create(path, data, durable=durable)
+        written = atomic.create(path, data, durable=durable)
+        if not durable:
+            self._note_whole(block_id)
+        return written
 
-    @staticmethod
-    def _whole(block_id: str, path: str) -> bool:
+    def _note_whole(self, block_id: str) -> None:
+        with self._whole_lock:
+            self._whole_ids[block_id] = None
+            self._whole_ids.move_to_end(block_id)
+            if len(self._whole_ids) > KNOWN_WHOLE_MAX:
+                self._whole_ids.popitem(last=False)
+
+    def _whole(self, block_id: str, path: str) -> bool:
+        """Does `path` hold the block (known from this process, or read and hashed now)?"""
+        with self._whole_lock:
+            if block_id in self._whole_ids:
+                return True
         try:
             with open(path, "rb") as f:
                 codec.decode(block_id, f.read(MAX_BLOCK_BYTES + 1))
         except (OSError, CorruptBlock):
             return False
+        self._note_whole(block_id)
         return True
 
     async def sync(self) -> None:
@@ -285,7 +308,15 @@ class LocalStore:
             raise
 
     async def has(self, block_id: str) -> bool:
-        return os.path.exists(self.path_of(block_id))
+        path = self.path_of(block_id)
+        if not os.path.exists(path):
+            return False
+        if self.sync_each_block:
+            return True
+        with self._whole_lock:
+            if block_id in self._whole_ids:
+                return True
+        return await asyncio.to_thread(self._whole, block_id, path)
 
     async def delete(self, block_id: str) -> None:
         try:
