@@ -41,9 +41,9 @@ workers, a presence cache that skipped a put) as well. A machine crash between a
 `sync` can leave a block's name with lost content; nothing references such a block (the rule
 above), and `has` and `put` do not take it for the block: a block this process did not write
 or check yet is read and hashed once (a cost only when a block is stored twice; the ids known
-whole are kept, at most `KNOWN_WHOLE_MAX`), and `put` writes it again if it is not whole. Where the
-system has no `syncfs` (`atomic.HAVE_SYNCFS`), or with `sync_each_block=True`, every `put` is
-durable on its own (temp file fsynced, then the directory) and `sync()` does nothing. The
+whole are kept, at most `KNOWN_WHOLE_MAX`), and `put` writes it again if it is not whole.
+Where the system has no `syncfs` (`atomic.HAVE_SYNCFS`), or with `sync_each_block=True`, every
+`put` is durable on its own (temp file fsynced, then the directory) and `sync()` does nothing. The
 blocking file work and hashing run in a worker thread so the event loop keeps serving.
 """
 
@@ -72,12 +72,12 @@ from .errors import (
 )
 
 __all__ = [
-    "GroupSync",
     "BlockMismatch",
     "BlockNotFound",
     "BlockStore",
     "BlockStoreError",
     "CorruptBlock",
+    "GroupSync",
     "LocalStore",
     "MemoryStore",
     "TransientStoreError",
