@@ -1,11 +1,21 @@
 """Metadata benchmark: small-file uploads per second and a 10,000-entry listing.
 
     .venv/bin/python -m benchmarks.meta_bench [--files 10000] [--concurrency 32]
+        [--setups single,leader,follower] [--native-files 0]
 
 Runs against `raftbox up` (single node) and a 3-member `raftbox serve` cluster (requests sent
 to the leader and to a follower), each as real processes on 127.0.0.1, with an aiohttp client
 in this process: `files/upload` of 4 KiB files with N in flight, then `files/list_folder`
 (limit 2000) + `list_folder/continue` until `has_more` is false, over the whole folder.
+`--setups` picks some of the three setups.
+
+`--native-files N` (N > 0) adds, on each setup, the native protocol's `commit_batch`: N blocks
+of 64 bytes are stored first with `blocks/put` (not timed), then N files using them are
+committed in batches of 1,000 (`commit_batch`, one request after the other, as the sync client
+sends them); reported as files/s.
+
+For the single node, the server's CPU time per operation is printed too (`/proc/PID/stat`,
+every thread of the process): on a shared machine it moves much less than the rates do.
 """
 
 from __future__ import annotations
@@ -36,6 +46,18 @@ def free_port() -> int:
     p = s.getsockname()[1]
     s.close()
     return p
+
+
+def cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system, all threads) process `pid` has used so far; 0 if unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_file(path: str, timeout_s: float = 60) -> None:
@@ -85,7 +107,15 @@ async def call(s: aiohttp.ClientSession, url: str, token: str, route: str, arg, 
         return json.loads(out)
 
 
-async def workload(url: str, token: str, ca: str, files: int, concurrency: int) -> dict:
+async def workload(
+    url: str,
+    token: str,
+    ca: str,
+    files: int,
+    concurrency: int,
+    native_files: int = 0,
+    pid: int | None = None,
+) -> dict:
     ctx = ssl.create_default_context(cafile=ca)
     conn = aiohttp.TCPConnector(ssl=ctx, limit=concurrency)
     async with aiohttp.ClientSession(connector=conn) as s:
@@ -97,9 +127,10 @@ async def workload(url: str, token: str, ca: str, files: int, concurrency: int) 
                 await call(s, url, token, "files/upload", {"path": f"/bench/f{i:06d}.bin"},
                            payload[:4000] + i.to_bytes(8, "big"))  # fmt: skip
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_s(pid)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         up_s = time.perf_counter() - t0
+        up_cpu_s = cpu_s(pid) - c0
 
         t0 = time.perf_counter()
         n = 0
@@ -109,33 +140,67 @@ async def workload(url: str, token: str, ca: str, files: int, concurrency: int) 
             r = await call(s, url, token, "files/list_folder/continue", {"cursor": r["cursor"]})
             n += len(r["entries"])
         list_s = time.perf_counter() - t0
-    return {
+    out = {
         "files": files,
         "concurrency": concurrency,
         "uploads_per_s": files / up_s,
+        "server_cpu_ms_per_upload": 1000 * up_cpu_s / files,
         "listed": n,
         "list_s": list_s,
         "entries_per_s": n / list_s,
     }
+    if native_files:
+        out["commits_per_s"] = await native_commits(url, token, ca, native_files, pid)
+    return out
 
 
-def single(files: int, concurrency: int) -> dict:
+async def native_commits(
+    url: str, token: str, ca: str, files: int, pid: int | None = None
+) -> tuple[float, float]:
+    """files/s of `commit_batch` (batches of 1,000) over blocks stored beforehand."""
+    import hashlib
+
+    from raftbox.blocks.native import NativeClient
+
+    salt = os.urandom(16)
+    blocks = [(salt + i.to_bytes(8, "big")) * 2 + b"." * 16 for i in range(files)]
+    ids = [(hashlib.sha256(b).hexdigest(), b) for b in blocks]
+    ctx = ssl.create_default_context(cafile=ca)
+    async with NativeClient(url, token, ssl_context=ctx) as nc:
+        await nc.put(ids)
+        entries = [
+            {"path": f"/native/d{i // 1000:03d}/f{i:06d}.bin", "blocks": [[bid, len(b)]],
+             "size": len(b), "mode": "overwrite"}
+            for i, (bid, b) in enumerate(ids)
+        ]  # fmt: skip
+        t0, c0 = time.perf_counter(), cpu_s(pid)
+        out = await nc.commit_batch(entries)
+        dt = time.perf_counter() - t0
+        cpu = cpu_s(pid) - c0
+    bad = [e for e in out if e[".tag"] != "success"]
+    if bad:
+        raise RuntimeError(f"commit_batch: {len(bad)} entries failed, first {bad[0]!r}")
+    return files / dt, 1e6 * cpu / files
+
+
+def single(files: int, concurrency: int, native_files: int = 0) -> dict:
     pr = Procs()
     try:
         port = free_port()
         data = os.path.join(pr.dir, "up")
-        pr.spawn(
+        p = pr.spawn(
             [PY, "-m", "raftbox.cli", "up", "--data", data, "--listen", f"127.0.0.1:{port}"], "up"
         )
         wait_file(os.path.join(data, "token"))
         token = open(os.path.join(data, "token")).read().strip()
         url = f"https://127.0.0.1:{port}"
-        return asyncio.run(workload(url, token, os.path.join(data, "ca.pem"), files, concurrency))
+        ca = os.path.join(data, "ca.pem")
+        return asyncio.run(workload(url, token, ca, files, concurrency, native_files, p.pid))
     finally:
         pr.stop()
 
 
-def cluster(files: int, concurrency: int, via: str) -> dict:
+def cluster(files: int, concurrency: int, via: str, native_files: int = 0) -> dict:
     pr = Procs()
     try:
         from raftbox import cluster as bundles
@@ -165,7 +230,7 @@ def cluster(files: int, concurrency: int, via: str) -> dict:
         leader = asyncio.run(_find_leader([f"https://127.0.0.1:{p}" for p in ports], admin, ca))
         idx = leader if via == "leader" else (leader + 1) % 3
         url = f"https://127.0.0.1:{ports[idx]}"
-        return asyncio.run(workload(url, token, ca, files, concurrency))
+        return asyncio.run(workload(url, token, ca, files, concurrency, native_files))
     finally:
         pr.stop()
 
@@ -187,15 +252,31 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--setups", default="single,leader,follower")
+    ap.add_argument("--native-files", type=int, default=0)
     a = ap.parse_args()
-    rows = [("single node (raftbox up)", single(a.files, a.concurrency))]
-    rows.append(("3 members, via leader", cluster(a.files, a.concurrency, "leader")))
-    rows.append(("3 members, via follower", cluster(a.files, a.concurrency, "follower")))
-    print(f"{'setup':28} {'uploads/s':>10} {'list 10k (s)':>13} {'entries/s':>10}")
+    setups = a.setups.split(",")
+    n = a.native_files
+    rows = []
+    if "single" in setups:
+        rows.append(("single node (raftbox up)", single(a.files, a.concurrency, n)))
+    if "leader" in setups:
+        rows.append(("3 members, via leader", cluster(a.files, a.concurrency, "leader", n)))
+    if "follower" in setups:
+        rows.append(("3 members, via follower", cluster(a.files, a.concurrency, "follower", n)))
+    head = f"{'setup':28} {'uploads/s':>10} {'list 10k (s)':>13} {'entries/s':>10}"
+    print(head + (f" {'commit_batch files/s':>21}" if n else ""))
     for name, r in rows:
-        print(
+        line = (
             f"{name:28} {r['uploads_per_s']:10.0f} {r['list_s']:13.2f} {r['entries_per_s']:10.0f}"
         )
+        print(line + (f" {r['commits_per_s'][0]:21.0f}" if n else ""))
+    for name, r in rows:
+        if r["server_cpu_ms_per_upload"]:
+            cpu = f"{name}: server CPU {r['server_cpu_ms_per_upload']:.2f} ms per files/upload"
+            if n:
+                cpu += f", {r['commits_per_s'][1]:.0f} us per file committed by commit_batch"
+            print(cpu)
     return 0
 
 

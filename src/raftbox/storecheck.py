@@ -93,6 +93,7 @@ async def check(
         if record_marker is not None and may_record():
             block_id, data = new_marker()
             await store.put(block_id, data)
+            await store.sync()  # durable before the cluster records it
             await record_marker(block_id)
             continue
         if loop.time() > deadline:

@@ -196,11 +196,31 @@ def test_caching_store_forgets_a_stale_presence_fact_when_get_finds_nothing():
 
     async def go():
         await s.put(i, DATA)
+        await s.sync()  # remembered present once durable
         await inner.delete(i)  # e.g. garbage collection in another process
         assert await s.has(i)  # believed until the fact expires or is contradicted
         with pytest.raises(BlockNotFound):
             await s.get(i)
         assert not await s.has(i)
+
+    run(go)
+
+
+def test_caching_store_remembers_a_put_block_only_once_synced():
+    """A presence fact (shared through memcached) must not claim a block a machine crash may
+    still lose: a put is remembered only after the sync that made it durable."""
+    inner = CountingStore()
+    s = CachingStore(inner, LRUCache(100))
+    i = bid(DATA)
+
+    async def go():
+        assert await s.put(i, DATA) is True
+        await inner.delete(i)  # lost before any sync (what a machine crash may do)
+        assert not await s.has(i)  # not believed present
+        assert await s.put(i, DATA) is True
+        await s.sync()
+        inner.calls.clear()
+        assert await s.has(i) and inner.calls == []  # now known, from the cache
 
     run(go)
 
@@ -213,6 +233,7 @@ def test_caching_store_over_a_dead_memcached_still_answers_correctly(memcached):
 
     async def go():
         assert await s.put(bid(a), a) is True
+        await s.sync()  # remembered present once durable
         inner.calls.clear()
         assert await s.has(bid(a)) and inner.calls == []  # served by memcached
         memcached.kill()

@@ -9,7 +9,9 @@ blockserver serves.
 for a write carry the GC generation read before storing them (`raftbox.gc`); a `gc_retry`
 answer becomes a 503 the SDKs retry (`mwrite`). `routes()` is the route table `ApiServer`
 registers (auth "user"). The helpers below (`commit_info`, `mwrite`) are shared with the native
-block protocol's routes (`native.py`).
+block protocol's routes (`native.py`). The commits of concurrent `files/upload` requests are
+proposed together, one Raft entry for those that arrive while the previous one is in flight
+(`commitgroup.CommitGroup`; each request still gets its own result).
 
 Files written through these routes cannot say whether they are symlinks or executable: their
 commits ask to keep the executable bit of the file they replace (`CommitFile.keep_executable`)
@@ -58,6 +60,7 @@ from .args import (
     write_mode,
 )
 from .batch import async_job_id, job_result, launch_job, shown_json, whole_batch
+from .commitgroup import CommitGroup
 from .errors import ApiError, BadInput, Unavailable, raise_meta
 from .metaclient import MetaClient
 from .wire import json_response
@@ -73,6 +76,7 @@ class ContentRoutes:
     def __init__(self, mc: MetaClient, blocks: BlockService) -> None:
         self.mc = mc
         self.blocks = blocks
+        self.uploads = CommitGroup(mc)  # files/upload commits that arrive together: one entry
 
     def routes(self) -> list[tuple[str, str, Any]]:
         """(route, auth, handler) of every content route."""
@@ -117,7 +121,7 @@ class ContentRoutes:
         except ApiError as e:  # UploadError.path is the struct UploadWriteFailed: flatten it
             raise_meta(C.MetaError(e.tags, e.extra), upload=True)
         ing, gen = await self._ingest(request, a)
-        m = await mwrite(self.mc, commit_info(who, a, ing, t.path, gen, ns=t.ns))
+        m = await mwrite(self.mc, commit_info(who, a, ing, t.path, gen, ns=t.ns), self.uploads)
         return json_response(t.json(who, raise_meta(m, upload=True), tagged=False))
 
     async def download(self, request: web.Request, who: Any) -> web.StreamResponse:
@@ -458,10 +462,11 @@ def commit_info(
     )
 
 
-async def mwrite(mc: MetaClient, cmd: Any) -> Any:
-    """A write through the MetaClient; `gc_retry` (a block this request stored was caught
-    by garbage collection) refreshes the GC generation and answers 503: retry."""
-    r = await mc.write(cmd)
+async def mwrite(mc: MetaClient, cmd: Any, group: CommitGroup | None = None) -> Any:
+    """A write through the MetaClient (or proposed with others by `group`); `gc_retry` (a
+    block this request stored was caught by garbage collection) refreshes the GC generation
+    and answers 503: retry."""
+    r = await (group.write(cmd) if group is not None else mc.write(cmd))
     if isinstance(r, C.MetaError) and r.tags[:1] == ["gc_retry"]:
         await mc.gc_generation(fresh=True)
         raise Unavailable(f"blocks being garbage-collected: {r.extra.get('ids', [])[:4]}")

@@ -162,6 +162,7 @@ class NativeRoutes:
             raise e from None
         if refs:
             uniq = list({r.id: r for r in refs}.values())
+            await store.sync()  # durable before the RecordUpload that names them
             r = await mwrite(self.mc, C.RecordUpload(who.namespace_id, uniq, gen))
             raise_meta(r)
         return json_response({"received": len(refs)})
@@ -230,6 +231,7 @@ class NativeRoutes:
         if built:
             for bid, data in built.items():
                 await self.blocks.put_verified(bid, data)
+            await self.blocks.sync()  # durable before the RecordUpload that names them
             refs = [C.BlockRef(bid, len(data)) for bid, data in built.items()]
             raise_meta(await mwrite(self.mc, C.RecordUpload(who.namespace_id, refs, gen)))
         return json_response({"received": len(built), "base_unknown": sorted(unknown - set(built))})

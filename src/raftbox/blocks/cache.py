@@ -48,6 +48,7 @@ from .errors import BlockNotFound, check_id
 from .store import BlockStore
 
 log = logging.getLogger("raftbox.cache")
+UNSYNCED_IDS_MAX = 10_000  # ids a CachingStore keeps to remember after the next sync
 
 Key = str | bytes
 
@@ -253,7 +254,9 @@ class CachingStore:
     """Remembers which blocks the store has and their stored sizes, in a `FactCache`.
 
     `has` and `put` of a block known present skip the store (a put still checks that the bytes
-    match the id). Presence facts live `present_ttl_s` so that a block deleted by another
+    match the id). A block this store put is remembered present only once a `sync` made it
+    durable (a presence fact, shared through memcached, must not outlive a machine crash that
+    lost the block); until then `has` asks the store. Presence facts live `present_ttl_s` so that a block deleted by another
     process (garbage collection) is not believed present forever; `delete` through this store
     forgets at once. A `get` that finds no block forgets a stale presence fact. Block contents
     are never cached here.
@@ -263,6 +266,7 @@ class CachingStore:
         self.inner = inner
         self.cache = cache
         self.present_ttl_s = present_ttl_s
+        self._put_unsynced: list[str] = []  # put here, to remember once a sync covers them
 
     @staticmethod
     def _present_key(block_id: str) -> str:
@@ -288,7 +292,8 @@ class CachingStore:
             await asyncio.to_thread(codec.check_put, block_id, data)
             return False
         written = await self.inner.put(block_id, data)
-        await self._remember_present(block_id)
+        if len(self._put_unsynced) < UNSYNCED_IDS_MAX:  # past it: just not remembered
+            self._put_unsynced.append(block_id)
         return written
 
     async def get(self, block_id: str) -> bytes:
@@ -322,6 +327,12 @@ class CachingStore:
         size = await self.inner.stored_size(block_id)
         await self.cache.set(key, str(size).encode(), self.present_ttl_s)
         return size
+
+    async def sync(self) -> None:
+        ids, self._put_unsynced = self._put_unsynced, []
+        await self.inner.sync()  # a flush that started after these puts: they are durable
+        for block_id in dict.fromkeys(ids):
+            await self._remember_present(block_id)
 
     def list(self) -> AsyncIterator[str]:
         return self.inner.list()

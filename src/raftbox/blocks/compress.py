@@ -55,6 +55,9 @@ class CompressedStore:
     async def stored_size(self, block_id: str) -> int:
         return await self.inner.stored_size(block_id)
 
+    async def sync(self) -> None:
+        await self.inner.sync()
+
     def list(self) -> AsyncIterator[str]:
         return self.inner.list()
 

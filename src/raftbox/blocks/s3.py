@@ -282,6 +282,9 @@ class S3Store:
             kw["ContinuationToken"] = token
         return self.client.list_objects_v2(**kw)
 
+    async def sync(self) -> None:
+        """Nothing to do: a PUT S3 answered is durable (`BlockStore.sync`)."""
+
     async def aclose(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.client.close()

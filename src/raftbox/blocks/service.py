@@ -9,7 +9,10 @@ finished session's content_hash needs no second read — in the same pass over t
 CPU work runs in a worker thread once `feed_bytes` have arrived, so the event loop keeps
 serving while a big body is hashed. Each block is stored as soon as it is cut, with at most
 `puts_in_flight` puts running at once: memory stays at a few blocks whatever the file size. A
-block already in the store costs no second write (the store's `put` contract).
+block already in the store costs no second write (the store's `put` contract). `ingest` returns
+only once its blocks are durable (the store's `sync`, one flush shared by the requests that
+arrive together), so its caller may propose a commit that references them at once; a caller of
+`put_verified` awaits `sync()` itself before proposing anything that names those blocks.
 
 `read_range` streams a byte range of a file back from its blocklist, block by block, every
 block re-verified by the store, the next block read while the current one is sent.
@@ -130,6 +133,8 @@ class BlockService:
                     await store_all(await feeding)
                     feeding = None
                 await store_all(await self._feed(ch, pending, pending_n, True))
+            if blocks:
+                await self.store.sync()  # durable before any commit may name them
         except BaseExceptionGroup as eg:
             raise _first_error(eg) from None
         finally:
@@ -139,8 +144,13 @@ class BlockService:
         return Ingested(blocks, ch.size, ch.content_hash(), ch.window_digests())
 
     async def put_verified(self, block_id: str, data: bytes) -> None:
-        """Store one block the caller named (the store checks that `data` hashes to it)."""
+        """Store one block the caller named (the store checks that `data` hashes to it); not
+        durable before `sync()`."""
         await self.store.put(block_id, data)
+
+    async def sync(self) -> None:
+        """Every block stored so far is durable once this returns (the store's `sync`)."""
+        await self.store.sync()
 
     async def read_range(self, blocks: list, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes [start, end) of the file made of `blocks` ((id, size) or BlockRef); the next

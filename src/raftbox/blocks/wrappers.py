@@ -11,7 +11,8 @@
 - `MetricsStore`: Prometheus counters and a latency histogram per operation, on the registry
   it is given, labelled with a store name so several stacks can share one registry.
 
-Each forwards every `BlockStore` method; `inner` is the wrapped store.
+Each forwards every `BlockStore` method, `sync` included (it holds no slot and is not retried:
+a failed sync fails the write waiting for it); `inner` is the wrapped store.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ class RetryingStore:
     async def stored_size(self, block_id: str) -> int:
         return await self._retry(lambda: self.inner.stored_size(block_id))
 
+    async def sync(self) -> None:
+        await self.inner.sync()
+
     def list(self) -> AsyncIterator[str]:
         return self.inner.list()
 
@@ -123,6 +127,9 @@ class LimitedStore:
 
     async def stored_size(self, block_id: str) -> int:
         return await self._limited(lambda: self.inner.stored_size(block_id))
+
+    async def sync(self) -> None:
+        await self.inner.sync()
 
     def list(self) -> AsyncIterator[str]:
         return self.inner.list()
@@ -239,6 +246,9 @@ class MetricsStore:
             self.m.errors.labels(self.store, "list", _error_kind(e)).inc()
             raise
         self.m.ops.labels(self.store, "list", "ok").inc()
+
+    async def sync(self) -> None:
+        await self._observe("sync", self.inner.sync)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
