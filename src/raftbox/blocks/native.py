@@ -207,6 +207,9 @@ class NativeClient:
     ) -> None:
         import aiohttp
 
+        from .malloc import tune_for_blocks
+
+        tune_for_blocks()  # this process moves blocks: see `raftbox.blocks.malloc`
         self.base = base_url.rstrip("/")
         self.ssl = ssl_context
         self.chunking = chunking
