@@ -471,8 +471,10 @@ class NativeClient:
             async with asyncio.TaskGroup() as tg:
                 done = False
                 while not done:
-                    await slots.acquire()  # at most `sends_in_flight` batches sent at once
+                    # the next batch is cut while up to `sends_in_flight` are sent: reading and
+                    # hashing overlap the network (memory: sends_in_flight + 1 batches)
                     batch, done = await asyncio.to_thread(next_batch)
+                    await slots.acquire()
                     blocks.extend([c.id, c.size] for c in batch)
                     new = []
                     for c in batch:
