@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import ssl
 import subprocess
@@ -202,6 +203,12 @@ class Up:
                     total += os.path.getsize(os.path.join(dirpath, name))
         return total
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the server process has used so far."""
+        fields = (Path("/proc") / str(self.proc.pid) / "stat").read_text().rsplit(")", 1)[1]
+        utime, stime = fields.split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
@@ -248,18 +255,32 @@ async def native_transfers(up: Up, token: str, src: Path, out: Path, dest: str) 
 
     ctx = ssl.create_default_context(cafile=up.ca)
     size = src.stat().st_size
+    mib = size / MiB
+    cpu: dict[str, float] = {}
     async with NativeClient(f"https://{up.hostport}", token, ssl_context=ctx) as nc:
-        t0 = time.perf_counter()
+        s0, c0, t0 = up.cpu_s(), own_cpu_s(), time.perf_counter()
         meta = await nc.upload(str(src), dest)
         up_s = time.perf_counter() - t0
+        s1, c1 = up.cpu_s(), own_cpu_s()
         assert meta["size"] == size
         sent = nc.bytes_sent
         t0 = time.perf_counter()
         await nc.download(dest, str(out))
         down_s = time.perf_counter() - t0
+        s2, c2 = up.cpu_s(), own_cpu_s()
+    cpu["native up: server"] = 1000 * (s1 - s0) / mib
+    cpu["native up: client"] = 1000 * (c1 - c0) / mib
+    cpu["native down: server"] = 1000 * (s2 - s1) / mib
+    cpu["native down: client"] = 1000 * (c2 - c1) / mib
     assert out.stat().st_size == size
     out.unlink()
-    return {"up": mbps(size, up_s), "down": mbps(size, down_s), "sent": sent}
+    return {"up": mbps(size, up_s), "down": mbps(size, down_s), "sent": sent, "cpu": cpu}
+
+
+def own_cpu_s() -> float:
+    """CPU seconds (user + system) of this process, its threads included."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 async def native_upload(up: Up, token: str, src: Path, dest: str) -> tuple[float, int, int]:
@@ -336,6 +357,8 @@ def main() -> int:
             store1 = up.store_bytes()
             nat = asyncio.run(native_transfers(up, up.token, f2, tmp / "out.bin", "/native.bin"))
             fig["native_mb_s"] = {"native up": nat["up"], "native down": nat["down"]}
+            fig["native_cpu_ms_per_mib"] = nat["cpu"]
+            fig["load_average"] = os.getloadavg()[0]
             store2 = up.store_bytes()
             dedup_mb_s = sdk_upload(up, token_b, f1, args.parallel)
             store3 = up.store_bytes()
@@ -389,10 +412,17 @@ def report(fig: dict) -> None:
     print("raftbox up (TLS, CDC, zstd 3, fsync per block):")
     for k, v in {**fig["sdk_mb_s"], **fig["native_mb_s"]}.items():
         print(f"  {k:<16} {v:8.0f}   {v / slowest:5.0%} of the slowest limit ({slowest_name})")
-    for k in ("sdk up", "native up"):
-        v = {**fig["sdk_mb_s"], **fig["native_mb_s"]}[k]
-        verdict = "met" if v >= 0.5 * slowest else "MISSED"
-        print(f"  target {k} >= 50% of {slowest_name}: {verdict}")
+    # issue 16: native upload >= 70% and download >= 80% of the slowest limit (SDK: reported)
+    for k, share in (("native up", 0.7), ("native down", 0.8)):
+        v = fig["native_mb_s"][k]
+        verdict = "met" if v >= share * slowest else "MISSED"
+        print(f"  target {k} >= {share:.0%} of {slowest_name}: {verdict}")
+    print(
+        f"CPU per MiB moved (ms; load average {fig.get('load_average', 0):.1f} after the "
+        "native transfers; a busy machine stretches wall time, not CPU time):"
+    )
+    for k, v in fig.get("native_cpu_ms_per_mib", {}).items():
+        print(f"  {k:<20} {v:6.2f}")
     d = fig["dedup"]
     print(f"dedup: the same {d['file_bytes'] / MiB:.0f} MiB file under three accounts")
     print(f"  store growth: first account (SDK) {d['store_growth_first_account'] / MiB:.1f} MiB, "

@@ -193,3 +193,54 @@ def test_chunking_settings_are_validated():
     ):
         with pytest.raises(ValueError):
             bad()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.binary(min_size=0, max_size=40_000) | st.integers(0, 200_000).map(rand_bytes),
+    reads=st.lists(st.integers(1, 70_000), min_size=1, max_size=12),
+    chunking=st.sampled_from([SMALL_CDC, Chunking.fixed(5000)]),
+)
+def test_feed_from_equals_one_shot_for_any_read_sizes(data, reads, chunking):
+    """Reading straight into the chunker's buffer cuts exactly as `chunk_bytes` does, whatever
+    sizes the reads ask for and however short they come back."""
+    src = memoryview(data)
+    pos = 0
+    k = 0
+
+    def readinto(view: memoryview) -> int:
+        nonlocal pos, k
+        n = min(len(view), reads[k % len(reads)], len(src) - pos)  # short reads too
+        k += 1
+        view[:n] = src[pos : pos + n]
+        pos += n
+        return n
+
+    ch = Chunker(chunking)
+    chunks = []
+    while True:
+        got, n = ch.feed_from(readinto, reads[k % len(reads)] * 2)
+        chunks += got
+        if n == 0 and pos == len(src):
+            break
+    chunks += ch.finish()
+    assert [c.size for c in chunks] == reference_cuts(data, chunking)
+    assert b"".join(c.data for c in chunks) == data
+    assert all(c.id == bid(c.data) for c in chunks)
+    assert ch.content_hash() == dropbox_content_hash(data)
+
+
+def test_feed_from_reads_a_file_in_production_sizes(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(DATA_12M)
+    ch = Chunker(CDC)
+    chunks = []
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            got, n = ch.feed_from(f.readinto, 4 * MiB)
+            chunks += got
+            if not n:
+                break
+    chunks += ch.finish()
+    assert [c.size for c in chunks] == reference_cuts(DATA_12M, CDC)
+    assert ch.content_hash() == dropbox_content_hash(DATA_12M)

@@ -126,3 +126,40 @@ def test_a_duplicate_put_costs_no_compression(monkeypatch):
     assert calls == [] and inner.writes == 1
     with pytest.raises(BlockMismatch):  # and a known id still checks the bytes
         run(lambda: s.put(bid(TEXT), TEXT[:-1]))
+
+
+def test_random_data_is_judged_from_a_sample_without_compressing_the_whole(monkeypatch):
+    """A big incompressible block costs the compression of a 64 KiB sample, not of itself."""
+    noise = rand_bytes(1_000_000, seed=5)
+    sizes: list[int] = []
+    real = codec._compressor
+
+    class Counting:
+        def __init__(self, c):
+            self.c = c
+
+        def compress(self, data):
+            sizes.append(len(data))
+            return self.c.compress(data)
+
+    monkeypatch.setattr(codec, "_compressor", lambda level: Counting(real(level)))
+    inner = MemoryStore()
+    run(lambda: CompressedStore(inner).put(bid(noise), noise))
+    assert inner.blocks[bid(noise)] == noise
+    assert sizes == [codec.SAMPLE_SLICES * codec.SAMPLE_SLICE_BYTES]
+    sizes.clear()
+    text = text_bytes(1_000_000, seed=6)  # a sample that compresses: the whole is compressed
+    run(lambda: CompressedStore(inner).put(bid(text), text))
+    assert sizes == [codec.SAMPLE_SLICES * codec.SAMPLE_SLICE_BYTES, len(text)]
+    assert inner.blocks[bid(text)][:4] == codec.ZSTD_MAGIC
+
+
+def test_the_sample_spans_the_block_from_its_start_to_its_end():
+    """A compressible stretch of a seventh of the block is seen wherever it lies."""
+    n = 1_000_000
+    for where in range(0, n - n // 7, n // 20):
+        data = bytearray(rand_bytes(n, seed=7))
+        data[where : where + n // 7] = bytes(n // 7)
+        assert codec.worth_trying(bytes(data), 3, 0.05), where
+    assert not codec.worth_trying(rand_bytes(n, seed=8), 3, 0.05)
+    assert codec.worth_trying(rand_bytes(100_000, seed=9), 3, 0.05)  # small: always tried

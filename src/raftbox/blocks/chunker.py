@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.machinery
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -167,6 +167,32 @@ class Chunker:
             while self._end - self._start >= self._max:
                 out.append(self._emit(self._cut(self._view[self._start : self._end])))
         return out
+
+    def feed_from(
+        self, readinto: Callable[[memoryview], int | None], max_bytes: int
+    ) -> tuple[list[Chunk], int]:
+        """`feed` without the copy: `readinto(view)` (a raw file's `readinto`) writes at most
+        `max_bytes` straight into the chunker's buffer and returns how many it wrote (0 or None:
+        nothing, e.g. EOF). Returns (the chunks completed, bytes read). A big upload profiled a
+        quarter of its client CPU in copies and in page faults on fresh read buffers: this keeps
+        one read buffer for the whole stream and one copy per byte (the chunk handed out)."""
+        if self._finished:
+            raise RuntimeError("feed_from() after finish()")
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be > 0")
+        if self._end == len(self._buf):
+            self._make_room()
+        room = self._view[self._end : min(len(self._buf), self._end + max_bytes)]
+        n = readinto(room) or 0
+        if n:
+            if self._hasher is not None:
+                self._hasher.update(room[:n])
+            self.size += n
+            self._end += n
+        out: list[Chunk] = []
+        while self._end - self._start >= self._max:
+            out.append(self._emit(self._cut(self._view[self._start : self._end])))
+        return out, n
 
     def finish(self) -> list[Chunk]:
         """EOF: return the remaining chunks (none for an empty stream)."""

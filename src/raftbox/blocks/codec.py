@@ -10,6 +10,16 @@ that happens to start with the zstd magic (the first block of a .zst file) is re
 because its decompression does not hash to the id while the stored bytes do; telling the two
 forms apart this way would need a SHA-256 collision to go wrong. A frame is only decompressed
 if its header declares a content size of at most `MAX_BLOCK_BYTES`.
+
+`compress` decides from a cheap sample first (`worth_trying`): eight 8 KiB slices spread evenly
+over the block (64 KiB in all) are compressed together, and a block whose sample does not save
+`min_saving` is stored raw without compressing the whole of it. Random or already compressed
+data (media, archives, encrypted files: what fills big uploads) then costs ~1/16 of a trial
+compression instead of a whole one (profiled: the trial was ~1.3 ms of server CPU per MiB of
+random data, a quarter of a native upload's server CPU). A block whose sample misleads is
+stored raw (a compressible stretch that falls between two slices: narrower than a
+seventh of the block): that costs space, never correctness, and a block whose sample compresses is still
+stored raw unless the whole block saves `min_saving`.
 """
 
 from __future__ import annotations
@@ -83,7 +93,27 @@ def check_put(block_id: str, stored: bytes) -> int:
     return len(raw)
 
 
+SAMPLE_SLICE_BYTES = 8 * 1024
+SAMPLE_SLICES = 8
+
+
+def worth_trying(data: bytes | memoryview, level: int, min_saving: float) -> bool:
+    """Whether a sample of `data` (`SAMPLE_SLICES` slices of `SAMPLE_SLICE_BYTES`, spread from
+    its start to its end) saves at least `min_saving` under zstd `level`. Data no bigger than
+    twice the sample is always worth trying (the whole costs little more than a sample)."""
+    n = len(data)
+    if n <= 2 * SAMPLE_SLICES * SAMPLE_SLICE_BYTES:
+        return True
+    mv = memoryview(data)
+    step = (n - SAMPLE_SLICE_BYTES) // (SAMPLE_SLICES - 1)
+    sample = b"".join(mv[i * step : i * step + SAMPLE_SLICE_BYTES] for i in range(SAMPLE_SLICES))
+    return len(_compressor(level).compress(sample)) <= len(sample) * (1.0 - min_saving)
+
+
 def compress(data: bytes, level: int, min_saving: float) -> bytes:
-    """A zstd frame of `data` if it is at least `min_saving` (a fraction) smaller, else `data`."""
+    """A zstd frame of `data` if it is at least `min_saving` (a fraction) smaller, else `data`
+    (without compressing the whole when a sample says it will not be: `worth_trying`)."""
+    if not worth_trying(data, level, min_saving):
+        return data
     frame = _compressor(level).compress(data)
     return frame if len(frame) <= len(data) * (1.0 - min_saving) else data

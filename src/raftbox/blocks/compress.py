@@ -1,8 +1,9 @@
 """`CompressedStore`: zstd per block, when it pays.
 
 `put` compresses the raw block at `level` (in a worker thread) and stores the zstd frame only if
-it is at least `min_saving` (default 5%) smaller; otherwise it stores the raw bytes, so already
-compressed media costs one trial compression and nothing more. The block id is always the
+it is at least `min_saving` (default 5%) smaller; otherwise it stores the raw bytes. Whether to
+try is decided from a 64 KiB sample first (`codec.worth_trying`), so already compressed media
+costs a sample's compression, not a whole trial. The block id is always the
 SHA-256 of the raw bytes. The layer below checks, before writing, that the frame decompresses
 to bytes with that id, and every read is verified after decompression (`codec.decode`), so
 a compressor fault can neither be written nor served.

@@ -203,14 +203,19 @@ class NativeClient:
         put_batch_bytes: int = 16 * 1024 * 1024,
         sends_in_flight: int = 2,
         timeout_s: float = 300.0,
+        download_ahead_blocks: int = 8,
     ) -> None:
         import aiohttp
 
+        from .malloc import tune_for_blocks
+
+        tune_for_blocks()  # this process moves blocks: see `raftbox.blocks.malloc`
         self.base = base_url.rstrip("/")
         self.ssl = ssl_context
         self.chunking = chunking
         self.put_batch_bytes = put_batch_bytes
         self.sends_in_flight = sends_in_flight
+        self.download_ahead_blocks = download_ahead_blocks
         self._http = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {token}"},
             timeout=aiohttp.ClientTimeout(total=timeout_s),
@@ -285,11 +290,15 @@ class NativeClient:
                 yield frame_header(bid, len(data))
                 yield data
 
-        self.bytes_sent += sum(FRAME.size + len(d) for _, d in batch)
+        size = sum(FRAME.size + len(d) for _, d in batch)
+        self.bytes_sent += size
         async with self._http.post(
             f"{self.base}/2/raftbox/blocks/put",
             data=body(),
-            headers={"Content-Type": "application/octet-stream"},
+            # a declared length, not chunked encoding: aiohttp writes each chunk with its size
+            # line through `writelines`, which asyncio's TLS transport joins (a copy of every
+            # byte), and the server parses chunk lines
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
             ssl=self.ssl,
         ) as r:
             raw = await r.read()
@@ -382,8 +391,9 @@ class NativeClient:
             received += await self.put(list(todo.items()))
         return received
 
-    async def get(self, ids: list[str]) -> AsyncIterator[tuple[str, bytes]]:
-        """The blocks, verified, in the order asked."""
+    async def _frames(self, ids: list[str]) -> AsyncIterator[tuple[str, bytes]]:
+        """The frames of `blocks/get` for `ids`, `MAX_GET_BLOCKS` per request, each checked to
+        be the block asked for at its place, NOT yet checked against its bytes."""
         import json
 
         for i in range(0, len(ids), MAX_GET_BLOCKS):
@@ -401,13 +411,25 @@ class NativeClient:
                     raise NativeError(r.status, raw.decode(errors="replace"))
                 k = 0
                 async for bid, data in read_frames(r.content, MAX_GET_BLOCKS):
-                    if bid != part[k] or hashlib.sha256(data).hexdigest() != bid:
-                        raise FrameError(f"block {k}: not the block asked for, or damaged")
+                    if bid != part[k]:
+                        raise FrameError(f"block {k}: not the block asked for")
                     k += 1
                     self.bytes_received += FRAME.size + len(data)
                     yield bid, data
                 if k != len(part):
                     raise FrameError(f"{len(part) - k} blocks missing from the answer")
+
+    async def get(self, ids: list[str]) -> AsyncIterator[tuple[str, bytes]]:
+        """The blocks, verified, in the order asked. A big block is hashed in a worker thread,
+        so the event loop goes on receiving (and decrypting) the next one meanwhile."""
+        async for bid, data in self._frames(ids):
+            if len(data) >= _THREAD_MIN_BYTES:
+                ok = await asyncio.to_thread(_is_block, bid, data)
+            else:
+                ok = _is_block(bid, data)
+            if not ok:
+                raise FrameError(f"block {bid}: damaged (its bytes do not hash to its id)")
+            yield bid, data
 
     async def commit_batch(self, entries: list[dict]) -> list[dict]:
         out: list[dict] = []
@@ -417,25 +439,25 @@ class NativeClient:
         return out
 
     async def upload(self, path: str, dest: str, mode: Any = "overwrite") -> dict:
-        """Chunk the local file `path` and send the blocks the server lacks for this namespace,
-        `put_batch_bytes` at a time (the next batch is cut while up to `sends_in_flight` are
+        """Chunk the local file `path` (read straight into the chunker's buffer: `feed_from`)
+        and send the blocks the server lacks for this namespace, `put_batch_bytes` at a time (the next batch is cut while up to `sends_in_flight` are
         asked about and sent), then commit it at `dest`. Memory: a few batches, whatever the
         file size."""
         ch = Chunker(self.chunking)
         blocks: list[list] = []
         seen: set[str] = set()
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:
 
             def next_batch() -> tuple[list[Chunk], bool]:
                 out: list[Chunk] = []
                 n = 0
-                while n < self.put_batch_bytes:
-                    piece = f.read(4 * 1024 * 1024)
-                    if not piece:
+                while n < self.put_batch_bytes:  # read straight into the chunker's buffer
+                    got, k = ch.feed_from(f.readinto, 4 * 1024 * 1024)
+                    out.extend(got)
+                    if not k:
                         out.extend(ch.finish())
                         return out, True
-                    out.extend(ch.feed(piece))
-                    n += len(piece)
+                    n += k
                 return out, False
 
             slots = asyncio.Semaphore(self.sends_in_flight)
@@ -449,8 +471,10 @@ class NativeClient:
             async with asyncio.TaskGroup() as tg:
                 done = False
                 while not done:
-                    await slots.acquire()  # at most `sends_in_flight` batches sent at once
+                    # the next batch is cut while up to `sends_in_flight` are sent: reading and
+                    # hashing overlap the network (memory: sends_in_flight + 1 batches)
                     batch, done = await asyncio.to_thread(next_batch)
+                    await slots.acquire()
                     blocks.extend([c.id, c.size] for c in batch)
                     new = []
                     for c in batch:
@@ -500,9 +524,47 @@ class NativeClient:
         return out
 
     async def download(self, path: str, out_path: str) -> dict:
-        """Fetch the file at `path` into `out_path` (blocks verified); returns its metadata."""
+        """Fetch the file at `path` into `out_path` (blocks verified); returns its metadata.
+
+        A pipeline of two stages with a bounded queue between them: the event loop receives
+        frames (TLS, HTTP, framing) while one worker thread at a time checks each block's hash
+        and writes it, in file order; at most `download_ahead_blocks` blocks wait between the
+        two (memory: that many blocks, at most 4 MiB each). A damaged block stops the download
+        before its bytes are written."""
         meta, blocks = await self.blocks_of(path)
-        with open(out_path, "wb") as f:
-            async for _bid, data in self.get([b for b, _ in blocks]):
-                await asyncio.to_thread(f.write, data)
+        ahead: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(self.download_ahead_blocks)
+        with open(out_path, "wb", buffering=0) as f:
+
+            def check_and_write(bid: str, data: bytes) -> None:
+                if not _is_block(bid, data):
+                    raise FrameError(f"block {bid}: damaged (its bytes do not hash to its id)")
+                mv = memoryview(data)
+                while mv:
+                    mv = mv[f.write(mv) :]
+
+            async def writer() -> None:
+                while (item := await ahead.get()) is not None:
+                    await asyncio.to_thread(check_and_write, *item)
+
+            async def receiver() -> None:
+                async for item in self._frames([b for b, _ in blocks]):
+                    await ahead.put(item)
+                await ahead.put(None)
+
+            try:  # a failing stage stops the other (the TaskGroup cancels it)
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(writer())
+                    tg.create_task(receiver())
+            except BaseExceptionGroup as eg:  # the first failure, as the caller knows it
+                e: BaseException = eg
+                while isinstance(e, BaseExceptionGroup):
+                    e = e.exceptions[0]
+                raise e from None
         return meta
+
+
+_THREAD_MIN_BYTES = 64 * 1024  # below this, hashing in the loop costs less than a thread hop
+
+
+def _is_block(block_id: str, data: bytes) -> bool:
+    return hashlib.sha256(data).hexdigest() == block_id

@@ -66,6 +66,9 @@ class BlockService:
     ) -> None:
         if puts_in_flight < 1:
             raise ValueError("puts_in_flight must be >= 1")
+        from .malloc import tune_for_blocks
+
+        tune_for_blocks()  # this process moves blocks: see `raftbox.blocks.malloc`
         self.store = store
         self.chunking = chunking
         self.read_bytes = read_bytes
