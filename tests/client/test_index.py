@@ -132,3 +132,17 @@ def test_held_entries_follow_the_listing(tmp_path: Path) -> None:
         ix.held_forget("/a", subtree=True)
         ix.held_forget("/b", subtree=False)
         assert not ix.held_any()
+
+
+def test_a_row_whose_parent_is_missing_is_dropped_with_its_subtree(tmp_path: Path) -> None:
+    """A damaged index (a folder's row gone, its children left) loads as the tree without
+    them: never synced, so the planner uploads or downloads them, never deletes."""
+    with Index(tmp_path) as ix:
+        ix.save_synced(_tree())
+        whole = ix.load_synced()
+        folder = next(n for n in whole.nodes() if n.is_folder and any(
+            k.startswith(n.key + "/") for k in whole))  # fmt: skip
+        ix.db.execute("DELETE FROM synced WHERE key = ?", (folder.key,))
+        loaded = ix.load_synced()
+    assert set(loaded) == {k for k in whole if k != folder.key and
+                           not k.startswith(folder.key + "/")}  # fmt: skip

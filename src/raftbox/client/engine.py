@@ -3,7 +3,8 @@
 A **pass** (`SyncEngine.one_pass`) is: bring the remote tree up to date from the stored cursor
 (`remote.refresh_remote`); settle what a killed process left in flight (`reconcile`: the
 index's write-ahead `pending` rows) and delete its temporary files; scan the folder
-(`scanner.scan`, incremental: unchanged files are not read); plan (`planner.plan`, pure); carry
+(`scanner.scan`, incremental: unchanged files are not read); plan (`planner.plan`, pure; skipped
+when the three trees agree everywhere, `planner.settled`, as they do on a no-op pass); carry
 the plan out (`executor.Executor`). `sync` repeats passes until one finds nothing to do or
 carries out its whole plan with nothing deferred (a conflict, a twin rename, or a file that
 changed while it was read is taken up by the next pass), at most `max_passes`, and stops early
@@ -46,7 +47,7 @@ from .executor import Counters, Executor, Progress, clean_tmp
 from .index import STATE_DIR, Index
 from .limits import held_entries
 from .localfs import local_limits
-from .planner import OpKind, Plan, plan
+from .planner import OpKind, Plan, plan, settled
 from .reconcile import reconcile
 from .remote import Remote, RemoteError, ServerUnavailable, printable, refresh_remote
 from .scanner import ScanResult, load_rules, scan
@@ -269,6 +270,11 @@ class SyncEngine:
             raise SyncError(f"{self.root}: {why}; nothing was synced")
         held = self.held(remote_tree)
         result.skipped.extend((printable(path), why) for path, why, _ in held)
+        if not held and not result.unknown and settled(result.tree, remote_tree, synced):
+            # Nothing changed on either side since the trees last agreed (a no-op pass, or
+            # the one that reads back its own uploads): the plan is empty, skip making it.
+            self.rules = rules
+            return Plan((), entries=len(synced)), result
         p = plan(
             result.tree,
             remote_tree,

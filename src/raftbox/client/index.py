@@ -228,11 +228,11 @@ class Index:
         recorded operations produces, but a damaged file might) are dropped, not fatal: the
         planner then sees them as never synced, which uploads or downloads, never deletes."""
         rows = self.db.execute(f"SELECT {_COLS} FROM {table}").fetchall()
-        nodes = {}
-        for row in rows:
-            n = _node(row)
-            nodes[n.key] = n
-        return Tree(rooted(nodes))
+        nodes = {row[0]: _node(row) for row in rows}
+        try:
+            return Tree(nodes)  # checks every parent: the common case, one pass
+        except ValueError:
+            return Tree(rooted(nodes))
 
     def apply(self, put: Iterable[Node] = (), delete: Iterable[str] = ()) -> None:
         """Record nodes and forget keys (with their subtrees), in one transaction."""

@@ -219,6 +219,9 @@ class Tree(Mapping[str, Node]):
     def __contains__(self, key: object) -> bool:
         return key in self._nodes
 
+    def get(self, key: str, default: Node | None = None) -> Node | None:  # type: ignore[override]
+        return self._nodes.get(key, default)  # Mapping.get goes through a KeyError per miss
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Tree):
             return NotImplemented
