@@ -350,6 +350,44 @@ def test_many_small_files_commit_in_one_batch(pair, monkeypatch) -> None:
     assert calls == [300]
 
 
+def test_a_no_op_pass_does_not_load_the_remote_tree_and_changes_still_arrive(
+    pair, monkeypatch
+) -> None:
+    """Once a pass finds the trees settled, the next one checks its scan against the synced
+    tree alone (`Index.agreed`); a change on either side still syncs, since a listing entry
+    or an executed plan forgets that the trees agreed."""
+    from raftbox.client.index import Index
+
+    a, b, cfg = pair
+    (a / "d").mkdir()
+    (a / "d" / "f.txt").write_text("one")
+    assert run_sync(a, cfg).ok and run_sync(b, cfg).ok
+    assert run_sync(a, cfg).ok and run_sync(b, cfg).ok  # each reads back its own changes
+    loads: list[str] = []
+    real = Index.load_remote
+
+    def spy(self):
+        loads.append(str(self.root))
+        return real(self)
+
+    monkeypatch.setattr(Index, "load_remote", spy)
+    for root in (a, b):
+        s = run_sync(root, cfg)
+        assert s.ok and s.passes == 1 and not s.did_something
+    assert loads == []
+    (b / "d" / "f.txt").write_text("two, from B")  # a change on the server, for A
+    assert run_sync(b, cfg).counters.uploaded_files == 1
+    s = run_sync(a, cfg)
+    assert s.ok and s.counters.downloaded_files == 1 and loads
+    assert (a / "d" / "f.txt").read_text() == "two, from B"
+    assert run_sync(a, cfg).ok and run_sync(b, cfg).ok
+    loads.clear()
+    (a / "d" / "g.txt").write_text("new here")  # a local change: the remote tree is loaded
+    s = run_sync(a, cfg)
+    assert s.ok and s.counters.uploaded_files == 1 and loads
+    assert run_sync(b, cfg).ok and tree(a) == tree(b)
+
+
 def _spy_routes(monkeypatch) -> list[str]:
     routes: list[str] = []
     real = Remote.api

@@ -179,6 +179,9 @@ def _reason(e: Exception) -> str:
     return f"entry from the server not readable here: {e}"
 
 
+_decode = msgspec.json.Decoder().decode
+
+
 class Remote(NativeClient):
     """`NativeClient` plus the Dropbox routes of a sync pass (see the module doc)."""
 
@@ -192,8 +195,14 @@ class Remote(NativeClient):
             status, _ctype, raw = await self.post_json(f"/2/{route}", arg)
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise ServerUnavailable(f"{route}: cannot reach {self.base}: {type(e).__name__}") from e
-        if status == 200:  # bytes that are not UTF-8 become lone surrogates: names to hold
-            return json.loads(raw.decode("utf-8", "surrogateescape")) if raw else {}
+        if status == 200:
+            if not raw:
+                return {}
+            try:  # msgspec: 2x faster than json for a listing page; what it refuses, json takes
+                return _decode(raw)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                pass  # bytes that are not UTF-8 become lone surrogates: names to hold
+            return json.loads(raw.decode("utf-8", "surrogateescape"))
         if status >= 500 or status == 429:
             raise ServerUnavailable(f"{route}: HTTP {status}")
         summary, parsed = f"HTTP {status}", None
@@ -259,10 +268,17 @@ class Remote(NativeClient):
 
 async def refresh_remote(index: Index, remote: Remote) -> tuple[Tree, str]:
     """Update the index's remote tree from the server (see the module doc)."""
+    tree, cursor = await follow_remote(index, remote)
+    return (index.load_remote() if tree is None else tree), cursor
+
+
+async def follow_remote(index: Index, remote: Remote) -> tuple[Tree | None, str]:
+    """`refresh_remote` without loading the tree from the index at the end: (the tree if a
+    full listing made it anyway, else None; the cursor)."""
     cursor = index.get_state(CURSOR_STATE)
     if cursor is not None:
         try:
-            return await _follow(index, remote, cursor)
+            return None, await _follow(index, remote, cursor)
         except RemoteError as e:
             if not e.is_tag("reset") and e.status != 409:
                 raise
@@ -290,7 +306,7 @@ async def refresh_remote(index: Index, remote: Remote) -> tuple[Tree, str]:
     return tree, res["cursor"]
 
 
-async def _follow(index: Index, remote: Remote, cursor: str) -> tuple[Tree, str]:
+async def _follow(index: Index, remote: Remote, cursor: str) -> str:
     while True:
         res = await remote.api("files/list_folder/continue", {"cursor": cursor})
         with index.batch():
@@ -298,7 +314,7 @@ async def _follow(index: Index, remote: Remote, cursor: str) -> tuple[Tree, str]
             index.set_state(CURSOR_STATE, res["cursor"])
         cursor = res["cursor"]
         if not res.get("has_more"):
-            return index.load_remote(), cursor
+            return cursor
 
 
 def _apply_page(index: Index, entries: list[dict[str, Any]]) -> None:
