@@ -66,6 +66,7 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--folders", type=int, default=1_000)
     ap.add_argument("--timeout", type=float, default=900.0, help="per sync process, seconds")
+    ap.add_argument("--noop-runs", type=int, default=1, help="no-op passes (median reported)")
     ap.add_argument("--profile-dir", help="py-spy each pass (not the server), profiles here")
     ap.add_argument(
         "--download",
