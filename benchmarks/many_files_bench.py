@@ -1,8 +1,8 @@
 """Many-files benchmark (issue 16): `raftbox sync` of a tree of many tiny files, pass by pass.
 
     .venv/bin/python -m benchmarks.many_files_bench [--files 100000] [--folders 1000]
-        [--noop-runs 1] [--download] [--profile-dir DIR] [--json bench-out/many_files.json]
-        [--tmp DIR]
+        [--noop-runs 1] [--download] [--no-compile] [--profile-dir DIR]
+        [--json bench-out/many_files.json] [--tmp DIR]
 
 `raftbox up` on 127.0.0.1 and one client logged in with `raftbox login`. The tree is the rescan
 benchmark's (`rescan_bench.make_tree`: `--files` files of 20-68 random bytes in `--folders`
@@ -18,7 +18,8 @@ folders, mtimes an hour back so that the first scan may cache what it hashes). T
 
 Targets (issue 16): next < 3 s, no-op < 1.5 s for 100,000 files in 1,000 folders. Each pass's
 `--stats-json` is kept (seconds inside the process, requests' bytes); `--noop-runs N` repeats
-the no-op pass and reports the median. `--profile-dir` runs every pass under py-spy (installed
+the no-op pass and reports the median. The raftbox package is compiled first (`compileall`,
+as installing a package does; `--no-compile` not to), so that start-up is what a user sees. `--profile-dir` runs every pass under py-spy (installed
 in the venv: `pip install py-spy==0.4.1`; its sampling slows the pass a little) and leaves a
 speedscope profile of each there. Every process started is stopped (try/finally) and
 the work directory removed.
@@ -67,6 +68,7 @@ def main() -> int:
     ap.add_argument("--folders", type=int, default=1_000)
     ap.add_argument("--timeout", type=float, default=900.0, help="per sync process, seconds")
     ap.add_argument("--noop-runs", type=int, default=1, help="no-op passes (median reported)")
+    ap.add_argument("--no-compile", action="store_true", help="do not compile raftbox first")
     ap.add_argument("--profile-dir", help="py-spy each pass (not the server), profiles here")
     ap.add_argument(
         "--download",
@@ -78,6 +80,14 @@ def main() -> int:
     args = ap.parse_args()
     print("$ " + shlex.join([os.path.relpath(sys.executable), "-m", "benchmarks.many_files_bench",
                              *sys.argv[1:]]), flush=True)  # fmt: skip
+    if not args.no_compile:
+        # As a pip install leaves them: without .pyc files (PYTHONDONTWRITEBYTECODE, or an
+        # editable install in a read-only tree) every sync process compiles raftbox again.
+        import raftbox
+
+        pkg = Path(raftbox.__file__).parent
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(pkg)], check=True)
+        print(f"compiled {pkg} (.pyc files, as an installed package has them)", flush=True)
     prof = Path(args.profile_dir) if args.profile_dir else None
     if prof is not None:
         prof.mkdir(parents=True, exist_ok=True)
