@@ -194,6 +194,15 @@ def _validate(parser: argparse.ArgumentParser, cfg) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    from raftbox.client import commands as client_commands
+
+    if args_in and args_in[0] in client_commands.COMMANDS:
+        # A client command (`raftbox sync`, `ls`, ...) parses its own flags only: building the
+        # server's parsers imports the server, aiohttp's web parts and the Raft tools (start-up).
+        parser = argparse.ArgumentParser(prog="raftbox", description="a self-hosted Dropbox")
+        client_commands.add_parsers(parser.add_subparsers(dest="command", required=True))
+        return client_commands.run(parser.parse_args(args_in))
     parser = argparse.ArgumentParser(prog="raftbox", description="a self-hosted Dropbox")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="print the version")

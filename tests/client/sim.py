@@ -22,6 +22,7 @@ from raftbox.client import (
     conflicted_copy_name,
     path_key,
     plan,
+    settled,
 )
 from raftbox.meta.paths import component_key, is_in_subtree
 
@@ -233,6 +234,8 @@ class Executor:
         local2 = Tree.from_nodes(reversed(self.disk.scan()), prefer=self.synced)
         remote2 = Tree.from_nodes(reversed(self.server.scan()))
         assert plan(local2, remote2, synced, **args) == p, "plan is not deterministic"
+        # The engine skips planning when the trees are settled: that must never hide work.
+        assert not settled(local, remote, synced) or p.is_empty, "settled, yet a plan"
         return p
 
     def sync(self, max_passes: int = 8) -> int:

@@ -132,3 +132,47 @@ def test_held_entries_follow_the_listing(tmp_path: Path) -> None:
         ix.held_forget("/a", subtree=True)
         ix.held_forget("/b", subtree=False)
         assert not ix.held_any()
+
+
+def test_a_row_whose_parent_is_missing_is_dropped_with_its_subtree(tmp_path: Path) -> None:
+    """A damaged index (a folder's row gone, its children left) loads as the tree without
+    them: never synced, so the planner uploads or downloads them, never deletes."""
+    with Index(tmp_path) as ix:
+        ix.save_synced(_tree())
+        whole = ix.load_synced()
+        folder = next(n for n in whole.nodes() if n.is_folder and any(
+            k.startswith(n.key + "/") for k in whole))  # fmt: skip
+        ix.db.execute("DELETE FROM synced WHERE key = ?", (folder.key,))
+        loaded = ix.load_synced()
+    assert set(loaded) == {k for k in whole if k != folder.key and
+                           not k.startswith(folder.key + "/")}  # fmt: skip
+
+
+def test_the_trees_agreed_mark_is_forgotten_by_any_write_to_either_tree(tmp_path: Path) -> None:
+    t = _tree()
+    with Index(tmp_path) as ix:
+        ix.save_synced(t)
+        ix.apply_remote(t.values(), reset=True)
+        writes = [
+            lambda: ix.apply(put=[t.at("/Docs/A.txt")]),
+            lambda: ix.apply(delete=["/link"]),
+            lambda: ix.move("/docs/sub", "/Docs/sub2"),
+            lambda: ix.save_synced(t),
+            lambda: ix.apply_remote(put=[t.at("/Docs/A.txt")]),
+            lambda: ix.apply_remote(delete=["/docs"]),
+            lambda: ix.apply_remote(reset=True),
+            # as a client that knows nothing of the mark would write (triggers catch it)
+            lambda: ix.db.execute(
+                "INSERT INTO remote (key, path, kind, size) VALUES ('/z', '/z', 'folder', 0)"
+            ),
+            lambda: ix.db.execute("UPDATE synced SET rev = 'x'"),
+        ]
+        for write in writes:
+            ix.set_agreed()
+            assert ix.agreed()
+            write()
+            assert not ix.agreed()
+        ix.set_agreed()
+        ix.apply_remote(put=[], delete=[])  # an empty listing page writes nothing
+        ix.apply()
+        assert ix.agreed()

@@ -20,7 +20,7 @@ import os
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from raftbox.client import Kind, Node, OpKind, Tree, plan
+from raftbox.client import Kind, Node, OpKind, Tree, plan, settled
 from raftbox.client.trees import path_key
 
 from .edits import Editor, edits_st
@@ -176,6 +176,26 @@ def test_a_synced_state_plans_nothing(edits):
     ex.sync()
     local, remote, synced = ex.trees()
     assert plan(local, remote, synced, host=HOST, today=TODAY, max_delete_share=0.0).is_empty
+
+
+@settings(max_examples=100, deadline=None)
+@given(initial=edits_st, edits=edits_st)
+def test_settled_trees_plan_nothing_and_a_converged_sync_is_settled(initial, edits):
+    """`settled` lets the engine skip planning: it must say True only where the plan is empty
+    (also checked inside every `Executor.plan` of these tests), and say True once a sync has
+    converged, or the no-op pass would never take the shortcut."""
+    ex, ed = _world()
+    for e in initial:
+        ed.apply(e)
+    ex.sync()
+    assert settled(*ex.trees())
+    for e in edits:
+        ed.apply(e)
+    local, remote, synced = ex.trees()
+    p = plan(local, remote, synced, host=HOST, today=TODAY, max_delete_share=1.0)
+    assert not settled(local, remote, synced) or p.is_empty
+    ex.sync()
+    assert settled(*ex.trees())
 
 
 def _reference_decision(ls: str, rs: str, same: bool) -> str:

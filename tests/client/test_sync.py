@@ -350,6 +350,94 @@ def test_many_small_files_commit_in_one_batch(pair, monkeypatch) -> None:
     assert calls == [300]
 
 
+def test_a_no_op_pass_does_not_load_the_remote_tree_and_changes_still_arrive(
+    pair, monkeypatch
+) -> None:
+    """Once a pass finds the trees settled, the next one checks its scan against the synced
+    tree alone (`Index.agreed`); a change on either side still syncs, since a listing entry
+    or an executed plan forgets that the trees agreed."""
+    from raftbox.client.index import Index
+
+    a, b, cfg = pair
+    (a / "d").mkdir()
+    (a / "d" / "f.txt").write_text("one")
+    assert run_sync(a, cfg).ok and run_sync(b, cfg).ok
+    assert run_sync(a, cfg).ok and run_sync(b, cfg).ok  # each reads back its own changes
+    loads: list[str] = []
+    real = Index.load_remote
+
+    def spy(self):
+        loads.append(str(self.root))
+        return real(self)
+
+    monkeypatch.setattr(Index, "load_remote", spy)
+    for root in (a, b):
+        s = run_sync(root, cfg)
+        assert s.ok and s.passes == 1 and not s.did_something
+    assert loads == []
+    (b / "d" / "f.txt").write_text("two, from B")  # a change on the server, for A
+    assert run_sync(b, cfg).counters.uploaded_files == 1
+    s = run_sync(a, cfg)
+    assert s.ok and s.counters.downloaded_files == 1 and loads
+    assert (a / "d" / "f.txt").read_text() == "two, from B"
+    assert run_sync(a, cfg).ok and run_sync(b, cfg).ok
+    loads.clear()
+    (a / "d" / "g.txt").write_text("new here")  # a local change: the remote tree is loaded
+    s = run_sync(a, cfg)
+    assert s.ok and s.counters.uploaded_files == 1 and loads
+    assert run_sync(b, cfg).ok and tree(a) == tree(b)
+
+
+def _spy_routes(monkeypatch) -> list[str]:
+    routes: list[str] = []
+    real = Remote.api
+
+    async def spy(self, route, arg=None):
+        routes.append(route)
+        return await real(self, route, arg)
+
+    monkeypatch.setattr(Remote, "api", spy)
+    return routes
+
+
+def test_new_folders_are_created_on_the_server_in_one_batch(pair, monkeypatch) -> None:
+    a, b, cfg = pair
+    for i in range(30):
+        (a / f"top{i % 3}" / f"dir{i:02}" / "leaf").mkdir(parents=True)
+    routes = _spy_routes(monkeypatch)
+    s = run_sync(a, cfg)
+    assert s.ok and s.counters.folders == 63
+    assert routes.count("files/create_folder_batch") == 1
+    assert "files/create_folder_v2" not in routes
+    s = run_sync(b, cfg)
+    assert s.ok and tree(a) == tree(b)
+    assert run_sync(a, cfg).counters.folders == 0  # recorded as synced: nothing left to do
+
+
+def test_a_folder_the_batch_refuses_is_skipped_and_its_children_wait(pair, monkeypatch) -> None:
+    """Each entry of the batch is handled as its own create_folder_v2 answer: a file appears
+    on the server where one planned folder goes, so that folder and its subtree wait (the next
+    pass settles them as a conflict, as without the batch); the others are made."""
+    a, b, cfg = pair
+    for name in ("ok1", "ok2", "clash/inner", "ok3"):
+        (a / name).mkdir(parents=True)
+    (a / "clash" / "inner" / "f.txt").write_text("kept")
+    routes = _spy_routes(monkeypatch)
+
+    def clash() -> None:
+        (b / "clash").write_text("a file on the server")
+        assert run_sync(b, cfg).ok
+
+    p, out, c = plan_change_execute(a, cfg, clash)
+    assert routes.count("files/create_folder_batch") == 1
+    assert "files/create_folder_v2" not in routes
+    assert out.stopped is not None and "clash" in out.stopped and c.folders == 3
+    assert run_sync(a, cfg).ok
+    assert run_sync(b, cfg).ok and tree(a) == tree(b)
+    assert (b / "ok3").is_dir()
+    assert [v for k, v in tree(b).items() if k.endswith("inner/f.txt")] == [(b"kept", False)]
+
+
 def test_a_second_sync_on_the_same_folder_is_refused(pair) -> None:
     a, _, cfg = pair
 

@@ -35,6 +35,7 @@ from .planner import (
     Upload,
     conflicted_copy_name,
     plan,
+    settled,
     twin_name,
 )
 from .trees import Kind, Node, Tree, agreed, path_key, same_content
@@ -64,6 +65,7 @@ __all__ = [
     "conflicted_copy_name",
     "path_key",
     "plan",
+    "settled",
     "same_content",
     "twin_name",
 ]

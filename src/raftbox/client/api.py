@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from typing import Any, BinaryIO
-
-import requests
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .config import Config
+
+if TYPE_CHECKING:
+    import requests
 
 MiB = 1024 * 1024
 SESSION_THRESHOLD = 8 * MiB
@@ -48,6 +49,8 @@ class Api:
     def __init__(self, cfg: Config, timeout_s: float = 120.0) -> None:
         self.base = cfg.server.rstrip("/")
         self.timeout_s = timeout_s
+        import requests  # here, not at the top: `raftbox sync` never builds an Api (start-up)
+
         self.s = requests.Session()
         self.s.headers["Authorization"] = f"Bearer {cfg.token}"
         if cfg.ca:
@@ -66,6 +69,8 @@ class Api:
     # -- transport -------------------------------------------------------------------------
 
     def _post(self, route: str, **kw: Any) -> requests.Response:
+        import requests
+
         try:
             r = self.s.post(f"{self.base}/2/{route}", timeout=self.timeout_s, **kw)
         except requests.exceptions.SSLError as e:
@@ -150,6 +155,8 @@ class Api:
         """Stream `remote`'s content into `out`; returns its metadata."""
         headers = {"Dropbox-API-Arg": _arg({"path": remote})}
         r = self._post("files/download", headers=headers, stream=True)
+        import requests
+
         try:
             meta = json.loads(r.headers["Dropbox-API-Result"])
             for piece in r.iter_content(chunk_bytes):

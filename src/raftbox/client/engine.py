@@ -3,8 +3,11 @@
 A **pass** (`SyncEngine.one_pass`) is: bring the remote tree up to date from the stored cursor
 (`remote.refresh_remote`); settle what a killed process left in flight (`reconcile`: the
 index's write-ahead `pending` rows) and delete its temporary files; scan the folder
-(`scanner.scan`, incremental: unchanged files are not read); plan (`planner.plan`, pure); carry
-the plan out (`executor.Executor`). `sync` repeats passes until one finds nothing to do or
+(`scanner.scan`, incremental: unchanged files are not read); plan (`planner.plan`, pure; skipped
+when the three trees agree everywhere, `planner.settled`, as they do on a no-op pass; when they
+agreed at the end of the last pass and neither tree was written since, `Index.agreed`, the
+remote tree is not even loaded unless the scan finds a change); carry the plan out
+(`executor.Executor`). `sync` repeats passes until one finds nothing to do or
 carries out its whole plan with nothing deferred (a conflict, a twin rename, or a file that
 changed while it was read is taken up by the next pass), at most `max_passes`, and stops early
 if the plan is refused by the max-delete check or the server is unreachable. Running passes
@@ -46,9 +49,16 @@ from .executor import Counters, Executor, Progress, clean_tmp
 from .index import STATE_DIR, Index
 from .limits import held_entries
 from .localfs import local_limits
-from .planner import OpKind, Plan, plan
+from .planner import OpKind, Plan, plan, settled
 from .reconcile import reconcile
-from .remote import Remote, RemoteError, ServerUnavailable, printable, refresh_remote
+from .remote import (
+    Remote,
+    RemoteError,
+    ServerUnavailable,
+    follow_remote,
+    printable,
+    refresh_remote,
+)
 from .scanner import ScanResult, load_rules, scan
 from .trees import Tree
 
@@ -250,9 +260,13 @@ class SyncEngine:
     async def plan_pass(self) -> tuple[Plan, ScanResult]:
         """Refresh both sides and plan, without changing anything."""
         assert self.index is not None and self.remote is not None
-        remote_tree, self.cursor = await refresh_remote(self.index, self.remote)
-        self.remote_tree = remote_tree
-        await reconcile(self.root, self.index, self.remote, remote_tree)
+        got, self.cursor = await follow_remote(self.index, self.remote)
+        # Nothing left in flight and the trees agreed when the last pass ended, with neither
+        # written since: the remote tree is not needed unless the scan finds a change.
+        agreed = self.index.agreed() and not self.index.pending_any()
+        remote_tree = None if agreed else got if got is not None else self.index.load_remote()
+        if remote_tree is not None:
+            await reconcile(self.root, self.index, self.remote, remote_tree)
         clean_tmp(self.root)  # after the reconciliation, which looks at them
         synced = self.index.load_synced()
         rules = load_rules(self.root)
@@ -267,8 +281,24 @@ class SyncEngine:
         if "/" in result.unknown:
             why = dict(result.skipped).get("/", "cannot list it")
             raise SyncError(f"{self.root}: {why}; nothing was synced")
+        if remote_tree is None:  # the remote tree is the synced one (`Index.agreed`)
+            if (
+                not result.unknown
+                and not self.held(synced)
+                and settled(result.tree, synced, synced)
+            ):
+                self.remote_tree, self.rules = synced, rules
+                return Plan((), entries=len(synced)), result
+            remote_tree = got if got is not None else self.index.load_remote()
+        self.remote_tree = remote_tree
         held = self.held(remote_tree)
         result.skipped.extend((printable(path), why) for path, why, _ in held)
+        if not held and not result.unknown and settled(result.tree, remote_tree, synced):
+            # Nothing changed on either side since the trees last agreed (a no-op pass, or
+            # the one that reads back its own uploads): the plan is empty, skip making it.
+            self.index.set_agreed()
+            self.rules = rules
+            return Plan((), entries=len(synced)), result
         p = plan(
             result.tree,
             remote_tree,

@@ -13,7 +13,8 @@
   so that a process killed between the step and its record finds out, on restart,
   what happened (`engine` reconciles them before the next pass plans anything).
 - `state`: small key/value pairs (the remote cursor, the server and account this folder is
-  synced with, ...).
+  synced with, whether the last pass found the trees settled and nothing wrote either tree
+  since: `agreed`, which lets a no-op pass skip loading the remote tree, ...).
 - `held`: the server's entries this client cannot represent (`remote.Held`: key, path as the
   server gave it, reason, whether the path is valid), kept current with the remote tree. Lone
   surrogates (bytes that were not UTF-8), which SQLite's TEXT cannot take, are stored escaped
@@ -45,6 +46,7 @@ from .limits import INT64_MAX, clamp_int64, clamp_mtime_ns
 from .trees import Kind, Node, Tree, parent_key, path_key, rebase_path
 
 STATE_DIR = ".raftbox"
+AGREED_STATE = "trees_agreed"  # see `Index.agreed` (and the triggers of `_SCHEMA`)
 DB_FILE = "index.db"
 SCHEMA_VERSION = 1
 
@@ -73,6 +75,18 @@ CREATE TABLE IF NOT EXISTS scan_cache (
     blocklist TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS state (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS synced_insert AFTER INSERT ON synced
+    BEGIN DELETE FROM state WHERE k = 'trees_agreed'; END;
+CREATE TRIGGER IF NOT EXISTS synced_update AFTER UPDATE ON synced
+    BEGIN DELETE FROM state WHERE k = 'trees_agreed'; END;
+CREATE TRIGGER IF NOT EXISTS synced_delete AFTER DELETE ON synced
+    BEGIN DELETE FROM state WHERE k = 'trees_agreed'; END;
+CREATE TRIGGER IF NOT EXISTS remote_insert AFTER INSERT ON remote
+    BEGIN DELETE FROM state WHERE k = 'trees_agreed'; END;
+CREATE TRIGGER IF NOT EXISTS remote_update AFTER UPDATE ON remote
+    BEGIN DELETE FROM state WHERE k = 'trees_agreed'; END;
+CREATE TRIGGER IF NOT EXISTS remote_delete AFTER DELETE ON remote
+    BEGIN DELETE FROM state WHERE k = 'trees_agreed'; END;
 CREATE TABLE IF NOT EXISTS held (
     key TEXT PRIMARY KEY,
     path TEXT NOT NULL,
@@ -91,6 +105,12 @@ class CacheEntry:
     mtime_ns: int
     content_hash: str
     blocklist: tuple[tuple[str, int], ...]  # (block id, size) in order
+
+
+_ce_inode, _ce_size, _ce_mtime_ns, _ce_content_hash, _ce_blocklist = (
+    getattr(CacheEntry, f).__set__
+    for f in ("inode", "size", "mtime_ns", "content_hash", "blocklist")
+)
 
 
 def _opt_bool(v: int | None) -> bool | None:
@@ -130,8 +150,10 @@ def _mtime_in(ns: int | None) -> int | None:
 
 def _node(row: tuple) -> Node:
     key, path, kind, ch, size, mtime, inode, ex, target, rid, rev = row
-    return Node.trusted(key, path, _KINDS[kind], ch, size, mtime, _ino_out(inode), _opt_bool(ex),
-                        target, rid, rev)  # fmt: skip
+    if inode is not None and inode < 0:
+        inode += _U64  # `_ino_out`, inline: a pass loads two trees of 100,000 rows
+    return Node.trusted(key, path, _KINDS[kind], ch, size, mtime, inode,
+                        None if ex is None else bool(ex), target, rid, rev)  # fmt: skip
 
 
 def _row(n: Node) -> tuple:
@@ -140,6 +162,19 @@ def _row(n: Node) -> tuple:
     return (n.key, n.path, n.kind.value, n.content_hash, clamp_int64(n.size),
             _mtime_in(n.mtime_ns), _ino_in(n.inode), ex, n.link_target, n.remote_id,
             n.rev)  # fmt: skip
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of `script` (a trigger's body holds `;` too: `sqlite3.complete_statement`
+    says where each one ends)."""
+    out, cur = [], ""
+    for piece in script.split(";"):
+        cur += piece + ";"
+        if sqlite3.complete_statement(cur):
+            if cur.strip(" \n;"):
+                out.append(cur.strip())
+            cur = ""
+    return out
 
 
 def rooted(nodes: dict[str, Node]) -> dict[str, Node]:
@@ -167,7 +202,7 @@ class Index:
         self.db.execute("PRAGMA busy_timeout=5000")
         self._depth = 0
         with self.batch():
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
+            for stmt in _statements(_SCHEMA):
                 self.db.execute(stmt)
             v = self.get_state("schema")
             if v is None:
@@ -228,11 +263,11 @@ class Index:
         recorded operations produces, but a damaged file might) are dropped, not fatal: the
         planner then sees them as never synced, which uploads or downloads, never deletes."""
         rows = self.db.execute(f"SELECT {_COLS} FROM {table}").fetchall()
-        nodes = {}
-        for row in rows:
-            n = _node(row)
-            nodes[n.key] = n
-        return Tree(rooted(nodes))
+        nodes = {row[0]: _node(row) for row in rows}
+        try:
+            return Tree(nodes)  # checks every parent: the common case, one pass
+        except ValueError:
+            return Tree(rooted(nodes))
 
     def apply(self, put: Iterable[Node] = (), delete: Iterable[str] = ()) -> None:
         """Record nodes and forget keys (with their subtrees), in one transaction."""
@@ -269,6 +304,9 @@ class Index:
                 [(n.key, op, tmp, *_row(n)[1:]) for tmp, n in rows],
             )
 
+    def pending_any(self) -> bool:
+        return self.db.execute("SELECT 1 FROM pending LIMIT 1").fetchone() is not None
+
     def pending_all(self) -> list[tuple[str, str | None, Node]]:
         rows = self.db.execute(f"SELECT op, tmp, {_COLS} FROM pending").fetchall()
         return [(r[0], r[1], _node(r[2:])) for r in rows]
@@ -300,10 +338,13 @@ class Index:
             self._apply("remote", put, delete)
 
     def _apply(self, table: str, put: Iterable[Node], delete: Iterable[str]) -> None:
+        rows = [_row(n) for n in put]
+        keys = [(k,) for k in delete]
+        if not rows and not keys:
+            return
         with self.batch():
             # Two statements that each use the primary key: the subtree of "a/b" is the key
             # range ["a/b/", "a/b0") ('0' follows '/'); an OR or substr() would scan the table.
-            keys = [(k,) for k in delete]
             self.db.executemany(f"DELETE FROM {table} WHERE key = ?", keys)
             self.db.executemany(
                 f"DELETE FROM {table} WHERE key >= ? AND key < ?",
@@ -313,8 +354,23 @@ class Index:
                 f"INSERT OR REPLACE INTO {table} (key, path, kind, content_hash, size, mtime_ns,"
                 " inode, executable, link_target, remote_id, rev)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_row(n) for n in put],
+                rows,
             )
+
+    # -- the trees agreed ------------------------------------------------------------------
+
+    def agreed(self) -> bool:
+        """Did the last pass find the trees settled (`planner.settled`), with neither the
+        remote nor the synced table written since? Then the remote tree, as far as `settled`
+        reads it (keys, paths, revs, ids, content), is the synced tree, and a pass may check
+        its scan against the synced tree alone without loading the remote one. Every write
+        to either table forgets it, in the write's own transaction: triggers in the database
+        file do it, so a write by any version of this client counts (one that knows nothing
+        of the mark included)."""
+        return self.get_state(AGREED_STATE) is not None
+
+    def set_agreed(self) -> None:
+        self.set_state(AGREED_STATE, "1")
 
     # -- held server entries ---------------------------------------------------------------
 
@@ -385,9 +441,16 @@ class Index:
             "SELECT inode, size, mtime_ns, content_hash, blocklist FROM scan_cache"
         ).fetchall()
         out = {}
+        new = object.__new__
         for r in rows:
             ino = _ino_out(r[0])
-            out[ino] = CacheEntry(ino, r[1], r[2], r[3], decode(r[4]))
+            e = new(CacheEntry)  # the slots' setters: twice as fast as the frozen __init__
+            _ce_inode(e, ino)
+            _ce_size(e, r[1])
+            _ce_mtime_ns(e, r[2])
+            _ce_content_hash(e, r[3])
+            _ce_blocklist(e, decode(r[4]))
+            out[ino] = e
         return out
 
     def cache_put_many(self, entries: Iterable[CacheEntry]) -> None:

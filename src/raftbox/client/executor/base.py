@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from raftbox.blocks.chunker import CDC, Chunking
 
@@ -111,6 +112,9 @@ class PassBase:
         # renamed into (fsynced once per group)
         self._local_blocks: dict[str, tuple[str, int, int]] | None = None
         self._dirty_dirs: set[str] = set()
+        # `structural`: the server's answers to folder creations sent ahead in one batch, by
+        # `id(op)` (folder metadata, or the entry's `RemoteError`)
+        self._premade: dict[int, Any] = {}
 
     def abs(self, rel: str) -> str:
         return self.root + rel

@@ -4,7 +4,9 @@ Contract
 --------
 `Executor` is the three parts of a pass (`structural`, `uploads`, `downloads`) over one shared
 state (`base.PassBase`). `Executor.run(ops)` carries out a plan's operations in the order the
-package docstring gives: the structural ones first, one at a time, in plan order; when one is
+package docstring gives: the structural ones first, one at a time, in plan order (a run of
+consecutive folder creations on the server is sent ahead as one `files/create_folder_batch`,
+`Structural.mkdir_ahead`, and each answer is then handled in turn as its own); when one is
 skipped, every later operation on its subtree or an ancestor's waits for the next pass (counted
 in `Outcome.deferred`; the first reason in `Outcome.stopped`). Then the transfers, concurrently
 (`TRANSFERS_IN_FLIGHT` jobs at once; small files in groups of `GROUP_FILES` / `GROUP_BYTES`),
@@ -26,6 +28,7 @@ from raftbox.meta.paths import is_in_subtree
 from ..planner import (
     ConflictCopy,
     Download,
+    MkdirRemote,
     MoveLocal,
     MoveRemote,
     Op,
@@ -39,6 +42,8 @@ from .base import GROUP_BYTES, GROUP_FILES, SMALL_BYTES, TRANSFERS_IN_FLIGHT
 from .downloads import Downloads
 from .structural import Structural
 from .uploads import Uploads
+
+MKDIR_BATCH_MAX = 1000  # folder creations per `files/create_folder_batch` (the route takes 10,000)
 
 
 @dataclass
@@ -68,10 +73,12 @@ class Executor(Structural, Uploads, Downloads):
             )
 
         try:
-            for op in structural:
+            for i, op in enumerate(structural):
                 if waits(op):
                     out.deferred += 1
                     continue
+                if isinstance(op, MkdirRemote) and id(op) not in self._premade:
+                    await self.mkdir_ahead(_mkdir_run(structural, i, waits))
                 try:
                     why = await self._structural(op)
                 except OSError as e:
@@ -174,6 +181,18 @@ def _keys(op: Op) -> list[str]:
     if isinstance(op, ConflictCopy):
         return [path_key(op.path), path_key(op.new_path)]
     return [path_key(op.path)]
+
+
+def _mkdir_run(ops: list[Op], i: int, waits: Callable[[Op], bool]) -> list[MkdirRemote]:
+    """The run of consecutive `MkdirRemote`s from `ops[i]` (at most `MKDIR_BATCH_MAX`), less
+    those already waiting on a skipped operation."""
+    out: list[MkdirRemote] = []
+    for op in ops[i : i + MKDIR_BATCH_MAX]:
+        if not isinstance(op, MkdirRemote):
+            break
+        if not waits(op):
+            out.append(op)
+    return out
 
 
 def _groups(ops: list[Any]) -> list[list[Any]]:
