@@ -44,6 +44,9 @@ namespace that is a shared folder. Sharing a folder turns its owner's links to t
 links to the new share's top; unsharing turns the owner's links to the top back into links to
 the folder it keeps (its copy has the same items, as Dropbox keeps an unshared folder's links),
 while every other member's links to the top die with the namespace, as their links inside it do.
+A link stored before links could name a share's top, to the folder entry that is now its
+owner's mount point (made before the folder was shared, or to the mount point by its id), is
+read as the link to that share's top it means (`_as_top`): that entry holds nothing.
 
 Commands (see `commands`): `CreateLink` (refused with `shared_link_already_exists`, extra
 `token_hash` of the existing one, while the owner has a live link to the same target: one link
@@ -177,7 +180,26 @@ def _member(db: sqlite3.Connection, ns: int, account_id: str) -> bool:
 def live_link(db: sqlite3.Connection, token_hash: bytes, now_ms: int) -> LinkInfo | None:
     """The live link of a token hash, or None (never issued, revoked, expired, target gone)."""
     link = get_link(db, token_hash)
+    if link is None:
+        return None
+    link = _as_top(db, link)
     return link if is_live(db, link, now_ms) else None
+
+
+def _as_top(db: sqlite3.Connection, link: LinkInfo) -> LinkInfo:
+    """`link`, or the link to a share's top it means if it names its owner's mount point
+    (module docstring)."""
+    if link.target_id == ROOT_TARGET:
+        return link
+    row = db.execute(
+        "SELECT m.ns FROM accounts a JOIN mounts m ON m.account_id = a.account_id "
+        "JOIN entries e ON e.ns = a.home_ns AND e.key = m.key "
+        "WHERE a.account_id = ? AND a.home_ns = ? AND e.id = ? AND e.kind < 3",
+        (link.owner, link.ns, link.target_id),
+    ).fetchone()
+    if row is None:
+        return link
+    return msgspec.structs.replace(link, ns=row[0], target_id=ROOT_TARGET)
 
 
 def link_for_target(
@@ -212,6 +234,7 @@ def links_of(
         if len(out) == limit:
             return out, last
         last = link.token_hash
+        link = _as_top(db, link)
         if is_live(db, link, now_ms):
             out.append(link)
     return out, None
