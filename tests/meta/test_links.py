@@ -139,3 +139,50 @@ def test_owner_listing_pages_and_skips_dead_links():
     want = sorted((x for i, x in enumerate(made) if i != 3), key=lambda x: x.token_hash)
     assert [x.token_hash for x in seen] == [x.token_hash for x in want]
     assert L.links_of(d.store.db, "dbid:nobody", d.now_ms) == ([], None)
+
+
+def test_a_link_to_a_shared_folders_top():
+    """`ROOT_TARGET` names a shared folder's namespace, never a home namespace's root; the
+    owner's link to a folder follows it when it is shared and back when it is unshared; a
+    member's dies with the namespace."""
+    from raftbox.meta.commands import AddMembers, MountFolder, ShareFolder, ShareMember, Unshare
+
+    d, ns, owner, f = setup()
+    _, home_root = new(d, ns, owner, L.ROOT_TARGET, 9)
+    assert isinstance(home_root, MetaError) and home_root.tags == ["path", "not_found"]
+    folder = d.store.get_metadata(ns, "/Docs")
+    _, before = new(d, ns, owner, folder.id, 1)
+    share = d.apply(ShareFolder(owner, "/Docs")).ns
+    live = L.live_link(d.store.db, before.token_hash, d.now_ms)
+    assert (live.ns, live.target_id) == (share, L.ROOT_TARGET)
+    top = L.target_meta(d.store.db, live)
+    assert (top.name, top.path_lower, top.id) == ("Docs", "", folder.id)
+    bob = d.apply(CreateAccount("b@example.com", "Bob", b"tok-b"))
+    d.apply(AddMembers(owner, share, [ShareMember(bob.account_id, "")]))
+    d.apply(MountFolder(bob.account_id, share))
+    _, bobs = new(d, share, bob.account_id, L.ROOT_TARGET, 2)
+    assert isinstance(bobs, LinkInfo)
+    d.apply(Unshare(owner, share, leave_a_copy=True))
+    assert L.live_link(d.store.db, bobs.token_hash, d.now_ms) is None
+    back = L.live_link(d.store.db, before.token_hash, d.now_ms)
+    assert (back.ns, back.target_id) == (ns, folder.id)
+    assert d.store.list_folder(ns, back.target_id, False, False, 10).entries  # the content
+
+
+def test_a_link_stored_to_a_mount_point_reads_as_the_shares_top():
+    """A link stored (by an older version) to the folder entry its owner's mount point now is
+    means the share's top, not that entry (which holds nothing)."""
+    from raftbox.meta.commands import ShareFolder
+
+    d, ns, owner, f = setup()
+    folder = d.store.get_metadata(ns, "/Docs")
+    _, link = new(d, ns, owner, folder.id)
+    share = d.apply(ShareFolder(owner, "/Docs")).ns
+    d.store.db.execute(  # as an older version left it
+        "UPDATE shared_links SET ns = ?, target_id = ? WHERE token_hash = ?",
+        (ns, folder.id, link.token_hash),
+    )
+    live = L.live_link(d.store.db, link.token_hash, d.now_ms)
+    assert (live.ns, live.target_id) == (share, L.ROOT_TARGET)
+    listed, _ = L.links_of(d.store.db, owner, d.now_ms)
+    assert [(x.ns, x.target_id) for x in listed] == [(share, L.ROOT_TARGET)]

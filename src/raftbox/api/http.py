@@ -329,6 +329,8 @@ class ApiServer:
 
     async def list_folder(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/list_folder")
+        if self.links is not None and a.obj.get("shared_link") is not None:
+            return await self.links.list_folder(request, who, a)  # raftbox.api.links
         path = path_arg(a, "path", LIST_PATH, default="")
         if path == "/":
             raise BadInput(a.route, "path: root folder is the empty string, not '/'")
@@ -390,6 +392,10 @@ class ApiServer:
     async def list_folder_continue(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "files/list_folder/continue")
         cursor = a.str("cursor", required=True)
+        if self.links is not None:  # a listing through a shared link (raftbox.api.links)
+            through_link = await self.links.list_folder_continue(who, cursor)
+            if through_link is not None:
+                return through_link
         ns, state, positions = self.open_cursor(who, cursor)
 
         def q(s: Any) -> Any:  # one read: the namespace's changes, then its mounts'

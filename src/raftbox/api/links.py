@@ -32,6 +32,16 @@ settings return the existing link itself (a retried create is harmless). A link'
 (it holds the URL: the link's existence is no secret to it), and the link's metadata like any
 visitor (a password link asks for the password: `shared_link_access_denied`).
 
+A link to a shared folder's top (its mount point, `/Team`, or `ns:<n>` of a mounted folder, or
+the mount point's `id:`) targets the shared namespace itself (`raftbox.meta.links`,
+`ROOT_TARGET`): it shows the folder's content whatever the members' mount points are called
+or moved to, and every read through it (`path` of `get_shared_link_*`, `?path=` of the page,
+the zip) is a "/…" path looked up inside that namespace only. Any member may make one,
+viewers too (links are view-only here: Dropbox lets every member of a folder whose link policy
+is "anyone" link it); it dies when its owner stops being a member, and when the folder is
+unshared — except the owner's, which then names the folder the owner keeps (same items).
+An account's home root stays unlinkable (`access_denied`, as Dropbox answers).
+
 Public pages (`add_public_routes(app)`): `GET /s/<token>/<name>` — the name is decoration, the
 token is the link. Without `dl=1`, a small HTML page: the file's name and size and a Download
 button, or a folder's listing (each file downloadable, sub-folders browsable with
@@ -77,18 +87,20 @@ from collections.abc import Callable
 from typing import Any
 
 import argon2
+import msgspec
 from aiohttp import web
 
 from raftbox.blocks.errors import BlockStoreError
 from raftbox.blocks.service import BlockService
 from raftbox.meta import commands as C
 from raftbox.meta import links as L
-from raftbox.meta import rows, sharing
+from raftbox.meta import paths as P
+from raftbox.meta import sharing
 from raftbox.meta.service import CursorInvalid, MetaService
 from raftbox.raft.node import NodeError
 
 from . import spaces, wire
-from .args import READ_PATH, Args, header_args, ns_path, parse_ts, path_arg, rpc_args
+from .args import LIST_PATH, READ_PATH, Args, header_args, ns_path, parse_ts, path_arg, rpc_args
 from .content import abort_connection, client_gone, parse_range
 from .errors import ApiError, BadInput, RateLimited, Unavailable
 from .limits import FailedAuthLimiter, TokenBucket
@@ -202,7 +214,7 @@ class LinkRoutes:
             link = L.live_link(s.db, token_hash, now)
             if link is None:
                 return None
-            return link, rows.meta_of(s.db, link.ns, rows.live_by_id(s.db, link.ns, link.target_id))
+            return link, L.target_meta(s.db, link)
 
         return await self.meta.read_current(q)
 
@@ -352,22 +364,41 @@ class LinkRoutes:
         so = a.obj_("settings")
         want = self._settings(route, so) if so is not None else None
         ns, path = t.ns, t.path
-        if t.at_mount_point:  # a shared folder's root has no item of its own to link to
-            path = ""
-        if path in ("", "/") or path.startswith("rev:"):
+        if t.mount is not None and (t.at_mount_point or path in ("", "/")):
+            path = ""  # a shared folder's top: the namespace itself
+        elif path in ("", "/") or path.startswith("rev:"):
             raise ApiError(["access_denied"] if path in ("", "/") else ["path", "not_found"])
         now = self.now_ms()
+        home = who.namespace_id
+        mounts = getattr(who, "mounts", [])
 
         def q(s: Any) -> Any:
-            m = s.get_metadata(ns, path)
-            if isinstance(m, C.MetaError):
-                return m
-            return m, L.link_for_target(s.db, who.account_id, ns, m.id, now)
+            nonlocal ns
+            if path == "":
+                m = L.root_meta(s.db, ns, who.account_id)
+                if m is None:
+                    return C.MetaError(["path", "not_found"])
+                tid = L.ROOT_TARGET
+            else:
+                m = s.get_metadata(ns, path)
+                if isinstance(m, C.MetaError):
+                    return m
+                tid = m.id
+                if ns == home and m.kind == "folder":  # a mount point named by its id
+                    key = P.make_key(m.path_display)
+                    at = next((x for x in mounts if x.key == key), None)
+                    if at is not None:
+                        ns, tid = at.ns, L.ROOT_TARGET
+                        m = L.root_meta(s.db, ns, who.account_id)
+                        if m is None:
+                            return C.MetaError(["path", "not_found"])
+            return m, tid, L.link_for_target(s.db, who.account_id, ns, tid, now)
 
         r = await self.meta.read(q)
         if isinstance(r, C.MetaError):
             raise ApiError(["path", r.tags[-1]] if r.tags[:1] == ["path"] else r.tags)
-        target, existing = r
+        target, target_id, existing = r
+        target = self._mine(who, ns, target)
         if existing is not None:
             if want is not None and await self._same_settings(existing, want):
                 return json_response(self.link_json(request, existing, target, True))
@@ -381,7 +412,7 @@ class LinkRoutes:
             nonce,
             who.account_id,
             ns,
-            target.id,
+            target_id,
             await self._hash(pw) if pw else None,
             want.get("expires_ms"),
             want.get("allow_download", True),
@@ -395,6 +426,13 @@ class LinkRoutes:
                     raise self._already_exists(request, ex, target)
             raise ApiError(_dropbox_tags(link))
         return json_response(self.link_json(request, link, target, True))
+
+    def _mine(self, who: Any, ns: int, m: Any) -> Any:
+        """`m` (paths inside `ns`) with its paths in `who`'s tree, for the link's owner."""
+        mount = who.mount_of_ns(ns) if hasattr(who, "mount_of_ns") else None
+        if ns == who.namespace_id or mount is None or m is None:
+            return m
+        return spaces.rebase(m, mount)
 
     def _already_exists(self, request: web.Request, link: C.LinkInfo, target: Any) -> ApiError:
         return ApiError(
@@ -426,6 +464,8 @@ class LinkRoutes:
             t = await self._target(who, path)  # a path in a shared folder: its links
             ns, path = t.ns, t.path
             mounts = {ns: t.mount}
+        # a shared folder's top, asked for its direct links: the links to the namespace itself
+        top = direct_only and path in ("", "/") and mounts.get(ns) is not None
         now = self.now_ms()
 
         def q(s: Any) -> Any:
@@ -439,7 +479,9 @@ class LinkRoutes:
             for link in found:
                 if link.ns not in mounts:  # no path: every folder of the account, mounts too
                     continue
-                m = rows.meta_of(s.db, link.ns, rows.live_by_id(s.db, link.ns, link.target_id))
+                m = L.target_meta(s.db, link)
+                if top and link.target_id != L.ROOT_TARGET:
+                    continue  # at a shared folder's top: its link only
                 if anchor is not None:
                     if m.id != anchor.id and (
                         direct_only or not anchor.path_lower.startswith(m.path_lower + "/")
@@ -519,10 +561,82 @@ class LinkRoutes:
             return None
         return m
 
+    # -- files/list_folder with `shared_link` (hooked in by `http.ApiServer.list_folder`) ---
+    async def list_folder(self, request: web.Request, who: Any, a: Args) -> web.Response:
+        """A folder link's folder (or `path`, "/…" below it) listed, as `files/list_folder`
+        with `shared_link` ({url, password}) lists it: one level (Dropbox supports only that
+        through a link), entries without paths (they are the link owner's), a cursor for
+        `continue` bound to the caller and the link. A dead link, a missing or wrong password,
+        a path that is not a folder below the link's: `path/not_found`, all alike."""
+        sl = a.obj_("shared_link", required=True)
+        assert sl is not None
+        url, pw = sl.str("url", required=True), sl.str("password")
+        sub = path_arg(a, "path", LIST_PATH, default="")
+        if a.bool("recursive"):
+            raise BadInput(a.route, "shared_link: only a non-recursive listing")
+        limit = a.int("limit", default=None, lo=1, hi=2000) or 2000
+        token = token_of_url(url)
+        found = await self._live(L.link_token_hash(token)) if token else None
+        if found is None:
+            raise ApiError(["path", "not_found"])
+        link, target = found
+        if link.owner != who.account_id and link.password_hash:
+            self._password_budget(request.remote or "", link)
+            if not pw or not await self._verify(link.password_hash, pw):
+                raise ApiError(["path", "not_found"])
+        folder = target if sub in ("", "/") else await self._item(link, target, sub)
+        if folder is None or folder.kind != "folder" or target.kind != "folder":
+            raise ApiError(["path", "not_found"])
+        ref = "" if folder is target and link.target_id == L.ROOT_TARGET else folder.id
+        page = await self.meta.read(lambda s: s.list_folder(link.ns, ref, False, False, limit))
+        if isinstance(page, C.MetaError):
+            raise ApiError(["path", "not_found"])
+        return self._link_page(who, link, page)
+
+    def _link_page(self, who: Any, link: C.LinkInfo, page: Any) -> web.Response:
+        entries = []
+        for m in page.entries:
+            d = wire.metadata_json(m, tagged=True)
+            d.pop("path_lower", None)
+            d.pop("path_display", None)
+            entries.append(d)
+        state = [who.account_id, "link", link.token_hash.hex(), page.cursor_state]
+        return json_response(
+            {
+                "entries": entries,
+                "cursor": self.meta.sign_cursor(state),
+                "has_more": page.has_more,
+            }
+        )
+
+    async def list_folder_continue(self, who: Any, cursor: str) -> web.Response | None:
+        """`files/list_folder/continue` of a cursor made by `list_folder` above (None: not
+        one of those). The link must still be live: else `reset`, as for any dead cursor."""
+        try:
+            acct, kind, h, state = self.meta.open_cursor(cursor)
+            if kind != "link":
+                return None
+            state = msgspec.convert(state, C.CursorState)
+            token_hash = bytes.fromhex(h)
+        except (CursorInvalid, ValueError, TypeError, msgspec.ValidationError):
+            return None
+        if acct != who.account_id:
+            raise ApiError(["reset"])
+        found = await self._live(token_hash)
+        if found is None:
+            raise ApiError(["reset"])
+        link, _ = found
+        page = await self.meta.read(lambda s: s.list_folder_continue(link.ns, state, 2000))
+        if isinstance(page, C.MetaError):
+            raise ApiError(["reset"])
+        return self._link_page(who, link, page)
+
     async def get_metadata(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "sharing/get_shared_link_metadata")
         link, target, item = await self._visible(request, a, who)
         owner = link.owner == who.account_id
+        if owner:
+            target, item = self._mine(who, link.ns, target), self._mine(who, link.ns, item)
         return json_response(self.link_json(request, link, target, owner, item))
 
     async def get_file(self, request: web.Request, who: Any) -> web.StreamResponse:
@@ -534,7 +648,9 @@ class LinkRoutes:
         if not link.allow_download and link.owner != who.account_id:
             raise ApiError(["shared_link_access_denied"])
         owner = link.owner == who.account_id
-        result = wire.dumps(self.link_json(request, link, target, owner, item)).decode()
+        shown = (self._mine(who, link.ns, target), self._mine(who, link.ns, item)) if owner else (
+            target, item)  # fmt: skip
+        result = wire.dumps(self.link_json(request, link, shown[0], owner, shown[1])).decode()
         return await self._send_file(request, link.ns, m, {"Dropbox-API-Result": result})
 
     async def modify(self, request: web.Request, who: Any) -> web.Response:
@@ -561,7 +677,7 @@ class LinkRoutes:
         r = await self.meta.write(cmd)
         if isinstance(r, C.MetaError):
             raise ApiError(_dropbox_tags(r))
-        return json_response(self.link_json(request, r, target, True))
+        return json_response(self.link_json(request, r, self._mine(who, r.ns, target), True))
 
     async def revoke(self, request: web.Request, who: Any) -> web.Response:
         a = await rpc_args(request, "sharing/revoke_shared_link")
@@ -765,12 +881,15 @@ class LinkRoutes:
             if item.kind == "file":
                 headers = {"Content-Disposition": _attachment(item.name), **_HEADERS}
                 return await self._send_file(request, link.ns, item, headers)
+            if item is target and link.target_id == L.ROOT_TARGET:  # a shared folder's top
+                return await self._zip(request, link.ns, "", root=target)
             return await self._zip(request, link.ns, item.id)
         base = request.path
         if item.kind == "file":
             return _page(_file_page(item, base, sub, link.allow_download), 200)
+        listed = "" if item is target and link.target_id == L.ROOT_TARGET else item.id
         page = await self.meta.read(
-            lambda s: s.list_folder(link.ns, item.id, False, False, PAGE_LIST_MAX_ENTRIES)
+            lambda s: s.list_folder(link.ns, listed, False, False, PAGE_LIST_MAX_ENTRIES)
         )
         if isinstance(page, C.MetaError):
             return _not_found()

@@ -29,6 +29,25 @@ of its namespace. Anything else is "no such link", the same answer as a token ne
 their links with them (`sharing.share_folder`); an owner who unshares keeping a copy takes its
 links back home.
 
+A shared folder's top
+---------------------
+A shared folder's top (a member's mount point, `/Team`) has no entry of its own in the share's
+namespace: the namespace *is* the folder. A link to it has `target_id` `ROOT_TARGET` (never an
+item id: those are "id:…") in the share's namespace, so it shows the folder's content whatever
+any member's mount point is renamed or moved to, and every read through it stays inside that
+namespace. Such a link is live while the namespace is still a shared folder (and the general
+rule above: its owner still a member, enabled, …); `root_meta` is what it shows as: the folder
+named as its owner's mount point is named (the share's name if the owner has it unmounted),
+with the owner's mount point's id and empty paths (a namespace-relative path, like every link
+target's). A link never makes a home namespace's root public: `ROOT_TARGET` counts only in a
+namespace that is a shared folder. Sharing a folder turns its owner's links to that folder into
+links to the new share's top; unsharing turns the owner's links to the top back into links to
+the folder it keeps (its copy has the same items, as Dropbox keeps an unshared folder's links),
+while every other member's links to the top die with the namespace, as their links inside it do.
+A link stored before links could name a share's top, to the folder entry that is now its
+owner's mount point (made before the folder was shared, or to the mount point by its id), is
+read as the link to that share's top it means (`_as_top`): that entry holds nothing.
+
 Commands (see `commands`): `CreateLink` (refused with `shared_link_already_exists`, extra
 `token_hash` of the existing one, while the owner has a live link to the same target: one link
 per owner and target, as Dropbox keeps it), `ModifyLink`, `RevokeLink` (a revoked row stays, so
@@ -47,7 +66,7 @@ import sqlite3
 import msgspec
 
 from . import rows
-from .commands import CreateLink, LinkInfo, ModifyLink, RevokeLink
+from .commands import CreateLink, FolderMeta, LinkInfo, Meta, ModifyLink, RevokeLink
 from .context import ApplyContext, check_ns
 from .rows import Fail
 
@@ -55,6 +74,7 @@ TOKEN_BYTES = 24  # 192 bits; 32 URL-safe characters
 NONCE_BYTES = 16
 TOKEN_MAX_CHARS = 64  # longer is refused before any lookup
 LINKS_PER_ACCOUNT_MAX = 10_000
+ROOT_TARGET = "ns-root"  # the target of a link to a shared folder's top (module docstring)
 
 _COLS = (
     "token_hash, nonce, owner, ns, target_id, password_hash, expires_ms, allow_download, "
@@ -111,7 +131,41 @@ def is_live(db: sqlite3.Connection, link: LinkInfo | None, now_ms: int) -> bool:
         return False
     if link.ns != acct[1] and not _member(db, link.ns, link.owner):
         return False  # a link into a shared folder dies when its owner leaves or is removed
+    if link.target_id == ROOT_TARGET:
+        return link.ns != acct[1] and _is_share(db, link.ns)
     return rows.live_by_id(db, link.ns, link.target_id) is not None
+
+
+def _is_share(db: sqlite3.Connection, ns: int) -> bool:
+    return db.execute("SELECT 1 FROM shares WHERE ns = ?", (ns,)).fetchone() is not None
+
+
+def root_meta(db: sqlite3.Connection, ns: int, owner: str) -> FolderMeta | None:
+    """What a link by `owner` to the top of shared folder `ns` shows as (module docstring), or
+    None if `ns` is not a shared folder."""
+    share = db.execute("SELECT name FROM shares WHERE ns = ?", (ns,)).fetchone()
+    if share is None:
+        return None
+    row = db.execute(
+        "SELECT e.id, e.name FROM mounts m JOIN accounts a ON a.account_id = m.account_id "
+        "JOIN entries e ON e.ns = a.home_ns AND e.key = m.key AND e.kind < 3 "
+        "WHERE m.account_id = ? AND m.ns = ?",
+        (owner, ns),
+    ).fetchone()
+    if row is not None and row[0]:
+        return FolderMeta(row[0], row[1], "", "")
+    return FolderMeta(f"id:{ROOT_TARGET}-{ns}", share[0], "", "")
+
+
+def target_meta(db: sqlite3.Connection, link: LinkInfo) -> Meta:
+    """The metadata of a live link's target, its paths inside the link's namespace."""
+    if link.target_id == ROOT_TARGET:
+        m = root_meta(db, link.ns, link.owner)
+        assert m is not None, "a live link to a shared folder's top names a shared folder"
+        return m
+    e = rows.live_by_id(db, link.ns, link.target_id)
+    assert e is not None, "a live link's target is a live entry"
+    return rows.meta_of(db, link.ns, e)
 
 
 def _member(db: sqlite3.Connection, ns: int, account_id: str) -> bool:
@@ -126,7 +180,26 @@ def _member(db: sqlite3.Connection, ns: int, account_id: str) -> bool:
 def live_link(db: sqlite3.Connection, token_hash: bytes, now_ms: int) -> LinkInfo | None:
     """The live link of a token hash, or None (never issued, revoked, expired, target gone)."""
     link = get_link(db, token_hash)
+    if link is None:
+        return None
+    link = _as_top(db, link)
     return link if is_live(db, link, now_ms) else None
+
+
+def _as_top(db: sqlite3.Connection, link: LinkInfo) -> LinkInfo:
+    """`link`, or the link to a share's top it means if it names its owner's mount point
+    (module docstring)."""
+    if link.target_id == ROOT_TARGET:
+        return link
+    row = db.execute(
+        "SELECT m.ns FROM accounts a JOIN mounts m ON m.account_id = a.account_id "
+        "JOIN entries e ON e.ns = a.home_ns AND e.key = m.key "
+        "WHERE a.account_id = ? AND a.home_ns = ? AND e.id = ? AND e.kind < 3",
+        (link.owner, link.ns, link.target_id),
+    ).fetchone()
+    if row is None:
+        return link
+    return msgspec.structs.replace(link, ns=row[0], target_id=ROOT_TARGET)
 
 
 def link_for_target(
@@ -161,6 +234,7 @@ def links_of(
         if len(out) == limit:
             return out, last
         last = link.token_hash
+        link = _as_top(db, link)
         if is_live(db, link, now_ms):
             out.append(link)
     return out, None
@@ -181,7 +255,10 @@ def create_link(ctx: ApplyContext, c: CreateLink) -> LinkInfo:
     if len(c.token_hash) != 32 or len(c.nonce) != NONCE_BYTES:
         raise Fail("invalid_command", reason="a link token hash is 32 bytes, a nonce 16")
     check_ns(ctx, c.ns)
-    if rows.live_by_id(db, c.ns, c.target_id) is None:
+    if c.target_id == ROOT_TARGET:
+        if not _is_share(db, c.ns):  # never a home namespace's root
+            raise Fail("path", "not_found")
+    elif rows.live_by_id(db, c.ns, c.target_id) is None:
         raise Fail("path", "not_found")
     _check_settings(c.password_hash, c.expires_ms, ctx.now_ms)
     existing = link_for_target(db, c.owner, c.ns, c.target_id, ctx.now_ms)

@@ -66,6 +66,7 @@ from .commands import (
     Unshare,
 )
 from .context import ApplyContext, atomic, check_ns
+from .links import ROOT_TARGET
 from .paths import MalformedPath, Path
 from .rows import BLOCKS_DEC, E_COLS, Entry, Fail
 from .schema import DELETED, FILE, FOLDER
@@ -469,6 +470,11 @@ def _unmount(ctx: ApplyContext, account_id: str, ns: int, copy: bool, keep_ids: 
                            DELETED)  # fmt: skip
         _copy_tree(ctx, ns, "", 0, home, Path(e.display, e.key), keep_ids=keep_ids, journal=True)
         if keep_ids:  # the copy is the same items: this account's links follow them home
+            ctx.db.execute(  # its links to the share's top: to the folder that stays
+                "UPDATE shared_links SET ns = ?, target_id = ? WHERE ns = ? AND owner = ? "
+                "AND target_id = ?",
+                (home, e.id, ns, account_id, ROOT_TARGET),
+            )
             ctx.db.execute(
                 "UPDATE shared_links SET ns = ? WHERE ns = ? AND owner = ?", (home, ns, account_id)
             )
@@ -522,7 +528,12 @@ def share_folder(ctx: ApplyContext, c: ShareFolder) -> ShareResult:
         # (for the owner's tree nothing changed: the same items at the same paths).
         _copy_tree(ctx, home, e.key, len(e.display), ns, Path("", ""), keep_ids=True, journal=True)
         lo, hi = paths.subtree_range(e.key)
-        # Shared links to items of the folder follow them (same ids) into the new namespace.
+        # Shared links to items of the folder follow them (same ids) into the new namespace;
+        # the owner's links to the folder itself become links to the share's top.
+        db.execute(
+            "UPDATE shared_links SET ns = ?, target_id = ? WHERE ns = ? AND target_id = ?",
+            (ns, ROOT_TARGET, home, e.id),
+        )
         db.execute(
             "UPDATE shared_links SET ns = ? WHERE ns = ? AND target_id IN (SELECT id FROM "
             "entries WHERE ns = ? AND key > ? AND key < ? AND id IS NOT NULL)",
