@@ -823,3 +823,47 @@ def test_a_folder_swapped_for_a_link_after_the_scan_is_not_followed(pair, tmp_pa
     assert out.stopped and "link" in out.stopped
     assert (outside / "x.txt").read_text() == "same bytes" and (outside / "y.txt").exists()
     assert not (a / "y-moved.txt").exists()
+
+
+def test_an_overloaded_server_is_retried_within_one_sync(pair, monkeypatch) -> None:
+    """`raftbox sync` (one-shot) meeting 503s or dropped connections for a while keeps trying
+    with back-off and finishes the job, instead of stopping at the first one; with no retry
+    time it gives up at once, as before."""
+    import aiohttp
+
+    a, b, cfg = pair
+    (a / "f.txt").write_text("made while the server was overloaded")
+    real = Remote.commit_batch
+    failures = {"left": 2}
+
+    async def overloaded(self, entries):
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise aiohttp.ClientConnectionError("connection reset")
+        return await real(self, entries)
+
+    monkeypatch.setattr(Remote, "commit_batch", overloaded)
+    s = run_sync(a, cfg, unavailable_retry_s=0.0)
+    assert s.unavailable and failures["left"] == 1  # no retry time: one failure ends it
+    s = run_sync(a, cfg, unavailable_retry_s=60.0)
+    assert failures["left"] == 0
+    assert s.ok and s.unavailable is None and s.counters.uploaded_files == 1, s.as_json()
+    run_sync(b, cfg)
+    assert (b / "f.txt").read_text() == "made while the server was overloaded"
+
+
+def test_a_server_that_stays_away_ends_the_sync_after_the_retry_time(pair, monkeypatch) -> None:
+    import aiohttp
+
+    a, _b, cfg = pair
+    (a / "f.txt").write_text("never gets there")
+    calls = {"n": 0}
+
+    async def gone(self, entries):
+        calls["n"] += 1
+        raise aiohttp.ClientConnectionError("connection refused")
+
+    monkeypatch.setattr(Remote, "commit_batch", gone)
+    s = run_sync(a, cfg, unavailable_retry_s=1.5)
+    assert s.unavailable and not s.ok
+    assert calls["n"] >= 2  # retried at least once within the retry time, then gave up

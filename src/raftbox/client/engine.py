@@ -10,8 +10,13 @@ remote tree is not even loaded unless the scan finds a change); carry the plan o
 (`executor.Executor`). `sync` repeats passes until one finds nothing to do or
 carries out its whole plan with nothing deferred (a conflict, a twin rename, or a file that
 changed while it was read is taken up by the next pass), at most `max_passes`, and stops early
-if the plan is refused by the max-delete check or the server is unreachable. Running passes
-whenever the folder or the account changes is `watch.watch`'s concern.
+if the plan is refused by the max-delete check or the server is unreachable. With
+`Options.unavailable_retry_s` > 0 (`raftbox sync` sets 60 s, `--retry-s`), an unreachable or
+overloaded server (no connection, 5xx, 429) does not end `sync` at once: the pass is run again
+after a jittered back-off (1 s doubling to 15 s) until a pass reaches the server or that long
+has passed since the first failure (a failed pass that got some work done restarts the clock); a pass that failed re-plans from fresh trees, so nothing
+needs undoing, and failed passes do not count against `max_passes`. Running passes whenever the
+folder or the account changes is `watch.watch`'s concern (it has its own retry).
 
 Entries of the server's tree this client cannot represent here (a name or path too long for
 this file system, nested too deep, a name or metadata no client could hold: `limits`,
@@ -42,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from raftbox.backoff import Backoff
 from raftbox.blocks.chunker import CDC, Chunking
 
 from .config import Config
@@ -74,6 +80,7 @@ class Options:
     max_delete_share: float = 0.5
     max_delete_floor: int = 10
     max_passes: int = 10
+    unavailable_retry_s: float = 0.0  # keep retrying an unreachable server this long (0: don't)
     host: str = field(
         default_factory=lambda: os.environ.get("RAFTBOX_DEVICE_NAME") or socket.gethostname()
     )
@@ -375,20 +382,38 @@ class SyncEngine:
         s = Summary()
         t0 = time.monotonic()
         sent0, recv0 = self.remote.bytes_sent, self.remote.bytes_received
+        retry = Backoff(random.Random(), 1.0, 15.0)
+        first_failure: float | None = None
         try:
-            for _ in range(self.opt.max_passes):
+            passes = 0
+            while passes < self.opt.max_passes:
                 try:
                     rep = await self.one_pass(s.counters)
+                    unavailable = rep.unavailable
                 except ServerUnavailable as e:
-                    s.unavailable = str(e)
-                    break
+                    rep, unavailable = None, str(e)
+                if unavailable is not None:
+                    now = time.monotonic()
+                    if first_failure is None or (rep is not None and rep.ops_done):
+                        first_failure = now  # the first failure, or one after some progress
+                    if now - first_failure >= self.opt.unavailable_retry_s:
+                        s.unavailable = unavailable
+                        if rep is not None:
+                            s.passes += 1
+                        break
+                    delay_s = retry.next_delay_s()
+                    self.progress.message(
+                        f"server unavailable ({unavailable}); trying again in {delay_s:.1f} s"
+                    )
+                    await asyncio.sleep(delay_s)  # back-off before the next attempt
+                    continue
+                first_failure = None
+                retry.reset()
+                passes += 1
                 s.passes += 1
                 s.pending = 0
                 if rep.plan.refused is not None:
                     s.refused = rep.plan.refused
-                    break
-                if rep.unavailable is not None:
-                    s.unavailable = rep.unavailable
                     break
                 if not rep.plan.ops or rep.settled:
                     break

@@ -52,6 +52,9 @@ def add_parsers(sub: Any, common: Any) -> None:
     p.add_argument("--max-delete-min", type=int, default=10, metavar="N",
                    help="... unless it deletes at most N entries (default 10)")  # fmt: skip
     p.add_argument("--device-name", help="names conflicted copies (default: the host name)")
+    p.add_argument("--retry-s", type=float, default=60.0, metavar="S",
+                   help="keep retrying an unreachable or overloaded server this long before "
+                   "giving up (default 60; 0: give up at once; --watch always retries)")  # fmt: skip
     p = common(sub, "status", "show what a sync of a folder would do now")
     p.add_argument("dir")
 
@@ -65,6 +68,11 @@ def _options(args: argparse.Namespace) -> Options:
         opt.max_delete_floor = args.max_delete_min
     if getattr(args, "device_name", None):
         opt.host = args.device_name
+    retry_s = getattr(args, "retry_s", None)
+    if retry_s is not None and not getattr(args, "watch", False):  # --watch retries on its own
+        if not 0 <= retry_s <= 86_400:
+            raise SyncError("--retry-s is 0 to 86400 seconds")
+        opt.unavailable_retry_s = retry_s
     return opt
 
 
