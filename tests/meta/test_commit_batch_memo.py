@@ -69,6 +69,8 @@ def the_batch(ns: int, other: int) -> CommitBatch:
             cf(ns, "/n/d1/x", b"held1", mode="overwrite", **ref),  # a new rev, same id
             cf(12345, "/nowhere", b"held0", **ref),  # unknown namespace
             cf(ns, "/n/d1/last", b"held0", **ref),
+            cf(other, "/c/again", b"y" * 30, **ref),  # the failed item's grant is gone
+            cf(other, "/c/more", b"x" * 30, mode="overwrite", **ref),  # /b/big's is not
         ]
     )
 
@@ -85,11 +87,12 @@ def test_a_batch_writes_what_its_items_one_by_one_would(monkeypatch) -> None:
     assert content_dump(memo.store) == content_dump(plain.store)
     # the batch met what it was made to meet
     tags = [r.tags if isinstance(r, MetaError) else None for r in got]
-    assert tags[2] == tags[10] == ["need_blocks"]
+    assert tags[2] == tags[10] == tags[18] == ["need_blocks"]
     assert tags[4] == ["path", "conflict", "file"]
     assert tags[6] == ["path", "conflict", "file_ancestor"]
     assert tags[13] == ["path", "insufficient_space"]
     assert tags[16] == ["invalid_command"]
+    assert tags[19] == ["path", "insufficient_space"]  # rights ok, but 60 bytes > 40
     assert sum(isinstance(r, FileMeta) for r in got) == 12
     assert got[5].path_display == "/a/old (1).txt"
     assert got[15].id == got[0].id and got[15].rev != got[0].rev

@@ -58,16 +58,21 @@ class BatchMemo:
       only add ns_blocks rows); an id not in it is asked of SQLite as before;
     - `quota`: ns -> its owner's quota row (commits do not change quotas or owners);
     - `journal`: the journal rows of the items so far, written together when the batch ends
-      (an item that fails drops its own); nothing in a commit reads the journal.
+      (an item that fails drops its own); nothing in a commit reads the journal;
+    - `grants`: likewise the block rights the items so far gave (`gcstate.grant`), and
+      `granted` (ns -> ids) those of the items that succeeded, which the block-rights check of
+      the later items counts as SQLite would have.
     """
 
-    __slots__ = ("folders", "has", "journal", "quota")
+    __slots__ = ("folders", "granted", "grants", "has", "journal", "quota")
 
     def __init__(self) -> None:
         self.folders: dict[tuple[int, str], str] = {}
         self.has: dict[int, set[str]] = {}
         self.quota: dict[int, Any] = {}
         self.journal: list[tuple[int, str, str, str, int]] = []
+        self.grants: list[tuple[int, str, int]] = []
+        self.granted: dict[int, set[str]] = {}
 
 
 class _Counters:

@@ -334,11 +334,12 @@ def _commit(ctx: ApplyContext, c: CommitFile) -> FileMeta:
 def _ns_has_blocks(ctx: ApplyContext, ns: int, ids: list[str]) -> set[str]:
     """`gcstate.ns_has_blocks`, answered from the batch's memo where it can."""
     memo = ctx.batch
-    known = memo.has.get(ns) if memo is not None else None
-    if not known:
+    if memo is None:
         return gcstate.ns_has_blocks(ctx.db, ns, ids)
-    have = {i for i in ids if i in known}
-    rest = [i for i in ids if i not in known]
+    known = memo.has.get(ns, set())
+    granted = memo.granted.get(ns, set())  # by earlier items, not yet written
+    have = {i for i in ids if i in known or i in granted}
+    rest = [i for i in ids if i not in have]
     if rest:
         have |= gcstate.ns_has_blocks(ctx.db, ns, rest)
     return have
@@ -359,13 +360,18 @@ def commit_batch(ctx: ApplyContext, c: CommitBatch) -> list:
     out = []
     try:
         for e in c.entries:
-            mark = len(memo.journal)
+            mark, gmark = len(memo.journal), len(memo.grants)
             r = atomic(ctx, lambda e=e: commit(ctx, e))
-            if isinstance(r, MetaError):  # rolled back: its journal rows too
+            if isinstance(r, MetaError):  # rolled back: its journal rows and grants too
                 del memo.journal[mark:]
+                del memo.grants[gmark:]
+            else:
+                for ns, bid, _ in memo.grants[gmark:]:
+                    memo.granted.setdefault(ns, set()).add(bid)
             out.append(r)
     finally:
         ctx._counters.batch = None
+    gcstate.write_grants(ctx, memo.grants)
     _write_journal(ctx, memo.journal)
     return out
 
