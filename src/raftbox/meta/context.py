@@ -12,7 +12,9 @@ advance within the entry, each owned by the context and changed only through its
   rev = f"{index:012x}{pos:04x}", id = "id:" + b64url(HMAC(secret, f"{index}:{pos}")[:16]).
   An entry writes at most `MAX_POS` + 1 items (`TooMany` past it);
 - the namespaces known to exist (`check_ns`), a cache for this entry only (`RemoveAccount`
-  forgets the namespace it removes).
+  forgets the namespace it removes);
+- while a `CommitBatch` runs, its `BatchMemo` (`ctx.batch`, else None): what the batch's items
+  share, so that each item does not ask SQLite again (`raftbox.meta.writes.commit_batch`).
 
 `atomic(ctx, fn)` runs one command (or one item of a batch) under a SAVEPOINT and rolls it back
 if it fails: a `Fail`, a `TooMany`, or a bug (logged; every replica fails it the same way). A
@@ -45,14 +47,44 @@ class TooMany(Exception):
     """The entry ran out of positions (revs/ids) — too many items in one raft entry."""
 
 
-class _Counters:
-    """The per-entry state that advances: the next position, the savepoint depth."""
+class BatchMemo:
+    """What the items of one `CommitBatch` share (`writes.commit_batch` owns it). Only facts
+    that no item of a CommitBatch can undo are kept, so every item gets the answer it would
+    have read from SQLite itself, and every replica writes the same rows:
 
-    __slots__ = ("depth", "pos")
+    - `folders`: (ns, key) -> display of a folder an item read as existing (commits only
+      create folders; a folder an item created is not kept: the item may still roll back);
+    - `has`: ns -> block ids the namespace already referenced when the batch began (commits
+      only add ns_blocks rows); an id not in it is asked of SQLite as before;
+    - `quota`: ns -> its owner's quota row (commits do not change quotas or owners);
+    - `journal`: the journal rows of the items so far, written together when the batch ends
+      (an item that fails drops its own); nothing in a commit reads the journal;
+    - `grants`: likewise the block rights the items so far gave (`gcstate.grant`), and
+      `granted` (ns -> ids) those of the items that succeeded, which the block-rights check of
+      the later items counts as SQLite would have.
+    """
+
+    __slots__ = ("folders", "granted", "grants", "has", "journal", "quota")
+
+    def __init__(self) -> None:
+        self.folders: dict[tuple[int, str], str] = {}
+        self.has: dict[int, set[str]] = {}
+        self.quota: dict[int, Any] = {}
+        self.journal: list[tuple[int, str, str, str, int]] = []
+        self.grants: list[tuple[int, str, int]] = []
+        self.granted: dict[int, set[str]] = {}
+
+
+class _Counters:
+    """The per-entry state that advances: the next position, the savepoint depth, the batch
+    memo of a running `CommitBatch`."""
+
+    __slots__ = ("batch", "depth", "pos")
 
     def __init__(self) -> None:
         self.pos = 0
         self.depth = 0
+        self.batch: BatchMemo | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +105,11 @@ class ApplyContext:
     def now(self) -> str:
         """`now_ms` as a Dropbox timestamp (server_modified of what this entry writes)."""
         return format_ts(self.now_ms)
+
+    @property
+    def batch(self) -> BatchMemo | None:
+        """The running `CommitBatch`'s memo, else None (see `BatchMemo`)."""
+        return self._counters.batch
 
     def next_pos(self) -> int:
         c = self._counters

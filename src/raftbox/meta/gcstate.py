@@ -53,13 +53,23 @@ def validate_blocks(blocks: list[BlockRef], size: int) -> None:
 
 
 def grant(ctx: ApplyContext, ns: int, blocks: list[BlockRef]) -> None:
-    """`ns` uploaded (or references) `blocks`: record its right and touch them."""
-    if blocks:
+    """`ns` uploaded (or references) `blocks`: record its right and touch them (within a
+    `CommitBatch`, when the batch ends: `context.BatchMemo`)."""
+    memo = ctx.batch
+    if memo is not None:
+        memo.grants.extend((ns, b.id, b.size) for b in blocks)
+        return
+    write_grants(ctx, [(ns, b.id, b.size) for b in blocks])
+
+
+def write_grants(ctx: ApplyContext, grants: list[tuple[int, str, int]]) -> None:
+    """(ns, block id, size) rights, in order: a row's first grant sets its size."""
+    if grants:
         ctx.db.executemany(
             "INSERT INTO ns_blocks (ns, block_id, size, last_ms, last_idx) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (ns, block_id) DO UPDATE SET "
             "last_ms = excluded.last_ms, last_idx = excluded.last_idx",
-            [(ns, b.id, b.size, ctx.now_ms, ctx.index) for b in blocks],
+            [(ns, bid, size, ctx.now_ms, ctx.index) for ns, bid, size in grants],
         )
 
 

@@ -120,11 +120,17 @@ def set_quota(ctx: ApplyContext, c: SetQuota) -> SpaceUsage:
 def guarded(ctx: ApplyContext, ns: int, tags: list[str], fn: Callable[[], Any]) -> Any:
     """Run `fn` (a write into namespace `ns`); fail with `tags` if it grew the owner's usage
     past the owner's quota (module docstring). The caller's savepoint undoes `fn`'s writes."""
-    row = ctx.db.execute(
-        "SELECT q.account_id, q.quota_bytes FROM namespaces n "
-        "JOIN account_quota q ON q.account_id = n.owner WHERE n.ns = ?",
-        (ns,),
-    ).fetchone()
+    memo = ctx.batch  # a CommitBatch changes no quota and no owner: one read per namespace
+    if memo is not None and ns in memo.quota:
+        row = memo.quota[ns]
+    else:
+        row = ctx.db.execute(
+            "SELECT q.account_id, q.quota_bytes FROM namespaces n "
+            "JOIN account_quota q ON q.account_id = n.owner WHERE n.ns = ?",
+            (ns,),
+        ).fetchone()
+        if memo is not None:
+            memo.quota[ns] = row
     if row is None:  # no such namespace (fn fails on its own) or no quota
         return fn()
     owner, quota = row

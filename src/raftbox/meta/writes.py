@@ -15,7 +15,10 @@ what cursors and the notify feed follow.
 - `create_folder`, `delete` (the subtree, journaled once at its root), `relocate` (move or
   copy of a subtree: every item of the new subtree is journaled; a copy gets new ids and a new
   server_modified), `restore` (an old revision becomes the newest).
-- `commit_batch`: one savepoint per item, each answered on its own.
+- `commit_batch`: one savepoint per item, each answered on its own. The items share a
+  `context.BatchMemo` (folders read, block rights held when the batch began, quota rows) and
+  their journal rows are written together at the end, numbered as one by one: the rows
+  written and the answers are those of committing the items one after the other.
 
 Every write that can make an account store more (commit, copy, restore) runs inside
 `quota.guarded`: past the account's quota it fails with `insufficient_space`.
@@ -43,7 +46,7 @@ from .commands import (
     symlink_blocks_problem,
     symlink_target_problem,
 )
-from .context import MAX_BATCH_ENTRIES, ApplyContext, atomic, check_ns
+from .context import MAX_BATCH_ENTRIES, ApplyContext, BatchMemo, atomic, check_ns
 from .paths import MalformedPath, Path
 from .rows import BLOCKS_ENC, E_COLS, HEX64, Entry, Fail
 from .schema import DELETED, FILE, FOLDER
@@ -70,6 +73,10 @@ def write_path(ctx: ApplyContext, ns: int, s: str, outer: str, *, allow_id: bool
 
 
 def journal(ctx: ApplyContext, ns: int, key: str, parent_key: str, display: str, kind: int) -> None:
+    memo = ctx.batch
+    if memo is not None:  # written by `commit_batch` when its items are done
+        memo.journal.append((ns, key, parent_key, display, kind))
+        return
     (pos,) = ctx.db.execute(
         "UPDATE namespaces SET journal_end = journal_end + 1, last_index = ? WHERE ns = ? "
         "RETURNING journal_end",
@@ -105,8 +112,15 @@ def ensure_parents(ctx: ApplyContext, ns: int, path: Path, outer: str) -> str:
     Fails with outer/conflict/file_ancestor if a file is in the way."""
     display = ""
     parent_key = ""
+    folders = ctx.batch.folders if ctx.batch is not None else None
     for anc in path.ancestors():
+        if folders is not None and (ns, anc.key) in folders:
+            display = folders[(ns, anc.key)]
+            parent_key = anc.key
+            continue
         e = rows.entry(ctx.db, ns, anc.key)
+        if folders is not None and e is not None and e.kind == FOLDER:
+            folders[(ns, anc.key)] = e.display  # read, not made by this item: it stays
         if e is not None and e.kind == FILE:
             raise Fail(outer, "conflict", "file_ancestor")
         if e is not None and e.kind == FOLDER:
@@ -247,13 +261,13 @@ def _commit(ctx: ApplyContext, c: CommitFile) -> FileMeta:
     if c.uploaded:
         gcstate.gc_check(ctx, c.blocks, c.gc_gen)
     elif c.blocks:
-        have = gcstate.ns_has_blocks(ctx.db, ns, [b.id for b in c.blocks])
+        have = _ns_has_blocks(ctx, ns, [b.id for b in c.blocks])
         for other in c.readable_ns:  # shared folders: what the committer can read counts
             rest = [b.id for b in c.blocks if b.id not in have]
             if not rest:
                 break
             if other != ns:
-                have |= gcstate.ns_has_blocks(ctx.db, other, rest)
+                have |= _ns_has_blocks(ctx, other, rest)
         missing = sorted({b.id for b in c.blocks} - have)
         if missing:
             raise Fail("need_blocks", missing=missing)
@@ -317,10 +331,71 @@ def _commit(ctx: ApplyContext, c: CommitFile) -> FileMeta:
     )
 
 
+def _ns_has_blocks(ctx: ApplyContext, ns: int, ids: list[str]) -> set[str]:
+    """`gcstate.ns_has_blocks`, answered from the batch's memo where it can."""
+    memo = ctx.batch
+    if memo is None:
+        return gcstate.ns_has_blocks(ctx.db, ns, ids)
+    known = memo.has.get(ns, set())
+    granted = memo.granted.get(ns, set())  # by earlier items, not yet written
+    have = {i for i in ids if i in known or i in granted}
+    rest = [i for i in ids if i not in have]
+    if rest:
+        have |= gcstate.ns_has_blocks(ctx.db, ns, rest)
+    return have
+
+
 def commit_batch(ctx: ApplyContext, c: CommitBatch) -> list:
     if len(c.entries) > MAX_BATCH_ENTRIES:
         return MetaError(["invalid_command"], {"reason": "batch too large"})
-    return [atomic(ctx, lambda e=e: commit(ctx, e)) for e in c.entries]
+    memo = BatchMemo()
+    wanted: dict[int, set[str]] = {}  # the block rights the items will ask about
+    for e in c.entries:
+        if not e.uploaded and e.blocks:
+            for ns in (e.ns, *e.readable_ns):
+                wanted.setdefault(ns, set()).update(b.id for b in e.blocks)
+    for ns, ids in wanted.items():
+        memo.has[ns] = gcstate.ns_has_blocks(ctx.db, ns, list(ids))
+    ctx._counters.batch = memo
+    out = []
+    try:
+        for e in c.entries:
+            mark, gmark = len(memo.journal), len(memo.grants)
+            r = atomic(ctx, lambda e=e: commit(ctx, e))
+            if isinstance(r, MetaError):  # rolled back: its journal rows and grants too
+                del memo.journal[mark:]
+                del memo.grants[gmark:]
+            else:
+                for ns, bid, _ in memo.grants[gmark:]:
+                    memo.granted.setdefault(ns, set()).add(bid)
+            out.append(r)
+    finally:
+        ctx._counters.batch = None
+    gcstate.write_grants(ctx, memo.grants)
+    _write_journal(ctx, memo.journal)
+    return out
+
+
+def _write_journal(ctx: ApplyContext, rows_: list[tuple[int, str, str, str, int]]) -> None:
+    """The journal rows of a batch, numbered per namespace in order, as `journal` would have."""
+    by_ns: dict[int, list[tuple[int, str, str, str, int]]] = {}
+    for r in rows_:
+        by_ns.setdefault(r[0], []).append(r)
+    for ns, rs in by_ns.items():
+        (end,) = ctx.db.execute(
+            "UPDATE namespaces SET journal_end = journal_end + ?, last_index = ? WHERE ns = ? "
+            "RETURNING journal_end",
+            (len(rs), ctx.index, ns),
+        ).fetchone()
+        first = end - len(rs) + 1
+        ctx.db.executemany(
+            "INSERT INTO journal (ns, pos, key, parent_key, display, idx, kind) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (ns, first + i, k, pk, d, ctx.index, kind)
+                for i, (_, k, pk, d, kind) in enumerate(rs)
+            ],
+        )
 
 
 def create_folder(ctx: ApplyContext, c: CreateFolder) -> FolderMeta:
