@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from raftbox.notify.hub import GONE
 from raftbox.notify.service import FALSE, RESET, TRUE, NotifyConfig, NotifyService
 
@@ -323,6 +325,40 @@ def test_a_longpoll_that_waited_for_the_secret_keeps_its_own_deadline():
             assert a.one is None
             svc.tick(t0 + 30.2)  # counted from its arrival, not from the secret's
             assert a.one == FALSE
+        finally:
+            await svc.stop()
+
+    run(body)
+
+
+@pytest.mark.parametrize("root_knows", ["owner and old position", "old position only"])
+@pytest.mark.parametrize("order", ["event then info", "info then event"])
+def test_a_leaf_that_subscribes_before_its_root_heard_of_a_change_gets_it_pushed(root_knows, order):
+    """The root's side of a leaf's restart: the leaf subscribes (seen: UNKNOWN) while the root
+    still holds the position from before a committed change; the meta's event and the answer
+    to the root's own lookup then come in either order. Whatever the order, the leaf gets the
+    new position (an `ev`, or an `info` that carries it): no wake is lost."""
+    from raftbox.notify.stream import StreamPeer
+
+    async def body():
+        up = FakeUpstream()  # a root: follows the meta's whole feed
+        svc = await started(up)
+        try:
+            if root_knows == "owner and old position":
+                svc.on_info([(7, ALICE, 5)])
+            else:
+                svc.on_events([(7, 5)])  # heard from the feed only: the owner is not known
+            leaf = StreamPeer(ws=None, cluster=True, max_ns=10)  # type: ignore[arg-type]
+            svc.streams._sub(leaf, [(7, -1)])
+            steps = [lambda: svc.on_events([(7, 6)])]
+            if 7 in up.asked():  # the root looks the owner up in the meta
+                info = lambda: svc.on_info([(7, ALICE, 6 if order == "info then event" else 5)])  # noqa: E731
+                steps.insert(0 if order == "info then event" else 1, info)
+            for step in steps:
+                step()
+            newest = max(leaf.events.get(7, -1), leaf.infos.get(7, (None, -1))[1])
+            assert newest == 6, (leaf.events, leaf.infos)
+            assert svc.hub.info(7).subscribers == {leaf: 6}
         finally:
             await svc.stop()
 
