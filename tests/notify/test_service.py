@@ -352,8 +352,8 @@ def test_a_leaf_that_subscribes_before_its_root_heard_of_a_change_gets_it_pushed
             svc.streams._sub(leaf, [(7, -1)])
             steps = [lambda: svc.on_events([(7, 6)])]
             if 7 in up.asked():  # the root looks the owner up in the meta
-                info = lambda: svc.on_info([(7, ALICE, 6 if order == "info then event" else 5)])  # noqa: E731
-                steps.insert(0 if order == "info then event" else 1, info)
+                pos = 6 if order == "info then event" else 5  # a lookup answered before the event
+                steps.insert(0 if pos == 6 else 1, lambda: svc.on_info([(7, ALICE, pos)]))
             for step in steps:
                 step()
             newest = max(leaf.events.get(7, -1), leaf.infos.get(7, (None, -1))[1])

@@ -45,9 +45,10 @@ spurious wake costs one `continue`, a missed one costs a sync).
 
 Load shedding: past `max_watchers` (hub) or `max_parked`, or when the secret is still unknown
 or upstream cannot answer within `lookup_timeout_s`, the answer is `{"changes": false,
-"backoff": N}`; the connection cap is in the front (`front.py`). Nothing a client sends grows state without a bound:
-watchers, parked requests, asked namespaces and stream subscriptions are all counted and capped,
-and a slow stream reader gets coalesced positions (one per namespace), not a growing queue.
+"backoff": N}`; the connection cap is in the front (`front.py`). Nothing a client sends grows
+state without a bound: watchers, parked requests, asked namespaces and stream subscriptions are
+all counted and capped, and a slow stream reader gets coalesced positions (one per namespace),
+not a growing queue.
 
 The push stream (`GET /2/raftbox/notify/stream`, a WebSocket for sync clients and leaves) is
 `stream.py`: it holds the connections, and asks this service for what long-poll asks it (a
