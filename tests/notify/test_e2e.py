@@ -9,6 +9,8 @@ for: a change is delivered (and promptly), across restarts and a failover, posit
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import ssl
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -127,6 +129,31 @@ def test_a_change_committed_while_the_leaf_restarts_is_still_delivered(chain):
     t0 = time.monotonic()
     r = dbx.files_list_folder_longpoll(cursor, 30)
     assert r.changes is True and time.monotonic() - t0 < CAP_S  # at once, not at the timeout
+
+
+def test_a_longpoll_at_a_leaf_that_serves_before_its_root_said_hello_waits_for_it(chain):
+    """The interleaving behind a rare failure of the test above on a loaded machine: a process
+    is `ready` (its url written) before its link's `hello` brings the cluster secret, and a
+    long-poll that came in between was shed with `backoff` 60. Freezing the root makes that
+    window as long as the test needs: the long-poll must wait, then say `true`."""
+    net, m, root, leaf = chain
+    token = net.account(m, "leaf-before-hello@example.test")
+    dbx = net.sdk(token, m, notify=leaf)
+    cursor = dbx.files_list_folder_get_latest_cursor("").cursor
+    leaf.kill()
+    upload(net.sdk(token, m), "/while-the-leaf-was-down.txt", b"x")
+    os.kill(root.pid, signal.SIGSTOP)  # the root accepts no hello until SIGCONT
+    try:
+        leaf.start().ready()
+        with ThreadPoolExecutor(1) as ex:
+            fut: Future = ex.submit(dbx.files_list_folder_longpoll, cursor, 30)
+            wait_for(lambda: fut.done() or leaf.status()["parked"] >= 1, 30, "the poll arrived")
+            assert leaf.status()["upstream"] is None  # still before the root's hello
+            os.kill(root.pid, signal.SIGCONT)
+            r = fut.result(timeout=60)
+    finally:
+        os.kill(root.pid, signal.SIGCONT)
+    assert r.changes is True and r.backoff is None
 
 
 def test_a_change_committed_while_the_root_restarts_is_still_delivered(chain):

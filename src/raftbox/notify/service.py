@@ -17,7 +17,11 @@ Upstream also answers `request(ns)` with an **info**: the namespace's owner and 
 `GONE`). A long-poll is answered in these steps (`longpoll`):
 
 1. the cursor must carry a valid HMAC under the cluster secret (delivered by upstream: read from
-   the local MetaStore, or sent in the `hello` of an admin-authenticated stream) — else `reset`;
+   the local MetaStore, or sent in the `hello` of an admin-authenticated stream) — else `reset`.
+   A process serves before its link's `hello` (its address is up first): a long-poll that
+   arrives before the secret waits for it (counted with the parked requests, up to
+   `lookup_timeout_s`), then goes on from here. Shedding it would make its client wait
+   `backoff` seconds for a change that may already be committed (a leaf that restarts);
 2. the owner of its namespace must be the cursor's account (a shared folder's info names all
    its members: `hub.may_watch`), and the namespace must exist — else `reset`. Forged, foreign
    and deleted-namespace cursors get the same 409 body: nothing tells them apart. An unknown
@@ -39,11 +43,12 @@ for the first that moves (`_longpoll_many`); the push stream subscribes to them 
 namespace, and `continue` then returns no entries and a newer cursor (Dropbox allows this; a
 spurious wake costs one `continue`, a missed one costs a sync).
 
-Load shedding: past `max_watchers` (hub) or while the secret is unknown or upstream cannot
-answer within `lookup_timeout_s`, the answer is `{"changes": false, "backoff": N}`; the
-connection cap is in the front (`front.py`). Nothing a client sends grows state without a bound:
-watchers, parked requests, asked namespaces and stream subscriptions are all counted and capped,
-and a slow stream reader gets coalesced positions (one per namespace), not a growing queue.
+Load shedding: past `max_watchers` (hub) or `max_parked`, or when the secret is still unknown
+or upstream cannot answer within `lookup_timeout_s`, the answer is `{"changes": false,
+"backoff": N}`; the connection cap is in the front (`front.py`). Nothing a client sends grows
+state without a bound: watchers, parked requests, asked namespaces and stream subscriptions are
+all counted and capped, and a slow stream reader gets coalesced positions (one per namespace),
+not a growing queue.
 
 The push stream (`GET /2/raftbox/notify/stream`, a WebSocket for sync clients and leaves) is
 `stream.py`: it holds the connections, and asks this service for what long-poll asks it (a
@@ -244,6 +249,8 @@ class NotifyService:
         self._parked: dict[int, dict[Hashable, Decide]] = {}  # ns -> waiting for its info
         self._parked_of: dict[Hashable, int] = {}
         self._asked: dict[int, float] = {}  # ns -> deadline for its parked requests
+        # long-polls that came before the secret: waiter -> (cursor, timeout_s, arrived, give up)
+        self._no_secret: dict[Hashable, tuple[str, float, float, float]] = {}
         self._aio_waiters: dict[_FutureWaiter, web.Request] = {}
         self._next_sweep = 0.0
         self._next_ask_check = 0.0
@@ -300,6 +307,9 @@ class NotifyService:
             for fn in self._parked.pop(ns).values():
                 fn(None)
         self._parked_of.clear()
+        for key in list(self._no_secret):
+            del self._no_secret[key]
+            self._finish(key, self.backoff_answer)
         await self.streams.close_all()
         if self._task is not None:
             self._task.cancel()
@@ -324,6 +334,11 @@ class NotifyService:
     def tick(self, now: float) -> None:
         for key in self.hub.expire(now):
             self._finish(key, FALSE)
+        if self._no_secret:
+            late = [k for k, (_c, _t, _a, give_up) in self._no_secret.items() if give_up <= now]
+            for key in late:
+                del self._no_secret[key]
+                self._finish(key, self.backoff_answer)
         if self._aio_waiters and now >= self._next_sweep:
             self._next_sweep = now + 1.0
             for waiter, request in list(self._aio_waiters.items()):
@@ -346,9 +361,20 @@ class NotifyService:
     def longpoll(self, cursor: str, timeout_s: float, waiter: Waiter) -> None:
         """Answer `waiter` (now or later) per the module docstring."""
         self.stats["longpolls"] += 1
-        if self._stopping or self.secret is None:
+        if self._stopping:
             self._finish(waiter, self.backoff_answer)
             return
+        now = self._now()
+        if self.secret is None:  # upstream has not said hello yet: wait for it (`on_secret`)
+            if len(self._no_secret) + len(self._parked_of) >= self.cfg.max_parked:
+                self._finish(waiter, self.backoff_answer)
+            else:
+                self._no_secret[waiter] = (cursor, timeout_s, now, now + self.cfg.lookup_timeout_s)
+            return
+        self._longpoll(cursor, timeout_s, waiter, now)
+
+    def _longpoll(self, cursor: str, timeout_s: float, waiter: Waiter, arrived: float) -> None:
+        """`longpoll` once the secret is known; its deadline counts from `arrived`."""
         try:
             account, ns, state = self._open(cursor)
             mounts = self._mounts(cursor)
@@ -358,7 +384,7 @@ class NotifyService:
         wait_s = timeout_s
         if self.cfg.longpoll_wait_cap_s is not None:
             wait_s = min(wait_s, self.cfg.longpoll_wait_cap_s)
-        deadline = self._now() + wait_s * (1 + self.cfg.jitter_fraction * self.rng.random())
+        deadline = arrived + wait_s * (1 + self.cfg.jitter_fraction * self.rng.random())
         if mounts:
             self._longpoll_many(account, ns, state, mounts, waiter, deadline)
             return
@@ -433,6 +459,8 @@ class NotifyService:
 
     def cancel(self, waiter: Hashable) -> None:
         """The waiter's client went away."""
+        if self._no_secret.pop(waiter, None) is not None:
+            return
         fan = self._fanouts.pop(waiter, None)
         if fan is not None:
             fan.drop()
@@ -548,6 +576,9 @@ class NotifyService:
             self.hub.forget()
         self.secret = secret
         self.secret_known.set()
+        waiting, self._no_secret = self._no_secret, {}
+        for waiter, (cursor, timeout_s, arrived, _give_up) in waiting.items():
+            self._longpoll(cursor, timeout_s, waiter, arrived)  # type: ignore[arg-type]
 
     def on_connected(self) -> None:
         """Upstream (re)connected: ask again for everything we need from it."""
@@ -659,7 +690,7 @@ class NotifyService:
             "waiting": self.hub.waiting,
             "watchers": self.hub.watchers,
             "namespaces": len(self.hub.namespaces()),
-            "parked": len(self._parked_of),
+            "parked": len(self._parked_of) + len(self._no_secret),
             "streams": self.streams.count,
             **self.stats,
         }

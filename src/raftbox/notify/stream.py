@@ -26,6 +26,10 @@ owner, position], ...]}` per subscribed namespace (cluster peers; position -2 = 
 reader gets the newest position of each namespace, never a backlog; `{"op": "resync"}` when
 the server lost continuity (the client re-checks every namespace it watches).
 
+A `watch` that arrives before the service knows the cluster secret (a process serves before its
+upstream's `hello`) waits for it, up to `lookup_timeout_s`, as a long-poll does; only then is it
+answered `backoff`.
+
 These frames are the typed values of `frames.py` (`StreamUp`, `StreamDown`); a frame that does
 not decode, or asks for more than its bounds, is the client's fault: logged and its connection
 closed (code 1008).
@@ -122,6 +126,7 @@ class PushStreams:
         self.svc = svc
         self._peers: set[StreamPeer] = set()
         self._info_waiters: dict[int, set[StreamPeer]] = {}  # ns -> leaves waiting for its info
+        self.waiting_for_secret = 0  # connections whose `watch` waits for the cluster secret
 
     @property
     def count(self) -> int:
@@ -198,6 +203,8 @@ class PushStreams:
             try:
                 frame = F.decode_stream_up(msg.data)
                 if isinstance(frame, F.Watch):
+                    if self.svc.secret is None:
+                        await self._until_secret()
                     self._watch(peer, frame.cursors)
                 elif isinstance(frame, F.Sub) and peer.cluster:
                     self._sub(peer, frame.ns)
@@ -212,6 +219,15 @@ class PushStreams:
                 break
             if peer.closed:
                 break
+
+    async def _until_secret(self) -> None:
+        """Until the service knows the cluster secret, or `lookup_timeout_s` passed."""
+        self.waiting_for_secret += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.svc.secret_known.wait(), self.svc.cfg.lookup_timeout_s)
+        finally:
+            self.waiting_for_secret -= 1
 
     def _sub(self, peer: StreamPeer, items: list[tuple[int, int]]) -> None:
         for ns, seen in items:
