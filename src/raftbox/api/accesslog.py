@@ -86,8 +86,7 @@ def _bytes_out(resp: web.StreamResponse | None) -> int:
 
 def line(fmt: str, request: web.Request, status: int, bytes_out: int, ms: float) -> str:
     """The access log line of a finished request (pure but for the clock read by the caller)."""
-    now = datetime.datetime.now(datetime.UTC)
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    stamp = _stamp(time.time())
     account = request.get(ACCOUNT_KEY)
     try:
         bytes_in = request.content.total_bytes
@@ -114,6 +113,18 @@ def line(fmt: str, request: web.Request, status: int, bytes_out: int, ms: float)
         f"{stamp} {remote} {request.method} {route} {status} in={bytes_in} "
         f"out={bytes_out} ms={ms:.1f} account={account or '-'}"
     )
+
+
+_second: list = [None, ""]  # the last whole second formatted, and its text
+
+
+def _stamp(t: float) -> str:
+    """`t` as 2026-12-07T08:40:00.123Z; strftime runs once a second, not once a request."""
+    sec = int(t)
+    if _second[0] != sec:
+        when = datetime.datetime.fromtimestamp(sec, datetime.UTC)
+        _second[:] = [sec, when.strftime("%Y-%m-%dT%H:%M:%S.")]
+    return f"{_second[1]}{min(round((t - sec) * 1e6) // 1000, 999):03d}Z"
 
 
 def _no_link_token(path: str) -> str:
