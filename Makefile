@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint sim run e2e-long bench-raft bench-meta bench-blocks bench-sync clean debs eco-long
+.PHONY: test lint sim run e2e-long bench-raft bench-meta bench-blocks bench-sync bench-all clean debs eco-long
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,12 @@ bench-blocks: $(STAMP)
 REPEAT ?= 1
 bench-sync: $(STAMP)
 	$(PY) -m benchmarks.sync_bench --repeat $(REPEAT) --json bench-out/sync.json
+
+# Every issue-16 benchmark in one run (sync, blocks, meta, raft-kv vs etcd, deltas, 100,000 small
+# files, 20,000 small files vs Syncthing and rclone; ~20 min): bench-out/final/.
+bench-all: $(STAMP)
+	bash benchmarks/peers/setup.sh bench-out/peers
+	PY=$(PY) bash benchmarks/run_all.sh
 
 # Hostile-input fuzz (issue 11): hypothesis-generated route arguments and headers through raw
 # HTTP against `raftbox up`; no 5xx, no traceback, no state change on a refused request. The
