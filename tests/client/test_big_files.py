@@ -145,14 +145,21 @@ def versions(seed: int) -> tuple[bytes, bytes]:
     return base, base[: 3 * MiB] + rng.randbytes(100) + base[3 * MiB :]
 
 
-def test_insertion_in_a_big_file_fetches_only_the_new_blocks(pair, copies) -> None:
-    a, b, cfg = pair
-    v1, v2 = versions(16)
+def edited_upstream(a: Path, b: Path, cfg: Config, seed: int) -> tuple[bytes, bytes]:
+    """`big.bin` synced on both sides as `versions(seed)[0]`, then A's insertion uploaded (B
+    not synced since); returns both versions."""
+    v1, v2 = versions(seed)
     write_old(a / "big.bin", v1, 3600)
     run_sync(a, cfg)
     run_sync(b, cfg)
     write_old(a / "big.bin", v2, 1800)
     run_sync(a, cfg)
+    return v1, v2
+
+
+def test_insertion_in_a_big_file_fetches_only_the_new_blocks(pair, copies) -> None:
+    a, b, cfg = pair
+    v1, v2 = edited_upstream(a, b, cfg, 16)
     s = run_sync(b, cfg)
     assert s.ok and s.counters.downloaded_files == 1
     assert (b / "big.bin").read_bytes() == v2
@@ -169,12 +176,7 @@ def test_insertion_in_a_big_file_fetches_only_the_new_blocks(pair, copies) -> No
 
 def test_a_big_file_edited_after_the_scan_is_no_copy_source(pair, copies) -> None:
     a, b, cfg = pair
-    v1, v2 = versions(17)
-    write_old(a / "big.bin", v1, 3600)
-    run_sync(a, cfg)
-    run_sync(b, cfg)
-    write_old(a / "big.bin", v2, 1800)
-    run_sync(a, cfg)
+    v1, v2 = edited_upstream(a, b, cfg, 17)
     edited = bytearray(v1)
     edited[5 * MiB : 5 * MiB + 8] = b"B edits"[:8].ljust(8, b"!")
 
@@ -197,12 +199,7 @@ def test_a_copy_source_changed_while_copied_skips_the_download(pair, monkeypatch
     check and the copy (staged here inside that check) is caught and nothing is installed from
     it; the sync's next pass sees the edit and keeps it as a conflicted copy."""
     a, b, cfg = pair
-    v1, v2 = versions(18)
-    write_old(a / "big.bin", v1, 3600)
-    run_sync(a, cfg)
-    run_sync(b, cfg)
-    write_old(a / "big.bin", v2, 1800)
-    run_sync(a, cfg)
+    v1, v2 = edited_upstream(a, b, cfg, 18)
     edited = v1[:100] + b"changed!" + v1[108:]
     real_old_blocks = D.Downloads._old_blocks
     staged: list[bool] = []
